@@ -1,0 +1,42 @@
+-- Inside sales' own tables. Portable SQL; see themodel-runtime's db module.
+CREATE TABLE queue (
+    lead_id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    name TEXT NOT NULL,
+    company TEXT NOT NULL,
+    company_size BIGINT NOT NULL,
+    industry TEXT NOT NULL,
+    job_title TEXT NOT NULL,
+    source TEXT NOT NULL,
+    score BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    handed_over_at BIGINT NOT NULL,
+    follow_up_due_at BIGINT NOT NULL,
+    first_contact_at BIGINT,
+    -- BantRecord as JSON; NULL until recorded.
+    bant TEXT,
+    activity_count BIGINT NOT NULL,
+    opportunity_id TEXT NOT NULL,
+    recycle_reason TEXT NOT NULL,
+    definition_version BIGINT NOT NULL
+);
+CREATE INDEX queue_call_list ON queue (status, follow_up_due_at, score, lead_id);
+
+CREATE TABLE activities (
+    activity_id TEXT PRIMARY KEY,
+    lead_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    note TEXT NOT NULL,
+    occurred_at BIGINT NOT NULL
+);
+CREATE INDEX activities_by_lead ON activities (lead_id, occurred_at);
+
+-- Every conversion ever made. Inside sales creates all opportunities, so the
+-- primary key here is what keeps opportunity ids unique across the suite.
+CREATE TABLE conversions (
+    opportunity_id TEXT PRIMARY KEY,
+    lead_id TEXT NOT NULL,
+    quality BIGINT NOT NULL,
+    converted_at BIGINT NOT NULL
+);

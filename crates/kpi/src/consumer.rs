@@ -1,0 +1,115 @@
+//! Reads one service's event stream from the stored cursor and folds it into
+//! the aggregates. A page is applied and the cursor moved in one transaction,
+//! so stopping, crashing or rebuilding from zero always ends at the same numbers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use themodel_proto::common::v1::ListEventsRequest;
+use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+use themodel_runtime::Db;
+use themodel_runtime::telemetry::PeerChannel;
+use themodel_runtime::time;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{self, Effect};
+use crate::store;
+
+const PAGE: i32 = 2000;
+
+pub struct Consumer {
+    pub source: &'static str,
+    pub client: EventStreamServiceClient<PeerChannel>,
+    pub db: Db,
+    pub tz: Tz,
+    pub poll: Duration,
+}
+
+impl Consumer {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let wait = match self.step().await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    failures = 0;
+                    self.poll
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_multiple_of(50) {
+                        tracing::warn!(
+                            source = self.source,
+                            error = format!("{e:#}"),
+                            "event stream not read; retrying"
+                        );
+                    }
+                    (self.poll * failures.min(10)).min(Duration::from_secs(5))
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Reads and applies one page; `Ok(true)` if there may be more right away.
+    async fn step(&mut self) -> anyhow::Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let after = store::cursor(&mut tx, self.source).await?;
+        tx.rollback().await?;
+        let page = self
+            .client
+            .list_events(ListEventsRequest {
+                after_seq: after,
+                page_size: PAGE,
+            })
+            .await?
+            .into_inner();
+        let Some(last) = page.events.last().map(|e| e.seq) else {
+            return Ok(false);
+        };
+
+        let mut counts: BTreeMap<(i64, domain::Metric), i64> = BTreeMap::new();
+        let mut visits = Vec::new();
+        let mut expected = after;
+        for e in &page.events {
+            anyhow::ensure!(
+                e.seq == expected + 1,
+                "{} stream skipped from {expected} to {}",
+                self.source,
+                e.seq
+            );
+            expected = e.seq;
+            let at = e
+                .occurred_at
+                .as_ref()
+                .and_then(time::from_timestamp)
+                .unwrap_or(0);
+            let day = domain::business_day(at, self.tz);
+            let payload: serde_json::Value =
+                serde_json::from_str(&e.payload_json).unwrap_or_default();
+            for effect in domain::effects(self.source, &e.r#type, &e.subject_id, &payload) {
+                match effect {
+                    Effect::Count(m) => *counts.entry((day, m)).or_insert(0) += 1,
+                    Effect::Visit(visitor) => visits.push((day, visitor)),
+                }
+            }
+        }
+        let mut tx = self.db.begin().await?;
+        if !store::apply(&mut tx, self.source, after, last, &counts, &visits).await? {
+            tx.rollback().await?;
+            return Ok(true);
+        }
+        tx.commit().await?;
+        tracing::debug!(
+            source = self.source,
+            applied_seq = last,
+            events = page.events.len(),
+            "events applied"
+        );
+        Ok(last < page.head_seq)
+    }
+}

@@ -1,0 +1,91 @@
+//! The kpi service: computes the chained funnel (DOMAIN.md §8) from every
+//! service's event stream, and owns the shared quality definitions.
+//!
+//! Same layout as every service: [`domain`] (rules: effects of events, days,
+//! formulas), [`store`] (SQL), [`api`] (tonic handlers), plus [`consumer`],
+//! which reads the other services' streams. It never reads another service's
+//! tables; it only sees what their streams publish.
+
+pub mod api;
+pub mod consumer;
+pub mod domain;
+pub mod store;
+
+use anyhow::Context;
+use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+use themodel_proto::kpi::v1::kpi_service_server::KpiServiceServer;
+use themodel_runtime::config::require_peer;
+use themodel_runtime::events::EventStream;
+use themodel_runtime::server::EVENT_STREAM;
+use themodel_runtime::telemetry::peer_channel;
+use themodel_runtime::{Clock, ServiceConfig, service};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// The gRPC service name.
+pub const SERVICE: &str = "themodel.kpi.v1.KpiService";
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(
+    config: ServiceConfig,
+    clock: Clock,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tz = domain::parse_time_zone(&config.time_zone).with_context(|| {
+        format!(
+            "unknown time zone {:?} (use an IANA name such as UTC or Asia/Tokyo)",
+            config.time_zone
+        )
+    })?;
+    let peers = &config.peers;
+    let sources = [
+        (
+            "marketing",
+            require_peer(&peers.marketing, "--marketing-addr")?,
+        ),
+        (
+            "inside-sales",
+            require_peer(&peers.inside_sales, "--inside-sales-addr")?,
+        ),
+        (
+            "field-sales",
+            require_peer(&peers.field_sales, "--field-sales-addr")?,
+        ),
+        (
+            "customer-success",
+            require_peer(&peers.customer_success, "--customer-success-addr")?,
+        ),
+    ];
+    // kpi owns the definition; it does not follow itself.
+    let own = ServiceConfig {
+        peers: Default::default(),
+        ..config.clone()
+    };
+    let mut started = service::start(&own, sqlx::migrate!("./migrations"), clock).await?;
+    store::seed_definition(&started.db, started.clock.now()).await?;
+    if store::set_time_zone(&started.db, &config.time_zone).await? {
+        tracing::warn!(time_zone = %config.time_zone, "business time zone changed: rebuilding KPIs from the event streams");
+    }
+    for (source, addr) in sources {
+        let consumer = consumer::Consumer {
+            source,
+            client: EventStreamServiceClient::new(peer_channel(addr)?),
+            db: started.db.clone(),
+            tz,
+            poll: config.poll_interval,
+        };
+        started.spawn(|stop| consumer.run(stop));
+    }
+    let api = api::Api {
+        db: started.db.clone(),
+        clock: started.clock.clone(),
+        time_zone: config.time_zone.clone(),
+    };
+    let routes = Routes::new(KpiServiceServer::new(api))
+        .add_service(EventStream::server(started.db.clone()));
+    started
+        .serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown)
+        .await
+}

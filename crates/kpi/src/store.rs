@@ -1,0 +1,186 @@
+//! The kpi service's tables. The only module with SQL.
+
+use std::collections::BTreeMap;
+
+use themodel_quality::Definition;
+use themodel_runtime::time::Micros;
+use themodel_runtime::{Db, Tx};
+
+use crate::domain::{Counts, Metric};
+
+pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(db.reader())
+        .await?)
+}
+
+/// Sets the business time zone. When it changes, the day buckets are wrong,
+/// so every aggregate and cursor is reset and the streams are read again.
+pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
+    let mut tx = db.begin().await?;
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'time_zone'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    if current.as_deref() == Some(tz) {
+        return Ok(false);
+    }
+    for sql in [
+        "DELETE FROM daily_counts",
+        "DELETE FROM visitor_days",
+        "DELETE FROM cursors",
+        "DELETE FROM meta WHERE key = 'time_zone'",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('time_zone', $1)")
+        .bind(tz)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(current.is_some())
+}
+
+pub async fn cursor(tx: &mut Tx, source: &str) -> anyhow::Result<i64> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT applied_seq FROM cursors WHERE source = $1")
+        .bind(source)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT source, applied_seq FROM cursors")
+        .fetch_all(db.reader())
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Applies one page of a source's events: moves the cursor from
+/// `expected_cursor` to `new_cursor`, then adds the count deltas and visitor
+/// days, all in the caller's transaction.
+///
+/// The cursor moves first, as a compare-and-set: on PostgreSQL a second
+/// consumer applying the same page blocks on the row, then finds the cursor
+/// moved and gets `false`, so a page is never counted twice.
+pub async fn apply(
+    tx: &mut Tx,
+    source: &str,
+    expected_cursor: i64,
+    new_cursor: i64,
+    counts: &BTreeMap<(i64, Metric), i64>,
+    visits: &[(i64, String)],
+) -> anyhow::Result<bool> {
+    let moved = if expected_cursor == 0 {
+        sqlx::query("INSERT INTO cursors (source, applied_seq) VALUES ($1, $2) ON CONFLICT (source) DO NOTHING")
+            .bind(source)
+            .bind(new_cursor)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+    } else {
+        sqlx::query("UPDATE cursors SET applied_seq = $1 WHERE source = $2 AND applied_seq = $3")
+            .bind(new_cursor)
+            .bind(source)
+            .bind(expected_cursor)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+    };
+    if moved != 1 {
+        return Ok(false);
+    }
+    for ((day, metric), n) in counts {
+        sqlx::query(
+            "INSERT INTO daily_counts (day, metric, n) VALUES ($1, $2, $3) \
+             ON CONFLICT (day, metric) DO UPDATE SET n = daily_counts.n + excluded.n",
+        )
+        .bind(*day)
+        .bind(metric.code())
+        .bind(*n)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (day, visitor) in visits {
+        sqlx::query("INSERT INTO visitor_days (day, visitor_id) VALUES ($1, $2) ON CONFLICT (day, visitor_id) DO NOTHING")
+            .bind(*day)
+            .bind(visitor)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Flow counts over business days `[start, end)`.
+pub async fn counts(db: &Db, start: i64, end: i64) -> anyhow::Result<Counts> {
+    let mut conn = db.reader().acquire().await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT metric, CAST(SUM(n) AS BIGINT) FROM daily_counts WHERE day >= $1 AND day < $2 GROUP BY metric",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    let visitors: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT visitor_id) FROM visitor_days WHERE day >= $1 AND day < $2",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut c = Counts {
+        visitors,
+        ..Counts::default()
+    };
+    for (metric, n) in rows {
+        if let Some(m) = Metric::from_code(&metric) {
+            c.add(m, n);
+        }
+    }
+    Ok(c)
+}
+
+/// A definition version (0: the latest) and when it was published.
+pub async fn definition(db: &Db, version: i64) -> anyhow::Result<Option<(Definition, Micros)>> {
+    let row: Option<(String, i64)> = if version == 0 {
+        sqlx::query_as("SELECT body, published_at FROM definitions ORDER BY version DESC LIMIT 1")
+            .fetch_optional(db.reader())
+            .await?
+    } else {
+        sqlx::query_as("SELECT body, published_at FROM definitions WHERE version = $1")
+            .bind(version)
+            .fetch_optional(db.reader())
+            .await?
+    };
+    row.map(|(body, at)| Ok((serde_json::from_str(&body)?, at)))
+        .transpose()
+}
+
+/// Stores `d` as the next version; returns it with its number set.
+pub async fn publish(tx: &mut Tx, mut d: Definition, at: Micros) -> anyhow::Result<Definition> {
+    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions")
+        .fetch_one(&mut **tx)
+        .await?;
+    d.version = latest.unwrap_or(0) + 1;
+    sqlx::query("INSERT INTO definitions (version, body, published_at) VALUES ($1, $2, $3)")
+        .bind(d.version)
+        .bind(serde_json::to_string(&d)?)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(d)
+}
+
+/// Makes the built-in definition version 1 on a fresh database.
+pub async fn seed_definition(db: &Db, at: Micros) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    let any: Option<i64> = sqlx::query_scalar("SELECT version FROM definitions LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    if any.is_none() {
+        publish(&mut tx, Definition::default(), at).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! `themodel.marketing.v1.MarketingService`: parse requests into domain
+//! types, run the domain rules in one transaction, map errors.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use themodel_proto::marketing::v1 as pb;
+use themodel_proto::marketing::v1::marketing_service_server::MarketingService;
+use themodel_proto::prost;
+use themodel_quality::{Relationship, TouchKind};
+use themodel_runtime::definition::SharedDefinition;
+use themodel_runtime::error::{ApiError, ApiResult};
+use themodel_runtime::events::NewEvent;
+use themodel_runtime::idempotency::Idempotency;
+use themodel_runtime::outbox::{self, Handover};
+use themodel_runtime::time::{Micros, to_timestamp_opt};
+use themodel_runtime::validate::{self, Violations};
+use themodel_runtime::{Clock, Db, Tx, ids, paging};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{Lead, NewLead, Status as LeadStatus};
+use crate::store;
+
+/// The marketing service's handlers.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub db: Db,
+    pub definition: SharedDefinition,
+    pub clock: Clock,
+    /// Wakes the outbox relay after a hand-over commits.
+    pub relay: Arc<Notify>,
+}
+
+pub fn lead_to_proto(l: &Lead) -> pb::Lead {
+    pb::Lead {
+        lead_id: l.lead_id.clone(),
+        email: l.email.clone(),
+        name: l.name.clone(),
+        company: l.company.clone(),
+        company_size: l.company_size,
+        industry: l.industry.clone(),
+        job_title: l.job_title.clone(),
+        source: l.source.clone(),
+        campaign: l.campaign.clone(),
+        visitor_id: l.visitor_id.clone(),
+        relationship: match l.relationship {
+            Relationship::Prospect => pb::Relationship::Prospect,
+            Relationship::Partner => pb::Relationship::Partner,
+            Relationship::Competitor => pb::Relationship::Competitor,
+            Relationship::Student => pb::Relationship::Student,
+        } as i32,
+        status: status_to_proto(l.status) as i32,
+        exclusion_reason: l.exclusion_reason.clone(),
+        attribute_score: l.score.attribute,
+        behaviour_score: l.score.behaviour,
+        score: l.score.total(),
+        definition_version: l.definition_version,
+        recycle_reason: l.recycle_reason.clone(),
+        touch_count: l.touch_count,
+        captured_at: to_timestamp_opt(Some(l.captured_at)),
+        handed_over_at: to_timestamp_opt(l.handed_over_at),
+    }
+}
+
+fn status_to_proto(s: LeadStatus) -> pb::LeadStatus {
+    match s {
+        LeadStatus::Nurturing => pb::LeadStatus::Nurturing,
+        LeadStatus::HandedOver => pb::LeadStatus::HandedOver,
+        LeadStatus::Excluded => pb::LeadStatus::Excluded,
+        LeadStatus::Recycled => pb::LeadStatus::Recycled,
+    }
+}
+
+fn touch_kind(v: &mut Violations, field: &str, kind: i32) -> TouchKind {
+    let name = pb::TouchKind::try_from(kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("");
+    match TouchKind::from_name(name) {
+        Some(k) => k,
+        None => {
+            v.add(
+                field,
+                "must be a touch kind such as PAGE_VIEW, CONTENT_DOWNLOAD or QUOTE_REQUEST",
+            );
+            TouchKind::PageView
+        }
+    }
+}
+
+const SOURCES: &[&str] = &[
+    "web_form",
+    "quote_request",
+    "inquiry",
+    "trial",
+    "content_download",
+    "seminar",
+    "webinar",
+    "trade_show",
+    "referral",
+    "ads",
+    "email",
+    "sns",
+    "chat",
+    "video",
+    "campaign",
+    "outbound",
+    "other",
+];
+
+impl Api {
+    /// Hands the lead to inside sales, in the caller's transaction.
+    async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros) -> ApiResult<Vec<NewEvent>> {
+        let h = Handover {
+            id: ids::new_id("ho"),
+            destination: "inside-sales",
+            kind: "accept_lead",
+            payload: serde_json::to_value(lead.handover()).map_err(anyhow::Error::from)?,
+        };
+        outbox::enqueue(tx, &h, now).await?;
+        Ok(vec![NewEvent {
+            kind: "lead_promoted",
+            subject_id: lead.lead_id.clone(),
+            occurred_at: lead.handed_over_at.unwrap_or(now),
+            definition_version: lead.definition_version,
+            payload: json!({ "lead_id": lead.lead_id, "score": lead.score.total(), "source": lead.source, "handover_id": h.id }),
+        }])
+    }
+
+    fn touch_event(lead: &Lead, kind: TouchKind, at: Micros) -> NewEvent {
+        NewEvent {
+            kind: "touch_recorded",
+            subject_id: lead.lead_id.clone(),
+            occurred_at: at,
+            definition_version: lead.definition_version,
+            payload: json!({ "kind": kind.name(), "score": lead.score.total() }),
+        }
+    }
+
+    /// Commits the change and wakes the relay if it handed something over.
+    async fn commit(
+        &self,
+        tx: Tx,
+        key: &Idempotency,
+        response: &impl prost::Message,
+        events: &[NewEvent],
+        now: Micros,
+        handed_over: bool,
+    ) -> ApiResult<()> {
+        key.commit(tx, response, events, now).await?;
+        if handed_over {
+            self.relay.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Api {
+    #[tracing::instrument(skip_all, fields(visitor_id = %req.visitor_id))]
+    async fn record_visit(
+        &self,
+        req: pb::RecordVisitRequest,
+    ) -> ApiResult<pb::RecordVisitResponse> {
+        let mut v = Violations::new();
+        v.request_id(&req.request_id);
+        let visitor_id = v.required("visitor_id", &req.visitor_id, 128);
+        let page = v.optional("page", &req.page, 2048);
+        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
+        v.finish()?;
+
+        let key = Idempotency::new(
+            "/themodel.marketing.v1.MarketingService/RecordVisit",
+            &req.request_id,
+            &req,
+        );
+        let mut tx = self.db.begin().await?;
+        if let Some(first) = key.replay(&mut tx).await? {
+            return Ok(first);
+        }
+        let now = self.clock.now();
+        let def = self.definition.current();
+        let mut lead = store::lead_by_visitor(&mut tx, &visitor_id).await?;
+        let visit_id = ids::new_id("vs");
+        store::insert_visit(
+            &mut tx,
+            &visit_id,
+            &visitor_id,
+            &page,
+            req.product_page,
+            at,
+            lead.as_ref().map(|l| l.lead_id.as_str()),
+        )
+        .await?;
+        let mut evs = vec![NewEvent {
+            kind: "visit_recorded",
+            subject_id: visitor_id.clone(),
+            occurred_at: at,
+            definition_version: 0,
+            payload: json!({ "visitor_id": visitor_id, "page": page, "lead_id": lead.as_ref().map(|l| l.lead_id.clone()) }),
+        }];
+        let mut handed_over = false;
+        if let Some(l) = lead.as_mut() {
+            let kind = if req.product_page {
+                TouchKind::ProductPageView
+            } else {
+                TouchKind::PageView
+            };
+            handed_over = l.touch(kind, at, &def);
+            store::update_lead(&mut tx, l).await?;
+            evs.push(Self::touch_event(l, kind, at));
+            if handed_over {
+                evs.extend(self.hand_over(&mut tx, l, now).await?);
+            }
+        }
+        let resp = pb::RecordVisitResponse {
+            lead: lead.as_ref().map(lead_to_proto),
+            visit_id,
+            visitor_id,
+        };
+        self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+        Ok(resp)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id, source = %req.source))]
+    async fn capture_lead(
+        &self,
+        req: pb::CaptureLeadRequest,
+    ) -> ApiResult<pb::CaptureLeadResponse> {
+        let mut v = Violations::new();
+        v.request_id(&req.request_id);
+        let lead_id = v.new_id("lead_id", &req.lead_id, "ld");
+        let email = validate::email(&mut v, "email", &req.email);
+        let name = v.optional("name", &req.name, 200);
+        let company = v.optional("company", &req.company, 200);
+        v.check(
+            req.company_size >= 0,
+            "company_size",
+            "must not be negative",
+        );
+        let industry = v.optional("industry", &req.industry, 100);
+        let job_title = v.optional("job_title", &req.job_title, 200);
+        let source = v.code("source", &req.source);
+        if !source.is_empty() && !SOURCES.contains(&source.as_str()) {
+            v.add("source", format!("must be one of: {}", SOURCES.join(", ")));
+        }
+        let campaign = v.optional("campaign", &req.campaign, 200);
+        let visitor_id = v.optional("visitor_id", &req.visitor_id, 128);
+        let relationship = match pb::Relationship::try_from(req.relationship) {
+            Ok(pb::Relationship::Unspecified | pb::Relationship::Prospect) => {
+                Relationship::Prospect
+            }
+            Ok(pb::Relationship::Partner) => Relationship::Partner,
+            Ok(pb::Relationship::Competitor) => Relationship::Competitor,
+            Ok(pb::Relationship::Student) => Relationship::Student,
+            Err(_) => {
+                v.add(
+                    "relationship",
+                    "must be PROSPECT, PARTNER, COMPETITOR or STUDENT",
+                );
+                Relationship::Prospect
+            }
+        };
+        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
+        v.finish()?;
+
+        let key = Idempotency::new(
+            "/themodel.marketing.v1.MarketingService/CaptureLead",
+            &req.request_id,
+            &req,
+        );
+        let mut tx = self.db.begin().await?;
+        if let Some(first) = key.replay(&mut tx).await? {
+            return Ok(first);
+        }
+        let now = self.clock.now();
+        let def = self.definition.current();
+
+        if let Some(mut existing) = store::lead_by_email(&mut tx, &email).await? {
+            // A known address filled in a form again: one lead, one more touch.
+            if !req.lead_id.is_empty() && req.lead_id != existing.lead_id {
+                return Err(ApiError::AlreadyExists(format!(
+                    "e-mail {email} is already lead {:?}; capture it without lead_id or with that id",
+                    existing.lead_id
+                )));
+            }
+            let handed_over = existing.touch(TouchKind::FormSubmission, at, &def);
+            store::update_lead(&mut tx, &existing).await?;
+            store::insert_touch(
+                &mut tx,
+                &ids::new_id("tc"),
+                &existing.lead_id,
+                TouchKind::FormSubmission,
+                &source,
+                at,
+            )
+            .await?;
+            let mut evs = vec![Self::touch_event(&existing, TouchKind::FormSubmission, at)];
+            if handed_over {
+                evs.extend(self.hand_over(&mut tx, &existing, now).await?);
+            }
+            let resp = pb::CaptureLeadResponse {
+                lead: Some(lead_to_proto(&existing)),
+                already_existed: true,
+            };
+            self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+            return Ok(resp);
+        }
+        if store::lead(&mut *tx, &lead_id).await?.is_some() {
+            return Err(ApiError::AlreadyExists(format!(
+                "lead {lead_id:?} already exists with another e-mail"
+            )));
+        }
+
+        let prior = if visitor_id.is_empty() {
+            Default::default()
+        } else {
+            store::anonymous_touches(&mut tx, &visitor_id).await?
+        };
+        let new = NewLead {
+            lead_id,
+            email,
+            name,
+            company,
+            company_size: req.company_size,
+            industry,
+            job_title,
+            source,
+            campaign,
+            visitor_id: visitor_id.clone(),
+            relationship,
+            captured_at: at,
+        };
+        let (lead, handed_over) = Lead::capture(new, prior, &def);
+        store::insert_lead(&mut tx, &lead).await?;
+        if !visitor_id.is_empty() {
+            store::claim_visits(&mut tx, &visitor_id, &lead.lead_id).await?;
+        }
+        let mut evs = vec![NewEvent {
+            kind: "lead_captured",
+            subject_id: lead.lead_id.clone(),
+            occurred_at: at,
+            definition_version: def.version,
+            payload: json!({
+                "lead_id": lead.lead_id,
+                "source": lead.source,
+                "campaign": lead.campaign,
+                "excluded": lead.status == LeadStatus::Excluded,
+                "exclusion_reason": lead.exclusion_reason,
+                "attribute_score": lead.score.attribute,
+                "behaviour_score": lead.score.behaviour,
+                "score": lead.score.total(),
+            }),
+        }];
+        if handed_over {
+            evs.extend(self.hand_over(&mut tx, &lead, now).await?);
+        }
+        let resp = pb::CaptureLeadResponse {
+            lead: Some(lead_to_proto(&lead)),
+            already_existed: false,
+        };
+        self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+        Ok(resp)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
+    async fn record_touch(
+        &self,
+        req: pb::RecordTouchRequest,
+    ) -> ApiResult<pb::RecordTouchResponse> {
+        let mut v = Violations::new();
+        v.request_id(&req.request_id);
+        let lead_id = v.id("lead_id", &req.lead_id);
+        let kind = touch_kind(&mut v, "kind", req.kind);
+        let detail = v.optional("detail", &req.detail, 2048);
+        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
+        v.finish()?;
+
+        let key = Idempotency::new(
+            "/themodel.marketing.v1.MarketingService/RecordTouch",
+            &req.request_id,
+            &req,
+        );
+        let mut tx = self.db.begin().await?;
+        if let Some(first) = key.replay(&mut tx).await? {
+            return Ok(first);
+        }
+        let now = self.clock.now();
+        let def = self.definition.current();
+        let mut lead = store::lead(&mut *tx, &lead_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+        let handed_over = lead.touch(kind, at, &def);
+        store::update_lead(&mut tx, &lead).await?;
+        store::insert_touch(&mut tx, &ids::new_id("tc"), &lead_id, kind, &detail, at).await?;
+        let mut evs = vec![Self::touch_event(&lead, kind, at)];
+        if handed_over {
+            evs.extend(self.hand_over(&mut tx, &lead, now).await?);
+        }
+        let resp = pb::RecordTouchResponse {
+            lead: Some(lead_to_proto(&lead)),
+            handed_over,
+        };
+        self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+        Ok(resp)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
+    async fn get_lead(&self, req: pb::GetLeadRequest) -> ApiResult<pb::Lead> {
+        let mut v = Violations::new();
+        let lead_id = v.id("lead_id", &req.lead_id);
+        v.finish()?;
+        let lead = store::lead(self.db.reader(), &lead_id).await?;
+        let lead = lead.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+        Ok(lead_to_proto(&lead))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_leads(&self, req: pb::ListLeadsRequest) -> ApiResult<pb::ListLeadsResponse> {
+        let mut v = Violations::new();
+        let limit = validate::page_size(&mut v, req.page_size, 50, 500);
+        let status = match pb::LeadStatus::try_from(req.status) {
+            Ok(pb::LeadStatus::Unspecified) => None,
+            Ok(pb::LeadStatus::Nurturing) => Some(LeadStatus::Nurturing),
+            Ok(pb::LeadStatus::HandedOver) => Some(LeadStatus::HandedOver),
+            Ok(pb::LeadStatus::Excluded) => Some(LeadStatus::Excluded),
+            Ok(pb::LeadStatus::Recycled) => Some(LeadStatus::Recycled),
+            Err(_) => {
+                v.add("status", "unknown lead status");
+                None
+            }
+        };
+        v.finish()?;
+        let after = match paging::decode(&req.page_token, 2)? {
+            Some(k) => Some((paging::int(&k[0])?, k[1].clone())),
+            None => None,
+        };
+        let mut leads = store::list_leads(&self.db, status, after, limit + 1).await?;
+        let next_page_token = if leads.len() as i64 > limit {
+            leads.truncate(limit as usize);
+            leads
+                .last()
+                .map(|l| paging::encode(&[&l.captured_at.to_string(), &l.lead_id]))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListLeadsResponse {
+            leads: leads.iter().map(lead_to_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id, reason = %req.reason))]
+    async fn recycle_lead(&self, req: pb::RecycleLeadRequest) -> ApiResult<pb::Lead> {
+        let def = self.definition.current();
+        let mut v = Violations::new();
+        v.request_id(&req.request_id);
+        let lead_id = v.id("lead_id", &req.lead_id);
+        // Senders check the reason against their definition; a receiver that
+        // refused one (say, during a definition change) would make the relay
+        // retry a hand-over forever, so here any well-formed code is taken.
+        let reason = v.code("reason", &req.reason);
+        let from = v.code("from", &req.from);
+        v.check(
+            req.timing_months >= 0,
+            "timing_months",
+            "must not be negative",
+        );
+        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
+        v.finish()?;
+
+        let key = Idempotency::new(
+            "/themodel.marketing.v1.MarketingService/RecycleLead",
+            &req.request_id,
+            &req,
+        );
+        let mut tx = self.db.begin().await?;
+        if let Some(first) = key.replay(&mut tx).await? {
+            return Ok(first);
+        }
+        let now = self.clock.now();
+        let mut lead = store::lead(&mut *tx, &lead_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+        lead.recycle(&reason, &def);
+        store::update_lead(&mut tx, &lead).await?;
+        let evs = [NewEvent {
+            kind: "lead_recycled",
+            subject_id: lead_id.clone(),
+            occurred_at: at,
+            definition_version: def.version,
+            payload: json!({ "reason": reason, "from": from, "timing_months": req.timing_months }),
+        }];
+        let resp = lead_to_proto(&lead);
+        self.commit(tx, &key, &resp, &evs, now, false).await?;
+        Ok(resp)
+    }
+}
+
+#[tonic::async_trait]
+impl MarketingService for Api {
+    async fn record_visit(
+        &self,
+        request: Request<pb::RecordVisitRequest>,
+    ) -> Result<Response<pb::RecordVisitResponse>, Status> {
+        Ok(Response::new(
+            Api::record_visit(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn capture_lead(
+        &self,
+        request: Request<pb::CaptureLeadRequest>,
+    ) -> Result<Response<pb::CaptureLeadResponse>, Status> {
+        Ok(Response::new(
+            Api::capture_lead(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn record_touch(
+        &self,
+        request: Request<pb::RecordTouchRequest>,
+    ) -> Result<Response<pb::RecordTouchResponse>, Status> {
+        Ok(Response::new(
+            Api::record_touch(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_lead(
+        &self,
+        request: Request<pb::GetLeadRequest>,
+    ) -> Result<Response<pb::Lead>, Status> {
+        Ok(Response::new(
+            Api::get_lead(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_leads(
+        &self,
+        request: Request<pb::ListLeadsRequest>,
+    ) -> Result<Response<pb::ListLeadsResponse>, Status> {
+        Ok(Response::new(
+            Api::list_leads(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn recycle_lead(
+        &self,
+        request: Request<pb::RecycleLeadRequest>,
+    ) -> Result<Response<pb::Lead>, Status> {
+        Ok(Response::new(
+            Api::recycle_lead(self, request.into_inner()).await?,
+        ))
+    }
+}

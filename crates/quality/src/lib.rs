@@ -1,0 +1,410 @@
+//! The shared quality-lead definitions (DOMAIN.md §1 "rules left implicit") and
+//! the one implementation of every rule they contain: lead scoring, never-buy
+//! exclusion, the promising-lead threshold, BANT gates, phase exit criteria,
+//! recycle reasons and follow-up SLAs.
+//!
+//! Every service links this crate and evaluates the same [`Definition`] the kpi
+//! service publishes, so a "lead" means the same thing everywhere. The crate is
+//! pure: no I/O, no clock, no async. It must never grow a dependency on gRPC or
+//! SQL; callers convert at their edges.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+mod bant;
+mod scoring;
+
+pub use bant::{Bant, BantCondition, BantRequirement, Phase, PhaseExit, PhaseMoveRefused};
+pub use scoring::{Classification, ExclusionReason, LeadFacts, Relationship, Score, TouchKind};
+
+/// One version of the shared definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Set by the kpi service when the definition is published; 1 is the built-in default.
+    pub version: i64,
+    pub attribute: AttributeScoring,
+    pub behaviour: BehaviourScoring,
+    /// Score (attribute + behaviour) at which a lead is promising and handed over.
+    pub promising_threshold: i32,
+    pub exclusion: Exclusion,
+    /// BANT conditions inside sales must confirm to convert a lead.
+    pub opportunity_requires: BantRequirement,
+    /// Exit criteria of the field-sales phases.
+    pub phase_exits: Vec<PhaseExit>,
+    /// Accepted recycle reason codes.
+    pub recycle_reasons: Vec<String>,
+    /// Hours from hand-over to first contact, per lead source.
+    pub follow_up_sla_hours: BTreeMap<String, i32>,
+    pub default_follow_up_sla_hours: i32,
+    /// A recycled lead's behaviour score restarts from zero.
+    pub recycle_resets_behaviour: bool,
+}
+
+/// Fit with the ideal customer: company size, industry, job title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeScoring {
+    /// `(min_employees, points)`; the highest band at or below the size wins.
+    pub company_size_bands: Vec<(i32, i32)>,
+    /// Lower-case industry → points.
+    pub industry_points: BTreeMap<String, i32>,
+    pub other_industry_points: i32,
+    /// `(words, points)`; the first rule with a word in the lower-cased title wins.
+    pub job_title_rules: Vec<(Vec<String>, i32)>,
+    pub other_title_points: i32,
+    pub max: i32,
+}
+
+/// Buying intent from digital behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BehaviourScoring {
+    /// Points per touch, by kind.
+    pub touch_points: BTreeMap<TouchKind, i32>,
+    pub max: i32,
+}
+
+/// Rules that put a lead in the never-buy class.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Exclusion {
+    pub competitor_domains: Vec<String>,
+    pub partner_domains: Vec<String>,
+    pub student_domain_suffixes: Vec<String>,
+    pub student_title_words: Vec<String>,
+}
+
+/// Why a definition cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidDefinition {
+    /// The offending field, as a path into the definition.
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
+    InvalidDefinition {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Default for Definition {
+    /// Version 1: the built-in definition every fresh installation starts from.
+    fn default() -> Self {
+        use TouchKind::*;
+        Definition {
+            version: 1,
+            attribute: AttributeScoring {
+                company_size_bands: vec![(1, 0), (10, 5), (50, 12), (250, 20), (1000, 25)],
+                industry_points: [
+                    ("software", 15),
+                    ("saas", 15),
+                    ("it", 15),
+                    ("information technology", 15),
+                    ("internet", 12),
+                    ("manufacturing", 12),
+                    ("financial services", 12),
+                    ("finance", 12),
+                    ("retail", 8),
+                    ("healthcare", 8),
+                    ("logistics", 8),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+                other_industry_points: 4,
+                job_title_rules: vec![
+                    (
+                        strings(&[
+                            "ceo",
+                            "cto",
+                            "cfo",
+                            "coo",
+                            "cio",
+                            "cmo",
+                            "chief",
+                            "president",
+                            "founder",
+                            "owner",
+                            "vp",
+                            "vice president",
+                            "head",
+                            "director",
+                            "社長",
+                            "取締役",
+                            "部長",
+                            "本部長",
+                        ]),
+                        20,
+                    ),
+                    (strings(&["manager", "lead", "課長", "マネージャー"]), 12),
+                ],
+                other_title_points: 4,
+                max: 60,
+            },
+            behaviour: BehaviourScoring {
+                touch_points: [
+                    (PageView, 1),
+                    (ProductPageView, 3),
+                    (EmailOpen, 1),
+                    (EmailClick, 2),
+                    (VideoView, 2),
+                    (ContentDownload, 5),
+                    (WebinarAttended, 8),
+                    (SeminarAttended, 8),
+                    (TrialSignup, 15),
+                    (CatalogueRequest, 10),
+                    (Inquiry, 20),
+                    (QuoteRequest, 25),
+                    (FormSubmission, 3),
+                ]
+                .into_iter()
+                .collect(),
+                max: 40,
+            },
+            promising_threshold: 65,
+            exclusion: Exclusion {
+                competitor_domains: vec![],
+                partner_domains: vec![],
+                student_domain_suffixes: strings(&[".edu", ".ac.jp", ".ac.uk", ".edu.au"]),
+                student_title_words: strings(&["student", "intern", "学生"]),
+            },
+            opportunity_requires: BantRequirement {
+                budget: false,
+                authority: false,
+                need: true,
+                timeline: true,
+            },
+            phase_exits: vec![
+                PhaseExit {
+                    phase: Phase::PreOpportunity,
+                    requires: BantRequirement::only(&[BantCondition::Need]),
+                },
+                PhaseExit {
+                    phase: Phase::IssueRecognition,
+                    requires: BantRequirement::only(&[BantCondition::Need, BantCondition::Budget]),
+                },
+                PhaseExit {
+                    phase: Phase::Evaluation,
+                    requires: BantRequirement::ALL,
+                },
+            ],
+            recycle_reasons: strings(&[
+                "not_contacted",
+                "timing",
+                "no_budget",
+                "no_need",
+                "lost_to_competitor",
+                "lost_price",
+                "lost_no_decision",
+                "lost_timing",
+                "lost_no_budget",
+                "lost_other",
+            ]),
+            follow_up_sla_hours: [
+                ("quote_request", 2),
+                ("inquiry", 4),
+                ("trial", 8),
+                ("web_form", 24),
+                ("content_download", 48),
+                ("webinar", 48),
+                ("seminar", 48),
+                ("referral", 24),
+                ("ads", 48),
+                ("trade_show", 72),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            default_follow_up_sla_hours: 48,
+            recycle_resets_behaviour: true,
+        }
+    }
+}
+
+impl Definition {
+    /// Checks the rules that make a definition usable. The one DOMAIN.md insists
+    /// on: attribute fit weighs more than behaviour.
+    pub fn validate(&self) -> Result<(), InvalidDefinition> {
+        let a = &self.attribute;
+        let b = &self.behaviour;
+        if a.max <= 0 {
+            return Err(invalid("attribute.max", "must be positive"));
+        }
+        if b.max < 0 {
+            return Err(invalid("behaviour.max", "must not be negative"));
+        }
+        if b.max >= a.max {
+            return Err(invalid(
+                "behaviour.max",
+                "attribute score must weigh more than behaviour score (behaviour.max < attribute.max)",
+            ));
+        }
+        let negative = a.company_size_bands.iter().any(|(m, p)| *m < 0 || *p < 0)
+            || a.industry_points.values().any(|p| *p < 0)
+            || a.job_title_rules.iter().any(|(_, p)| *p < 0)
+            || a.other_industry_points < 0
+            || a.other_title_points < 0;
+        if negative {
+            return Err(invalid(
+                "attribute",
+                "points and bands must not be negative",
+            ));
+        }
+        if a.job_title_rules
+            .iter()
+            .any(|(words, _)| words.is_empty() || words.iter().any(|w| w.trim().is_empty()))
+        {
+            return Err(invalid(
+                "attribute.job_title_rules",
+                "every rule needs at least one non-empty word",
+            ));
+        }
+        if b.touch_points.values().any(|p| *p < 0) {
+            return Err(invalid(
+                "behaviour.touch_points",
+                "points must not be negative",
+            ));
+        }
+        if self.promising_threshold <= 0 || self.promising_threshold > a.max + b.max {
+            return Err(invalid(
+                "promising_threshold",
+                format!(
+                    "must be between 1 and attribute.max + behaviour.max ({})",
+                    a.max + b.max
+                ),
+            ));
+        }
+        if self.recycle_reasons.is_empty() || self.recycle_reasons.iter().any(|r| !is_code(r)) {
+            return Err(invalid(
+                "recycle_reasons",
+                "need at least one reason; codes are lower-case letters, digits and '_'",
+            ));
+        }
+        for required in ["not_contacted", "timing", "no_budget", "no_need"] {
+            if !self.recycle_reasons.iter().any(|r| r == required) {
+                return Err(invalid(
+                    "recycle_reasons",
+                    format!("must include {required}"),
+                ));
+            }
+        }
+        if self.default_follow_up_sla_hours <= 0
+            || self.follow_up_sla_hours.values().any(|h| *h <= 0)
+        {
+            return Err(invalid("follow_up_sla_hours", "hours must be positive"));
+        }
+        let mut seen = Vec::new();
+        for exit in &self.phase_exits {
+            if !exit.phase.is_open() {
+                return Err(invalid(
+                    "phase_exits",
+                    "exit criteria apply to open phases only",
+                ));
+            }
+            if seen.contains(&exit.phase) {
+                return Err(invalid(
+                    "phase_exits",
+                    format!("{} is listed twice", exit.phase.name()),
+                ));
+            }
+            seen.push(exit.phase);
+        }
+        Ok(())
+    }
+
+    /// Hours inside sales has for first contact with a lead from `source`.
+    pub fn follow_up_sla_hours(&self, source: &str) -> i32 {
+        self.follow_up_sla_hours
+            .get(source)
+            .copied()
+            .unwrap_or(self.default_follow_up_sla_hours)
+    }
+
+    /// Whether `reason` is an accepted recycle reason code.
+    pub fn is_recycle_reason(&self, reason: &str) -> bool {
+        self.recycle_reasons.iter().any(|r| r == reason)
+    }
+
+    /// Whether a score makes a lead promising.
+    pub fn is_promising(&self, score: Score) -> bool {
+        score.total() >= self.promising_threshold
+    }
+}
+
+/// A reason / source code: lower-case ASCII letters, digits and '_'.
+pub fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_definition_is_valid() {
+        Definition::default()
+            .validate()
+            .expect("built-in definition must validate");
+    }
+
+    #[test]
+    fn behaviour_may_not_outweigh_attribute() {
+        let mut d = Definition::default();
+        d.behaviour.max = d.attribute.max;
+        assert_eq!(d.validate().unwrap_err().field, "behaviour.max");
+    }
+
+    #[test]
+    fn threshold_must_be_reachable() {
+        let mut d = Definition::default();
+        d.promising_threshold = d.attribute.max + d.behaviour.max + 1;
+        assert_eq!(d.validate().unwrap_err().field, "promising_threshold");
+        d.promising_threshold = 0;
+        assert_eq!(d.validate().unwrap_err().field, "promising_threshold");
+    }
+
+    #[test]
+    fn recycle_reasons_must_keep_the_domain_four() {
+        let mut d = Definition::default();
+        d.recycle_reasons.retain(|r| r != "no_need");
+        assert_eq!(d.validate().unwrap_err().field, "recycle_reasons");
+    }
+
+    #[test]
+    fn phase_exit_listed_once() {
+        let mut d = Definition::default();
+        d.phase_exits.push(d.phase_exits[0].clone());
+        assert_eq!(d.validate().unwrap_err().field, "phase_exits");
+    }
+
+    #[test]
+    fn sla_by_source_with_default() {
+        let d = Definition::default();
+        assert_eq!(d.follow_up_sla_hours("quote_request"), 2);
+        assert_eq!(d.follow_up_sla_hours("trade_show"), 72);
+        assert_eq!(d.follow_up_sla_hours("carrier_pigeon"), 48);
+    }
+
+    #[test]
+    fn definition_round_trips_through_json() {
+        let d = Definition::default();
+        let json = serde_json::to_string(&d).expect("serialise");
+        let back: Definition = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(d, back);
+    }
+
+    #[test]
+    fn codes() {
+        assert!(is_code("no_budget"));
+        assert!(!is_code("No Budget"));
+        assert!(!is_code(""));
+    }
+}

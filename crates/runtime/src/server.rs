@@ -1,0 +1,111 @@
+//! Serving one service: its routes plus the standard health service and
+//! server reflection (v1 and v1alpha: grpcurl 1.8 speaks only v1alpha), on a
+//! listener the caller bound, until a shutdown token fires.
+//!
+//! Tests and production take the same path: the caller binds (port 0 in
+//! tests), builds the service, and cancels the token to stop. On shutdown,
+//! health turns NOT_SERVING first, then the server stops accepting and lets
+//! in-flight calls finish.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::telemetry;
+
+/// Name of the event-stream service every service also serves.
+pub const EVENT_STREAM: &str = "themodel.common.v1.EventStreamService";
+
+/// Serves `routes` (whose gRPC service names are `names`) on `listener`.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    names: &[&'static str],
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in names {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(themodel_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for name in names {
+            b = b.with_service_name(*name);
+        }
+        b
+    };
+    let v1 = reflection().build_v1().context("building reflection v1")?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+    let routes = routes
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
+
+    let names: Vec<&'static str> = names.to_vec();
+    let signal = async move {
+        shutdown.cancelled().await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in &names {
+            reporter
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: health is NOT_SERVING"
+        );
+        tokio::time::sleep(grace).await;
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .trace_fn(telemetry::request_span)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+        .context("serving gRPC")?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,308 @@
+//! The suite as one program: every service by name, and [`Suite`], which runs
+//! all five in one process on their own ports with their own databases.
+//!
+//! `themodel up` and the end-to-end tests start the suite through the same
+//! [`Suite::start`]; only the ports (fixed vs. ephemeral) and the data
+//! directory differ.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::Poll;
+use std::time::Duration;
+
+use anyhow::Context;
+use themodel_runtime::{Clock, Peers, ServiceConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One of the five services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceName {
+    Marketing,
+    InsideSales,
+    FieldSales,
+    CustomerSuccess,
+    Kpi,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 5] = [
+        ServiceName::Marketing,
+        ServiceName::InsideSales,
+        ServiceName::FieldSales,
+        ServiceName::CustomerSuccess,
+        ServiceName::Kpi,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Marketing => "marketing",
+            ServiceName::InsideSales => "inside-sales",
+            ServiceName::FieldSales => "field-sales",
+            ServiceName::CustomerSuccess => "customer-success",
+            ServiceName::Kpi => "kpi",
+        }
+    }
+
+    /// The port `themodel up` uses by default.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::Marketing => 50051,
+            ServiceName::InsideSales => 50052,
+            ServiceName::FieldSales => 50053,
+            ServiceName::CustomerSuccess => 50054,
+            ServiceName::Kpi => 50055,
+        }
+    }
+
+    /// Runs the service on `listener` until `shutdown`.
+    pub async fn run(
+        self,
+        config: ServiceConfig,
+        clock: Clock,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        match self {
+            ServiceName::Marketing => {
+                themodel_marketing::run(config, clock, listener, shutdown).await
+            }
+            ServiceName::InsideSales => {
+                themodel_inside_sales::run(config, clock, listener, shutdown).await
+            }
+            ServiceName::FieldSales => {
+                themodel_field_sales::run(config, clock, listener, shutdown).await
+            }
+            ServiceName::CustomerSuccess => {
+                themodel_customer_success::run(config, clock, listener, shutdown).await
+            }
+            ServiceName::Kpi => themodel_kpi::run(config, clock, listener, shutdown).await,
+        }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ServiceName::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| format!("unknown service {s:?}; one of marketing, inside-sales, field-sales, customer-success, kpi"))
+    }
+}
+
+/// How to run the whole suite.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// Each service's SQLite database is `<data_dir>/<service>.db`.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub host: std::net::IpAddr,
+    /// Port per service; 0 picks a free one.
+    pub ports: BTreeMap<ServiceName, u16>,
+    /// Database URL per service, overriding the SQLite file under `data_dir`.
+    pub database_urls: BTreeMap<ServiceName, String>,
+    pub time_zone: String,
+    pub poll_interval: Duration,
+    pub definition_refresh: Duration,
+    pub shutdown_grace: Duration,
+    pub clock: Clock,
+}
+
+impl SuiteOptions {
+    /// The embedded default: fixed local ports, SQLite under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        SuiteOptions {
+            data_dir: data_dir.into(),
+            host: std::net::IpAddr::from([127, 0, 0, 1]),
+            ports: ServiceName::ALL
+                .into_iter()
+                .map(|s| (s, s.default_port()))
+                .collect(),
+            database_urls: BTreeMap::new(),
+            time_zone: "UTC".to_owned(),
+            poll_interval: Duration::from_millis(250),
+            definition_refresh: Duration::from_secs(10),
+            shutdown_grace: Duration::ZERO,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Like [`SuiteOptions::new`] but every service on a free port, for tests.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
+        let mut o = SuiteOptions::new(data_dir);
+        o.ports = ServiceName::ALL.into_iter().map(|s| (s, 0)).collect();
+        o.poll_interval = Duration::from_millis(50);
+        o.definition_refresh = Duration::from_millis(200);
+        o
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The five services running in this process.
+pub struct Suite {
+    options: SuiteOptions,
+    addrs: BTreeMap<ServiceName, SocketAddr>,
+    running: BTreeMap<ServiceName, Running>,
+}
+
+impl Suite {
+    /// Binds every port first (so each service knows its peers' addresses),
+    /// then starts the services.
+    pub async fn start(options: SuiteOptions) -> anyhow::Result<Suite> {
+        let mut listeners = BTreeMap::new();
+        for name in ServiceName::ALL {
+            let port = options.ports.get(&name).copied().unwrap_or(0);
+            let addr = SocketAddr::new(options.host, port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {name} to {addr}"))?;
+            listeners.insert(name, listener);
+        }
+        let addrs = listeners
+            .iter()
+            .map(|(n, l)| Ok((*n, l.local_addr()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let mut suite = Suite {
+            options,
+            addrs,
+            running: BTreeMap::new(),
+        };
+        for (name, listener) in listeners {
+            suite.spawn(name, listener);
+        }
+        Ok(suite)
+    }
+
+    /// Where a service listens.
+    pub fn addr(&self, name: ServiceName) -> SocketAddr {
+        self.addrs[&name]
+    }
+
+    /// `http://127.0.0.1:port` of a service, for clients.
+    pub fn url(&self, name: ServiceName) -> String {
+        let addr = self.addr(name);
+        let host = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        format!("http://{}", SocketAddr::new(host, addr.port()))
+    }
+
+    /// The configuration `name` runs with inside the suite.
+    pub fn config(&self, name: ServiceName) -> ServiceConfig {
+        let o = &self.options;
+        let url = o.database_urls.get(&name).cloned().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                o.data_dir.join(format!("{}.db", name.as_str())).display()
+            )
+        });
+        let mut c = ServiceConfig::new(url);
+        c.peers = Peers {
+            marketing: Some(self.url(ServiceName::Marketing)),
+            inside_sales: Some(self.url(ServiceName::InsideSales)),
+            field_sales: Some(self.url(ServiceName::FieldSales)),
+            customer_success: Some(self.url(ServiceName::CustomerSuccess)),
+            kpi: Some(self.url(ServiceName::Kpi)),
+        };
+        c.time_zone = o.time_zone.clone();
+        c.poll_interval = o.poll_interval;
+        c.definition_refresh = o.definition_refresh;
+        c.shutdown_grace = o.shutdown_grace;
+        c
+    }
+
+    fn spawn(&mut self, name: ServiceName, listener: TcpListener) {
+        let stop = CancellationToken::new();
+        let config = self.config(name);
+        let task =
+            tokio::spawn(name.run(config, self.options.clock.clone(), listener, stop.clone()));
+        self.running.insert(name, Running { stop, task });
+    }
+
+    /// Stops one service gracefully and waits until it has.
+    pub async fn stop(&mut self, name: ServiceName) -> anyhow::Result<()> {
+        let Some(r) = self.running.remove(&name) else {
+            return Ok(());
+        };
+        r.stop.cancel();
+        r.task
+            .await
+            .context("service task panicked")?
+            .with_context(|| format!("{name} failed"))
+    }
+
+    /// Starts a stopped service again on its port.
+    pub async fn restart(&mut self, name: ServiceName) -> anyhow::Result<()> {
+        self.stop(name).await?;
+        let addr = self.addr(name);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {name} to {addr}"))?;
+        self.spawn(name, listener);
+        Ok(())
+    }
+
+    /// Stops a service without waiting for it to drain: as if the process died.
+    pub fn kill(&mut self, name: ServiceName) {
+        if let Some(r) = self.running.remove(&name) {
+            r.task.abort();
+        }
+    }
+
+    /// Resolves when a service stops on its own (a failure), with its result.
+    pub async fn any_exit(&mut self) -> (ServiceName, anyhow::Result<()>) {
+        let (name, result) = std::future::poll_fn(|cx| {
+            for (name, r) in self.running.iter_mut() {
+                if let Poll::Ready(joined) = Pin::new(&mut r.task).poll(cx) {
+                    let result = joined
+                        .map_err(|e| anyhow::anyhow!("task ended: {e}"))
+                        .and_then(|r| r);
+                    return Poll::Ready((*name, result));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        self.running.remove(&name);
+        (name, result)
+    }
+
+    /// Stops every service gracefully; the first failure is returned.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for r in self.running.values() {
+            r.stop.cancel();
+        }
+        let mut first_error = None;
+        for (name, r) in std::mem::take(&mut self.running) {
+            let result = r
+                .task
+                .await
+                .context("service task panicked")
+                .and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(service = %name, error = format!("{e:#}"), "service failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,189 @@
+//! `themodel`: `themodel up` runs the whole suite in one process (the
+//! embedded default: SQLite files under a data directory, fixed local ports);
+//! `themodel serve <service>` runs one service (what a Kubernetes pod runs).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel_runtime::server::shutdown_signal;
+use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "themodel",
+    version,
+    about = "The Model revenue process as gRPC services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: text or json.
+    #[arg(
+        long,
+        env = "THEMODEL_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs all five services in this process, each on its own port with its own SQLite database.
+    Up(Up),
+    /// Runs one service.
+    Serve(Serve),
+}
+
+#[derive(Args)]
+struct Common {
+    /// IANA time zone KPI periods are read in.
+    #[arg(long, env = "THEMODEL_TIME_ZONE", default_value = "UTC")]
+    time_zone: String,
+    /// Milliseconds between NOT_SERVING and closing the listener on shutdown.
+    #[arg(long, env = "THEMODEL_SHUTDOWN_GRACE_MS", default_value_t = 0)]
+    shutdown_grace_ms: u64,
+    /// Milliseconds background loops (outbox relay, KPI consumers) wait when idle.
+    #[arg(long, env = "THEMODEL_POLL_INTERVAL_MS", default_value_t = 250)]
+    poll_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct Up {
+    /// Directory of the services' SQLite databases.
+    #[arg(long, env = "THEMODEL_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address the services listen on.
+    #[arg(long, env = "THEMODEL_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, env = "THEMODEL_MARKETING_PORT", default_value_t = 50051)]
+    marketing_port: u16,
+    #[arg(long, env = "THEMODEL_INSIDE_SALES_PORT", default_value_t = 50052)]
+    inside_sales_port: u16,
+    #[arg(long, env = "THEMODEL_FIELD_SALES_PORT", default_value_t = 50053)]
+    field_sales_port: u16,
+    #[arg(long, env = "THEMODEL_CUSTOMER_SUCCESS_PORT", default_value_t = 50054)]
+    customer_success_port: u16,
+    #[arg(long, env = "THEMODEL_KPI_PORT", default_value_t = 50055)]
+    kpi_port: u16,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct Serve {
+    /// marketing, inside-sales, field-sales, customer-success or kpi.
+    service: ServiceName,
+    /// Address to listen on.
+    #[arg(long, env = "THEMODEL_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// sqlite://path/to/file.db or postgres://user:password@host/database.
+    #[arg(long, env = "THEMODEL_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "THEMODEL_MARKETING_ADDR")]
+    marketing_addr: Option<String>,
+    #[arg(long, env = "THEMODEL_INSIDE_SALES_ADDR")]
+    inside_sales_addr: Option<String>,
+    #[arg(long, env = "THEMODEL_FIELD_SALES_ADDR")]
+    field_sales_addr: Option<String>,
+    #[arg(long, env = "THEMODEL_CUSTOMER_SUCCESS_ADDR")]
+    customer_success_addr: Option<String>,
+    #[arg(long, env = "THEMODEL_KPI_ADDR")]
+    kpi_addr: Option<String>,
+    /// Seconds between re-reads of the shared quality definition from kpi.
+    #[arg(long, env = "THEMODEL_DEFINITION_REFRESH_SECS", default_value_t = 10)]
+    definition_refresh_secs: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let name = match &cli.command {
+        Command::Up(_) => "themodel".to_owned(),
+        Command::Serve(s) => format!("themodel-{}", s.service),
+    };
+    let _telemetry = match telemetry::init(&name, cli.log_format == "json") {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("cannot set up telemetry: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Up(up) => run_up(up).await,
+        Command::Serve(serve) => run_serve(serve).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_up(up: Up) -> anyhow::Result<()> {
+    let mut options = SuiteOptions::new(&up.data_dir);
+    options.host = up.host;
+    options.ports = [
+        (ServiceName::Marketing, up.marketing_port),
+        (ServiceName::InsideSales, up.inside_sales_port),
+        (ServiceName::FieldSales, up.field_sales_port),
+        (ServiceName::CustomerSuccess, up.customer_success_port),
+        (ServiceName::Kpi, up.kpi_port),
+    ]
+    .into_iter()
+    .collect();
+    options.time_zone = up.common.time_zone;
+    options.shutdown_grace = Duration::from_millis(up.common.shutdown_grace_ms);
+    options.poll_interval = Duration::from_millis(up.common.poll_interval_ms.max(10));
+    let mut suite = Suite::start(options).await?;
+    for name in ServiceName::ALL {
+        tracing::info!(service = %name, addr = %suite.addr(name), "listening");
+    }
+    tracing::info!(data_dir = %up.data_dir.display(), "themodel is up; ctrl-c to stop");
+    tokio::select! {
+        _ = shutdown_signal() => suite.shutdown().await,
+        (name, result) = suite.any_exit() => {
+            let failure = result.err().unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"));
+            let _ = suite.shutdown().await;
+            Err(failure.context(format!("{name} stopped")))
+        }
+    }
+}
+
+async fn run_serve(serve: Serve) -> anyhow::Result<()> {
+    let mut config = ServiceConfig::new(serve.database_url);
+    config.peers = Peers {
+        marketing: serve.marketing_addr,
+        inside_sales: serve.inside_sales_addr,
+        field_sales: serve.field_sales_addr,
+        customer_success: serve.customer_success_addr,
+        kpi: serve.kpi_addr,
+    };
+    config.time_zone = serve.common.time_zone;
+    config.shutdown_grace = Duration::from_millis(serve.common.shutdown_grace_ms);
+    config.poll_interval = Duration::from_millis(serve.common.poll_interval_ms.max(10));
+    config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
+    let listener = TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("binding {}", serve.listen))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    serve
+        .service
+        .run(config, Clock::system(), listener, shutdown)
+        .await
+}
