@@ -1,1 +1,162 @@
-//! placeholder
+//! Test harness: the real suite on ephemeral ports, with generated gRPC
+//! clients. Tests talk to the services only through these clients.
+
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use prost_types::Timestamp;
+use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel_proto::common::v1::ListEventsRequest;
+use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+use themodel_proto::customersuccess::v1::customer_success_service_client::CustomerSuccessServiceClient;
+use themodel_proto::fieldsales::v1::field_sales_service_client::FieldSalesServiceClient;
+use themodel_proto::insidesales::v1::inside_sales_service_client::InsideSalesServiceClient;
+use themodel_proto::kpi::v1 as kpi;
+use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
+use themodel_runtime::Clock;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+pub use themodel::ServiceName as Svc;
+
+/// The running suite and a client per service.
+pub struct TestSuite {
+    pub suite: Suite,
+    pub marketing: MarketingServiceClient<Channel>,
+    pub inside_sales: InsideSalesServiceClient<Channel>,
+    pub field_sales: FieldSalesServiceClient<Channel>,
+    pub customer_success: CustomerSuccessServiceClient<Channel>,
+    pub kpi: KpiServiceClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+fn channel(url: String) -> Channel {
+    Channel::from_shared(url).unwrap().connect_lazy()
+}
+
+impl TestSuite {
+    /// All five services on SQLite files in a fresh temporary directory.
+    pub async fn start() -> TestSuite {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut SuiteOptions)) -> TestSuite {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SuiteOptions::ephemeral(dir.path());
+        // The scenarios replay dated history; "now" is after all of it.
+        options.clock = Clock::starting_at(
+            NOW.parse::<Timestamp>()
+                .map(|t| t.seconds * 1_000_000)
+                .unwrap(),
+        );
+        configure(&mut options);
+        let suite = Suite::start(options).await.unwrap();
+        let t = TestSuite {
+            marketing: MarketingServiceClient::new(channel(suite.url(Svc::Marketing))),
+            inside_sales: InsideSalesServiceClient::new(channel(suite.url(Svc::InsideSales))),
+            field_sales: FieldSalesServiceClient::new(channel(suite.url(Svc::FieldSales))),
+            customer_success: CustomerSuccessServiceClient::new(channel(
+                suite.url(Svc::CustomerSuccess),
+            )),
+            kpi: KpiServiceClient::new(channel(suite.url(Svc::Kpi))),
+            suite,
+            _dir: dir,
+        };
+        t.wait_serving().await;
+        t
+    }
+
+    /// Waits until every service answers its health check with SERVING.
+    pub async fn wait_serving(&self) {
+        for name in ServiceName::ALL {
+            let health = HealthClient::new(channel(self.suite.url(name)));
+            eventually(&format!("{name} serving"), || {
+                let mut health = health.clone();
+                async move {
+                    let resp = health
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .ok()?;
+                    (resp.into_inner().status == ServingStatus::Serving as i32).then_some(())
+                }
+            })
+            .await;
+        }
+    }
+
+    /// The head of a service's event stream.
+    pub async fn head(&self, name: ServiceName) -> i64 {
+        let mut c = EventStreamServiceClient::new(channel(self.suite.url(name)));
+        c.list_events(ListEventsRequest {
+            after_seq: 0,
+            page_size: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .head_seq
+    }
+
+    /// The funnel once kpi has applied every event the four streams hold now.
+    pub async fn settled_funnel(&self, start: &str, end: &str) -> kpi::Funnel {
+        let mut heads = Vec::new();
+        for name in [
+            Svc::Marketing,
+            Svc::InsideSales,
+            Svc::FieldSales,
+            Svc::CustomerSuccess,
+        ] {
+            heads.push((name.as_str().to_owned(), self.head(name).await));
+        }
+        let req = kpi::GetFunnelRequest {
+            start_date: start.into(),
+            end_date: end.into(),
+        };
+        eventually("kpi caught up with every stream", || {
+            let mut kpi = self.kpi.clone();
+            let req = req.clone();
+            let heads = heads.clone();
+            async move {
+                let f = kpi.get_funnel(req).await.ok()?.into_inner();
+                let caught_up = heads.iter().all(|(name, head)| {
+                    f.sources
+                        .iter()
+                        .any(|s| &s.service == name && s.applied_seq >= *head)
+                });
+                caught_up.then_some(f)
+            }
+        })
+        .await
+    }
+}
+
+/// What the suite's clock reads when a test starts.
+pub const NOW: &str = "2027-01-15T00:00:00Z";
+
+/// Polls `check` until it returns `Some`, for at most 20 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A timestamp from RFC 3339 text.
+pub fn ts(s: &str) -> Option<Timestamp> {
+    Some(s.parse().unwrap())
+}

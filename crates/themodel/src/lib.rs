@@ -238,6 +238,11 @@ impl Suite {
         self.running.insert(name, Running { stop, task });
     }
 
+    /// Changes the business time zone for services started from now on.
+    pub fn set_time_zone(&mut self, time_zone: &str) {
+        self.options.time_zone = time_zone.to_owned();
+    }
+
     /// Stops one service gracefully and waits until it has.
     pub async fn stop(&mut self, name: ServiceName) -> anyhow::Result<()> {
         let Some(r) = self.running.remove(&name) else {

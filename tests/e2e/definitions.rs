@@ -1,0 +1,70 @@
+//! The shared definition: served by kpi, versioned, followed by every service.
+
+use themodel_e2e::{TestSuite, eventually};
+use themodel_proto::kpi::v1 as kpi;
+use tonic::Code;
+
+use crate::flows::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_published_definition_is_used_and_recorded_by_version() {
+    let t = TestSuite::start().await;
+    let mut k = t.kpi.clone();
+    let v1 = k
+        .get_quality_definition(kpi::GetQualityDefinitionRequest { version: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.promising_threshold, 65);
+    assert!(v1.attribute.as_ref().unwrap().max > v1.behaviour.as_ref().unwrap().max);
+
+    // Behaviour may not outweigh attribute fit.
+    let mut bad = v1.clone();
+    bad.behaviour.as_mut().unwrap().max = 100;
+    let err = k
+        .publish_quality_definition(kpi::PublishQualityDefinitionRequest {
+            request_id: "bad".into(),
+            definition: Some(bad),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // v2: a good fit alone is promising.
+    let mut v2 = v1.clone();
+    v2.promising_threshold = 50;
+    let published = k
+        .publish_quality_definition(kpi::PublishQualityDefinitionRequest {
+            request_id: "v2".into(),
+            definition: Some(v2),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(published.version, 2);
+    let old = k
+        .get_quality_definition(kpi::GetQualityDefinitionRequest { version: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(old.promising_threshold, 65, "old versions stay readable");
+
+    // Marketing follows kpi: its next decision uses and records version 2.
+    let lead = eventually("marketing applies version 2", || {
+        let t = &t;
+        async move {
+            let id = format!("fit-{}", rand::random::<u32>());
+            let l = capture(t, lead(&id, "2026-11-02T09:00:00Z")).await;
+            (l.definition_version == 2).then_some(l)
+        }
+    })
+    .await;
+    assert_eq!(lead.score, 55);
+    assert!(
+        lead.handed_over_at.is_some(),
+        "promising under v2 without any behaviour"
+    );
+    let queued = in_queue(&t, &lead.lead_id).await;
+    assert_eq!(queued.definition_version, 2);
+}

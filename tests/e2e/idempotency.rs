@@ -1,0 +1,129 @@
+//! AIP-155: the same request_id twice returns the first result and changes nothing.
+
+use themodel_e2e::{Svc, TestSuite};
+use themodel_proto::marketing::v1 as mk;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::flows::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeating_a_request_returns_the_first_result_and_changes_nothing() {
+    let t = TestSuite::start().await;
+    let mut m = t.marketing.clone();
+
+    let req = lead("idem", "2026-11-02T09:00:00Z");
+    let first = m.capture_lead(req.clone()).await.unwrap().into_inner();
+    let again = m.capture_lead(req.clone()).await.unwrap().into_inner();
+    assert_eq!(first, again);
+    assert!(
+        !again.already_existed,
+        "the replay is the first answer, not a second capture"
+    );
+
+    let touch = mk::RecordTouchRequest {
+        request_id: "touch-once".into(),
+        lead_id: "idem".into(),
+        kind: mk::TouchKind::ContentDownload as i32,
+        detail: "whitepaper".into(),
+        occurred_at: None,
+    };
+    let a = m.record_touch(touch.clone()).await.unwrap().into_inner();
+    let b = m.record_touch(touch.clone()).await.unwrap().into_inner();
+    assert_eq!(a, b, "the same touch, even without occurred_at");
+    assert_eq!(b.lead.unwrap().touch_count, 1);
+
+    // The same id for a different request is refused, naming the field.
+    let mut other = req.clone();
+    other.email = "someone.else@corp.example".into();
+    let err = m.capture_lead(other).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let details = err.get_error_details();
+    assert_eq!(
+        details.bad_request().unwrap().field_violations[0].field,
+        "request_id"
+    );
+
+    // A hand-over receiver deduplicates on the hand-over id the same way.
+    let listed = m
+        .list_leads(mk::ListLeadsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.leads.len(), 1);
+    let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!(f.leads, 1);
+    assert_eq!(
+        t.head(Svc::Marketing).await,
+        2,
+        "one capture and one touch event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_capture_of_the_same_email_is_the_same_lead() {
+    let t = TestSuite::start().await;
+    capture(&t, lead("dup", "2026-11-02T09:00:00Z")).await;
+    let mut again = lead("dup", "2026-11-03T09:00:00Z");
+    again.request_id = "capture-dup-2".into();
+    again.lead_id = String::new();
+    let resp = t
+        .marketing
+        .clone()
+        .capture_lead(again)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.already_existed);
+    let l = resp.lead.unwrap();
+    assert_eq!(l.lead_id, "dup");
+    assert_eq!(l.touch_count, 1, "the repeat form fill is a touch");
+    let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!(f.leads, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_rpcs_page_with_tokens() {
+    let t = TestSuite::start().await;
+    for i in 0..5 {
+        capture(
+            &t,
+            lead(&format!("p{i}"), &format!("2026-11-0{}T09:00:00Z", i + 1)),
+        )
+        .await;
+    }
+    let mut m = t.marketing.clone();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = m
+            .list_leads(mk::ListLeadsRequest {
+                page_size: 2,
+                page_token: token,
+                status: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.leads.len() <= 2);
+        seen.extend(page.leads.into_iter().map(|l| l.lead_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        ["p4", "p3", "p2", "p1", "p0"],
+        "newest first, each once"
+    );
+    let bad = m
+        .list_leads(mk::ListLeadsRequest {
+            page_size: 2,
+            page_token: "nonsense".into(),
+            status: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}

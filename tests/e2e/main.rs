@@ -1,0 +1,13 @@
+//! End-to-end tests: the five services started in-process on ephemeral ports,
+//! driven only through their generated gRPC clients, as a user's own services
+//! would drive them.
+
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod chain;
+mod definitions;
+mod durability;
+mod flows;
+mod idempotency;
+mod postgres;
