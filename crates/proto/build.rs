@@ -24,8 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
 
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("themodel_descriptor.bin"))
-        .compile_with_config(config, &files, &[root, include])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out.join("themodel_descriptor.bin")).compile_with_config(
+        config,
+        &files,
+        &[root, include],
+    )?;
     Ok(())
 }

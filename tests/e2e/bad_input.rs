@@ -37,17 +37,9 @@ async fn bad_input_is_refused_with_the_right_code_and_field() {
 
     let mut req = lead("x", "2027-01-20T00:00:00Z");
     req.request_id = "future".into();
-    assert_eq!(
-        fields(&m.capture_lead(req).await.unwrap_err()),
-        ["occurred_at"]
-    );
+    assert_eq!(fields(&m.capture_lead(req).await.unwrap_err()), ["occurred_at"]);
 
-    let err = m
-        .get_lead(mk::GetLeadRequest {
-            lead_id: "nobody".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = m.get_lead(mk::GetLeadRequest { lead_id: "nobody".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = m
         .record_touch(mk::RecordTouchRequest {
@@ -103,20 +95,9 @@ async fn bad_input_is_refused_with_the_right_code_and_field() {
     qualify(&t, "gate", bant_all(), "2026-11-02T10:00:00Z").await;
     convert(&t, "gate", "opp-gate", "2026-11-02T10:30:00Z").await;
     opportunity(&t, "opp-gate").await;
-    let err = advance(
-        &t,
-        "opp-gate",
-        fs::Phase::Negotiation,
-        "2026-11-03T10:00:00Z",
-    )
-    .await
-    .unwrap_err();
+    let err = advance(&t, "opp-gate", fs::Phase::Negotiation, "2026-11-03T10:00:00Z").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message().contains("one step at a time"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("one step at a time"), "{}", err.message());
     let err = t
         .field_sales
         .clone()
@@ -155,33 +136,19 @@ async fn bad_input_is_refused_with_the_right_code_and_field() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Code::FailedPrecondition,
-        "won only from APPROVAL"
-    );
+    assert_eq!(err.code(), Code::FailedPrecondition, "won only from APPROVAL");
     let o = opportunity(&t, "opp-gate").await;
-    assert_eq!(
-        o.phase,
-        fs::Phase::PreOpportunity as i32,
-        "refused steps changed nothing"
-    );
+    assert_eq!(o.phase, fs::Phase::PreOpportunity as i32, "refused steps changed nothing");
 
     // KPI: bad periods.
     let mut k = t.kpi.clone();
     let err = k
-        .get_funnel(kpi::GetFunnelRequest {
-            start_date: "2026-13-01".into(),
-            end_date: String::new(),
-        })
+        .get_funnel(kpi::GetFunnelRequest { start_date: "2026-13-01".into(), end_date: String::new() })
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["start_date", "end_date"]);
     let err = k
-        .get_funnel(kpi::GetFunnelRequest {
-            start_date: "2026-11-02".into(),
-            end_date: "2026-11-01".into(),
-        })
+        .get_funnel(kpi::GetFunnelRequest { start_date: "2026-11-02".into(), end_date: "2026-11-01".into() })
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["end_date"]);

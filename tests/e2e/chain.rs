@@ -27,19 +27,12 @@ pub async fn november(t: &TestSuite) {
     assert_eq!(captured.touch_count, 2, "anonymous visits join the lead");
     assert_eq!(captured.behaviour_score, 6, "two product-page views");
     assert_eq!(captured.status, mk::LeadStatus::Nurturing as i32);
-    assert!(
-        quote_request(t, "ada", "2026-11-03T09:30:00Z")
-            .await
-            .handed_over
-    );
+    assert!(quote_request(t, "ada", "2026-11-03T09:30:00Z").await.handed_over);
     let queued = in_queue(t, "ada").await;
     assert_eq!(queued.score, 55 + 6 + 25);
     qualify(t, "ada", bant_all(), "2026-11-04T10:00:00Z").await;
     let converted = convert(t, "ada", "opp-ada", "2026-11-04T10:30:00Z").await;
-    assert!(
-        converted.quality,
-        "all four BANT conditions: a quality opportunity"
-    );
+    assert!(converted.quality, "all four BANT conditions: a quality opportunity");
     opportunity(t, "opp-ada").await;
     walk_to_approval(t, "opp-ada", "2026-11-10T10:00:00Z").await;
     close_won(t, "opp-ada", "acct-ada", "2026-11-12T10:00:00Z").await;
@@ -60,11 +53,7 @@ pub async fn november(t: &TestSuite) {
         .unwrap()
         .into_inner();
     assert_eq!(renewed.renewals, 1);
-    assert_eq!(
-        renewed.term_ends_at,
-        ts("2028-11-12T10:00:00Z"),
-        "a 12-month term renewed for 12 more"
-    );
+    assert_eq!(renewed.term_ends_at, ts("2028-11-12T10:00:00Z"), "a 12-month term renewed for 12 more");
 
     // dan: captured without a visit, won, churned.
     win(t, "dan", "2026-11-06").await;
@@ -100,10 +89,7 @@ pub async fn november(t: &TestSuite) {
         .unwrap();
     let bob = lead_status(t, "bob", mk::LeadStatus::Recycled).await;
     assert_eq!(bob.recycle_reason, "timing");
-    assert_eq!(
-        bob.behaviour_score, 0,
-        "recycled leads restart their behaviour score"
-    );
+    assert_eq!(bob.behaviour_score, 0, "recycled leads restart their behaviour score");
 
     // kim: a student, excluded at capture and never handed over.
     let mut kim = lead("kim", "2026-11-04T09:00:00Z");
@@ -112,11 +98,7 @@ pub async fn november(t: &TestSuite) {
     let kim = capture(t, kim).await;
     assert_eq!(kim.status, mk::LeadStatus::Excluded as i32);
     assert_eq!(kim.exclusion_reason, "student");
-    assert!(
-        !quote_request(t, "kim", "2026-11-04T09:30:00Z")
-            .await
-            .handed_over
-    );
+    assert!(!quote_request(t, "kim", "2026-11-04T09:30:00Z").await.handed_over);
 
     // carl: converted (need and timeline only: not a quality opportunity), lost.
     let mut carl = lead("carl", "2026-11-05T09:00:00Z");
@@ -124,17 +106,9 @@ pub async fn november(t: &TestSuite) {
     capture(t, carl).await;
     quote_request(t, "carl", "2026-11-05T09:30:00Z").await;
     in_queue(t, "carl").await;
-    let nt = themodel_proto::common::v1::Bant {
-        need: true,
-        timeline: true,
-        ..Default::default()
-    };
+    let nt = themodel_proto::common::v1::Bant { need: true, timeline: true, ..Default::default() };
     qualify(t, "carl", nt, "2026-11-05T10:00:00Z").await;
-    assert!(
-        !convert(t, "carl", "opp-carl", "2026-11-05T10:30:00Z")
-            .await
-            .quality
-    );
+    assert!(!convert(t, "carl", "opp-carl", "2026-11-05T10:30:00Z").await.quality);
     opportunity(t, "opp-carl").await;
     close_lost(t, "opp-carl", "lost_price", "2026-11-15T10:00:00Z").await;
     let carl = lead_status(t, "carl", mk::LeadStatus::Recycled).await;
@@ -145,10 +119,7 @@ pub async fn november(t: &TestSuite) {
 pub fn assert_november_funnel(f: &kpi::Funnel) {
     assert_eq!(f.view, kpi::View::Flow as i32);
     assert_eq!(f.time_zone, "UTC");
-    assert_eq!(
-        f.visitors, 4,
-        "ada, bob, kim, carl (zed visited in October)"
-    );
+    assert_eq!(f.visitors, 4, "ada, bob, kim, carl (zed visited in October)");
     assert_eq!(f.leads, 5, "ada, bob, kim, carl, dan");
     assert_eq!(f.excluded_leads, 1, "kim");
     assert_eq!(f.valid_leads, 4);
@@ -182,16 +153,7 @@ async fn the_chain_from_visit_to_renewal_gives_the_exact_funnel() {
 
     // A period splits on days: the first week only.
     let week = t.settled_funnel("2026-11-01", "2026-11-08").await;
-    assert_eq!(
-        (
-            week.visitors,
-            week.leads,
-            week.opportunities,
-            week.wins,
-            week.losses
-        ),
-        (4, 5, 3, 1, 0)
-    );
+    assert_eq!((week.visitors, week.leads, week.opportunities, week.wins, week.losses), (4, 5, 3, 1, 0));
 
     // Shutting the suite down is clean.
     t.suite.shutdown().await.unwrap();
@@ -206,4 +168,35 @@ async fn periods_are_read_in_the_business_time_zone() {
     let dec = t.settled_funnel("2026-12-01", "2027-01-01").await;
     assert_eq!(nov.time_zone, "Asia/Tokyo");
     assert_eq!((nov.leads, dec.leads), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_call_hands_over_is_there_when_the_call_returns() {
+    use themodel_proto::fieldsales::v1 as fs;
+
+    let t = TestSuite::start().await;
+    capture(&t, lead("quick", "2026-11-02T09:00:00Z")).await;
+    assert!(quote_request(&t, "quick", "2026-11-02T09:30:00Z").await.handed_over);
+    // No polling from here on: each hand-over is delivered before the call answers.
+    let item =
+        t.inside_sales.clone().get_queue_item(is::GetQueueItemRequest { lead_id: "quick".into() }).await.unwrap();
+    assert_eq!(item.into_inner().status, is::QueueStatus::Open as i32);
+    qualify(&t, "quick", bant_all(), "2026-11-02T10:00:00Z").await;
+    convert(&t, "quick", "opp-quick", "2026-11-02T10:30:00Z").await;
+    walk_to_approval(&t, "opp-quick", "2026-11-03T10:00:00Z").await;
+    close_won(&t, "opp-quick", "acct-quick", "2026-11-04T10:00:00Z").await;
+    let acct = t.customer_success.clone().get_account(cs::GetAccountRequest { account_id: "acct-quick".into() }).await;
+    assert_eq!(acct.unwrap().into_inner().opportunity_id, "opp-quick");
+    // And the funnel read right after the last write already counts it.
+    let f = t
+        .kpi
+        .clone()
+        .get_funnel(kpi::GetFunnelRequest { start_date: "2026-11-01".into(), end_date: "2026-12-01".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((f.leads, f.opportunities, f.wins), (1, 1, 1));
+    let o =
+        t.field_sales.clone().get_opportunity(fs::GetOpportunityRequest { opportunity_id: "opp-quick".into() }).await;
+    assert_eq!(o.unwrap().into_inner().history.len(), 5);
 }

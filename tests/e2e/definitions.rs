@@ -10,11 +10,7 @@ use crate::flows::*;
 async fn a_published_definition_is_used_and_recorded_by_version() {
     let t = TestSuite::start().await;
     let mut k = t.kpi.clone();
-    let v1 = k
-        .get_quality_definition(kpi::GetQualityDefinitionRequest { version: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let v1 = k.get_quality_definition(kpi::GetQualityDefinitionRequest { version: 0 }).await.unwrap().into_inner();
     assert_eq!(v1.version, 1);
     assert_eq!(v1.promising_threshold, 65);
     assert!(v1.attribute.as_ref().unwrap().max > v1.behaviour.as_ref().unwrap().max);
@@ -43,11 +39,7 @@ async fn a_published_definition_is_used_and_recorded_by_version() {
         .unwrap()
         .into_inner();
     assert_eq!(published.version, 2);
-    let old = k
-        .get_quality_definition(kpi::GetQualityDefinitionRequest { version: 1 })
-        .await
-        .unwrap()
-        .into_inner();
+    let old = k.get_quality_definition(kpi::GetQualityDefinitionRequest { version: 1 }).await.unwrap().into_inner();
     assert_eq!(old.promising_threshold, 65, "old versions stay readable");
 
     // Marketing follows kpi: its next decision uses and records version 2.
@@ -61,10 +53,7 @@ async fn a_published_definition_is_used_and_recorded_by_version() {
     })
     .await;
     assert_eq!(lead.score, 55);
-    assert!(
-        lead.handed_over_at.is_some(),
-        "promising under v2 without any behaviour"
-    );
+    assert!(lead.handed_over_at.is_some(), "promising under v2 without any behaviour");
     let queued = in_queue(&t, &lead.lead_id).await;
     assert_eq!(queued.definition_version, 2);
 }

@@ -40,28 +40,18 @@ pub async fn receiver_down_then_up(t: &mut TestSuite) {
     let all = t
         .field_sales
         .clone()
-        .list_opportunities(fs::ListOpportunitiesRequest {
-            page_size: 100,
-            ..Default::default()
-        })
+        .list_opportunities(fs::ListOpportunitiesRequest { page_size: 100, ..Default::default() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        all.opportunities.len(),
-        3,
-        "each hand-over arrived exactly once"
-    );
+    assert_eq!(all.opportunities.len(), 3, "each hand-over arrived exactly once");
 
     // Relays keep retrying in the background; nothing may arrive twice later either.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
     assert_eq!((f.leads, f.opportunities), (3, 3));
     let opened_events = t.head(Svc::FieldSales).await;
-    assert_eq!(
-        opened_events, 3,
-        "field sales recorded three openings, no duplicates"
-    );
+    assert_eq!(opened_events, 3, "field sales recorded three openings, no duplicates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -45,14 +45,7 @@ pub fn lead(id: &str, at: &str) -> mk::CaptureLeadRequest {
 }
 
 pub async fn capture(t: &TestSuite, req: mk::CaptureLeadRequest) -> mk::Lead {
-    t.marketing
-        .clone()
-        .capture_lead(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .lead
-        .unwrap()
+    t.marketing.clone().capture_lead(req).await.unwrap().into_inner().lead.unwrap()
 }
 
 /// A quote request: enough intent for a good-fit lead to be handed over.
@@ -75,13 +68,7 @@ pub async fn in_queue(t: &TestSuite, lead_id: &str) -> is::QueueItem {
     eventually(&format!("{lead_id} in the inside-sales queue"), || {
         let mut c = t.inside_sales.clone();
         async move {
-            let item = c
-                .get_queue_item(is::GetQueueItemRequest {
-                    lead_id: lead_id.into(),
-                })
-                .await
-                .ok()?
-                .into_inner();
+            let item = c.get_queue_item(is::GetQueueItemRequest { lead_id: lead_id.into() }).await.ok()?.into_inner();
             (item.status == is::QueueStatus::Open as i32).then_some(item)
         }
     })
@@ -89,13 +76,7 @@ pub async fn in_queue(t: &TestSuite, lead_id: &str) -> is::QueueItem {
 }
 
 pub fn bant_all() -> Bant {
-    Bant {
-        budget: true,
-        authority: true,
-        need: true,
-        timeline: true,
-        ..Default::default()
-    }
+    Bant { budget: true, authority: true, need: true, timeline: true, ..Default::default() }
 }
 
 pub async fn qualify(t: &TestSuite, lead_id: &str, bant: Bant, at: &str) {
@@ -120,12 +101,7 @@ pub async fn qualify(t: &TestSuite, lead_id: &str, bant: Bant, at: &str) {
     .unwrap();
 }
 
-pub async fn convert(
-    t: &TestSuite,
-    lead_id: &str,
-    opportunity_id: &str,
-    at: &str,
-) -> is::ConvertToOpportunityResponse {
+pub async fn convert(t: &TestSuite, lead_id: &str, opportunity_id: &str, at: &str) -> is::ConvertToOpportunityResponse {
     t.inside_sales
         .clone()
         .convert_to_opportunity(is::ConvertToOpportunityRequest {
@@ -145,23 +121,16 @@ pub async fn opportunity(t: &TestSuite, id: &str) -> fs::Opportunity {
     eventually(&format!("opportunity {id} in field sales"), || {
         let mut c = t.field_sales.clone();
         async move {
-            c.get_opportunity(fs::GetOpportunityRequest {
-                opportunity_id: id.into(),
-            })
-            .await
-            .ok()
-            .map(|r| r.into_inner())
+            c.get_opportunity(fs::GetOpportunityRequest { opportunity_id: id.into() })
+                .await
+                .ok()
+                .map(|r| r.into_inner())
         }
     })
     .await
 }
 
-pub async fn advance(
-    t: &TestSuite,
-    id: &str,
-    to: fs::Phase,
-    at: &str,
-) -> Result<fs::Opportunity, tonic::Status> {
+pub async fn advance(t: &TestSuite, id: &str, to: fs::Phase, at: &str) -> Result<fs::Opportunity, tonic::Status> {
     t.field_sales
         .clone()
         .advance_phase(fs::AdvancePhaseRequest {
@@ -176,22 +145,13 @@ pub async fn advance(
 }
 
 pub async fn walk_to_approval(t: &TestSuite, id: &str, at: &str) {
-    for to in [
-        fs::Phase::IssueRecognition,
-        fs::Phase::Evaluation,
-        fs::Phase::Negotiation,
-        fs::Phase::Approval,
-    ] {
+    for to in [fs::Phase::IssueRecognition, fs::Phase::Evaluation, fs::Phase::Negotiation, fs::Phase::Approval] {
         advance(t, id, to, at).await.unwrap();
     }
 }
 
 pub fn yen(units: i64) -> Money {
-    Money {
-        currency_code: "JPY".into(),
-        units,
-        nanos: 0,
-    }
+    Money { currency_code: "JPY".into(), units, nanos: 0 }
 }
 
 pub async fn close_won(t: &TestSuite, id: &str, account_id: &str, at: &str) -> fs::Opportunity {
@@ -228,14 +188,7 @@ pub async fn close_lost(t: &TestSuite, id: &str, reason: &str, at: &str) -> fs::
 pub async fn account(t: &TestSuite, id: &str) -> cs::Account {
     eventually(&format!("account {id} in customer success"), || {
         let mut c = t.customer_success.clone();
-        async move {
-            c.get_account(cs::GetAccountRequest {
-                account_id: id.into(),
-            })
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-        }
+        async move { c.get_account(cs::GetAccountRequest { account_id: id.into() }).await.ok().map(|r| r.into_inner()) }
     })
     .await
 }
@@ -244,13 +197,7 @@ pub async fn lead_status(t: &TestSuite, lead_id: &str, status: mk::LeadStatus) -
     eventually(&format!("{lead_id} is {}", status.as_str_name()), || {
         let mut c = t.marketing.clone();
         async move {
-            let l = c
-                .get_lead(mk::GetLeadRequest {
-                    lead_id: lead_id.into(),
-                })
-                .await
-                .ok()?
-                .into_inner();
+            let l = c.get_lead(mk::GetLeadRequest { lead_id: lead_id.into() }).await.ok()?.into_inner();
             (l.status == status as i32).then_some(l)
         }
     })
@@ -260,11 +207,7 @@ pub async fn lead_status(t: &TestSuite, lead_id: &str, status: mk::LeadStatus) -
 /// Runs a lead from capture to a won deal; returns nothing, asserts each step.
 pub async fn win(t: &TestSuite, id: &str, day: &str) {
     capture(t, lead(id, &format!("{day}T09:00:00Z"))).await;
-    assert!(
-        quote_request(t, id, &format!("{day}T09:30:00Z"))
-            .await
-            .handed_over
-    );
+    assert!(quote_request(t, id, &format!("{day}T09:30:00Z")).await.handed_over);
     in_queue(t, id).await;
     qualify(t, id, bant_all(), &format!("{day}T10:00:00Z")).await;
     let opp = format!("opp-{id}");

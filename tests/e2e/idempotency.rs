@@ -16,10 +16,7 @@ async fn repeating_a_request_returns_the_first_result_and_changes_nothing() {
     let first = m.capture_lead(req.clone()).await.unwrap().into_inner();
     let again = m.capture_lead(req.clone()).await.unwrap().into_inner();
     assert_eq!(first, again);
-    assert!(
-        !again.already_existed,
-        "the replay is the first answer, not a second capture"
-    );
+    assert!(!again.already_existed, "the replay is the first answer, not a second capture");
 
     let touch = mk::RecordTouchRequest {
         request_id: "touch-once".into(),
@@ -39,25 +36,14 @@ async fn repeating_a_request_returns_the_first_result_and_changes_nothing() {
     let err = m.capture_lead(other).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let details = err.get_error_details();
-    assert_eq!(
-        details.bad_request().unwrap().field_violations[0].field,
-        "request_id"
-    );
+    assert_eq!(details.bad_request().unwrap().field_violations[0].field, "request_id");
 
     // A hand-over receiver deduplicates on the hand-over id the same way.
-    let listed = m
-        .list_leads(mk::ListLeadsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = m.list_leads(mk::ListLeadsRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.leads.len(), 1);
     let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
     assert_eq!(f.leads, 1);
-    assert_eq!(
-        t.head(Svc::Marketing).await,
-        2,
-        "one capture and one touch event"
-    );
+    assert_eq!(t.head(Svc::Marketing).await, 2, "one capture and one touch event");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,13 +53,7 @@ async fn a_second_capture_of_the_same_email_is_the_same_lead() {
     let mut again = lead("dup", "2026-11-03T09:00:00Z");
     again.request_id = "capture-dup-2".into();
     again.lead_id = String::new();
-    let resp = t
-        .marketing
-        .clone()
-        .capture_lead(again)
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = t.marketing.clone().capture_lead(again).await.unwrap().into_inner();
     assert!(resp.already_existed);
     let l = resp.lead.unwrap();
     assert_eq!(l.lead_id, "dup");
@@ -86,22 +66,14 @@ async fn a_second_capture_of_the_same_email_is_the_same_lead() {
 async fn list_rpcs_page_with_tokens() {
     let t = TestSuite::start().await;
     for i in 0..5 {
-        capture(
-            &t,
-            lead(&format!("p{i}"), &format!("2026-11-0{}T09:00:00Z", i + 1)),
-        )
-        .await;
+        capture(&t, lead(&format!("p{i}"), &format!("2026-11-0{}T09:00:00Z", i + 1))).await;
     }
     let mut m = t.marketing.clone();
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
         let page = m
-            .list_leads(mk::ListLeadsRequest {
-                page_size: 2,
-                page_token: token,
-                status: 0,
-            })
+            .list_leads(mk::ListLeadsRequest { page_size: 2, page_token: token, status: 0 })
             .await
             .unwrap()
             .into_inner();
@@ -112,17 +84,9 @@ async fn list_rpcs_page_with_tokens() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(
-        seen,
-        ["p4", "p3", "p2", "p1", "p0"],
-        "newest first, each once"
-    );
+    assert_eq!(seen, ["p4", "p3", "p2", "p1", "p0"], "newest first, each once");
     let bad = m
-        .list_leads(mk::ListLeadsRequest {
-            page_size: 2,
-            page_token: "nonsense".into(),
-            status: 0,
-        })
+        .list_leads(mk::ListLeadsRequest { page_size: 2, page_token: "nonsense".into(), status: 0 })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);

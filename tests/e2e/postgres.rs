@@ -19,17 +19,11 @@ async fn the_chain_on_postgres_gives_the_same_funnel() {
     let mut urls = Vec::new();
     for name in Svc::ALL {
         let db = format!("{run}_{}", name.as_str().replace('-', "_"));
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await.unwrap();
         let (base, _) = admin_url.rsplit_once('/').unwrap();
         urls.push((name, format!("{base}/{db}")));
     }
-    let databases: Vec<String> = urls
-        .iter()
-        .map(|(_, u)| u.rsplit('/').next().unwrap().to_owned())
-        .collect();
+    let databases: Vec<String> = urls.iter().map(|(_, u)| u.rsplit('/').next().unwrap().to_owned()).collect();
     let suite_urls = urls.clone();
     let mut t = TestSuite::start_with(|o| o.database_urls = suite_urls.into_iter().collect()).await;
     november(&t).await;
@@ -43,22 +37,13 @@ async fn the_chain_on_postgres_gives_the_same_funnel() {
 
     // Hand-overs to a stopped receiver, on fresh databases.
     for db in &databases {
-        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await.unwrap();
     }
     let mut t = TestSuite::start_with(|o| o.database_urls = urls.into_iter().collect()).await;
     receiver_down_then_up(&mut t).await;
     t.suite.shutdown().await.unwrap();
     for db in &databases {
-        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
     }
 }

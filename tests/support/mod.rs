@@ -49,20 +49,14 @@ impl TestSuite {
         let dir = tempfile::tempdir().unwrap();
         let mut options = SuiteOptions::ephemeral(dir.path());
         // The scenarios replay dated history; "now" is after all of it.
-        options.clock = Clock::starting_at(
-            NOW.parse::<Timestamp>()
-                .map(|t| t.seconds * 1_000_000)
-                .unwrap(),
-        );
+        options.clock = Clock::starting_at(NOW.parse::<Timestamp>().map(|t| t.seconds * 1_000_000).unwrap());
         configure(&mut options);
         let suite = Suite::start(options).await.unwrap();
         let t = TestSuite {
             marketing: MarketingServiceClient::new(channel(suite.url(Svc::Marketing))),
             inside_sales: InsideSalesServiceClient::new(channel(suite.url(Svc::InsideSales))),
             field_sales: FieldSalesServiceClient::new(channel(suite.url(Svc::FieldSales))),
-            customer_success: CustomerSuccessServiceClient::new(channel(
-                suite.url(Svc::CustomerSuccess),
-            )),
+            customer_success: CustomerSuccessServiceClient::new(channel(suite.url(Svc::CustomerSuccess))),
             kpi: KpiServiceClient::new(channel(suite.url(Svc::Kpi))),
             suite,
             _dir: dir,
@@ -78,12 +72,7 @@ impl TestSuite {
             eventually(&format!("{name} serving"), || {
                 let mut health = health.clone();
                 async move {
-                    let resp = health
-                        .check(HealthCheckRequest {
-                            service: String::new(),
-                        })
-                        .await
-                        .ok()?;
+                    let resp = health.check(HealthCheckRequest { service: String::new() }).await.ok()?;
                     (resp.into_inner().status == ServingStatus::Serving as i32).then_some(())
                 }
             })
@@ -94,42 +83,25 @@ impl TestSuite {
     /// The head of a service's event stream.
     pub async fn head(&self, name: ServiceName) -> i64 {
         let mut c = EventStreamServiceClient::new(channel(self.suite.url(name)));
-        c.list_events(ListEventsRequest {
-            after_seq: 0,
-            page_size: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .head_seq
+        c.list_events(ListEventsRequest { after_seq: 0, page_size: 1 }).await.unwrap().into_inner().head_seq
     }
 
     /// The funnel once kpi has applied every event the four streams hold now.
     pub async fn settled_funnel(&self, start: &str, end: &str) -> kpi::Funnel {
         let mut heads = Vec::new();
-        for name in [
-            Svc::Marketing,
-            Svc::InsideSales,
-            Svc::FieldSales,
-            Svc::CustomerSuccess,
-        ] {
+        for name in [Svc::Marketing, Svc::InsideSales, Svc::FieldSales, Svc::CustomerSuccess] {
             heads.push((name.as_str().to_owned(), self.head(name).await));
         }
-        let req = kpi::GetFunnelRequest {
-            start_date: start.into(),
-            end_date: end.into(),
-        };
+        let req = kpi::GetFunnelRequest { start_date: start.into(), end_date: end.into() };
         eventually("kpi caught up with every stream", || {
             let mut kpi = self.kpi.clone();
             let req = req.clone();
             let heads = heads.clone();
             async move {
                 let f = kpi.get_funnel(req).await.ok()?.into_inner();
-                let caught_up = heads.iter().all(|(name, head)| {
-                    f.sources
-                        .iter()
-                        .any(|s| &s.service == name && s.applied_seq >= *head)
-                });
+                let caught_up = heads
+                    .iter()
+                    .all(|(name, head)| f.sources.iter().any(|s| &s.service == name && s.applied_seq >= *head));
                 caught_up.then_some(f)
             }
         })

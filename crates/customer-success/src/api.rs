@@ -55,9 +55,7 @@ const METHOD: &str = "/themodel.customersuccess.v1.CustomerSuccessService/";
 
 impl Api {
     async fn load(&self, tx: &mut Tx, id: &str) -> ApiResult<Account> {
-        store::account(&mut **tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("account", id))
+        store::account(&mut **tx, id).await?.ok_or_else(|| ApiError::not_found("account", id))
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %req.account_id, handover = %req.request_id))]
@@ -71,21 +69,12 @@ impl Api {
             company: v.optional("company", &req.company, 200),
             contact_name: v.optional("contact_name", &req.contact_name, 200),
             contact_email: v.optional("contact_email", &req.contact_email, 254),
-            contract_value: Money::parse(
-                &mut v,
-                "contract_value",
-                req.contract_value.as_ref(),
-                true,
-            )
-            .unwrap_or_default(),
+            contract_value: Money::parse(&mut v, "contract_value", req.contract_value.as_ref(), true)
+                .unwrap_or_default(),
             term_months: req.term_months,
             occurred_at: v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock),
         };
-        v.check(
-            (1..=120).contains(&req.term_months),
-            "term_months",
-            "must be 1-120",
-        );
+        v.check((1..=120).contains(&req.term_months), "term_months", "must be 1-120");
         v.finish()?;
 
         let key = Idempotency::new(&format!("{METHOD}AcceptWonDeal"), &req.request_id, &req);
@@ -95,10 +84,7 @@ impl Api {
         }
         let now = self.clock.now();
         if store::account(&mut *tx, &deal.account_id).await?.is_some() {
-            return Err(ApiError::AlreadyExists(format!(
-                "account {:?} already exists",
-                deal.account_id
-            )));
+            return Err(ApiError::AlreadyExists(format!("account {:?} already exists", deal.account_id)));
         }
         let a = Account::open(deal);
         store::save(&mut tx, &a).await?;
@@ -123,17 +109,12 @@ impl Api {
         let mut v = Violations::new();
         let id = v.id("account_id", &req.account_id);
         v.finish()?;
-        let a = store::account(self.db.reader(), &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("account", &id))?;
+        let a = store::account(self.db.reader(), &id).await?.ok_or_else(|| ApiError::not_found("account", &id))?;
         Ok(account_to_proto(&a))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_accounts(
-        &self,
-        req: pb::ListAccountsRequest,
-    ) -> ApiResult<pb::ListAccountsResponse> {
+    async fn list_accounts(&self, req: pb::ListAccountsRequest) -> ApiResult<pb::ListAccountsResponse> {
         let mut v = Violations::new();
         let limit = validate::page_size(&mut v, req.page_size, 50, 500);
         let status = match pb::AccountStatus::try_from(req.status) {
@@ -153,16 +134,11 @@ impl Api {
         let mut rows = store::list(&self.db, status, after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
-            rows.last()
-                .map(|a| paging::encode(&[&a.started_at.to_string(), &a.account_id]))
-                .unwrap_or_default()
+            rows.last().map(|a| paging::encode(&[&a.started_at.to_string(), &a.account_id])).unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(pb::ListAccountsResponse {
-            accounts: rows.iter().map(account_to_proto).collect(),
-            next_page_token,
-        })
+        Ok(pb::ListAccountsResponse { accounts: rows.iter().map(account_to_proto).collect(), next_page_token })
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %req.account_id))]
@@ -173,11 +149,7 @@ impl Api {
         let term = match req.term_months {
             0 => None,
             t => {
-                v.check(
-                    (1..=120).contains(&t),
-                    "term_months",
-                    "must be 1-120 (or 0 to keep the current term)",
-                );
+                v.check((1..=120).contains(&t), "term_months", "must be 1-120 (or 0 to keep the current term)");
                 Some(t)
             }
         };
@@ -194,15 +166,7 @@ impl Api {
         let mut a = self.load(&mut tx, &id).await?;
         a.renew(term, value, at)?;
         store::save(&mut tx, &a).await?;
-        store::insert_renewal(
-            &mut tx,
-            &ids::new_id("rn"),
-            &id,
-            a.term_months,
-            &a.contract_value,
-            at,
-        )
-        .await?;
+        store::insert_renewal(&mut tx, &ids::new_id("rn"), &id, a.term_months, &a.contract_value, at).await?;
         let evs = [NewEvent {
             kind: "renewal_recorded",
             subject_id: id,
@@ -256,44 +220,28 @@ impl CustomerSuccessService for Api {
         &self,
         request: Request<pb::AcceptWonDealRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(
-            Api::accept_won_deal(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::accept_won_deal(self, request.into_inner()).await?))
     }
 
-    async fn get_account(
-        &self,
-        request: Request<pb::GetAccountRequest>,
-    ) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(
-            Api::get_account(self, request.into_inner()).await?,
-        ))
+    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+        Ok(Response::new(Api::get_account(self, request.into_inner()).await?))
     }
 
     async fn list_accounts(
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        Ok(Response::new(
-            Api::list_accounts(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::list_accounts(self, request.into_inner()).await?))
     }
 
     async fn record_renewal(
         &self,
         request: Request<pb::RecordRenewalRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(
-            Api::record_renewal(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::record_renewal(self, request.into_inner()).await?))
     }
 
-    async fn record_churn(
-        &self,
-        request: Request<pb::RecordChurnRequest>,
-    ) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(
-            Api::record_churn(self, request.into_inner()).await?,
-        ))
+    async fn record_churn(&self, request: Request<pb::RecordChurnRequest>) -> Result<Response<pb::Account>, Status> {
+        Ok(Response::new(Api::record_churn(self, request.into_inner()).await?))
     }
 }

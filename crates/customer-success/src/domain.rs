@@ -19,9 +19,7 @@ impl Status {
     }
 
     pub fn from_code(code: &str) -> Option<Status> {
-        [Status::Active, Status::Churned]
-            .into_iter()
-            .find(|s| s.code() == code)
+        [Status::Active, Status::Churned].into_iter().find(|s| s.code() == code)
     }
 }
 
@@ -69,9 +67,7 @@ pub fn add_months(at: Micros, months: i32) -> Micros {
     let Some(start) = chrono::DateTime::from_timestamp_micros(at) else {
         return at;
     };
-    start
-        .checked_add_months(chrono::Months::new(months.max(0) as u32))
-        .map_or(at, |t| t.timestamp_micros())
+    start.checked_add_months(chrono::Months::new(months.max(0) as u32)).map_or(at, |t| t.timestamp_micros())
 }
 
 impl Account {
@@ -97,12 +93,7 @@ impl Account {
     /// Renews for another term (by default the same length and value). The new
     /// term runs from the end of the current one, or from the renewal if that
     /// is later (a lapsed contract renewed late).
-    pub fn renew(
-        &mut self,
-        term_months: Option<i32>,
-        value: Option<Money>,
-        at: Micros,
-    ) -> Result<(), Refused> {
+    pub fn renew(&mut self, term_months: Option<i32>, value: Option<Money>, at: Micros) -> Result<(), Refused> {
         if self.status == Status::Churned {
             return Err(Refused::Churned);
         }
@@ -140,11 +131,7 @@ mod tests {
             company: "Corp".into(),
             contact_name: "Ada".into(),
             contact_email: "ada@corp.example".into(),
-            contract_value: Money {
-                currency_code: "JPY".into(),
-                units: 1_200_000,
-                nanos: 0,
-            },
+            contract_value: Money { currency_code: "JPY".into(), units: 1_200_000, nanos: 0 },
             term_months: 12,
             occurred_at: 0,
         })
@@ -158,11 +145,7 @@ mod tests {
         assert_eq!(a.term_ends_at, add_months(0, 24));
         assert_eq!(a.renewals, 1);
         a.renew(Some(24), None, add_months(0, 30)).expect("active");
-        assert_eq!(
-            a.term_ends_at,
-            add_months(0, 54),
-            "late renewal runs from the renewal"
-        );
+        assert_eq!(a.term_ends_at, add_months(0, 54), "late renewal runs from the renewal");
         assert_eq!(a.term_months, 24);
     }
 

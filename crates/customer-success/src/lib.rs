@@ -28,13 +28,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    let api = api::Api {
-        db: started.db.clone(),
-        clock: started.clock.clone(),
-    };
-    let routes = Routes::new(CustomerSuccessServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()));
-    started
-        .serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown)
-        .await
+    let api = api::Api { db: started.db.clone(), clock: started.clock.clone() };
+    let routes =
+        Routes::new(CustomerSuccessServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
 }

@@ -52,25 +52,17 @@ impl TryFrom<Row> for Account {
     }
 }
 
-pub async fn account<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    id: &str,
-) -> anyhow::Result<Option<Account>> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM accounts WHERE account_id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(e)
-    .await?;
+pub async fn account<'c, E: Executor<'c, Database = Any>>(e: E, id: &str) -> anyhow::Result<Option<Account>> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1"))
+        .bind(id)
+        .fetch_optional(e)
+        .await?;
     row.map(Account::try_from).transpose()
 }
 
 /// Inserts or replaces the account.
 pub async fn save(tx: &mut Tx, a: &Account) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM accounts WHERE account_id = $1")
-        .bind(&a.account_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("DELETE FROM accounts WHERE account_id = $1").bind(&a.account_id).execute(&mut **tx).await?;
     sqlx::query(&format!(
         "INSERT INTO accounts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))

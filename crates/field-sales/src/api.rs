@@ -1,8 +1,6 @@
 //! `themodel.fieldsales.v1.FieldSalesService`: parse requests into domain
 //! types, run the domain rules in one transaction, map errors.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use themodel_proto::fieldsales::v1 as pb;
 use themodel_proto::fieldsales::v1::field_sales_service_server::FieldSalesService;
@@ -11,12 +9,11 @@ use themodel_runtime::definition::SharedDefinition;
 use themodel_runtime::error::{ApiError, ApiResult};
 use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Handover};
+use themodel_runtime::outbox::{self, Handover, Outbox};
 use themodel_runtime::time::{to_timestamp, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::values::{BantRecord, Money};
 use themodel_runtime::{Clock, Db, Tx, ids, paging};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{IncomingOpportunity, Opportunity, RecycleHandover, Refused, WonDealHandover};
@@ -28,7 +25,7 @@ pub struct Api {
     pub db: Db,
     pub definition: SharedDefinition,
     pub clock: Clock,
-    pub relay: Arc<Notify>,
+    pub outbox: Outbox,
 }
 
 impl From<Refused> for ApiError {
@@ -57,9 +54,7 @@ fn phase_to_proto(p: Phase) -> pb::Phase {
 
 /// A phase from the wire; `None` for UNSPECIFIED or an unknown number.
 fn phase_from_proto(p: i32) -> Option<Phase> {
-    pb::Phase::try_from(p)
-        .ok()
-        .and_then(|p| Phase::from_name(p.as_str_name()))
+    pb::Phase::try_from(p).ok().and_then(|p| Phase::from_name(p.as_str_name()))
 }
 
 pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
@@ -97,16 +92,11 @@ const METHOD: &str = "/themodel.fieldsales.v1.FieldSalesService/";
 
 impl Api {
     async fn load(&self, tx: &mut Tx, id: &str) -> ApiResult<Opportunity> {
-        store::opportunity(&mut **tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("opportunity", id))
+        store::opportunity(&mut **tx, id).await?.ok_or_else(|| ApiError::not_found("opportunity", id))
     }
 
     #[tracing::instrument(skip_all, fields(opportunity_id = %req.opportunity_id, handover = %req.request_id))]
-    async fn accept_opportunity(
-        &self,
-        req: pb::AcceptOpportunityRequest,
-    ) -> ApiResult<pb::Opportunity> {
+    async fn accept_opportunity(&self, req: pb::AcceptOpportunityRequest) -> ApiResult<pb::Opportunity> {
         let mut v = Violations::new();
         v.request_id(&req.request_id);
         let incoming = IncomingOpportunity {
@@ -116,17 +106,8 @@ impl Api {
             contact_name: v.optional("contact_name", &req.contact_name, 200),
             contact_email: v.optional("contact_email", &req.contact_email, 254),
             source: v.optional("source", &req.source, 64),
-            bant: req
-                .bant
-                .as_ref()
-                .map(|b| BantRecord::parse(&mut v, "bant", b))
-                .unwrap_or_default(),
-            estimated_value: Money::parse(
-                &mut v,
-                "estimated_value",
-                req.estimated_value.as_ref(),
-                false,
-            ),
+            bant: req.bant.as_ref().map(|b| BantRecord::parse(&mut v, "bant", b)).unwrap_or_default(),
+            estimated_value: Money::parse(&mut v, "estimated_value", req.estimated_value.as_ref(), false),
             quality: req.quality,
             definition_version: req.definition_version,
             occurred_at: v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock),
@@ -164,17 +145,13 @@ impl Api {
         let mut v = Violations::new();
         let id = v.id("opportunity_id", &req.opportunity_id);
         v.finish()?;
-        let o = store::opportunity(self.db.reader(), &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("opportunity", &id))?;
+        let o =
+            store::opportunity(self.db.reader(), &id).await?.ok_or_else(|| ApiError::not_found("opportunity", &id))?;
         Ok(opportunity_to_proto(&o))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_opportunities(
-        &self,
-        req: pb::ListOpportunitiesRequest,
-    ) -> ApiResult<pb::ListOpportunitiesResponse> {
+    async fn list_opportunities(&self, req: pb::ListOpportunitiesRequest) -> ApiResult<pb::ListOpportunitiesResponse> {
         let mut v = Violations::new();
         let limit = validate::page_size(&mut v, req.page_size, 50, 500);
         let phase = match req.phase {
@@ -193,9 +170,7 @@ impl Api {
         let mut rows = store::list(&self.db, phase, after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
-            rows.last()
-                .map(|o| paging::encode(&[&o.opened_at.to_string(), &o.opportunity_id]))
-                .unwrap_or_default()
+            rows.last().map(|o| paging::encode(&[&o.opened_at.to_string(), &o.opportunity_id])).unwrap_or_default()
         } else {
             String::new()
         };
@@ -212,14 +187,14 @@ impl Api {
         let id = v.id("opportunity_id", &req.opportunity_id);
         let to = phase_from_proto(req.to_phase);
         match to {
-            None => v.add("to_phase", "must be a phase: PRE_OPPORTUNITY, ISSUE_RECOGNITION, EVALUATION, NEGOTIATION or APPROVAL"),
+            None => v.add(
+                "to_phase",
+                "must be a phase: PRE_OPPORTUNITY, ISSUE_RECOGNITION, EVALUATION, NEGOTIATION or APPROVAL",
+            ),
             Some(p) if !p.is_open() => v.add("to_phase", "WON and LOST are reached with CloseWon and CloseLost"),
             Some(_) => {}
         }
-        let bant = req
-            .bant
-            .as_ref()
-            .map(|b| BantRecord::parse(&mut v, "bant", b));
+        let bant = req.bant.as_ref().map(|b| BantRecord::parse(&mut v, "bant", b));
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
         let to = to.unwrap_or(Phase::PreOpportunity);
@@ -252,11 +227,7 @@ impl Api {
         v.request_id(&req.request_id);
         let id = v.id("opportunity_id", &req.opportunity_id);
         let value = Money::parse(&mut v, "contract_value", req.contract_value.as_ref(), true);
-        v.check(
-            (1..=120).contains(&req.term_months),
-            "term_months",
-            "must be 1-120",
-        );
+        v.check((1..=120).contains(&req.term_months), "term_months", "must be 1-120");
         let account_id = v.new_id("account_id", &req.account_id, "acct");
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
@@ -303,7 +274,7 @@ impl Api {
         }];
         let resp = opportunity_to_proto(&o);
         key.commit(tx, &resp, &evs, now).await?;
-        self.relay.notify_one();
+        self.outbox.deliver_now(vec![h.id]).await;
         Ok(resp)
     }
 
@@ -327,12 +298,7 @@ impl Api {
         let mut o = self.load(&mut tx, &id).await?;
         o.close_lost(&reason, at, &def)?;
         store::save(&mut tx, &o).await?;
-        let handover = RecycleHandover {
-            lead_id: o.lead_id.clone(),
-            reason: reason.clone(),
-            note,
-            occurred_at: at,
-        };
+        let handover = RecycleHandover { lead_id: o.lead_id.clone(), reason: reason.clone(), note, occurred_at: at };
         let h = Handover {
             id: ids::new_id("ho"),
             destination: "marketing",
@@ -349,7 +315,7 @@ impl Api {
         }];
         let resp = opportunity_to_proto(&o);
         key.commit(tx, &resp, &evs, now).await?;
-        self.relay.notify_one();
+        self.outbox.deliver_now(vec![h.id]).await;
         Ok(resp)
     }
 }
@@ -360,53 +326,35 @@ impl FieldSalesService for Api {
         &self,
         request: Request<pb::AcceptOpportunityRequest>,
     ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(
-            Api::accept_opportunity(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::accept_opportunity(self, request.into_inner()).await?))
     }
 
     async fn get_opportunity(
         &self,
         request: Request<pb::GetOpportunityRequest>,
     ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(
-            Api::get_opportunity(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::get_opportunity(self, request.into_inner()).await?))
     }
 
     async fn list_opportunities(
         &self,
         request: Request<pb::ListOpportunitiesRequest>,
     ) -> Result<Response<pb::ListOpportunitiesResponse>, Status> {
-        Ok(Response::new(
-            Api::list_opportunities(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::list_opportunities(self, request.into_inner()).await?))
     }
 
     async fn advance_phase(
         &self,
         request: Request<pb::AdvancePhaseRequest>,
     ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(
-            Api::advance_phase(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::advance_phase(self, request.into_inner()).await?))
     }
 
-    async fn close_won(
-        &self,
-        request: Request<pb::CloseWonRequest>,
-    ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(
-            Api::close_won(self, request.into_inner()).await?,
-        ))
+    async fn close_won(&self, request: Request<pb::CloseWonRequest>) -> Result<Response<pb::Opportunity>, Status> {
+        Ok(Response::new(Api::close_won(self, request.into_inner()).await?))
     }
 
-    async fn close_lost(
-        &self,
-        request: Request<pb::CloseLostRequest>,
-    ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(
-            Api::close_lost(self, request.into_inner()).await?,
-        ))
+    async fn close_lost(&self, request: Request<pb::CloseLostRequest>) -> Result<Response<pb::Opportunity>, Status> {
+        Ok(Response::new(Api::close_lost(self, request.into_inner()).await?))
     }
 }

@@ -115,11 +115,7 @@ impl Opportunity {
     }
 
     fn move_to(&mut self, to: Phase, at: Micros) {
-        self.history.push(PhaseChange {
-            from: self.phase,
-            to,
-            at,
-        });
+        self.history.push(PhaseChange { from: self.phase, to, at });
         self.phase = to;
     }
 
@@ -166,12 +162,7 @@ impl Opportunity {
     }
 
     /// Closes lost from any open phase, with a reason the definition knows.
-    pub fn close_lost(
-        &mut self,
-        reason: &str,
-        at: Micros,
-        def: &Definition,
-    ) -> Result<(), Refused> {
+    pub fn close_lost(&mut self, reason: &str, at: Micros, def: &Definition) -> Result<(), Refused> {
         if !self.phase.is_open() {
             return Err(Refused::Closed(self.phase));
         }
@@ -198,10 +189,7 @@ mod tests {
             contact_name: "Ada".into(),
             contact_email: "ada@corp.example".into(),
             source: "web_form".into(),
-            bant: BantRecord {
-                bant,
-                ..Default::default()
-            },
+            bant: BantRecord { bant, ..Default::default() },
             estimated_value: None,
             quality: bant.is_complete(),
             definition_version: 1,
@@ -209,65 +197,37 @@ mod tests {
         })
     }
 
-    const ALL: Bant = Bant {
-        budget: true,
-        authority: true,
-        need: true,
-        timeline: true,
-    };
+    const ALL: Bant = Bant { budget: true, authority: true, need: true, timeline: true };
 
     fn yen(units: i64) -> Money {
-        Money {
-            currency_code: "JPY".into(),
-            units,
-            nanos: 0,
-        }
+        Money { currency_code: "JPY".into(), units, nanos: 0 }
     }
 
     #[test]
     fn walks_all_phases_to_won() {
         let def = Definition::default();
         let mut o = opp(ALL);
-        for to in [
-            Phase::IssueRecognition,
-            Phase::Evaluation,
-            Phase::Negotiation,
-            Phase::Approval,
-        ] {
+        for to in [Phase::IssueRecognition, Phase::Evaluation, Phase::Negotiation, Phase::Approval] {
             o.advance(to, None, 200, &def).expect("exit criteria met");
         }
-        o.close_won(yen(1_200_000), 12, "acct-1", 300, &def)
-            .expect("won from approval");
+        o.close_won(yen(1_200_000), 12, "acct-1", 300, &def).expect("won from approval");
         assert_eq!(o.phase, Phase::Won);
         assert_eq!(o.history.len(), 5);
-        assert_eq!(
-            o.close_lost("lost_price", 400, &def),
-            Err(Refused::Closed(Phase::Won))
-        );
+        assert_eq!(o.close_lost("lost_price", 400, &def), Err(Refused::Closed(Phase::Won)));
     }
 
     #[test]
     fn evaluation_needs_all_four_bant() {
         let def = Definition::default();
-        let mut o = opp(Bant {
-            need: true,
-            budget: true,
-            ..Default::default()
-        });
-        o.advance(Phase::IssueRecognition, None, 1, &def)
-            .expect("need is there");
-        o.advance(Phase::Evaluation, None, 2, &def)
-            .expect("need and budget are there");
+        let mut o = opp(Bant { need: true, budget: true, ..Default::default() });
+        o.advance(Phase::IssueRecognition, None, 1, &def).expect("need is there");
+        o.advance(Phase::Evaluation, None, 2, &def).expect("need and budget are there");
         assert!(matches!(
             o.advance(Phase::Negotiation, None, 3, &def),
             Err(Refused::Move(PhaseMoveRefused::ExitCriteria { .. }))
         ));
-        let full = BantRecord {
-            bant: ALL,
-            ..Default::default()
-        };
-        o.advance(Phase::Negotiation, Some(full), 4, &def)
-            .expect("BANT agreed in the move");
+        let full = BantRecord { bant: ALL, ..Default::default() };
+        o.advance(Phase::Negotiation, Some(full), 4, &def).expect("BANT agreed in the move");
         assert!(o.bant.bant.is_complete());
     }
 
@@ -279,27 +239,16 @@ mod tests {
             o.advance(Phase::Negotiation, None, 1, &def),
             Err(Refused::Move(PhaseMoveRefused::Jump { .. }))
         ));
-        assert_eq!(
-            o.close_won(yen(1), 12, "a", 2, &def),
-            Err(Refused::NotInApproval(Phase::PreOpportunity))
-        );
-        assert_eq!(
-            o.phase,
-            Phase::PreOpportunity,
-            "a refused step changes nothing"
-        );
+        assert_eq!(o.close_won(yen(1), 12, "a", 2, &def), Err(Refused::NotInApproval(Phase::PreOpportunity)));
+        assert_eq!(o.phase, Phase::PreOpportunity, "a refused step changes nothing");
     }
 
     #[test]
     fn lost_needs_a_known_reason() {
         let def = Definition::default();
         let mut o = opp(ALL);
-        assert_eq!(
-            o.close_lost("bad_vibes", 1, &def),
-            Err(Refused::UnknownReason("bad_vibes".into()))
-        );
-        o.close_lost("lost_to_competitor", 2, &def)
-            .expect("known reason");
+        assert_eq!(o.close_lost("bad_vibes", 1, &def), Err(Refused::UnknownReason("bad_vibes".into())));
+        o.close_lost("lost_to_competitor", 2, &def).expect("known reason");
         assert_eq!(o.phase, Phase::Lost);
         assert_eq!(o.closed_at, Some(2));
     }

@@ -33,13 +33,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let customer_success = peer_channel(require_peer(
-        &config.peers.customer_success,
-        "--customer-success-addr",
-    )?)?;
+    let customer_success = peer_channel(require_peer(&config.peers.customer_success, "--customer-success-addr")?)?;
     let marketing = peer_channel(require_peer(&config.peers.marketing, "--marketing-addr")?)?;
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    started.spawn_relay(relay::Peers {
+    let outbox = started.spawn_relay(relay::Peers {
         customer_success: CustomerSuccessServiceClient::new(customer_success),
         marketing: MarketingServiceClient::new(marketing),
     });
@@ -47,11 +44,8 @@ pub async fn run(
         db: started.db.clone(),
         definition: started.definition.clone(),
         clock: started.clock.clone(),
-        relay: started.relay_wake.clone(),
+        outbox,
     };
-    let routes = Routes::new(FieldSalesServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()));
-    started
-        .serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown)
-        .await
+    let routes = Routes::new(FieldSalesServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
 }

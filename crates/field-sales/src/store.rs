@@ -42,8 +42,7 @@ impl TryFrom<Row> for Opportunity {
 
     fn try_from(r: Row) -> anyhow::Result<Opportunity> {
         Ok(Opportunity {
-            phase: Phase::from_name(&r.phase)
-                .ok_or_else(|| anyhow::anyhow!("unknown phase {:?}", r.phase))?,
+            phase: Phase::from_name(&r.phase).ok_or_else(|| anyhow::anyhow!("unknown phase {:?}", r.phase))?,
             bant: serde_json::from_str(&r.bant)?,
             estimated_value: money(r.estimated_value)?,
             contract_value: money(r.contract_value)?,
@@ -65,16 +64,11 @@ impl TryFrom<Row> for Opportunity {
     }
 }
 
-pub async fn opportunity<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    id: &str,
-) -> anyhow::Result<Option<Opportunity>> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM opportunities WHERE opportunity_id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(e)
-    .await?;
+pub async fn opportunity<'c, E: Executor<'c, Database = Any>>(e: E, id: &str) -> anyhow::Result<Option<Opportunity>> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM opportunities WHERE opportunity_id = $1"))
+        .bind(id)
+        .fetch_optional(e)
+        .await?;
     row.map(Opportunity::try_from).transpose()
 }
 

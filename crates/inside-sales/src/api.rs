@@ -1,8 +1,6 @@
 //! `themodel.insidesales.v1.InsideSalesService`: parse requests into domain
 //! types, run the domain rules in one transaction, map errors.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use themodel_proto::insidesales::v1 as pb;
 use themodel_proto::insidesales::v1::inside_sales_service_server::InsideSalesService;
@@ -10,17 +8,14 @@ use themodel_runtime::definition::SharedDefinition;
 use themodel_runtime::error::{ApiError, ApiResult};
 use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Handover};
+use themodel_runtime::outbox::{self, Handover, Outbox};
 use themodel_runtime::time::{self, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::values::{BantRecord, Money};
 use themodel_runtime::{Clock, Db, ids, paging};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{
-    IncomingLead, OpportunityHandover, QueueItem, RecycleHandover, Refused, Status as QueueStatus,
-};
+use crate::domain::{IncomingLead, OpportunityHandover, QueueItem, RecycleHandover, Refused, Status as QueueStatus};
 use crate::store;
 
 /// The inside-sales service's handlers.
@@ -29,7 +24,7 @@ pub struct Api {
     pub db: Db,
     pub definition: SharedDefinition,
     pub clock: Clock,
-    pub relay: Arc<Notify>,
+    pub outbox: Outbox,
 }
 
 impl From<Refused> for ApiError {
@@ -64,12 +59,7 @@ pub fn item_to_proto(i: &QueueItem) -> pb::QueueItem {
         handed_over_at: to_timestamp_opt(Some(i.handed_over_at)),
         follow_up_due_at: to_timestamp_opt(Some(i.follow_up_due_at)),
         first_contact_at: to_timestamp_opt(i.first_contact_at),
-        bant: Some(
-            i.bant
-                .as_ref()
-                .map(BantRecord::to_proto)
-                .unwrap_or_default(),
-        ),
+        bant: Some(i.bant.as_ref().map(BantRecord::to_proto).unwrap_or_default()),
         bant_recorded: i.bant.is_some(),
         activity_count: i.activity_count,
         opportunity_id: i.opportunity_id.clone(),
@@ -82,9 +72,7 @@ const METHOD: &str = "/themodel.insidesales.v1.InsideSalesService/";
 
 impl Api {
     async fn load(&self, tx: &mut themodel_runtime::Tx, lead_id: &str) -> ApiResult<QueueItem> {
-        store::item(&mut **tx, lead_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("lead", lead_id))
+        store::item(&mut **tx, lead_id).await?.ok_or_else(|| ApiError::not_found("lead", lead_id))
     }
 }
 
@@ -104,11 +92,7 @@ impl Api {
             source: v.code("source", &req.source),
             score: req.score,
             definition_version: req.definition_version,
-            handed_over_at: v.occurred_at(
-                "handed_over_at",
-                req.handed_over_at.as_ref(),
-                &self.clock,
-            ),
+            handed_over_at: v.occurred_at("handed_over_at", req.handed_over_at.as_ref(), &self.clock),
         };
         v.finish()?;
 
@@ -161,21 +145,12 @@ impl Api {
             items.truncate(limit as usize);
             items
                 .last()
-                .map(|i| {
-                    paging::encode(&[
-                        &i.follow_up_due_at.to_string(),
-                        &i.score.to_string(),
-                        &i.lead_id,
-                    ])
-                })
+                .map(|i| paging::encode(&[&i.follow_up_due_at.to_string(), &i.score.to_string(), &i.lead_id]))
                 .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(pb::ListQueueResponse {
-            items: items.iter().map(item_to_proto).collect(),
-            next_page_token,
-        })
+        Ok(pb::ListQueueResponse { items: items.iter().map(item_to_proto).collect(), next_page_token })
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
@@ -189,10 +164,7 @@ impl Api {
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn log_activity(
-        &self,
-        req: pb::LogActivityRequest,
-    ) -> ApiResult<pb::LogActivityResponse> {
+    async fn log_activity(&self, req: pb::LogActivityRequest) -> ApiResult<pb::LogActivityResponse> {
         let mut v = Violations::new();
         v.request_id(&req.request_id);
         let lead_id = v.id("lead_id", &req.lead_id);
@@ -224,16 +196,8 @@ impl Api {
         let first_contact = item.log_activity(at);
         store::save(&mut tx, &item).await?;
         let activity_id = ids::new_id("ac");
-        store::insert_activity(
-            &mut tx,
-            &activity_id,
-            &lead_id,
-            kind.as_str_name(),
-            outcome.as_str_name(),
-            &note,
-            at,
-        )
-        .await?;
+        store::insert_activity(&mut tx, &activity_id, &lead_id, kind.as_str_name(), outcome.as_str_name(), &note, at)
+            .await?;
         let evs = [NewEvent {
             kind: "activity_logged",
             subject_id: lead_id.clone(),
@@ -307,21 +271,12 @@ impl Api {
         v.request_id(&req.request_id);
         let lead_id = v.id("lead_id", &req.lead_id);
         let opportunity_id = v.new_id("opportunity_id", &req.opportunity_id, "op");
-        let estimated_value = Money::parse(
-            &mut v,
-            "estimated_value",
-            req.estimated_value.as_ref(),
-            false,
-        );
+        let estimated_value = Money::parse(&mut v, "estimated_value", req.estimated_value.as_ref(), false);
         let note = v.optional("note", &req.note, 4000);
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
 
-        let key = Idempotency::new(
-            &format!("{METHOD}ConvertToOpportunity"),
-            &req.request_id,
-            &req,
-        );
+        let key = Idempotency::new(&format!("{METHOD}ConvertToOpportunity"), &req.request_id, &req);
         let mut tx = self.db.begin().await?;
         if let Some(first) = key.replay(&mut tx).await? {
             return Ok(first);
@@ -331,9 +286,7 @@ impl Api {
         let mut item = self.load(&mut tx, &lead_id).await?;
         let quality = item.convert(&opportunity_id, &def)?;
         if !store::insert_conversion(&mut tx, &opportunity_id, &lead_id, quality, at).await? {
-            return Err(ApiError::AlreadyExists(format!(
-                "opportunity {opportunity_id:?} already exists"
-            )));
+            return Err(ApiError::AlreadyExists(format!("opportunity {opportunity_id:?} already exists")));
         }
         store::save(&mut tx, &item).await?;
         let handover = OpportunityHandover {
@@ -372,7 +325,7 @@ impl Api {
             definition_version: def.version,
         };
         key.commit(tx, &resp, &evs, now).await?;
-        self.relay.notify_one();
+        self.outbox.deliver_now(vec![h.id]).await;
         Ok(resp)
     }
 
@@ -387,25 +340,14 @@ impl Api {
             Ok(pb::RecycleReason::NoBudget) => "no_budget",
             Ok(pb::RecycleReason::NoNeed) => "no_need",
             _ => {
-                v.add(
-                    "reason",
-                    "must be NOT_CONTACTED, TIMING, NO_BUDGET or NO_NEED",
-                );
+                v.add("reason", "must be NOT_CONTACTED, TIMING, NO_BUDGET or NO_NEED");
                 ""
             }
         };
         if reason == "timing" {
-            v.check(
-                (1..=60).contains(&req.timing_months),
-                "timing_months",
-                "must be 1-60 when the reason is TIMING",
-            );
+            v.check((1..=60).contains(&req.timing_months), "timing_months", "must be 1-60 when the reason is TIMING");
         } else {
-            v.check(
-                req.timing_months == 0,
-                "timing_months",
-                "is only for the reason TIMING",
-            );
+            v.check(req.timing_months == 0, "timing_months", "is only for the reason TIMING");
         }
         let note = v.optional("note", &req.note, 4000);
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
@@ -443,7 +385,7 @@ impl Api {
         }];
         let resp = item_to_proto(&item);
         key.commit(tx, &resp, &evs, now).await?;
-        self.relay.notify_one();
+        self.outbox.deliver_now(vec![h.id]).await;
         Ok(resp)
     }
 
@@ -480,75 +422,50 @@ impl Api {
 
 #[tonic::async_trait]
 impl InsideSalesService for Api {
-    async fn accept_lead(
-        &self,
-        request: Request<pb::AcceptLeadRequest>,
-    ) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(
-            Api::accept_lead(self, request.into_inner()).await?,
-        ))
+    async fn accept_lead(&self, request: Request<pb::AcceptLeadRequest>) -> Result<Response<pb::QueueItem>, Status> {
+        Ok(Response::new(Api::accept_lead(self, request.into_inner()).await?))
     }
 
     async fn list_queue(
         &self,
         request: Request<pb::ListQueueRequest>,
     ) -> Result<Response<pb::ListQueueResponse>, Status> {
-        Ok(Response::new(
-            Api::list_queue(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::list_queue(self, request.into_inner()).await?))
     }
 
     async fn get_queue_item(
         &self,
         request: Request<pb::GetQueueItemRequest>,
     ) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(
-            Api::get_queue_item(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::get_queue_item(self, request.into_inner()).await?))
     }
 
     async fn log_activity(
         &self,
         request: Request<pb::LogActivityRequest>,
     ) -> Result<Response<pb::LogActivityResponse>, Status> {
-        Ok(Response::new(
-            Api::log_activity(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::log_activity(self, request.into_inner()).await?))
     }
 
-    async fn record_bant(
-        &self,
-        request: Request<pb::RecordBantRequest>,
-    ) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(
-            Api::record_bant(self, request.into_inner()).await?,
-        ))
+    async fn record_bant(&self, request: Request<pb::RecordBantRequest>) -> Result<Response<pb::QueueItem>, Status> {
+        Ok(Response::new(Api::record_bant(self, request.into_inner()).await?))
     }
 
-    async fn recycle_lead(
-        &self,
-        request: Request<pb::RecycleLeadRequest>,
-    ) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(
-            Api::recycle_lead(self, request.into_inner()).await?,
-        ))
+    async fn recycle_lead(&self, request: Request<pb::RecycleLeadRequest>) -> Result<Response<pb::QueueItem>, Status> {
+        Ok(Response::new(Api::recycle_lead(self, request.into_inner()).await?))
     }
 
     async fn disqualify_lead(
         &self,
         request: Request<pb::DisqualifyLeadRequest>,
     ) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(
-            Api::disqualify_lead(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::disqualify_lead(self, request.into_inner()).await?))
     }
 
     async fn convert_to_opportunity(
         &self,
         request: Request<pb::ConvertToOpportunityRequest>,
     ) -> Result<Response<pb::ConvertToOpportunityResponse>, Status> {
-        Ok(Response::new(
-            Api::convert_to_opportunity(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::convert_to_opportunity(self, request.into_inner()).await?))
     }
 }

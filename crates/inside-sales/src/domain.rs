@@ -26,14 +26,7 @@ impl Status {
     }
 
     pub fn from_code(code: &str) -> Option<Status> {
-        [
-            Status::Open,
-            Status::Converted,
-            Status::Recycled,
-            Status::Disqualified,
-        ]
-        .into_iter()
-        .find(|s| s.code() == code)
+        [Status::Open, Status::Converted, Status::Recycled, Status::Disqualified].into_iter().find(|s| s.code() == code)
     }
 }
 
@@ -145,11 +138,7 @@ impl QueueItem {
     }
 
     fn ensure_open(&self) -> Result<(), Refused> {
-        if self.status == Status::Open {
-            Ok(())
-        } else {
-            Err(Refused::NotOpen(self.status))
-        }
+        if self.status == Status::Open { Ok(()) } else { Err(Refused::NotOpen(self.status)) }
     }
 
     /// Logs an activity; returns whether it was the first contact.
@@ -226,15 +215,7 @@ mod tests {
     }
 
     fn bant(budget: bool, authority: bool, need: bool, timeline: bool) -> BantRecord {
-        BantRecord {
-            bant: Bant {
-                budget,
-                authority,
-                need,
-                timeline,
-            },
-            ..Default::default()
-        }
+        BantRecord { bant: Bant { budget, authority, need, timeline }, ..Default::default() }
     }
 
     #[test]
@@ -262,36 +243,20 @@ mod tests {
         let def = Definition::default();
         let mut item = QueueItem::accept(incoming("web_form"), None, &def);
         assert_eq!(item.convert("opp-1", &def), Err(Refused::NoBant));
-        item.record_bant(bant(true, true, true, false))
-            .expect("open");
-        assert_eq!(
-            item.convert("opp-1", &def),
-            Err(Refused::MissingBant(vec![BantCondition::Timeline]))
-        );
-        item.record_bant(bant(false, false, true, true))
-            .expect("open");
-        assert_eq!(
-            item.convert("opp-1", &def),
-            Ok(false),
-            "converted, not a quality opportunity"
-        );
+        item.record_bant(bant(true, true, true, false)).expect("open");
+        assert_eq!(item.convert("opp-1", &def), Err(Refused::MissingBant(vec![BantCondition::Timeline])));
+        item.record_bant(bant(false, false, true, true)).expect("open");
+        assert_eq!(item.convert("opp-1", &def), Ok(false), "converted, not a quality opportunity");
         assert_eq!(item.status, Status::Converted);
-        assert_eq!(
-            item.convert("opp-2", &def),
-            Err(Refused::NotOpen(Status::Converted))
-        );
-        assert_eq!(
-            item.recycle("timing"),
-            Err(Refused::NotOpen(Status::Converted))
-        );
+        assert_eq!(item.convert("opp-2", &def), Err(Refused::NotOpen(Status::Converted)));
+        assert_eq!(item.recycle("timing"), Err(Refused::NotOpen(Status::Converted)));
     }
 
     #[test]
     fn quality_opportunity_has_all_four() {
         let def = Definition::default();
         let mut item = QueueItem::accept(incoming("web_form"), None, &def);
-        item.record_bant(bant(true, true, true, true))
-            .expect("open");
+        item.record_bant(bant(true, true, true, true)).expect("open");
         assert_eq!(item.convert("opp-1", &def), Ok(true));
     }
 
@@ -303,10 +268,7 @@ mod tests {
         item.recycle("no_budget").expect("open");
         let again = QueueItem::accept(incoming("web_form"), Some(item), &def);
         assert_eq!(again.status, Status::Open);
-        assert_eq!(
-            again.first_contact_at, None,
-            "a new hand-over gets a new SLA clock"
-        );
+        assert_eq!(again.first_contact_at, None, "a new hand-over gets a new SLA clock");
         assert_eq!(again.activity_count, 1, "activity history is kept");
     }
 }

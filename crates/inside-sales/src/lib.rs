@@ -33,13 +33,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let field_sales = peer_channel(require_peer(
-        &config.peers.field_sales,
-        "--field-sales-addr",
-    )?)?;
+    let field_sales = peer_channel(require_peer(&config.peers.field_sales, "--field-sales-addr")?)?;
     let marketing = peer_channel(require_peer(&config.peers.marketing, "--marketing-addr")?)?;
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    started.spawn_relay(relay::Peers {
+    let outbox = started.spawn_relay(relay::Peers {
         field_sales: FieldSalesServiceClient::new(field_sales),
         marketing: MarketingServiceClient::new(marketing),
     });
@@ -47,11 +44,8 @@ pub async fn run(
         db: started.db.clone(),
         definition: started.definition.clone(),
         clock: started.clock.clone(),
-        relay: started.relay_wake.clone(),
+        outbox,
     };
-    let routes = Routes::new(InsideSalesServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()));
-    started
-        .serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown)
-        .await
+    let routes = Routes::new(InsideSalesServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
 }

@@ -40,11 +40,7 @@ impl TryFrom<Row> for QueueItem {
         Ok(QueueItem {
             status: Status::from_code(&r.status)
                 .ok_or_else(|| anyhow::anyhow!("unknown queue status {:?}", r.status))?,
-            bant: r
-                .bant
-                .as_deref()
-                .map(serde_json::from_str::<BantRecord>)
-                .transpose()?,
+            bant: r.bant.as_deref().map(serde_json::from_str::<BantRecord>).transpose()?,
             lead_id: r.lead_id,
             email: r.email,
             name: r.name,
@@ -65,24 +61,17 @@ impl TryFrom<Row> for QueueItem {
     }
 }
 
-pub async fn item<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    lead_id: &str,
-) -> anyhow::Result<Option<QueueItem>> {
-    let row: Option<Row> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM queue WHERE lead_id = $1"))
-            .bind(lead_id)
-            .fetch_optional(e)
-            .await?;
+pub async fn item<'c, E: Executor<'c, Database = Any>>(e: E, lead_id: &str) -> anyhow::Result<Option<QueueItem>> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM queue WHERE lead_id = $1"))
+        .bind(lead_id)
+        .fetch_optional(e)
+        .await?;
     row.map(QueueItem::try_from).transpose()
 }
 
 /// Inserts or replaces the item (a re-accepted lead overwrites its old row).
 pub async fn save(tx: &mut Tx, i: &QueueItem) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM queue WHERE lead_id = $1")
-        .bind(&i.lead_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("DELETE FROM queue WHERE lead_id = $1").bind(&i.lead_id).execute(&mut **tx).await?;
     sqlx::query(&format!(
         "INSERT INTO queue ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
     ))
@@ -162,11 +151,10 @@ pub async fn insert_conversion(
     quality: bool,
     at: Micros,
 ) -> anyhow::Result<bool> {
-    let taken: Option<String> =
-        sqlx::query_scalar("SELECT lead_id FROM conversions WHERE opportunity_id = $1")
-            .bind(opportunity_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let taken: Option<String> = sqlx::query_scalar("SELECT lead_id FROM conversions WHERE opportunity_id = $1")
+        .bind(opportunity_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     if taken.is_some() {
         return Ok(false);
     }

@@ -1,5 +1,8 @@
 //! `themodel.kpi.v1.KpiService`: the funnel, and the shared quality definitions.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::json;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
@@ -9,8 +12,10 @@ use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
 use themodel_runtime::validate::Violations;
 use themodel_runtime::{Clock, Db};
+use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
+use crate::consumer::Consumer;
 use crate::domain::{self, SOURCES};
 use crate::store;
 
@@ -20,7 +25,12 @@ pub struct Api {
     pub db: Db,
     pub clock: Clock,
     pub time_zone: String,
+    /// The stream consumers, for catching up before a read.
+    pub consumers: Arc<[Arc<Consumer>]>,
 }
+
+/// How long a read waits for the streams before answering with what it has.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
@@ -42,13 +52,28 @@ impl Api {
         if let (Some(s), Some(e)) = (start, end)
             && e <= s
         {
-            v.add(
-                "end_date",
-                "must be after start_date (the period is [start_date, end_date))",
-            );
+            v.add("end_date", "must be after start_date (the period is [start_date, end_date))");
         }
         v.finish()?;
         let (start, end) = (start.unwrap_or_default(), end.unwrap_or_default());
+
+        // Read-your-writes: everything the services committed before this call
+        // is in the answer. A source that is down is reported through
+        // `sources` (its applied_seq stops moving), not as an error.
+        let mut catching_up = JoinSet::new();
+        for c in self.consumers.iter().cloned() {
+            catching_up.spawn(async move { (c.source, c.catch_up().await) });
+        }
+        let all = async {
+            while let Some(joined) = catching_up.join_next().await {
+                if let Ok((source, Err(e))) = joined {
+                    tracing::debug!(source, error = format!("{e:#}"), "stream not caught up for this read");
+                }
+            }
+        };
+        if tokio::time::timeout(CATCH_UP_TIMEOUT, all).await.is_err() {
+            tracing::warn!("event streams did not catch up in time; answering with what is applied");
+        }
 
         let c = store::counts(&self.db, start, end).await?;
         let r = c.rates();
@@ -83,22 +108,13 @@ impl Api {
     }
 
     #[tracing::instrument(skip_all, fields(version = req.version))]
-    async fn get_quality_definition(
-        &self,
-        req: pb::GetQualityDefinitionRequest,
-    ) -> ApiResult<pb::QualityDefinition> {
+    async fn get_quality_definition(&self, req: pb::GetQualityDefinitionRequest) -> ApiResult<pb::QualityDefinition> {
         let mut v = Violations::new();
-        v.check(
-            req.version >= 0,
-            "version",
-            "must not be negative (0 = current)",
-        );
+        v.check(req.version >= 0, "version", "must not be negative (0 = current)");
         v.finish()?;
         let (d, at) = store::definition(&self.db, req.version)
             .await?
-            .ok_or_else(|| {
-                ApiError::not_found("quality definition version", req.version.to_string())
-            })?;
+            .ok_or_else(|| ApiError::not_found("quality definition version", req.version.to_string()))?;
         Ok(to_proto(&d, Some(at)))
     }
 
@@ -127,11 +143,7 @@ impl Api {
             return Err(ApiError::field("definition", "is required"));
         };
 
-        let key = Idempotency::new(
-            "/themodel.kpi.v1.KpiService/PublishQualityDefinition",
-            &req.request_id,
-            &req,
-        );
+        let key = Idempotency::new("/themodel.kpi.v1.KpiService/PublishQualityDefinition", &req.request_id, &req);
         let mut tx = self.db.begin().await?;
         if let Some(first) = key.replay(&mut tx).await? {
             return Ok(first);
@@ -154,30 +166,21 @@ impl Api {
 
 #[tonic::async_trait]
 impl KpiService for Api {
-    async fn get_funnel(
-        &self,
-        request: Request<pb::GetFunnelRequest>,
-    ) -> Result<Response<pb::Funnel>, Status> {
-        Ok(Response::new(
-            Api::get_funnel(self, request.into_inner()).await?,
-        ))
+    async fn get_funnel(&self, request: Request<pb::GetFunnelRequest>) -> Result<Response<pb::Funnel>, Status> {
+        Ok(Response::new(Api::get_funnel(self, request.into_inner()).await?))
     }
 
     async fn get_quality_definition(
         &self,
         request: Request<pb::GetQualityDefinitionRequest>,
     ) -> Result<Response<pb::QualityDefinition>, Status> {
-        Ok(Response::new(
-            Api::get_quality_definition(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::get_quality_definition(self, request.into_inner()).await?))
     }
 
     async fn publish_quality_definition(
         &self,
         request: Request<pb::PublishQualityDefinitionRequest>,
     ) -> Result<Response<pb::QualityDefinition>, Status> {
-        Ok(Response::new(
-            Api::publish_quality_definition(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::publish_quality_definition(self, request.into_inner()).await?))
     }
 }

@@ -18,23 +18,40 @@ use crate::store;
 
 const PAGE: i32 = 2000;
 
+#[derive(Debug)]
 pub struct Consumer {
     pub source: &'static str,
     pub client: EventStreamServiceClient<PeerChannel>,
     pub db: Db,
     pub tz: Tz,
-    pub poll: Duration,
 }
 
+/// The most pages a read-time catch-up applies; a longer backlog is the
+/// background consumer's to finish.
+const CATCH_UP_PAGES: usize = 8;
+
 impl Consumer {
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Applies whatever the source has committed so far (bounded), so a read
+    /// that follows a write sees it. Safe beside [`Consumer::run`]: the cursor
+    /// compare-and-set lets only one of them apply a page.
+    pub async fn catch_up(&self) -> anyhow::Result<()> {
+        for _ in 0..CATCH_UP_PAGES {
+            if !self.step().await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the stream until `shutdown`, polling every `poll` when idle.
+    pub async fn run(self: std::sync::Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             let wait = match self.step().await {
                 Ok(true) => continue,
                 Ok(false) => {
                     failures = 0;
-                    self.poll
+                    poll
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -45,7 +62,7 @@ impl Consumer {
                             "event stream not read; retrying"
                         );
                     }
-                    (self.poll * failures.min(10)).min(Duration::from_secs(5))
+                    (poll * failures.min(10)).min(Duration::from_secs(5))
                 }
             };
             tokio::select! {
@@ -56,16 +73,14 @@ impl Consumer {
     }
 
     /// Reads and applies one page; `Ok(true)` if there may be more right away.
-    async fn step(&mut self) -> anyhow::Result<bool> {
+    async fn step(&self) -> anyhow::Result<bool> {
         let mut tx = self.db.begin().await?;
         let after = store::cursor(&mut tx, self.source).await?;
         tx.rollback().await?;
         let page = self
             .client
-            .list_events(ListEventsRequest {
-                after_seq: after,
-                page_size: PAGE,
-            })
+            .clone()
+            .list_events(ListEventsRequest { after_seq: after, page_size: PAGE })
             .await?
             .into_inner();
         let Some(last) = page.events.last().map(|e| e.seq) else {
@@ -76,21 +91,11 @@ impl Consumer {
         let mut visits = Vec::new();
         let mut expected = after;
         for e in &page.events {
-            anyhow::ensure!(
-                e.seq == expected + 1,
-                "{} stream skipped from {expected} to {}",
-                self.source,
-                e.seq
-            );
+            anyhow::ensure!(e.seq == expected + 1, "{} stream skipped from {expected} to {}", self.source, e.seq);
             expected = e.seq;
-            let at = e
-                .occurred_at
-                .as_ref()
-                .and_then(time::from_timestamp)
-                .unwrap_or(0);
+            let at = e.occurred_at.as_ref().and_then(time::from_timestamp).unwrap_or(0);
             let day = domain::business_day(at, self.tz);
-            let payload: serde_json::Value =
-                serde_json::from_str(&e.payload_json).unwrap_or_default();
+            let payload: serde_json::Value = serde_json::from_str(&e.payload_json).unwrap_or_default();
             for effect in domain::effects(self.source, &e.r#type, &e.subject_id, &payload) {
                 match effect {
                     Effect::Count(m) => *counts.entry((day, m)).or_insert(0) += 1,
@@ -104,12 +109,7 @@ impl Consumer {
             return Ok(true);
         }
         tx.commit().await?;
-        tracing::debug!(
-            source = self.source,
-            applied_seq = last,
-            events = page.events.len(),
-            "events applied"
-        );
+        tracing::debug!(source = self.source, applied_seq = last, events = page.events.len(), "events applied");
         Ok(last < page.head_seq)
     }
 }

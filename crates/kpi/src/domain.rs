@@ -6,12 +6,7 @@ use chrono_tz::Tz;
 use themodel_runtime::time::Micros;
 
 /// The services whose streams kpi reads, by name.
-pub const SOURCES: [&str; 4] = [
-    "marketing",
-    "inside-sales",
-    "field-sales",
-    "customer-success",
-];
+pub const SOURCES: [&str; 4] = ["marketing", "inside-sales", "field-sales", "customer-success"];
 
 /// Flow counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,24 +56,12 @@ pub enum Effect {
 }
 
 /// The effects of an event from `source` of type `kind` (payload as JSON).
-pub fn effects(
-    source: &str,
-    kind: &str,
-    subject_id: &str,
-    payload: &serde_json::Value,
-) -> Vec<Effect> {
+pub fn effects(source: &str, kind: &str, subject_id: &str, payload: &serde_json::Value) -> Vec<Effect> {
     match (source, kind) {
         ("marketing", "visit_recorded") => vec![Effect::Visit(subject_id.to_owned())],
         ("marketing", "lead_captured") => {
-            if payload
-                .get("excluded")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false)
-            {
-                vec![
-                    Effect::Count(Metric::Leads),
-                    Effect::Count(Metric::ExcludedLeads),
-                ]
+            if payload.get("excluded").and_then(serde_json::Value::as_bool).unwrap_or(false) {
+                vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)]
             } else {
                 vec![Effect::Count(Metric::Leads)]
             }
@@ -107,9 +90,7 @@ pub fn business_day(at: Micros, tz: Tz) -> i64 {
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 pub fn parse_day(s: &str) -> Option<i64> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .map(|d| (d - EPOCH).num_days())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| (d - EPOCH).num_days())
 }
 
 /// Flow counts for a period.
@@ -200,85 +181,32 @@ mod tests {
     fn zero_denominators_are_absent() {
         let r = Counts::default().rates();
         assert_eq!(r, Rates::default());
-        let c = Counts {
-            leads: 3,
-            ..Default::default()
-        };
-        assert_eq!(
-            c.rates().acquisition,
-            None,
-            "leads without visitors: no acquisition rate"
-        );
-        assert_eq!(
-            c.rates().opportunity,
-            Some(0.0),
-            "a zero numerator is a real 0"
-        );
+        let c = Counts { leads: 3, ..Default::default() };
+        assert_eq!(c.rates().acquisition, None, "leads without visitors: no acquisition rate");
+        assert_eq!(c.rates().opportunity, Some(0.0), "a zero numerator is a real 0");
     }
 
     #[test]
     fn effects_table() {
         let cases = [
-            (
-                "marketing",
-                "visit_recorded",
-                json!({}),
-                vec![Effect::Visit("v1".into())],
-            ),
-            (
-                "marketing",
-                "lead_captured",
-                json!({"excluded": false}),
-                vec![Effect::Count(Metric::Leads)],
-            ),
+            ("marketing", "visit_recorded", json!({}), vec![Effect::Visit("v1".into())]),
+            ("marketing", "lead_captured", json!({"excluded": false}), vec![Effect::Count(Metric::Leads)]),
             (
                 "marketing",
                 "lead_captured",
                 json!({"excluded": true}),
-                vec![
-                    Effect::Count(Metric::Leads),
-                    Effect::Count(Metric::ExcludedLeads),
-                ],
+                vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)],
             ),
             ("marketing", "touch_recorded", json!({}), vec![]),
-            (
-                "inside-sales",
-                "opportunity_converted",
-                json!({}),
-                vec![Effect::Count(Metric::Opportunities)],
-            ),
+            ("inside-sales", "opportunity_converted", json!({}), vec![Effect::Count(Metric::Opportunities)]),
             ("field-sales", "opportunity_opened", json!({}), vec![]),
-            (
-                "field-sales",
-                "opportunity_won",
-                json!({}),
-                vec![Effect::Count(Metric::Wins)],
-            ),
-            (
-                "field-sales",
-                "opportunity_lost",
-                json!({}),
-                vec![Effect::Count(Metric::Losses)],
-            ),
-            (
-                "customer-success",
-                "renewal_recorded",
-                json!({}),
-                vec![Effect::Count(Metric::Retained)],
-            ),
-            (
-                "customer-success",
-                "churn_recorded",
-                json!({}),
-                vec![Effect::Count(Metric::Churned)],
-            ),
+            ("field-sales", "opportunity_won", json!({}), vec![Effect::Count(Metric::Wins)]),
+            ("field-sales", "opportunity_lost", json!({}), vec![Effect::Count(Metric::Losses)]),
+            ("customer-success", "renewal_recorded", json!({}), vec![Effect::Count(Metric::Retained)]),
+            ("customer-success", "churn_recorded", json!({}), vec![Effect::Count(Metric::Churned)]),
         ];
         for (source, kind, payload, want) in cases {
-            assert_eq!(
-                effects(source, kind, "v1", &payload),
-                want,
-                "{source}/{kind}"
-            );
+            assert_eq!(effects(source, kind, "v1", &payload), want, "{source}/{kind}");
         }
     }
 

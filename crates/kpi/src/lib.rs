@@ -11,6 +11,8 @@ pub mod consumer;
 pub mod domain;
 pub mod store;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::kpi::v1::kpi_service_server::KpiServiceServer;
@@ -34,58 +36,41 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tz = domain::parse_time_zone(&config.time_zone).with_context(|| {
-        format!(
-            "unknown time zone {:?} (use an IANA name such as UTC or Asia/Tokyo)",
-            config.time_zone
-        )
+        format!("unknown time zone {:?} (use an IANA name such as UTC or Asia/Tokyo)", config.time_zone)
     })?;
     let peers = &config.peers;
     let sources = [
-        (
-            "marketing",
-            require_peer(&peers.marketing, "--marketing-addr")?,
-        ),
-        (
-            "inside-sales",
-            require_peer(&peers.inside_sales, "--inside-sales-addr")?,
-        ),
-        (
-            "field-sales",
-            require_peer(&peers.field_sales, "--field-sales-addr")?,
-        ),
-        (
-            "customer-success",
-            require_peer(&peers.customer_success, "--customer-success-addr")?,
-        ),
+        ("marketing", require_peer(&peers.marketing, "--marketing-addr")?),
+        ("inside-sales", require_peer(&peers.inside_sales, "--inside-sales-addr")?),
+        ("field-sales", require_peer(&peers.field_sales, "--field-sales-addr")?),
+        ("customer-success", require_peer(&peers.customer_success, "--customer-success-addr")?),
     ];
     // kpi owns the definition; it does not follow itself.
-    let own = ServiceConfig {
-        peers: Default::default(),
-        ..config.clone()
-    };
+    let own = ServiceConfig { peers: Default::default(), ..config.clone() };
     let mut started = service::start(&own, sqlx::migrate!("./migrations"), clock).await?;
     store::seed_definition(&started.db, started.clock.now()).await?;
     if store::set_time_zone(&started.db, &config.time_zone).await? {
         tracing::warn!(time_zone = %config.time_zone, "business time zone changed: rebuilding KPIs from the event streams");
     }
+    let mut consumers = Vec::new();
     for (source, addr) in sources {
-        let consumer = consumer::Consumer {
+        let consumer = Arc::new(consumer::Consumer {
             source,
             client: EventStreamServiceClient::new(peer_channel(addr)?),
             db: started.db.clone(),
             tz,
-            poll: config.poll_interval,
-        };
-        started.spawn(|stop| consumer.run(stop));
+        });
+        let background = consumer.clone();
+        let poll = config.poll_interval;
+        started.spawn(move |stop| background.run(poll, stop));
+        consumers.push(consumer);
     }
     let api = api::Api {
         db: started.db.clone(),
         clock: started.clock.clone(),
         time_zone: config.time_zone.clone(),
+        consumers: consumers.into(),
     };
-    let routes = Routes::new(KpiServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()));
-    started
-        .serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown)
-        .await
+    let routes = Routes::new(KpiServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
 }

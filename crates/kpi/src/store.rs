@@ -9,10 +9,7 @@ use themodel_runtime::{Db, Tx};
 use crate::domain::{Counts, Metric};
 
 pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-        .bind(key)
-        .fetch_optional(db.reader())
-        .await?)
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(db.reader()).await?)
 }
 
 /// Sets the business time zone. When it changes, the day buckets are wrong,
@@ -20,9 +17,7 @@ pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
 pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
     let current: Option<String> =
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'time_zone'")
-            .fetch_optional(&mut *tx)
-            .await?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'time_zone'").fetch_optional(&mut *tx).await?;
     if current.as_deref() == Some(tz) {
         return Ok(false);
     }
@@ -34,10 +29,7 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
     ] {
         sqlx::query(sql).execute(&mut *tx).await?;
     }
-    sqlx::query("INSERT INTO meta (key, value) VALUES ('time_zone', $1)")
-        .bind(tz)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('time_zone', $1)").bind(tz).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(current.is_some())
 }
@@ -51,9 +43,8 @@ pub async fn cursor(tx: &mut Tx, source: &str) -> anyhow::Result<i64> {
 }
 
 pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, i64>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT source, applied_seq FROM cursors")
-        .fetch_all(db.reader())
-        .await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT source, applied_seq FROM cursors").fetch_all(db.reader()).await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -103,11 +94,13 @@ pub async fn apply(
         .await?;
     }
     for (day, visitor) in visits {
-        sqlx::query("INSERT INTO visitor_days (day, visitor_id) VALUES ($1, $2) ON CONFLICT (day, visitor_id) DO NOTHING")
-            .bind(*day)
-            .bind(visitor)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO visitor_days (day, visitor_id) VALUES ($1, $2) ON CONFLICT (day, visitor_id) DO NOTHING",
+        )
+        .bind(*day)
+        .bind(visitor)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(true)
 }
@@ -122,17 +115,13 @@ pub async fn counts(db: &Db, start: i64, end: i64) -> anyhow::Result<Counts> {
     .bind(end)
     .fetch_all(&mut *conn)
     .await?;
-    let visitors: i64 = sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT visitor_id) FROM visitor_days WHERE day >= $1 AND day < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_one(&mut *conn)
-    .await?;
-    let mut c = Counts {
-        visitors,
-        ..Counts::default()
-    };
+    let visitors: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT visitor_id) FROM visitor_days WHERE day >= $1 AND day < $2")
+            .bind(start)
+            .bind(end)
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut c = Counts { visitors, ..Counts::default() };
     for (metric, n) in rows {
         if let Some(m) = Metric::from_code(&metric) {
             c.add(m, n);
@@ -153,15 +142,12 @@ pub async fn definition(db: &Db, version: i64) -> anyhow::Result<Option<(Definit
             .fetch_optional(db.reader())
             .await?
     };
-    row.map(|(body, at)| Ok((serde_json::from_str(&body)?, at)))
-        .transpose()
+    row.map(|(body, at)| Ok((serde_json::from_str(&body)?, at))).transpose()
 }
 
 /// Stores `d` as the next version; returns it with its number set.
 pub async fn publish(tx: &mut Tx, mut d: Definition, at: Micros) -> anyhow::Result<Definition> {
-    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions")
-        .fetch_one(&mut **tx)
-        .await?;
+    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions").fetch_one(&mut **tx).await?;
     d.version = latest.unwrap_or(0) + 1;
     sqlx::query("INSERT INTO definitions (version, body, published_at) VALUES ($1, $2, $3)")
         .bind(d.version)
@@ -175,9 +161,8 @@ pub async fn publish(tx: &mut Tx, mut d: Definition, at: Micros) -> anyhow::Resu
 /// Makes the built-in definition version 1 on a fresh database.
 pub async fn seed_definition(db: &Db, at: Micros) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    let any: Option<i64> = sqlx::query_scalar("SELECT version FROM definitions LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let any: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM definitions LIMIT 1").fetch_optional(&mut *tx).await?;
     if any.is_none() {
         publish(&mut tx, Definition::default(), at).await?;
     }

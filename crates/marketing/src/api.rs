@@ -1,8 +1,6 @@
 //! `themodel.marketing.v1.MarketingService`: parse requests into domain
 //! types, run the domain rules in one transaction, map errors.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use themodel_proto::marketing::v1 as pb;
 use themodel_proto::marketing::v1::marketing_service_server::MarketingService;
@@ -12,11 +10,10 @@ use themodel_runtime::definition::SharedDefinition;
 use themodel_runtime::error::{ApiError, ApiResult};
 use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Handover};
+use themodel_runtime::outbox::{self, Handover, Outbox};
 use themodel_runtime::time::{Micros, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::{Clock, Db, Tx, ids, paging};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Lead, NewLead, Status as LeadStatus};
@@ -28,8 +25,8 @@ pub struct Api {
     pub db: Db,
     pub definition: SharedDefinition,
     pub clock: Clock,
-    /// Wakes the outbox relay after a hand-over commits.
-    pub relay: Arc<Notify>,
+    /// Delivers hand-overs right after they commit.
+    pub outbox: Outbox,
 }
 
 pub fn lead_to_proto(l: &Lead) -> pb::Lead {
@@ -73,16 +70,11 @@ fn status_to_proto(s: LeadStatus) -> pb::LeadStatus {
 }
 
 fn touch_kind(v: &mut Violations, field: &str, kind: i32) -> TouchKind {
-    let name = pb::TouchKind::try_from(kind)
-        .map(|k| k.as_str_name())
-        .unwrap_or("");
+    let name = pb::TouchKind::try_from(kind).map(|k| k.as_str_name()).unwrap_or("");
     match TouchKind::from_name(name) {
         Some(k) => k,
         None => {
-            v.add(
-                field,
-                "must be a touch kind such as PAGE_VIEW, CONTENT_DOWNLOAD or QUOTE_REQUEST",
-            );
+            v.add(field, "must be a touch kind such as PAGE_VIEW, CONTENT_DOWNLOAD or QUOTE_REQUEST");
             TouchKind::PageView
         }
     }
@@ -110,7 +102,7 @@ const SOURCES: &[&str] = &[
 
 impl Api {
     /// Hands the lead to inside sales, in the caller's transaction.
-    async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros) -> ApiResult<Vec<NewEvent>> {
+    async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros) -> ApiResult<(NewEvent, String)> {
         let h = Handover {
             id: ids::new_id("ho"),
             destination: "inside-sales",
@@ -118,13 +110,14 @@ impl Api {
             payload: serde_json::to_value(lead.handover()).map_err(anyhow::Error::from)?,
         };
         outbox::enqueue(tx, &h, now).await?;
-        Ok(vec![NewEvent {
+        let event = NewEvent {
             kind: "lead_promoted",
             subject_id: lead.lead_id.clone(),
             occurred_at: lead.handed_over_at.unwrap_or(now),
             definition_version: lead.definition_version,
             payload: json!({ "lead_id": lead.lead_id, "score": lead.score.total(), "source": lead.source, "handover_id": h.id }),
-        }])
+        };
+        Ok((event, h.id))
     }
 
     fn touch_event(lead: &Lead, kind: TouchKind, at: Micros) -> NewEvent {
@@ -137,7 +130,7 @@ impl Api {
         }
     }
 
-    /// Commits the change and wakes the relay if it handed something over.
+    /// Commits the change, then delivers its hand-over (if any) before answering.
     async fn commit(
         &self,
         tx: Tx,
@@ -145,11 +138,11 @@ impl Api {
         response: &impl prost::Message,
         events: &[NewEvent],
         now: Micros,
-        handed_over: bool,
+        handover: Option<String>,
     ) -> ApiResult<()> {
         key.commit(tx, response, events, now).await?;
-        if handed_over {
-            self.relay.notify_one();
+        if let Some(id) = handover {
+            self.outbox.deliver_now(vec![id]).await;
         }
         Ok(())
     }
@@ -157,10 +150,7 @@ impl Api {
 
 impl Api {
     #[tracing::instrument(skip_all, fields(visitor_id = %req.visitor_id))]
-    async fn record_visit(
-        &self,
-        req: pb::RecordVisitRequest,
-    ) -> ApiResult<pb::RecordVisitResponse> {
+    async fn record_visit(&self, req: pb::RecordVisitRequest) -> ApiResult<pb::RecordVisitResponse> {
         let mut v = Violations::new();
         v.request_id(&req.request_id);
         let visitor_id = v.required("visitor_id", &req.visitor_id, 128);
@@ -168,11 +158,7 @@ impl Api {
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
 
-        let key = Idempotency::new(
-            "/themodel.marketing.v1.MarketingService/RecordVisit",
-            &req.request_id,
-            &req,
-        );
+        let key = Idempotency::new("/themodel.marketing.v1.MarketingService/RecordVisit", &req.request_id, &req);
         let mut tx = self.db.begin().await?;
         if let Some(first) = key.replay(&mut tx).await? {
             return Ok(first);
@@ -198,45 +184,32 @@ impl Api {
             definition_version: 0,
             payload: json!({ "visitor_id": visitor_id, "page": page, "lead_id": lead.as_ref().map(|l| l.lead_id.clone()) }),
         }];
-        let mut handed_over = false;
+        let mut handover = None;
         if let Some(l) = lead.as_mut() {
-            let kind = if req.product_page {
-                TouchKind::ProductPageView
-            } else {
-                TouchKind::PageView
-            };
-            handed_over = l.touch(kind, at, &def);
+            let kind = if req.product_page { TouchKind::ProductPageView } else { TouchKind::PageView };
+            let handed_over = l.touch(kind, at, &def);
             store::update_lead(&mut tx, l).await?;
             evs.push(Self::touch_event(l, kind, at));
             if handed_over {
-                evs.extend(self.hand_over(&mut tx, l, now).await?);
+                let (event, id) = self.hand_over(&mut tx, l, now).await?;
+                evs.push(event);
+                handover = Some(id);
             }
         }
-        let resp = pb::RecordVisitResponse {
-            lead: lead.as_ref().map(lead_to_proto),
-            visit_id,
-            visitor_id,
-        };
-        self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+        let resp = pb::RecordVisitResponse { lead: lead.as_ref().map(lead_to_proto), visit_id, visitor_id };
+        self.commit(tx, &key, &resp, &evs, now, handover).await?;
         Ok(resp)
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id, source = %req.source))]
-    async fn capture_lead(
-        &self,
-        req: pb::CaptureLeadRequest,
-    ) -> ApiResult<pb::CaptureLeadResponse> {
+    async fn capture_lead(&self, req: pb::CaptureLeadRequest) -> ApiResult<pb::CaptureLeadResponse> {
         let mut v = Violations::new();
         v.request_id(&req.request_id);
         let lead_id = v.new_id("lead_id", &req.lead_id, "ld");
         let email = validate::email(&mut v, "email", &req.email);
         let name = v.optional("name", &req.name, 200);
         let company = v.optional("company", &req.company, 200);
-        v.check(
-            req.company_size >= 0,
-            "company_size",
-            "must not be negative",
-        );
+        v.check(req.company_size >= 0, "company_size", "must not be negative");
         let industry = v.optional("industry", &req.industry, 100);
         let job_title = v.optional("job_title", &req.job_title, 200);
         let source = v.code("source", &req.source);
@@ -246,28 +219,19 @@ impl Api {
         let campaign = v.optional("campaign", &req.campaign, 200);
         let visitor_id = v.optional("visitor_id", &req.visitor_id, 128);
         let relationship = match pb::Relationship::try_from(req.relationship) {
-            Ok(pb::Relationship::Unspecified | pb::Relationship::Prospect) => {
-                Relationship::Prospect
-            }
+            Ok(pb::Relationship::Unspecified | pb::Relationship::Prospect) => Relationship::Prospect,
             Ok(pb::Relationship::Partner) => Relationship::Partner,
             Ok(pb::Relationship::Competitor) => Relationship::Competitor,
             Ok(pb::Relationship::Student) => Relationship::Student,
             Err(_) => {
-                v.add(
-                    "relationship",
-                    "must be PROSPECT, PARTNER, COMPETITOR or STUDENT",
-                );
+                v.add("relationship", "must be PROSPECT, PARTNER, COMPETITOR or STUDENT");
                 Relationship::Prospect
             }
         };
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
 
-        let key = Idempotency::new(
-            "/themodel.marketing.v1.MarketingService/CaptureLead",
-            &req.request_id,
-            &req,
-        );
+        let key = Idempotency::new("/themodel.marketing.v1.MarketingService/CaptureLead", &req.request_id, &req);
         let mut tx = self.db.begin().await?;
         if let Some(first) = key.replay(&mut tx).await? {
             return Ok(first);
@@ -285,30 +249,21 @@ impl Api {
             }
             let handed_over = existing.touch(TouchKind::FormSubmission, at, &def);
             store::update_lead(&mut tx, &existing).await?;
-            store::insert_touch(
-                &mut tx,
-                &ids::new_id("tc"),
-                &existing.lead_id,
-                TouchKind::FormSubmission,
-                &source,
-                at,
-            )
-            .await?;
+            store::insert_touch(&mut tx, &ids::new_id("tc"), &existing.lead_id, TouchKind::FormSubmission, &source, at)
+                .await?;
             let mut evs = vec![Self::touch_event(&existing, TouchKind::FormSubmission, at)];
+            let mut handover = None;
             if handed_over {
-                evs.extend(self.hand_over(&mut tx, &existing, now).await?);
+                let (event, id) = self.hand_over(&mut tx, &existing, now).await?;
+                evs.push(event);
+                handover = Some(id);
             }
-            let resp = pb::CaptureLeadResponse {
-                lead: Some(lead_to_proto(&existing)),
-                already_existed: true,
-            };
-            self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+            let resp = pb::CaptureLeadResponse { lead: Some(lead_to_proto(&existing)), already_existed: true };
+            self.commit(tx, &key, &resp, &evs, now, handover).await?;
             return Ok(resp);
         }
         if store::lead(&mut *tx, &lead_id).await?.is_some() {
-            return Err(ApiError::AlreadyExists(format!(
-                "lead {lead_id:?} already exists with another e-mail"
-            )));
+            return Err(ApiError::AlreadyExists(format!("lead {lead_id:?} already exists with another e-mail")));
         }
 
         let prior = if visitor_id.is_empty() {
@@ -351,22 +306,19 @@ impl Api {
                 "score": lead.score.total(),
             }),
         }];
+        let mut handover = None;
         if handed_over {
-            evs.extend(self.hand_over(&mut tx, &lead, now).await?);
+            let (event, id) = self.hand_over(&mut tx, &lead, now).await?;
+            evs.push(event);
+            handover = Some(id);
         }
-        let resp = pb::CaptureLeadResponse {
-            lead: Some(lead_to_proto(&lead)),
-            already_existed: false,
-        };
-        self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+        let resp = pb::CaptureLeadResponse { lead: Some(lead_to_proto(&lead)), already_existed: false };
+        self.commit(tx, &key, &resp, &evs, now, handover).await?;
         Ok(resp)
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn record_touch(
-        &self,
-        req: pb::RecordTouchRequest,
-    ) -> ApiResult<pb::RecordTouchResponse> {
+    async fn record_touch(&self, req: pb::RecordTouchRequest) -> ApiResult<pb::RecordTouchResponse> {
         let mut v = Violations::new();
         v.request_id(&req.request_id);
         let lead_id = v.id("lead_id", &req.lead_id);
@@ -375,32 +327,26 @@ impl Api {
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
 
-        let key = Idempotency::new(
-            "/themodel.marketing.v1.MarketingService/RecordTouch",
-            &req.request_id,
-            &req,
-        );
+        let key = Idempotency::new("/themodel.marketing.v1.MarketingService/RecordTouch", &req.request_id, &req);
         let mut tx = self.db.begin().await?;
         if let Some(first) = key.replay(&mut tx).await? {
             return Ok(first);
         }
         let now = self.clock.now();
         let def = self.definition.current();
-        let mut lead = store::lead(&mut *tx, &lead_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+        let mut lead = store::lead(&mut *tx, &lead_id).await?.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
         let handed_over = lead.touch(kind, at, &def);
         store::update_lead(&mut tx, &lead).await?;
         store::insert_touch(&mut tx, &ids::new_id("tc"), &lead_id, kind, &detail, at).await?;
         let mut evs = vec![Self::touch_event(&lead, kind, at)];
+        let mut handover = None;
         if handed_over {
-            evs.extend(self.hand_over(&mut tx, &lead, now).await?);
+            let (event, id) = self.hand_over(&mut tx, &lead, now).await?;
+            evs.push(event);
+            handover = Some(id);
         }
-        let resp = pb::RecordTouchResponse {
-            lead: Some(lead_to_proto(&lead)),
-            handed_over,
-        };
-        self.commit(tx, &key, &resp, &evs, now, handed_over).await?;
+        let resp = pb::RecordTouchResponse { lead: Some(lead_to_proto(&lead)), handed_over };
+        self.commit(tx, &key, &resp, &evs, now, handover).await?;
         Ok(resp)
     }
 
@@ -437,17 +383,11 @@ impl Api {
         let mut leads = store::list_leads(&self.db, status, after, limit + 1).await?;
         let next_page_token = if leads.len() as i64 > limit {
             leads.truncate(limit as usize);
-            leads
-                .last()
-                .map(|l| paging::encode(&[&l.captured_at.to_string(), &l.lead_id]))
-                .unwrap_or_default()
+            leads.last().map(|l| paging::encode(&[&l.captured_at.to_string(), &l.lead_id])).unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(pb::ListLeadsResponse {
-            leads: leads.iter().map(lead_to_proto).collect(),
-            next_page_token,
-        })
+        Ok(pb::ListLeadsResponse { leads: leads.iter().map(lead_to_proto).collect(), next_page_token })
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id, reason = %req.reason))]
@@ -461,27 +401,17 @@ impl Api {
         // retry a hand-over forever, so here any well-formed code is taken.
         let reason = v.code("reason", &req.reason);
         let from = v.code("from", &req.from);
-        v.check(
-            req.timing_months >= 0,
-            "timing_months",
-            "must not be negative",
-        );
+        v.check(req.timing_months >= 0, "timing_months", "must not be negative");
         let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
         v.finish()?;
 
-        let key = Idempotency::new(
-            "/themodel.marketing.v1.MarketingService/RecycleLead",
-            &req.request_id,
-            &req,
-        );
+        let key = Idempotency::new("/themodel.marketing.v1.MarketingService/RecycleLead", &req.request_id, &req);
         let mut tx = self.db.begin().await?;
         if let Some(first) = key.replay(&mut tx).await? {
             return Ok(first);
         }
         let now = self.clock.now();
-        let mut lead = store::lead(&mut *tx, &lead_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+        let mut lead = store::lead(&mut *tx, &lead_id).await?.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
         lead.recycle(&reason, &def);
         store::update_lead(&mut tx, &lead).await?;
         let evs = [NewEvent {
@@ -492,7 +422,7 @@ impl Api {
             payload: json!({ "reason": reason, "from": from, "timing_months": req.timing_months }),
         }];
         let resp = lead_to_proto(&lead);
-        self.commit(tx, &key, &resp, &evs, now, false).await?;
+        self.commit(tx, &key, &resp, &evs, now, None).await?;
         Ok(resp)
     }
 }
@@ -503,53 +433,35 @@ impl MarketingService for Api {
         &self,
         request: Request<pb::RecordVisitRequest>,
     ) -> Result<Response<pb::RecordVisitResponse>, Status> {
-        Ok(Response::new(
-            Api::record_visit(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::record_visit(self, request.into_inner()).await?))
     }
 
     async fn capture_lead(
         &self,
         request: Request<pb::CaptureLeadRequest>,
     ) -> Result<Response<pb::CaptureLeadResponse>, Status> {
-        Ok(Response::new(
-            Api::capture_lead(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::capture_lead(self, request.into_inner()).await?))
     }
 
     async fn record_touch(
         &self,
         request: Request<pb::RecordTouchRequest>,
     ) -> Result<Response<pb::RecordTouchResponse>, Status> {
-        Ok(Response::new(
-            Api::record_touch(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::record_touch(self, request.into_inner()).await?))
     }
 
-    async fn get_lead(
-        &self,
-        request: Request<pb::GetLeadRequest>,
-    ) -> Result<Response<pb::Lead>, Status> {
-        Ok(Response::new(
-            Api::get_lead(self, request.into_inner()).await?,
-        ))
+    async fn get_lead(&self, request: Request<pb::GetLeadRequest>) -> Result<Response<pb::Lead>, Status> {
+        Ok(Response::new(Api::get_lead(self, request.into_inner()).await?))
     }
 
     async fn list_leads(
         &self,
         request: Request<pb::ListLeadsRequest>,
     ) -> Result<Response<pb::ListLeadsResponse>, Status> {
-        Ok(Response::new(
-            Api::list_leads(self, request.into_inner()).await?,
-        ))
+        Ok(Response::new(Api::list_leads(self, request.into_inner()).await?))
     }
 
-    async fn recycle_lead(
-        &self,
-        request: Request<pb::RecycleLeadRequest>,
-    ) -> Result<Response<pb::Lead>, Status> {
-        Ok(Response::new(
-            Api::recycle_lead(self, request.into_inner()).await?,
-        ))
+    async fn recycle_lead(&self, request: Request<pb::RecycleLeadRequest>) -> Result<Response<pb::Lead>, Status> {
+        Ok(Response::new(Api::recycle_lead(self, request.into_inner()).await?))
     }
 }

@@ -26,14 +26,9 @@ impl Status {
     }
 
     pub fn from_code(code: &str) -> Option<Status> {
-        [
-            Status::Nurturing,
-            Status::HandedOver,
-            Status::Excluded,
-            Status::Recycled,
-        ]
-        .into_iter()
-        .find(|s| s.code() == code)
+        [Status::Nurturing, Status::HandedOver, Status::Excluded, Status::Recycled]
+            .into_iter()
+            .find(|s| s.code() == code)
     }
 }
 
@@ -117,11 +112,7 @@ impl Lead {
     /// Captures a lead: classifies it, scores it with its earlier anonymous
     /// behaviour, and hands it over if it is already promising. Returns whether
     /// it was handed over.
-    pub fn capture(
-        new: NewLead,
-        prior: BTreeMap<TouchKind, i32>,
-        def: &Definition,
-    ) -> (Lead, bool) {
+    pub fn capture(new: NewLead, prior: BTreeMap<TouchKind, i32>, def: &Definition) -> (Lead, bool) {
         let touch_count = prior.values().sum();
         let mut lead = Lead {
             lead_id: new.lead_id,
@@ -245,11 +236,7 @@ mod tests {
     #[test]
     fn fit_lead_is_handed_over_once_intent_shows() {
         let def = Definition::default();
-        let (mut lead, handed) = Lead::capture(
-            new_lead("CTO", Relationship::Prospect),
-            BTreeMap::new(),
-            &def,
-        );
+        let (mut lead, handed) = Lead::capture(new_lead("CTO", Relationship::Prospect), BTreeMap::new(), &def);
         assert!(!handed);
         assert_eq!(lead.status, Status::Nurturing);
         assert_eq!(lead.score.attribute, 55);
@@ -257,10 +244,7 @@ mod tests {
         assert!(lead.touch(TouchKind::QuoteRequest, 12, &def));
         assert_eq!(lead.status, Status::HandedOver);
         assert_eq!(lead.handed_over_at, Some(12));
-        assert!(
-            !lead.touch(TouchKind::Inquiry, 13, &def),
-            "handed over only once"
-        );
+        assert!(!lead.touch(TouchKind::Inquiry, 13, &def), "handed over only once");
     }
 
     #[test]
@@ -276,11 +260,7 @@ mod tests {
     #[test]
     fn students_are_excluded_and_never_handed_over() {
         let def = Definition::default();
-        let (mut lead, handed) = Lead::capture(
-            new_lead("CTO", Relationship::Student),
-            BTreeMap::new(),
-            &def,
-        );
+        let (mut lead, handed) = Lead::capture(new_lead("CTO", Relationship::Student), BTreeMap::new(), &def);
         assert!(!handed);
         assert_eq!(lead.status, Status::Excluded);
         assert_eq!(lead.exclusion_reason, "student");
@@ -291,11 +271,7 @@ mod tests {
     #[test]
     fn recycled_lead_needs_new_behaviour_to_come_back() {
         let def = Definition::default();
-        let (mut lead, _) = Lead::capture(
-            new_lead("CTO", Relationship::Prospect),
-            BTreeMap::new(),
-            &def,
-        );
+        let (mut lead, _) = Lead::capture(new_lead("CTO", Relationship::Prospect), BTreeMap::new(), &def);
         assert!(lead.touch(TouchKind::QuoteRequest, 11, &def));
         lead.recycle("timing", &def);
         assert_eq!(lead.status, Status::Recycled);

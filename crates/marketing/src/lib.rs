@@ -31,23 +31,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let inside_sales = peer_channel(require_peer(
-        &config.peers.inside_sales,
-        "--inside-sales-addr",
-    )?)?;
+    let inside_sales = peer_channel(require_peer(&config.peers.inside_sales, "--inside-sales-addr")?)?;
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    started.spawn_relay(relay::Peers {
-        inside_sales: InsideSalesServiceClient::new(inside_sales),
-    });
+    let outbox = started.spawn_relay(relay::Peers { inside_sales: InsideSalesServiceClient::new(inside_sales) });
     let api = api::Api {
         db: started.db.clone(),
         definition: started.definition.clone(),
         clock: started.clock.clone(),
-        relay: started.relay_wake.clone(),
+        outbox,
     };
-    let routes = Routes::new(MarketingServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()));
-    started
-        .serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown)
-        .await
+    let routes = Routes::new(MarketingServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
 }

@@ -58,10 +58,7 @@ impl TryFrom<LeadRow> for Lead {
             visitor_id: r.visitor_id,
             relationship: relationship_from_code(&r.relationship),
             exclusion_reason: r.exclusion_reason,
-            score: Score {
-                attribute: r.attribute_score as i32,
-                behaviour: r.behaviour_score as i32,
-            },
+            score: Score { attribute: r.attribute_score as i32, behaviour: r.behaviour_score as i32 },
             touch_count: r.touch_count as i32,
             definition_version: r.definition_version,
             recycle_reason: r.recycle_reason,
@@ -71,34 +68,17 @@ impl TryFrom<LeadRow> for Lead {
     }
 }
 
-async fn one<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    sql: &str,
-    key: &str,
-) -> anyhow::Result<Option<Lead>> {
+async fn one<'c, E: Executor<'c, Database = Any>>(e: E, sql: &str, key: &str) -> anyhow::Result<Option<Lead>> {
     let row: Option<LeadRow> = sqlx::query_as(sql).bind(key).fetch_optional(e).await?;
     row.map(Lead::try_from).transpose()
 }
 
-pub async fn lead<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    lead_id: &str,
-) -> anyhow::Result<Option<Lead>> {
-    one(
-        e,
-        &format!("SELECT {COLUMNS} FROM leads WHERE lead_id = $1"),
-        lead_id,
-    )
-    .await
+pub async fn lead<'c, E: Executor<'c, Database = Any>>(e: E, lead_id: &str) -> anyhow::Result<Option<Lead>> {
+    one(e, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id = $1"), lead_id).await
 }
 
 pub async fn lead_by_email(tx: &mut Tx, email: &str) -> anyhow::Result<Option<Lead>> {
-    one(
-        &mut **tx,
-        &format!("SELECT {COLUMNS} FROM leads WHERE email_key = $1"),
-        &email.to_lowercase(),
-    )
-    .await
+    one(&mut **tx, &format!("SELECT {COLUMNS} FROM leads WHERE email_key = $1"), &email.to_lowercase()).await
 }
 
 /// The most recently captured lead a visitor identified as.
@@ -187,10 +167,7 @@ pub async fn insert_visit(
 }
 
 /// A visitor's anonymous page views (before identifying), as touches.
-pub async fn anonymous_touches(
-    tx: &mut Tx,
-    visitor_id: &str,
-) -> anyhow::Result<BTreeMap<TouchKind, i32>> {
+pub async fn anonymous_touches(tx: &mut Tx, visitor_id: &str) -> anyhow::Result<BTreeMap<TouchKind, i32>> {
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT product_page, COUNT(*) FROM visits WHERE visitor_id = $1 AND lead_id IS NULL GROUP BY product_page",
     )
@@ -199,16 +176,7 @@ pub async fn anonymous_touches(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(product, n)| {
-            (
-                if product != 0 {
-                    TouchKind::ProductPageView
-                } else {
-                    TouchKind::PageView
-                },
-                n as i32,
-            )
-        })
+        .map(|(product, n)| (if product != 0 { TouchKind::ProductPageView } else { TouchKind::PageView }, n as i32))
         .collect())
 }
 

@@ -9,8 +9,7 @@ pub use prost_types;
 pub use tonic;
 
 /// Encoded `FileDescriptorSet` of every themodel proto (for server reflection).
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/themodel_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/themodel_descriptor.bin"));
 
 /// `themodel.common.v1`: BANT, money, and the event stream every service serves.
 pub mod common {

@@ -50,12 +50,7 @@ pub struct BantRequirement {
 }
 
 impl BantRequirement {
-    pub const ALL: BantRequirement = BantRequirement {
-        budget: true,
-        authority: true,
-        need: true,
-        timeline: true,
-    };
+    pub const ALL: BantRequirement = BantRequirement { budget: true, authority: true, need: true, timeline: true };
 
     pub fn only(conditions: &[BantCondition]) -> Self {
         let mut r = BantRequirement::default();
@@ -98,13 +93,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const OPEN: [Phase; 5] = [
-        Phase::PreOpportunity,
-        Phase::IssueRecognition,
-        Phase::Evaluation,
-        Phase::Negotiation,
-        Phase::Approval,
-    ];
+    pub const OPEN: [Phase; 5] =
+        [Phase::PreOpportunity, Phase::IssueRecognition, Phase::Evaluation, Phase::Negotiation, Phase::Approval];
 
     pub fn is_open(self) -> bool {
         !matches!(self, Phase::Won | Phase::Lost)
@@ -135,10 +125,7 @@ impl Phase {
     }
 
     pub fn from_name(name: &str) -> Option<Phase> {
-        [Phase::Won, Phase::Lost]
-            .into_iter()
-            .chain(Phase::OPEN)
-            .find(|p| p.name() == name)
+        [Phase::Won, Phase::Lost].into_iter().chain(Phase::OPEN).find(|p| p.name() == name)
     }
 }
 
@@ -161,10 +148,7 @@ pub enum PhaseMoveRefused {
     #[error("phases advance one step at a time: {} cannot jump to {}", .from.name(), .to.name())]
     Jump { from: Phase, to: Phase },
     #[error("{} exit criteria not met: missing {}", .phase.name(), names(.missing))]
-    ExitCriteria {
-        phase: Phase,
-        missing: Vec<BantCondition>,
-    },
+    ExitCriteria { phase: Phase, missing: Vec<BantCondition> },
 }
 
 fn names(c: &[BantCondition]) -> String {
@@ -180,12 +164,7 @@ impl Definition {
     /// Whether an open opportunity may move from `from` to `to` with this BANT.
     /// Forward moves go one step and need the exit criteria of `from`; backward
     /// moves to any earlier open phase are free.
-    pub fn check_phase_move(
-        &self,
-        from: Phase,
-        to: Phase,
-        bant: Bant,
-    ) -> Result<(), PhaseMoveRefused> {
+    pub fn check_phase_move(&self, from: Phase, to: Phase, bant: Bant) -> Result<(), PhaseMoveRefused> {
         if !from.is_open() {
             return Err(PhaseMoveRefused::Closed(from));
         }
@@ -206,17 +185,9 @@ impl Definition {
 
     /// Whether the exit criteria of `phase` are met (also used to close won from APPROVAL).
     pub fn check_exit(&self, phase: Phase, bant: Bant) -> Result<(), PhaseMoveRefused> {
-        let missing = self
-            .phase_exits
-            .iter()
-            .find(|e| e.phase == phase)
-            .map(|e| e.requires.missing(bant))
-            .unwrap_or_default();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(PhaseMoveRefused::ExitCriteria { phase, missing })
-        }
+        let missing =
+            self.phase_exits.iter().find(|e| e.phase == phase).map(|e| e.requires.missing(bant)).unwrap_or_default();
+        if missing.is_empty() { Ok(()) } else { Err(PhaseMoveRefused::ExitCriteria { phase, missing }) }
     }
 }
 
@@ -224,31 +195,14 @@ impl Definition {
 mod tests {
     use super::*;
 
-    const NONE: Bant = Bant {
-        budget: false,
-        authority: false,
-        need: false,
-        timeline: false,
-    };
-    const ALL: Bant = Bant {
-        budget: true,
-        authority: true,
-        need: true,
-        timeline: true,
-    };
+    const NONE: Bant = Bant { budget: false, authority: false, need: false, timeline: false };
+    const ALL: Bant = Bant { budget: true, authority: true, need: true, timeline: true };
 
     #[test]
     fn opportunity_gate_by_default_needs_need_and_timeline() {
         let d = Definition::default();
-        assert_eq!(
-            d.missing_for_opportunity(NONE),
-            vec![BantCondition::Need, BantCondition::Timeline]
-        );
-        let nt = Bant {
-            need: true,
-            timeline: true,
-            ..NONE
-        };
+        assert_eq!(d.missing_for_opportunity(NONE), vec![BantCondition::Need, BantCondition::Timeline]);
+        let nt = Bant { need: true, timeline: true, ..NONE };
         assert!(d.missing_for_opportunity(nt).is_empty());
         assert!(!nt.is_complete());
         assert!(ALL.is_complete());
@@ -259,31 +213,16 @@ mod tests {
         use Phase::*;
         let d = Definition::default();
         let need = Bant { need: true, ..NONE };
-        let need_budget = Bant {
-            need: true,
-            budget: true,
-            ..NONE
-        };
+        let need_budget = Bant { need: true, budget: true, ..NONE };
         let cases: [(Phase, Phase, Bant, Result<(), PhaseMoveRefused>); 10] = [
             (PreOpportunity, IssueRecognition, need, Ok(())),
             (
                 PreOpportunity,
                 IssueRecognition,
                 NONE,
-                Err(PhaseMoveRefused::ExitCriteria {
-                    phase: PreOpportunity,
-                    missing: vec![BantCondition::Need],
-                }),
+                Err(PhaseMoveRefused::ExitCriteria { phase: PreOpportunity, missing: vec![BantCondition::Need] }),
             ),
-            (
-                PreOpportunity,
-                Evaluation,
-                ALL,
-                Err(PhaseMoveRefused::Jump {
-                    from: PreOpportunity,
-                    to: Evaluation,
-                }),
-            ),
+            (PreOpportunity, Evaluation, ALL, Err(PhaseMoveRefused::Jump { from: PreOpportunity, to: Evaluation })),
             (IssueRecognition, Evaluation, need_budget, Ok(())),
             (
                 Evaluation,
@@ -301,16 +240,9 @@ mod tests {
             (Approval, Won, ALL, Err(PhaseMoveRefused::NotOpen(Won))),
         ];
         for (from, to, bant, want) in cases {
-            assert_eq!(
-                d.check_phase_move(from, to, bant),
-                want,
-                "{from:?} -> {to:?}"
-            );
+            assert_eq!(d.check_phase_move(from, to, bant), want, "{from:?} -> {to:?}");
         }
-        assert_eq!(
-            d.check_phase_move(Evaluation, Evaluation, ALL),
-            Err(PhaseMoveRefused::Same(Evaluation))
-        );
+        assert_eq!(d.check_phase_move(Evaluation, Evaluation, ALL), Err(PhaseMoveRefused::Same(Evaluation)));
     }
 
     #[test]

@@ -82,10 +82,7 @@ pub struct InvalidDefinition {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
-    InvalidDefinition {
-        field: field.to_owned(),
-        message: message.into(),
-    }
+    InvalidDefinition { field: field.to_owned(), message: message.into() }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -173,25 +170,14 @@ impl Default for Definition {
                 student_domain_suffixes: strings(&[".edu", ".ac.jp", ".ac.uk", ".edu.au"]),
                 student_title_words: strings(&["student", "intern", "学生"]),
             },
-            opportunity_requires: BantRequirement {
-                budget: false,
-                authority: false,
-                need: true,
-                timeline: true,
-            },
+            opportunity_requires: BantRequirement { budget: false, authority: false, need: true, timeline: true },
             phase_exits: vec![
-                PhaseExit {
-                    phase: Phase::PreOpportunity,
-                    requires: BantRequirement::only(&[BantCondition::Need]),
-                },
+                PhaseExit { phase: Phase::PreOpportunity, requires: BantRequirement::only(&[BantCondition::Need]) },
                 PhaseExit {
                     phase: Phase::IssueRecognition,
                     requires: BantRequirement::only(&[BantCondition::Need, BantCondition::Budget]),
                 },
-                PhaseExit {
-                    phase: Phase::Evaluation,
-                    requires: BantRequirement::ALL,
-                },
+                PhaseExit { phase: Phase::Evaluation, requires: BantRequirement::ALL },
             ],
             recycle_reasons: strings(&[
                 "not_contacted",
@@ -250,33 +236,18 @@ impl Definition {
             || a.other_industry_points < 0
             || a.other_title_points < 0;
         if negative {
-            return Err(invalid(
-                "attribute",
-                "points and bands must not be negative",
-            ));
+            return Err(invalid("attribute", "points and bands must not be negative"));
         }
-        if a.job_title_rules
-            .iter()
-            .any(|(words, _)| words.is_empty() || words.iter().any(|w| w.trim().is_empty()))
-        {
-            return Err(invalid(
-                "attribute.job_title_rules",
-                "every rule needs at least one non-empty word",
-            ));
+        if a.job_title_rules.iter().any(|(words, _)| words.is_empty() || words.iter().any(|w| w.trim().is_empty())) {
+            return Err(invalid("attribute.job_title_rules", "every rule needs at least one non-empty word"));
         }
         if b.touch_points.values().any(|p| *p < 0) {
-            return Err(invalid(
-                "behaviour.touch_points",
-                "points must not be negative",
-            ));
+            return Err(invalid("behaviour.touch_points", "points must not be negative"));
         }
         if self.promising_threshold <= 0 || self.promising_threshold > a.max + b.max {
             return Err(invalid(
                 "promising_threshold",
-                format!(
-                    "must be between 1 and attribute.max + behaviour.max ({})",
-                    a.max + b.max
-                ),
+                format!("must be between 1 and attribute.max + behaviour.max ({})", a.max + b.max),
             ));
         }
         if self.recycle_reasons.is_empty() || self.recycle_reasons.iter().any(|r| !is_code(r)) {
@@ -287,30 +258,19 @@ impl Definition {
         }
         for required in ["not_contacted", "timing", "no_budget", "no_need"] {
             if !self.recycle_reasons.iter().any(|r| r == required) {
-                return Err(invalid(
-                    "recycle_reasons",
-                    format!("must include {required}"),
-                ));
+                return Err(invalid("recycle_reasons", format!("must include {required}")));
             }
         }
-        if self.default_follow_up_sla_hours <= 0
-            || self.follow_up_sla_hours.values().any(|h| *h <= 0)
-        {
+        if self.default_follow_up_sla_hours <= 0 || self.follow_up_sla_hours.values().any(|h| *h <= 0) {
             return Err(invalid("follow_up_sla_hours", "hours must be positive"));
         }
         let mut seen = Vec::new();
         for exit in &self.phase_exits {
             if !exit.phase.is_open() {
-                return Err(invalid(
-                    "phase_exits",
-                    "exit criteria apply to open phases only",
-                ));
+                return Err(invalid("phase_exits", "exit criteria apply to open phases only"));
             }
             if seen.contains(&exit.phase) {
-                return Err(invalid(
-                    "phase_exits",
-                    format!("{} is listed twice", exit.phase.name()),
-                ));
+                return Err(invalid("phase_exits", format!("{} is listed twice", exit.phase.name())));
             }
             seen.push(exit.phase);
         }
@@ -319,10 +279,7 @@ impl Definition {
 
     /// Hours inside sales has for first contact with a lead from `source`.
     pub fn follow_up_sla_hours(&self, source: &str) -> i32 {
-        self.follow_up_sla_hours
-            .get(source)
-            .copied()
-            .unwrap_or(self.default_follow_up_sla_hours)
+        self.follow_up_sla_hours.get(source).copied().unwrap_or(self.default_follow_up_sla_hours)
     }
 
     /// Whether `reason` is an accepted recycle reason code.
@@ -338,10 +295,7 @@ impl Definition {
 
 /// A reason / source code: lower-case ASCII letters, digits and '_'.
 pub fn is_code(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 #[cfg(test)]
@@ -350,9 +304,7 @@ mod tests {
 
     #[test]
     fn default_definition_is_valid() {
-        Definition::default()
-            .validate()
-            .expect("built-in definition must validate");
+        Definition::default().validate().expect("built-in definition must validate");
     }
 
     #[test]

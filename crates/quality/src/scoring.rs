@@ -126,10 +126,7 @@ pub enum Classification {
 }
 
 fn email_domain(email: &str) -> String {
-    email
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim().to_lowercase())
-        .unwrap_or_default()
+    email.rsplit_once('@').map(|(_, d)| d.trim().to_lowercase()).unwrap_or_default()
 }
 
 impl Definition {
@@ -146,10 +143,7 @@ impl Definition {
         let industry = if industry.is_empty() {
             0
         } else {
-            a.industry_points
-                .get(&industry)
-                .copied()
-                .unwrap_or(a.other_industry_points)
+            a.industry_points.get(&industry).copied().unwrap_or(a.other_industry_points)
         };
         let title = lead.job_title.trim().to_lowercase();
         let title = if title.is_empty() {
@@ -157,11 +151,7 @@ impl Definition {
         } else {
             a.job_title_rules
                 .iter()
-                .find(|(words, _)| {
-                    words
-                        .iter()
-                        .any(|w| title_has_word(&title, &w.to_lowercase()))
-                })
+                .find(|(words, _)| words.iter().any(|w| title_has_word(&title, &w.to_lowercase())))
                 .map_or(a.other_title_points, |(_, p)| *p)
         };
         (size + industry + title).min(a.max)
@@ -171,19 +161,13 @@ impl Definition {
     pub fn behaviour_score(&self, touches: &BTreeMap<TouchKind, i32>) -> i32 {
         let raw: i64 = touches
             .iter()
-            .map(|(kind, n)| {
-                i64::from(self.behaviour.touch_points.get(kind).copied().unwrap_or(0))
-                    * i64::from(*n)
-            })
+            .map(|(kind, n)| i64::from(self.behaviour.touch_points.get(kind).copied().unwrap_or(0)) * i64::from(*n))
             .sum();
         raw.min(i64::from(self.behaviour.max)) as i32
     }
 
     pub fn score(&self, lead: &LeadFacts<'_>, touches: &BTreeMap<TouchKind, i32>) -> Score {
-        Score {
-            attribute: self.attribute_score(lead),
-            behaviour: self.behaviour_score(touches),
-        }
+        Score { attribute: self.attribute_score(lead), behaviour: self.behaviour_score(touches) }
     }
 
     /// Partners, competitors and students are the never-buy class (DOMAIN.md §3).
@@ -197,33 +181,17 @@ impl Definition {
         }
         let ex = &self.exclusion;
         let domain = email_domain(lead.email);
-        if ex
-            .competitor_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&domain))
-        {
+        if ex.competitor_domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
             return Classification::Excluded(Competitor);
         }
-        if ex
-            .partner_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&domain))
-        {
+        if ex.partner_domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
             return Classification::Excluded(Partner);
         }
-        if ex
-            .student_domain_suffixes
-            .iter()
-            .any(|s| domain.ends_with(&s.to_lowercase()))
-        {
+        if ex.student_domain_suffixes.iter().any(|s| domain.ends_with(&s.to_lowercase())) {
             return Classification::Excluded(Student);
         }
         let title = lead.job_title.to_lowercase();
-        if ex
-            .student_title_words
-            .iter()
-            .any(|w| title_has_word(&title, &w.to_lowercase()))
-        {
+        if ex.student_title_words.iter().any(|w| title_has_word(&title, &w.to_lowercase())) {
             return Classification::Excluded(Student);
         }
         Classification::Prospect
@@ -253,13 +221,7 @@ mod tests {
     use super::*;
 
     fn facts<'a>(size: i32, industry: &'a str, title: &'a str) -> LeadFacts<'a> {
-        LeadFacts {
-            email: "a@example.com",
-            company_size: size,
-            industry,
-            job_title: title,
-            ..Default::default()
-        }
+        LeadFacts { email: "a@example.com", company_size: size, industry, job_title: title, ..Default::default() }
     }
 
     #[test]
@@ -311,18 +273,12 @@ mod tests {
         let d = Definition::default();
         let fit = facts(500, "software", "cto"); // 55
         let none = BTreeMap::new();
-        assert!(
-            !d.is_promising(d.score(&fit, &none)),
-            "fit alone is not buying intent"
-        );
+        assert!(!d.is_promising(d.score(&fit, &none)), "fit alone is not buying intent");
         let quote = BTreeMap::from([(TouchKind::QuoteRequest, 1)]);
         assert!(d.is_promising(d.score(&fit, &quote)));
         let poor = facts(0, "", "");
         let everything: BTreeMap<_, _> = TouchKind::ALL.into_iter().map(|k| (k, 10)).collect();
-        assert!(
-            !d.is_promising(d.score(&poor, &everything)),
-            "behaviour alone never promotes"
-        );
+        assert!(!d.is_promising(d.score(&poor, &everything)), "behaviour alone never promotes");
     }
 
     #[test]
@@ -331,54 +287,14 @@ mod tests {
         d.exclusion.competitor_domains.push("rival.example".into());
         d.exclusion.partner_domains.push("reseller.example".into());
         let cases = [
-            (
-                "a@corp.example",
-                "CTO",
-                Relationship::Prospect,
-                Classification::Prospect,
-            ),
-            (
-                "a@corp.example",
-                "CTO",
-                Relationship::Student,
-                Classification::Excluded(ExclusionReason::Student),
-            ),
-            (
-                "a@corp.example",
-                "",
-                Relationship::Partner,
-                Classification::Excluded(ExclusionReason::Partner),
-            ),
-            (
-                "a@corp.example",
-                "",
-                Relationship::Competitor,
-                Classification::Excluded(ExclusionReason::Competitor),
-            ),
-            (
-                "a@Rival.Example",
-                "",
-                Relationship::Prospect,
-                Classification::Excluded(ExclusionReason::Competitor),
-            ),
-            (
-                "a@reseller.example",
-                "",
-                Relationship::Prospect,
-                Classification::Excluded(ExclusionReason::Partner),
-            ),
-            (
-                "kim@cs.stanford.edu",
-                "",
-                Relationship::Prospect,
-                Classification::Excluded(ExclusionReason::Student),
-            ),
-            (
-                "t@u-tokyo.ac.jp",
-                "",
-                Relationship::Prospect,
-                Classification::Excluded(ExclusionReason::Student),
-            ),
+            ("a@corp.example", "CTO", Relationship::Prospect, Classification::Prospect),
+            ("a@corp.example", "CTO", Relationship::Student, Classification::Excluded(ExclusionReason::Student)),
+            ("a@corp.example", "", Relationship::Partner, Classification::Excluded(ExclusionReason::Partner)),
+            ("a@corp.example", "", Relationship::Competitor, Classification::Excluded(ExclusionReason::Competitor)),
+            ("a@Rival.Example", "", Relationship::Prospect, Classification::Excluded(ExclusionReason::Competitor)),
+            ("a@reseller.example", "", Relationship::Prospect, Classification::Excluded(ExclusionReason::Partner)),
+            ("kim@cs.stanford.edu", "", Relationship::Prospect, Classification::Excluded(ExclusionReason::Student)),
+            ("t@u-tokyo.ac.jp", "", Relationship::Prospect, Classification::Excluded(ExclusionReason::Student)),
             (
                 "x@corp.example",
                 "Summer Intern",
@@ -391,20 +307,10 @@ mod tests {
                 Relationship::Prospect,
                 Classification::Excluded(ExclusionReason::Student),
             ),
-            (
-                "x@corp.example",
-                "Internal Audit",
-                Relationship::Prospect,
-                Classification::Prospect,
-            ),
+            ("x@corp.example", "Internal Audit", Relationship::Prospect, Classification::Prospect),
         ];
         for (email, title, rel, want) in cases {
-            let f = LeadFacts {
-                email,
-                job_title: title,
-                relationship: rel,
-                ..Default::default()
-            };
+            let f = LeadFacts { email, job_title: title, relationship: rel, ..Default::default() };
             assert_eq!(d.classify(&f), want, "{email} / {title} / {rel:?}");
         }
     }

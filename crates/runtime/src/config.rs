@@ -45,6 +45,5 @@ impl ServiceConfig {
 
 /// A peer address, or an error naming the flag that sets it.
 pub fn require_peer<'a>(addr: &'a Option<String>, flag: &str) -> anyhow::Result<&'a str> {
-    addr.as_deref()
-        .ok_or_else(|| anyhow::anyhow!("missing peer address: set {flag}"))
+    addr.as_deref().ok_or_else(|| anyhow::anyhow!("missing peer address: set {flag}"))
 }

@@ -62,19 +62,14 @@ impl Db {
                     .connect_with(options)
                     .await
                     .context("connecting to postgres")?;
-                Ok(Db {
-                    write: pool.clone(),
-                    read: pool,
-                    backend,
-                })
+                Ok(Db { write: pool.clone(), read: pool, backend })
             }
         }
     }
 
     async fn connect_sqlite(url: &str) -> anyhow::Result<Db> {
         let url = with_create_mode(url);
-        if let Some(dir) =
-            sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent().map(ToOwned::to_owned))
+        if let Some(dir) = sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent().map(ToOwned::to_owned))
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -101,11 +96,7 @@ impl Db {
         };
         let write = pool(1).await.context("opening sqlite database")?;
         let read = pool(4).await.context("opening sqlite database")?;
-        Ok(Db {
-            write,
-            read,
-            backend: Backend::Sqlite,
-        })
+        Ok(Db { write, read, backend: Backend::Sqlite })
     }
 
     /// Applies the plumbing migrations (event stream, outbox, idempotency) and
@@ -116,15 +107,9 @@ impl Db {
     pub async fn migrate(&self, mut service: Migrator) -> anyhow::Result<()> {
         let mut plumbing = sqlx::migrate!("./migrations");
         plumbing.set_ignore_missing(true);
-        plumbing
-            .run(&self.write)
-            .await
-            .context("applying plumbing migrations")?;
+        plumbing.run(&self.write).await.context("applying plumbing migrations")?;
         service.set_ignore_missing(true);
-        service
-            .run(&self.write)
-            .await
-            .context("applying service migrations")?;
+        service.run(&self.write).await.context("applying service migrations")?;
         Ok(())
     }
 
@@ -166,9 +151,7 @@ fn with_create_mode(url: &str) -> String {
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
@@ -184,18 +167,9 @@ mod tests {
 
     #[test]
     fn sqlite_urls() {
-        assert_eq!(
-            with_create_mode("sqlite://data/m.db"),
-            "sqlite://data/m.db?mode=rwc"
-        );
-        assert_eq!(
-            with_create_mode("sqlite://m.db?mode=ro"),
-            "sqlite://m.db?mode=ro"
-        );
-        assert_eq!(
-            sqlite_path("sqlite://data/m.db?mode=rwc"),
-            Some("data/m.db")
-        );
+        assert_eq!(with_create_mode("sqlite://data/m.db"), "sqlite://data/m.db?mode=rwc");
+        assert_eq!(with_create_mode("sqlite://m.db?mode=ro"), "sqlite://m.db?mode=ro");
+        assert_eq!(sqlite_path("sqlite://data/m.db?mode=rwc"), Some("data/m.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_quality::{
-    AttributeScoring, BantRequirement, BehaviourScoring, Definition, Exclusion, InvalidDefinition,
-    Phase, PhaseExit, TouchKind,
+    AttributeScoring, BantRequirement, BehaviourScoring, Definition, Exclusion, InvalidDefinition, Phase, PhaseExit,
+    TouchKind,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -49,11 +49,7 @@ impl SharedDefinition {
             Err(poisoned) => poisoned.into_inner(),
         };
         if g.version != d.version {
-            tracing::info!(
-                from = g.version,
-                to = d.version,
-                "quality definition updated"
-            );
+            tracing::info!(from = g.version, to = d.version, "quality definition updated");
         }
         *g = Arc::new(d);
     }
@@ -68,10 +64,7 @@ impl SharedDefinition {
             }
         };
         loop {
-            match client
-                .get_quality_definition(pb::GetQualityDefinitionRequest { version: 0 })
-                .await
-            {
+            match client.get_quality_definition(pb::GetQualityDefinitionRequest { version: 0 }).await {
                 Ok(resp) => match from_proto(resp.get_ref()) {
                     Ok(d) => self.set(d),
                     Err(e) => tracing::error!(error = %e, "kpi served an unusable definition"),
@@ -89,22 +82,12 @@ impl SharedDefinition {
 }
 
 fn requirement_to_proto(r: BantRequirement) -> pb::BantRequirement {
-    pb::BantRequirement {
-        budget: r.budget,
-        authority: r.authority,
-        need: r.need,
-        timeline: r.timeline,
-    }
+    pb::BantRequirement { budget: r.budget, authority: r.authority, need: r.need, timeline: r.timeline }
 }
 
 fn requirement_from_proto(r: Option<&pb::BantRequirement>) -> BantRequirement {
-    r.map(|r| BantRequirement {
-        budget: r.budget,
-        authority: r.authority,
-        need: r.need,
-        timeline: r.timeline,
-    })
-    .unwrap_or_default()
+    r.map(|r| BantRequirement { budget: r.budget, authority: r.authority, need: r.need, timeline: r.timeline })
+        .unwrap_or_default()
 }
 
 /// The wire form of a definition.
@@ -117,10 +100,7 @@ pub fn to_proto(d: &Definition, published_at: Option<Micros>) -> pb::QualityDefi
                 .attribute
                 .company_size_bands
                 .iter()
-                .map(|(min_employees, points)| pb::SizeBand {
-                    min_employees: *min_employees,
-                    points: *points,
-                })
+                .map(|(min_employees, points)| pb::SizeBand { min_employees: *min_employees, points: *points })
                 .collect(),
             industry_points: d.attribute.industry_points.clone().into_iter().collect(),
             other_industry_points: d.attribute.other_industry_points,
@@ -128,21 +108,13 @@ pub fn to_proto(d: &Definition, published_at: Option<Micros>) -> pb::QualityDefi
                 .attribute
                 .job_title_rules
                 .iter()
-                .map(|(words, points)| pb::TitleRule {
-                    words: words.clone(),
-                    points: *points,
-                })
+                .map(|(words, points)| pb::TitleRule { words: words.clone(), points: *points })
                 .collect(),
             other_title_points: d.attribute.other_title_points,
             max: d.attribute.max,
         }),
         behaviour: Some(pb::BehaviourScoring {
-            touch_points: d
-                .behaviour
-                .touch_points
-                .iter()
-                .map(|(k, p)| (k.name().to_owned(), *p))
-                .collect(),
+            touch_points: d.behaviour.touch_points.iter().map(|(k, p)| (k.name().to_owned(), *p)).collect(),
             max: d.behaviour.max,
         }),
         promising_threshold: d.promising_threshold,
@@ -169,68 +141,37 @@ pub fn to_proto(d: &Definition, published_at: Option<Micros>) -> pb::QualityDefi
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
-    InvalidDefinition {
-        field: field.to_owned(),
-        message: message.into(),
-    }
+    InvalidDefinition { field: field.to_owned(), message: message.into() }
 }
 
 /// A definition from its wire form, validated.
 pub fn from_proto(p: &pb::QualityDefinition) -> Result<Definition, InvalidDefinition> {
-    let a = p
-        .attribute
-        .as_ref()
-        .ok_or_else(|| invalid("attribute", "is required"))?;
-    let b = p
-        .behaviour
-        .as_ref()
-        .ok_or_else(|| invalid("behaviour", "is required"))?;
+    let a = p.attribute.as_ref().ok_or_else(|| invalid("attribute", "is required"))?;
+    let b = p.behaviour.as_ref().ok_or_else(|| invalid("behaviour", "is required"))?;
     let mut touch_points = BTreeMap::new();
     for (name, points) in &b.touch_points {
-        let kind = TouchKind::from_name(name).ok_or_else(|| {
-            invalid(
-                "behaviour.touch_points",
-                format!("unknown touch kind {name:?}"),
-            )
-        })?;
+        let kind = TouchKind::from_name(name)
+            .ok_or_else(|| invalid("behaviour.touch_points", format!("unknown touch kind {name:?}")))?;
         touch_points.insert(kind, *points);
     }
     let mut phase_exits = Vec::new();
     for e in &p.phase_exits {
         let phase = Phase::from_name(&e.phase)
             .ok_or_else(|| invalid("phase_exits.phase", format!("unknown phase {:?}", e.phase)))?;
-        phase_exits.push(PhaseExit {
-            phase,
-            requires: requirement_from_proto(e.requires.as_ref()),
-        });
+        phase_exits.push(PhaseExit { phase, requires: requirement_from_proto(e.requires.as_ref()) });
     }
     let ex = p.exclusion.clone().unwrap_or_default();
     let d = Definition {
         version: p.version,
         attribute: AttributeScoring {
-            company_size_bands: a
-                .company_size_bands
-                .iter()
-                .map(|b| (b.min_employees, b.points))
-                .collect(),
-            industry_points: a
-                .industry_points
-                .iter()
-                .map(|(k, v)| (k.trim().to_lowercase(), *v))
-                .collect(),
+            company_size_bands: a.company_size_bands.iter().map(|b| (b.min_employees, b.points)).collect(),
+            industry_points: a.industry_points.iter().map(|(k, v)| (k.trim().to_lowercase(), *v)).collect(),
             other_industry_points: a.other_industry_points,
-            job_title_rules: a
-                .job_title_rules
-                .iter()
-                .map(|r| (r.words.clone(), r.points))
-                .collect(),
+            job_title_rules: a.job_title_rules.iter().map(|r| (r.words.clone(), r.points)).collect(),
             other_title_points: a.other_title_points,
             max: a.max,
         },
-        behaviour: BehaviourScoring {
-            touch_points,
-            max: b.max,
-        },
+        behaviour: BehaviourScoring { touch_points, max: b.max },
         promising_threshold: p.promising_threshold,
         exclusion: Exclusion {
             competitor_domains: ex.competitor_domains,
@@ -262,11 +203,7 @@ mod tests {
     #[test]
     fn unknown_names_are_refused() {
         let mut p = to_proto(&Definition::default(), None);
-        p.behaviour
-            .as_mut()
-            .expect("set")
-            .touch_points
-            .insert("TELEPATHY".into(), 5);
+        p.behaviour.as_mut().expect("set").touch_points.insert("TELEPATHY".into(), 5);
         assert_eq!(from_proto(&p).unwrap_err().field, "behaviour.touch_points");
     }
 }

@@ -21,11 +21,7 @@ pub enum ApiError {
     AlreadyExists(String),
     /// The request is well formed but the entity's state does not allow it.
     #[error("{description}")]
-    FailedPrecondition {
-        kind: &'static str,
-        subject: String,
-        description: String,
-    },
+    FailedPrecondition { kind: &'static str, subject: String, description: String },
     /// A concurrent request got there first; retrying is safe.
     #[error("{0}")]
     Aborted(String),
@@ -41,31 +37,18 @@ impl ApiError {
     }
 
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
-        ApiError::NotFound {
-            what,
-            id: id.into(),
-        }
+        ApiError::NotFound { what, id: id.into() }
     }
 
-    pub fn precondition(
-        kind: &'static str,
-        subject: impl Into<String>,
-        description: impl Into<String>,
-    ) -> Self {
-        ApiError::FailedPrecondition {
-            kind,
-            subject: subject.into(),
-            description: description.into(),
-        }
+    pub fn precondition(kind: &'static str, subject: impl Into<String>, description: impl Into<String>) -> Self {
+        ApiError::FailedPrecondition { kind, subject: subject.into(), description: description.into() }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if crate::db::is_unique_violation(&e) {
-            return ApiError::Aborted(
-                "a concurrent request changed the same data; retry".to_owned(),
-            );
+            return ApiError::Aborted("a concurrent request changed the same data; retry".to_owned());
         }
         ApiError::Internal(anyhow::Error::new(e).context("database"))
     }
@@ -75,26 +58,17 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         match e {
             ApiError::InvalidArgument(violations) => {
-                let message = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let message =
+                    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
                 Status::with_error_details(
                     Code::InvalidArgument,
                     format!("invalid argument: {message}"),
                     ErrorDetails::with_bad_request(violations),
                 )
             }
-            ApiError::NotFound { what, id } => {
-                Status::not_found(format!("{what} {id:?} not found"))
-            }
+            ApiError::NotFound { what, id } => Status::not_found(format!("{what} {id:?} not found")),
             ApiError::AlreadyExists(m) => Status::already_exists(m),
-            ApiError::FailedPrecondition {
-                kind,
-                subject,
-                description,
-            } => Status::with_error_details(
+            ApiError::FailedPrecondition { kind, subject, description } => Status::with_error_details(
                 Code::FailedPrecondition,
                 description.clone(),
                 ErrorDetails::with_precondition_failure_violation(kind, subject, description),

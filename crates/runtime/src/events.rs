@@ -7,9 +7,7 @@
 //! is what lets a consumer keep a single cursor.
 
 use themodel_proto::common::v1 as pb;
-use themodel_proto::common::v1::event_stream_service_server::{
-    EventStreamService, EventStreamServiceServer,
-};
+use themodel_proto::common::v1::event_stream_service_server::{EventStreamService, EventStreamServiceServer};
 use tonic::{Request, Response, Status};
 
 use crate::db::{Db, Tx};
@@ -30,16 +28,13 @@ pub struct NewEvent {
 /// Appends events in order; returns the seq of the last one.
 pub async fn append(tx: &mut Tx, events: &[NewEvent], now: Micros) -> Result<i64, sqlx::Error> {
     if events.is_empty() {
-        return sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1")
-            .fetch_one(&mut **tx)
-            .await;
+        return sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut **tx).await;
     }
     let n = events.len() as i64;
-    let last: i64 =
-        sqlx::query_scalar("UPDATE stream_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
-            .bind(n)
-            .fetch_one(&mut **tx)
-            .await?;
+    let last: i64 = sqlx::query_scalar("UPDATE stream_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await?;
     let first = last - n + 1;
     for (i, e) in events.iter().enumerate() {
         sqlx::query(
@@ -62,15 +57,9 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], now: Micros) -> Result<i64
 type EventRow = (i64, String, String, i64, i64, i64, String);
 
 /// Reads up to `limit` events after `after_seq`, and the stream's head.
-pub async fn list(
-    db: &Db,
-    after_seq: i64,
-    limit: i64,
-) -> Result<(Vec<pb::Event>, i64), sqlx::Error> {
+pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<(Vec<pb::Event>, i64), sqlx::Error> {
     let mut conn = db.reader().acquire().await?;
-    let head: i64 = sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await?;
+    let head: i64 = sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut *conn).await?;
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT seq, kind, subject_id, occurred_at, recorded_at, definition_version, payload \
          FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
@@ -82,19 +71,15 @@ pub async fn list(
     .await?;
     let events = rows
         .into_iter()
-        .map(
-            |(seq, kind, subject_id, occurred_at, recorded_at, definition_version, payload)| {
-                pb::Event {
-                    seq,
-                    r#type: kind,
-                    occurred_at: Some(time::to_timestamp(occurred_at)),
-                    recorded_at: Some(time::to_timestamp(recorded_at)),
-                    subject_id,
-                    definition_version,
-                    payload_json: payload,
-                }
-            },
-        )
+        .map(|(seq, kind, subject_id, occurred_at, recorded_at, definition_version, payload)| pb::Event {
+            seq,
+            r#type: kind,
+            occurred_at: Some(time::to_timestamp(occurred_at)),
+            recorded_at: Some(time::to_timestamp(recorded_at)),
+            subject_id,
+            definition_version,
+            payload_json: payload,
+        })
         .collect();
     Ok((events, head))
 }
@@ -123,9 +108,7 @@ impl EventStreamService for EventStream {
         v.check(req.after_seq >= 0, "after_seq", "must not be negative");
         let limit = crate::validate::page_size(&mut v, req.page_size, 500, 5000);
         v.finish()?;
-        let (events, head_seq) = list(&self.db, req.after_seq, limit)
-            .await
-            .map_err(ApiError::from)?;
+        let (events, head_seq) = list(&self.db, req.after_seq, limit).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListEventsResponse { events, head_seq }))
     }
 }

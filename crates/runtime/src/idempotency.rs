@@ -34,10 +34,7 @@ impl Idempotency {
         h.write(method.as_bytes());
         h.write(&[0]);
         h.write(&request.encode_to_vec());
-        Idempotency {
-            request_id: request_id.to_owned(),
-            fingerprint: format!("{:016x}", h.0),
-        }
+        Idempotency { request_id: request_id.to_owned(), fingerprint: format!("{:016x}", h.0) }
     }
 
     /// The stored response of an earlier identical request, if there is one.
@@ -59,20 +56,13 @@ impl Idempotency {
                 "was already used for a different request; use a new request_id for a new request",
             ));
         }
-        let bytes = STANDARD
-            .decode(response)
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let bytes = STANDARD.decode(response).map_err(|e| ApiError::Internal(e.into()))?;
         let decoded = R::decode(bytes.as_slice()).map_err(|e| ApiError::Internal(e.into()))?;
         Ok(Some(decoded))
     }
 
     /// Stores the response, in the transaction that made the change.
-    pub async fn record(
-        &self,
-        tx: &mut Tx,
-        response: &impl Message,
-        now: Micros,
-    ) -> Result<(), ApiError> {
+    pub async fn record(&self, tx: &mut Tx, response: &impl Message, now: Micros) -> Result<(), ApiError> {
         if self.request_id.is_empty() {
             return Ok(());
         }
@@ -126,14 +116,8 @@ mod tests {
 
     #[test]
     fn fingerprint_depends_on_method_and_request() {
-        let a = prost_types::Timestamp {
-            seconds: 1,
-            nanos: 0,
-        };
-        let b = prost_types::Timestamp {
-            seconds: 2,
-            nanos: 0,
-        };
+        let a = prost_types::Timestamp { seconds: 1, nanos: 0 };
+        let b = prost_types::Timestamp { seconds: 2, nanos: 0 };
         let k = |m: &str, r: &prost_types::Timestamp| Idempotency::new(m, "r1", r).fingerprint;
         assert_eq!(k("/a", &a), k("/a", &a));
         assert_ne!(k("/a", &a), k("/a", &b));

@@ -63,12 +63,8 @@ pub struct Message {
 impl Message {
     /// The payload as the sender's hand-over type.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, tonic::Status> {
-        serde_json::from_str(&self.payload).map_err(|e| {
-            tonic::Status::internal(format!(
-                "outbox payload of {} is unreadable: {e}",
-                self.kind
-            ))
-        })
+        serde_json::from_str(&self.payload)
+            .map_err(|e| tonic::Status::internal(format!("outbox payload of {} is unreadable: {e}", self.kind)))
     }
 }
 
@@ -103,16 +99,26 @@ pub async fn counts(db: &Db) -> Result<OutboxCounts, sqlx::Error> {
 pub struct Relay<D> {
     pub db: Db,
     pub deliver: D,
-    /// Notified after a transaction that enqueued something commits.
-    pub wake: Arc<Notify>,
     /// Longest sleep when idle.
     pub poll: Duration,
     pub clock: Clock,
 }
 
+type Row = (String, String, String, String, i64, i64);
+
+const CLAIM_DUE: &str = "UPDATE outbox SET lease_until = $1 \
+     WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+                    AND (lease_until IS NULL OR lease_until < $2) ORDER BY created_at, id LIMIT $3) \
+       AND delivered_at IS NULL AND (lease_until IS NULL OR lease_until < $2) \
+     RETURNING id, destination, kind, payload, attempts, created_at";
+
+const CLAIM_ONE: &str = "UPDATE outbox SET lease_until = $1 \
+     WHERE id = $2 AND delivered_at IS NULL AND (lease_until IS NULL OR lease_until < $3) \
+     RETURNING id, destination, kind, payload, attempts, created_at";
+
 impl<D: Deliver> Relay<D> {
     /// Delivers until `shutdown`; the batch in hand is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         tracing::debug!("outbox relay started");
         while !shutdown.is_cancelled() {
             let delivered_any = match self.pass().await {
@@ -127,42 +133,44 @@ impl<D: Deliver> Relay<D> {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(self.poll) => {}
             }
         }
         tracing::debug!("outbox relay stopped");
     }
 
-    /// One pass: claim due messages and deliver them in creation order. After a
-    /// failed delivery, the rest of that destination's messages wait, so each
-    /// receiver sees hand-overs in the order they were made.
+    /// One pass over every due message.
     async fn pass(&self) -> Result<usize, sqlx::Error> {
         let now = self.clock.now();
-        let mut batch: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
-            "UPDATE outbox SET lease_until = $1 \
-             WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
-                            AND (lease_until IS NULL OR lease_until < $2) ORDER BY created_at, id LIMIT $3) \
-               AND delivered_at IS NULL AND (lease_until IS NULL OR lease_until < $2) \
-             RETURNING id, destination, kind, payload, attempts, created_at",
-        )
-        .bind(now + LEASE)
-        .bind(now)
-        .bind(BATCH)
-        .fetch_all(self.db.writer())
-        .await?;
+        let batch: Vec<Row> =
+            sqlx::query_as(CLAIM_DUE).bind(now + LEASE).bind(now).bind(BATCH).fetch_all(self.db.writer()).await?;
+        self.deliver_claimed(batch).await
+    }
+
+    /// Delivers the given messages now, if no relay holds them: the path a
+    /// handler takes right after committing, so the receiver has the hand-over
+    /// by the time the caller gets its answer. Whatever fails stays for the relay.
+    pub async fn deliver_now(&self, ids: &[String]) -> Result<usize, sqlx::Error> {
+        let now = self.clock.now();
+        let mut batch = Vec::new();
+        for id in ids {
+            let row: Option<Row> =
+                sqlx::query_as(CLAIM_ONE).bind(now + LEASE).bind(id).bind(now).fetch_optional(self.db.writer()).await?;
+            batch.extend(row);
+        }
+        self.deliver_claimed(batch).await
+    }
+
+    /// Delivers claimed messages in creation order. After a failed delivery,
+    /// the rest of that destination's messages wait, so each receiver sees
+    /// hand-overs in the order they were made.
+    async fn deliver_claimed(&self, mut batch: Vec<Row>) -> Result<usize, sqlx::Error> {
         batch.sort_by(|a, b| (a.5, &a.0).cmp(&(b.5, &b.0)));
         let mut blocked: HashSet<String> = HashSet::new();
         let mut delivered = 0;
         for (id, destination, kind, payload, attempts, created_at) in batch {
-            let message = Message {
-                id,
-                destination,
-                kind,
-                payload,
-                attempts,
-                created_at,
-            };
+            let message = Message { id, destination, kind, payload, attempts, created_at };
             if blocked.contains(&message.destination) {
                 self.release(&message.id).await?;
                 continue;
@@ -200,20 +208,57 @@ impl<D: Deliver> Relay<D> {
     }
 
     async fn release(&self, id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE outbox SET lease_until = NULL WHERE id = $1")
-            .bind(id)
-            .execute(self.db.writer())
-            .await?;
+        sqlx::query("UPDATE outbox SET lease_until = NULL WHERE id = $1").bind(id).execute(self.db.writer()).await?;
         Ok(())
+    }
+}
+
+/// What a handler holds to hand over right after it commits.
+#[derive(Clone)]
+pub struct Outbox(Option<Arc<dyn Fn(Vec<String>) -> BoxFuture + Send + Sync>>);
+
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
+
+/// How long a handler waits for its hand-over before leaving it to the relay.
+const DELIVER_NOW_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Outbox {
+    /// For a service that hands nothing over.
+    pub fn none() -> Self {
+        Outbox(None)
+    }
+
+    pub fn new<D: Deliver>(relay: Arc<Relay<D>>) -> Self {
+        Outbox(Some(Arc::new(move |ids| {
+            let relay = relay.clone();
+            Box::pin(async move {
+                match tokio::time::timeout(DELIVER_NOW_TIMEOUT, relay.deliver_now(&ids)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = ?e, "immediate hand-over failed; the relay will retry"),
+                    Err(_) => tracing::warn!("immediate hand-over timed out; the relay will retry"),
+                }
+            })
+        })))
+    }
+
+    /// Tries to deliver the committed hand-overs `ids` before returning.
+    pub async fn deliver_now(&self, ids: Vec<String>) {
+        if let Some(f) = &self.0 {
+            f(ids).await;
+        }
     }
 }
 
 /// Exponential backoff from 200 ms, capped at 30 s, with ±20% jitter so a
 /// recovering receiver is not hit by every sender at once.
 fn backoff(attempts: i64) -> Micros {
-    let base = 200_000i64
-        .saturating_mul(1i64 << attempts.clamp(0, 20))
-        .min(MAX_BACKOFF);
+    let base = 200_000i64.saturating_mul(1i64 << attempts.clamp(0, 20)).min(MAX_BACKOFF);
     let jitter = rand::rng().random_range(0.8..1.2);
     (base as f64 * jitter) as Micros
 }

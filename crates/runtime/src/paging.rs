@@ -18,12 +18,7 @@ pub fn decode(token: &str, parts: usize) -> Result<Option<Vec<String>>, ApiError
     if token.is_empty() {
         return Ok(None);
     }
-    let invalid = || {
-        ApiError::field(
-            "page_token",
-            "is not a token from a previous page of this list",
-        )
-    };
+    let invalid = || ApiError::field("page_token", "is not a token from a previous page of this list");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut it = text.split(SEP);
@@ -39,12 +34,7 @@ pub fn decode(token: &str, parts: usize) -> Result<Option<Vec<String>>, ApiError
 
 /// Parses an integer key part of a decoded token.
 pub fn int(part: &str) -> Result<i64, ApiError> {
-    part.parse().map_err(|_| {
-        ApiError::field(
-            "page_token",
-            "is not a token from a previous page of this list",
-        )
-    })
+    part.parse().map_err(|_| ApiError::field("page_token", "is not a token from a previous page of this list"))
 }
 
 #[cfg(test)]
@@ -54,10 +44,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let t = encode(&["123", "ld_1"]);
-        assert_eq!(
-            decode(&t, 2).expect("valid"),
-            Some(vec!["123".to_owned(), "ld_1".to_owned()])
-        );
+        assert_eq!(decode(&t, 2).expect("valid"), Some(vec!["123".to_owned(), "ld_1".to_owned()]));
         assert_eq!(decode("", 2).expect("empty"), None);
         assert!(decode("garbage!", 2).is_err());
         assert!(decode(&t, 3).is_err());

@@ -32,9 +32,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in names {
-        reporter
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     let reflection = || {
         let mut b = tonic_reflection::server::Builder::configure()
@@ -47,29 +45,17 @@ pub async fn serve(
         b
     };
     let v1 = reflection().build_v1().context("building reflection v1")?;
-    let v1alpha = reflection()
-        .build_v1alpha()
-        .context("building reflection v1alpha")?;
-    let routes = routes
-        .add_service(health)
-        .add_service(v1)
-        .add_service(v1alpha);
+    let v1alpha = reflection().build_v1alpha().context("building reflection v1alpha")?;
+    let routes = routes.add_service(health).add_service(v1).add_service(v1alpha);
 
     let names: Vec<&'static str> = names.to_vec();
     let signal = async move {
         shutdown.cancelled().await;
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        reporter.set_service_status("", ServingStatus::NotServing).await;
         for name in &names {
-            reporter
-                .set_service_status(*name, ServingStatus::NotServing)
-                .await;
+            reporter.set_service_status(*name, ServingStatus::NotServing).await;
         }
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: health is NOT_SERVING"
-        );
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: health is NOT_SERVING");
         tokio::time::sleep(grace).await;
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -14,15 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::definition::SharedDefinition;
-use crate::outbox::{Deliver, Relay};
+use crate::outbox::{Deliver, Outbox, Relay};
 use crate::{Clock, Db, ServiceConfig, server};
 
 /// A service whose database is ready, before it serves.
 pub struct Started {
     pub db: Db,
     pub definition: SharedDefinition,
-    /// Notify after committing a hand-over so the relay delivers it at once.
-    pub relay_wake: Arc<Notify>,
+    /// Wakes the relay (for hand-overs an immediate delivery left behind).
+    relay_wake: Arc<Notify>,
     pub clock: Clock,
     config: ServiceConfig,
     /// Stops background tasks once serving has stopped.
@@ -32,11 +32,7 @@ pub struct Started {
 
 /// Connects, migrates and (when a kpi address is configured) starts
 /// following the shared definition.
-pub async fn start(
-    config: &ServiceConfig,
-    migrator: Migrator,
-    clock: Clock,
-) -> anyhow::Result<Started> {
+pub async fn start(config: &ServiceConfig, migrator: Migrator, clock: Clock) -> anyhow::Result<Started> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate(migrator).await?;
     let mut started = Started {
@@ -49,27 +45,24 @@ pub async fn start(
         tasks: JoinSet::new(),
     };
     if let Some(kpi) = config.peers.kpi.clone() {
-        let follow = started.definition.clone().follow(
-            kpi,
-            config.definition_refresh,
-            started.tasks_stop.clone(),
-        );
+        let follow = started.definition.clone().follow(kpi, config.definition_refresh, started.tasks_stop.clone());
         started.tasks.spawn(follow);
     }
     Ok(started)
 }
 
 impl Started {
-    /// Runs the outbox relay until shutdown.
-    pub fn spawn_relay<D: Deliver>(&mut self, deliver: D) {
-        let relay = Relay {
+    /// Runs the outbox relay until shutdown; handlers use the returned
+    /// [`Outbox`] to deliver their hand-overs right after committing.
+    pub fn spawn_relay<D: Deliver>(&mut self, deliver: D) -> Outbox {
+        let relay = Arc::new(Relay {
             db: self.db.clone(),
             deliver,
-            wake: self.relay_wake.clone(),
             poll: self.config.poll_interval,
             clock: self.clock.clone(),
-        };
-        self.tasks.spawn(relay.run(self.tasks_stop.clone()));
+        });
+        self.tasks.spawn(relay.clone().run(self.relay_wake.clone(), self.tasks_stop.clone()));
+        Outbox::new(relay)
     }
 
     /// Runs a background task; it gets a token that fires after serving stops.
@@ -91,14 +84,7 @@ impl Started {
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?names, "serving");
-        let served = server::serve(
-            listener,
-            routes,
-            names,
-            self.config.shutdown_grace,
-            shutdown,
-        )
-        .await;
+        let served = server::serve(listener, routes, names, self.config.shutdown_grace, shutdown).await;
         self.tasks_stop.cancel();
         while let Some(joined) = self.tasks.join_next().await {
             if let Err(e) = joined {

@@ -33,39 +33,22 @@ impl Drop for TelemetryGuard {
 /// `json` selects one JSON object per line (what a log pipeline wants).
 pub fn init(service_name: &str, json: bool) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn,opentelemetry=warn")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn,opentelemetry=warn"));
 
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build()?;
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(service_name.to_owned())
-                .build();
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource)
-                    .build(),
-            )
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build();
+            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
         }
         _ => None,
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("themodel")));
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("themodel")));
     let json_layer = json.then(|| fmt::layer().json().with_current_span(true));
     let text_layer = (!json).then(fmt::layer);
     // A second init (tests start many services in one process) keeps the first.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(otel)
-        .with(json_layer)
-        .with(text_layer)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(otel).with(json_layer).with(text_layer).try_init();
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
@@ -76,9 +59,7 @@ pub fn init(service_name: &str, json: bool) -> anyhow::Result<TelemetryGuard> {
 /// request carries a W3C `traceparent`.
 pub fn request_span(req: &http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!("grpc", rpc = %req.uri().path(), otel.kind = "server");
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(req.headers()))
-    });
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     let _ = span.set_parent(parent);
     span
 }
@@ -99,10 +80,7 @@ struct MetadataInjector<'a>(&'a mut MetadataMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value.as_str()),
-        ) {
+        if let (Ok(k), Ok(v)) = (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value.as_str())) {
             self.0.insert(k, v);
         }
     }
@@ -113,10 +91,7 @@ impl Injector for MetadataInjector<'_> {
 pub struct InjectTraceContext;
 
 impl Interceptor for InjectTraceContext {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let cx = tracing::Span::current().context();
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&cx, &mut MetadataInjector(request.metadata_mut()))
@@ -126,8 +101,7 @@ impl Interceptor for InjectTraceContext {
 }
 
 /// A lazily connecting channel to a peer, with trace-context injection.
-pub type PeerChannel =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, InjectTraceContext>;
+pub type PeerChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, InjectTraceContext>;
 
 /// Connects lazily to `addr` (`http://host:port`): the first call dials, and a
 /// broken connection is re-dialled by the next call.
@@ -137,8 +111,5 @@ pub fn peer_channel(addr: &str) -> anyhow::Result<PeerChannel> {
         .timeout(std::time::Duration::from_secs(15))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(30));
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        endpoint.connect_lazy(),
-        InjectTraceContext,
-    ))
+    Ok(tonic::service::interceptor::InterceptedService::new(endpoint.connect_lazy(), InjectTraceContext))
 }

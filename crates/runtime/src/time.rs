@@ -49,9 +49,7 @@ impl Clock {
     /// A running clock that reads `start` now: for tests that replay dated
     /// history, while timers and backoff keep working in real time.
     pub fn starting_at(start: Micros) -> Self {
-        Clock(Arc::new(ClockInner::Offset(
-            start - chrono::Utc::now().timestamp_micros(),
-        )))
+        Clock(Arc::new(ClockInner::Offset(start - chrono::Utc::now().timestamp_micros())))
     }
 
     pub fn set(&self, now: Micros) {
@@ -78,20 +76,12 @@ pub fn from_timestamp(ts: &Timestamp) -> Option<Micros> {
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return None;
     }
-    let micros = ts
-        .seconds
-        .checked_mul(1_000_000)?
-        .checked_add(i64::from(ts.nanos / 1_000))?;
-    (MIN_MICROS..=MAX_MICROS)
-        .contains(&micros)
-        .then_some(micros)
+    let micros = ts.seconds.checked_mul(1_000_000)?.checked_add(i64::from(ts.nanos / 1_000))?;
+    (MIN_MICROS..=MAX_MICROS).contains(&micros).then_some(micros)
 }
 
 pub fn to_timestamp(micros: Micros) -> Timestamp {
-    Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
-    }
+    Timestamp { seconds: micros.div_euclid(1_000_000), nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32 }
 }
 
 pub fn to_timestamp_opt(micros: Option<Micros>) -> Option<Timestamp> {
@@ -109,27 +99,9 @@ mod tests {
         for m in [0, 1, 999_999, 1_700_000_000_123_456] {
             assert_eq!(from_timestamp(&to_timestamp(m)), Some(m));
         }
-        assert_eq!(
-            from_timestamp(&Timestamp {
-                seconds: -1,
-                nanos: 0
-            }),
-            None
-        );
-        assert_eq!(
-            from_timestamp(&Timestamp {
-                seconds: 0,
-                nanos: -1
-            }),
-            None
-        );
-        assert_eq!(
-            from_timestamp(&Timestamp {
-                seconds: i64::MAX,
-                nanos: 0
-            }),
-            None
-        );
+        assert_eq!(from_timestamp(&Timestamp { seconds: -1, nanos: 0 }), None);
+        assert_eq!(from_timestamp(&Timestamp { seconds: 0, nanos: -1 }), None);
+        assert_eq!(from_timestamp(&Timestamp { seconds: i64::MAX, nanos: 0 }), None);
     }
 
     #[test]

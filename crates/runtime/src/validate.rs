@@ -60,11 +60,7 @@ impl Violations {
 
     /// An optional client-chosen id; generated with `prefix` when empty.
     pub fn new_id(&mut self, field: &str, value: &str, prefix: &str) -> String {
-        if value.is_empty() {
-            ids::new_id(prefix)
-        } else {
-            self.id(field, value)
-        }
+        if value.is_empty() { ids::new_id(prefix) } else { self.id(field, value) }
     }
 
     /// The AIP-155 request id: optional, at most 128 characters.
@@ -108,11 +104,7 @@ impl Violations {
 
     /// Ok when no violation was found.
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::InvalidArgument(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(self.0)) }
     }
 }
 
@@ -146,11 +138,7 @@ pub fn page_size(v: &mut Violations, value: i32, default: i64, max: i64) -> i64 
         v.add("page_size", "must not be negative");
         return default;
     }
-    if value == 0 {
-        default
-    } else {
-        i64::from(value).min(max)
-    }
+    if value == 0 { default } else { i64::from(value).min(max) }
 }
 
 #[cfg(test)]
@@ -160,20 +148,9 @@ mod tests {
     #[test]
     fn emails() {
         let mut v = Violations::new();
-        assert_eq!(
-            email(&mut v, "email", " Ada@Example.COM "),
-            "Ada@example.com"
-        );
+        assert_eq!(email(&mut v, "email", " Ada@Example.COM "), "Ada@example.com");
         assert!(v.finish().is_ok());
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@x.com",
-            "a b@x.com",
-            "ada@localhost",
-            "a@x.com.",
-        ] {
+        for bad in ["", "ada", "ada@", "@x.com", "a b@x.com", "ada@localhost", "a@x.com."] {
             let mut v = Violations::new();
             email(&mut v, "email", bad);
             assert!(v.finish().is_err(), "{bad:?} accepted");

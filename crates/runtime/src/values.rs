@@ -17,12 +17,7 @@ pub struct Money {
 
 impl Money {
     /// Parses a required or optional amount; `None` when absent.
-    pub fn parse(
-        v: &mut Violations,
-        field: &str,
-        m: Option<&pb::Money>,
-        required: bool,
-    ) -> Option<Money> {
+    pub fn parse(v: &mut Violations, field: &str, m: Option<&pb::Money>, required: bool) -> Option<Money> {
         let Some(m) = m else {
             if required {
                 v.add(field, "is required");
@@ -31,10 +26,7 @@ impl Money {
         };
         let code = m.currency_code.trim().to_uppercase();
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-            v.add(
-                &format!("{field}.currency_code"),
-                "must be a three-letter ISO 4217 code such as JPY or USD",
-            );
+            v.add(&format!("{field}.currency_code"), "must be a three-letter ISO 4217 code such as JPY or USD");
         }
         if m.units < 0 || m.nanos < 0 {
             v.add(field, "must not be negative");
@@ -42,19 +34,11 @@ impl Money {
         if m.nanos >= 1_000_000_000 {
             v.add(&format!("{field}.nanos"), "must be below 1,000,000,000");
         }
-        Some(Money {
-            currency_code: code,
-            units: m.units,
-            nanos: m.nanos,
-        })
+        Some(Money { currency_code: code, units: m.units, nanos: m.nanos })
     }
 
     pub fn to_proto(&self) -> pb::Money {
-        pb::Money {
-            currency_code: self.currency_code.clone(),
-            units: self.units,
-            nanos: self.nanos,
-        }
+        pb::Money { currency_code: self.currency_code.clone(), units: self.units, nanos: self.nanos }
     }
 }
 
@@ -70,16 +54,9 @@ pub struct BantRecord {
 
 impl BantRecord {
     pub fn parse(v: &mut Violations, field: &str, b: &pb::Bant) -> BantRecord {
-        let note = |v: &mut Violations, name: &str, s: &str| {
-            v.optional(&format!("{field}.{name}"), s, 2000)
-        };
+        let note = |v: &mut Violations, name: &str, s: &str| v.optional(&format!("{field}.{name}"), s, 2000);
         BantRecord {
-            bant: Bant {
-                budget: b.budget,
-                authority: b.authority,
-                need: b.need,
-                timeline: b.timeline,
-            },
+            bant: Bant { budget: b.budget, authority: b.authority, need: b.need, timeline: b.timeline },
             budget_note: note(v, "budget_note", &b.budget_note),
             authority_note: note(v, "authority_note", &b.authority_note),
             need_note: note(v, "need_note", &b.need_note),
@@ -108,29 +85,12 @@ mod tests {
     #[test]
     fn money_rules() {
         let mut v = Violations::new();
-        let m = Money::parse(
-            &mut v,
-            "value",
-            Some(&pb::Money {
-                currency_code: "jpy".into(),
-                units: 5,
-                nanos: 0,
-            }),
-            true,
-        );
+        let m =
+            Money::parse(&mut v, "value", Some(&pb::Money { currency_code: "jpy".into(), units: 5, nanos: 0 }), true);
         assert_eq!(m.expect("parsed").currency_code, "JPY");
         assert!(v.finish().is_ok());
         let mut v = Violations::new();
-        Money::parse(
-            &mut v,
-            "value",
-            Some(&pb::Money {
-                currency_code: "YEN!".into(),
-                units: -1,
-                nanos: 0,
-            }),
-            true,
-        );
+        Money::parse(&mut v, "value", Some(&pb::Money { currency_code: "YEN!".into(), units: -1, nanos: 0 }), true);
         assert!(v.finish().is_err());
         let mut v = Violations::new();
         assert_eq!(Money::parse(&mut v, "value", None, true), None);

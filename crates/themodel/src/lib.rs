@@ -69,18 +69,10 @@ impl ServiceName {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         match self {
-            ServiceName::Marketing => {
-                themodel_marketing::run(config, clock, listener, shutdown).await
-            }
-            ServiceName::InsideSales => {
-                themodel_inside_sales::run(config, clock, listener, shutdown).await
-            }
-            ServiceName::FieldSales => {
-                themodel_field_sales::run(config, clock, listener, shutdown).await
-            }
-            ServiceName::CustomerSuccess => {
-                themodel_customer_success::run(config, clock, listener, shutdown).await
-            }
+            ServiceName::Marketing => themodel_marketing::run(config, clock, listener, shutdown).await,
+            ServiceName::InsideSales => themodel_inside_sales::run(config, clock, listener, shutdown).await,
+            ServiceName::FieldSales => themodel_field_sales::run(config, clock, listener, shutdown).await,
+            ServiceName::CustomerSuccess => themodel_customer_success::run(config, clock, listener, shutdown).await,
             ServiceName::Kpi => themodel_kpi::run(config, clock, listener, shutdown).await,
         }
     }
@@ -96,10 +88,9 @@ impl FromStr for ServiceName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ServiceName::ALL
-            .into_iter()
-            .find(|n| n.as_str() == s)
-            .ok_or_else(|| format!("unknown service {s:?}; one of marketing, inside-sales, field-sales, customer-success, kpi"))
+        ServiceName::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| {
+            format!("unknown service {s:?}; one of marketing, inside-sales, field-sales, customer-success, kpi")
+        })
     }
 }
 
@@ -127,10 +118,7 @@ impl SuiteOptions {
         SuiteOptions {
             data_dir: data_dir.into(),
             host: std::net::IpAddr::from([127, 0, 0, 1]),
-            ports: ServiceName::ALL
-                .into_iter()
-                .map(|s| (s, s.default_port()))
-                .collect(),
+            ports: ServiceName::ALL.into_iter().map(|s| (s, s.default_port())).collect(),
             database_urls: BTreeMap::new(),
             time_zone: "UTC".to_owned(),
             poll_interval: Duration::from_millis(250),
@@ -170,20 +158,11 @@ impl Suite {
         for name in ServiceName::ALL {
             let port = options.ports.get(&name).copied().unwrap_or(0);
             let addr = SocketAddr::new(options.host, port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {name} to {addr}"))?;
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {name} to {addr}"))?;
             listeners.insert(name, listener);
         }
-        let addrs = listeners
-            .iter()
-            .map(|(n, l)| Ok((*n, l.local_addr()?)))
-            .collect::<anyhow::Result<_>>()?;
-        let mut suite = Suite {
-            options,
-            addrs,
-            running: BTreeMap::new(),
-        };
+        let addrs = listeners.iter().map(|(n, l)| Ok((*n, l.local_addr()?))).collect::<anyhow::Result<_>>()?;
+        let mut suite = Suite { options, addrs, running: BTreeMap::new() };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
         }
@@ -198,23 +177,18 @@ impl Suite {
     /// `http://127.0.0.1:port` of a service, for clients.
     pub fn url(&self, name: ServiceName) -> String {
         let addr = self.addr(name);
-        let host = if addr.ip().is_unspecified() {
-            std::net::IpAddr::from([127, 0, 0, 1])
-        } else {
-            addr.ip()
-        };
+        let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
         format!("http://{}", SocketAddr::new(host, addr.port()))
     }
 
     /// The configuration `name` runs with inside the suite.
     pub fn config(&self, name: ServiceName) -> ServiceConfig {
         let o = &self.options;
-        let url = o.database_urls.get(&name).cloned().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}",
-                o.data_dir.join(format!("{}.db", name.as_str())).display()
-            )
-        });
+        let url = o
+            .database_urls
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| format!("sqlite://{}", o.data_dir.join(format!("{}.db", name.as_str())).display()));
         let mut c = ServiceConfig::new(url);
         c.peers = Peers {
             marketing: Some(self.url(ServiceName::Marketing)),
@@ -233,8 +207,7 @@ impl Suite {
     fn spawn(&mut self, name: ServiceName, listener: TcpListener) {
         let stop = CancellationToken::new();
         let config = self.config(name);
-        let task =
-            tokio::spawn(name.run(config, self.options.clock.clone(), listener, stop.clone()));
+        let task = tokio::spawn(name.run(config, self.options.clock.clone(), listener, stop.clone()));
         self.running.insert(name, Running { stop, task });
     }
 
@@ -249,19 +222,14 @@ impl Suite {
             return Ok(());
         };
         r.stop.cancel();
-        r.task
-            .await
-            .context("service task panicked")?
-            .with_context(|| format!("{name} failed"))
+        r.task.await.context("service task panicked")?.with_context(|| format!("{name} failed"))
     }
 
     /// Starts a stopped service again on its port.
     pub async fn restart(&mut self, name: ServiceName) -> anyhow::Result<()> {
         self.stop(name).await?;
         let addr = self.addr(name);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {name} to {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {name} to {addr}"))?;
         self.spawn(name, listener);
         Ok(())
     }
@@ -278,9 +246,7 @@ impl Suite {
         let (name, result) = std::future::poll_fn(|cx| {
             for (name, r) in self.running.iter_mut() {
                 if let Poll::Ready(joined) = Pin::new(&mut r.task).poll(cx) {
-                    let result = joined
-                        .map_err(|e| anyhow::anyhow!("task ended: {e}"))
-                        .and_then(|r| r);
+                    let result = joined.map_err(|e| anyhow::anyhow!("task ended: {e}")).and_then(|r| r);
                     return Poll::Ready((*name, result));
                 }
             }
@@ -298,11 +264,7 @@ impl Suite {
         }
         let mut first_error = None;
         for (name, r) in std::mem::take(&mut self.running) {
-            let result = r
-                .task
-                .await
-                .context("service task panicked")
-                .and_then(|r| r);
+            let result = r.task.await.context("service task panicked").and_then(|r| r);
             if let Err(e) = result {
                 tracing::error!(service = %name, error = format!("{e:#}"), "service failed");
                 first_error.get_or_insert(e);

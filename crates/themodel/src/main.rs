@@ -15,21 +15,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "themodel",
-    version,
-    about = "The Model revenue process as gRPC services"
-)]
+#[command(name = "themodel", version, about = "The Model revenue process as gRPC services")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format: text or json.
-    #[arg(
-        long,
-        env = "THEMODEL_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "THEMODEL_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
 }
 
@@ -173,17 +164,12 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_millis(serve.common.shutdown_grace_ms);
     config.poll_interval = Duration::from_millis(serve.common.poll_interval_ms.max(10));
     config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
-    let listener = TcpListener::bind(serve.listen)
-        .await
-        .with_context(|| format!("binding {}", serve.listen))?;
+    let listener = TcpListener::bind(serve.listen).await.with_context(|| format!("binding {}", serve.listen))?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         signal.cancel();
     });
-    serve
-        .service
-        .run(config, Clock::system(), listener, shutdown)
-        .await
+    serve.service.run(config, Clock::system(), listener, shutdown).await
 }
