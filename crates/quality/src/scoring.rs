@@ -232,7 +232,7 @@ mod tests {
             (facts(5000, "software", "VP Engineering"), 25 + 15 + 20),
             (facts(60, "retail", "Marketing Manager"), 12 + 8 + 12),
             (facts(0, "", ""), 0),
-            (facts(3, "farming", "clerk"), 0 + 4 + 4),
+            (facts(3, "farming", "clerk"), 4 + 4), // size band 1-9 scores 0
             (facts(20, "", "MVP of nothing"), 5 + 4),
             (facts(300, "manufacturing", "営業部長"), 20 + 12 + 20),
         ];
