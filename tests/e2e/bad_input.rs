@@ -35,8 +35,9 @@ async fn bad_input_is_refused_with_the_right_code_and_field() {
     req.email = "not-an-email".into();
     assert_eq!(fields(&m.capture_lead(req).await.unwrap_err()), ["email"]);
 
-    let mut req = lead("x", "2027-01-20T00:00:00Z");
-    req.request_id = "future".into();
+    let mut req = lead("x", "2026-11-02T09:00:00Z");
+    req.request_id = "before-1970".into();
+    req.occurred_at = Some(prost_types::Timestamp { seconds: -86_400, nanos: 0 });
     assert_eq!(fields(&m.capture_lead(req).await.unwrap_err()), ["occurred_at"]);
 
     let err = m.get_lead(mk::GetLeadRequest { lead_id: "nobody".into() }).await.unwrap_err();

@@ -9,11 +9,11 @@ use themodel_runtime::definition::SharedDefinition;
 use themodel_runtime::error::{ApiError, ApiResult};
 use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Handover, Outbox};
+use themodel_runtime::outbox::{self, Outbox};
 use themodel_runtime::time::{to_timestamp, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::values::{BantRecord, Money};
-use themodel_runtime::{Clock, Db, Tx, ids, paging};
+use themodel_runtime::{Clock, Db, Tx, paging};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{IncomingOpportunity, Opportunity, RecycleHandover, Refused, WonDealHandover};
@@ -254,13 +254,7 @@ impl Api {
             term_months: req.term_months,
             occurred_at: at,
         };
-        let h = Handover {
-            id: ids::new_id("ho"),
-            destination: "customer-success",
-            kind: "accept_won_deal",
-            payload: serde_json::to_value(&handover).map_err(anyhow::Error::from)?,
-        };
-        outbox::enqueue(&mut tx, &h, now).await?;
+        let handover_id = outbox::hand_over(&mut tx, "customer-success", "accept_won_deal", &handover, now).await?;
         let evs = [NewEvent {
             kind: "opportunity_won",
             subject_id: id,
@@ -269,12 +263,12 @@ impl Api {
             payload: json!({
                 "lead_id": o.lead_id, "account_id": account_id, "currency_code": value.currency_code,
                 "units": value.units, "nanos": value.nanos, "term_months": req.term_months,
-                "quality": o.quality, "handover_id": h.id,
+                "quality": o.quality, "handover_id": handover_id,
             }),
         }];
         let resp = opportunity_to_proto(&o);
         key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![h.id]).await;
+        self.outbox.deliver_now(vec![handover_id]).await;
         Ok(resp)
     }
 
@@ -299,23 +293,17 @@ impl Api {
         o.close_lost(&reason, at, &def)?;
         store::save(&mut tx, &o).await?;
         let handover = RecycleHandover { lead_id: o.lead_id.clone(), reason: reason.clone(), note, occurred_at: at };
-        let h = Handover {
-            id: ids::new_id("ho"),
-            destination: "marketing",
-            kind: "recycle_lead",
-            payload: serde_json::to_value(&handover).map_err(anyhow::Error::from)?,
-        };
-        outbox::enqueue(&mut tx, &h, now).await?;
+        let handover_id = outbox::hand_over(&mut tx, "marketing", "recycle_lead", &handover, now).await?;
         let evs = [NewEvent {
             kind: "opportunity_lost",
             subject_id: id,
             occurred_at: at,
             definition_version: def.version,
-            payload: json!({ "lead_id": o.lead_id, "reason": reason, "quality": o.quality, "handover_id": h.id }),
+            payload: json!({ "lead_id": o.lead_id, "reason": reason, "quality": o.quality, "handover_id": handover_id }),
         }];
         let resp = opportunity_to_proto(&o);
         key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![h.id]).await;
+        self.outbox.deliver_now(vec![handover_id]).await;
         Ok(resp)
     }
 }

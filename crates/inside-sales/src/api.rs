@@ -8,7 +8,7 @@ use themodel_runtime::definition::SharedDefinition;
 use themodel_runtime::error::{ApiError, ApiResult};
 use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Handover, Outbox};
+use themodel_runtime::outbox::{self, Outbox};
 use themodel_runtime::time::{self, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::values::{BantRecord, Money};
@@ -302,20 +302,14 @@ impl Api {
             definition_version: def.version,
             occurred_at: at,
         };
-        let h = Handover {
-            id: ids::new_id("ho"),
-            destination: "field-sales",
-            kind: "accept_opportunity",
-            payload: serde_json::to_value(&handover).map_err(anyhow::Error::from)?,
-        };
-        outbox::enqueue(&mut tx, &h, now).await?;
+        let handover_id = outbox::hand_over(&mut tx, "field-sales", "accept_opportunity", &handover, now).await?;
         let evs = [NewEvent {
             kind: "opportunity_converted",
             subject_id: opportunity_id.clone(),
             occurred_at: at,
             definition_version: def.version,
             payload: json!({
-                "lead_id": lead_id, "quality": quality, "source": item.source, "note": note, "handover_id": h.id,
+                "lead_id": lead_id, "quality": quality, "source": item.source, "note": note, "handover_id": handover_id,
             }),
         }];
         let resp = pb::ConvertToOpportunityResponse {
@@ -325,7 +319,7 @@ impl Api {
             definition_version: def.version,
         };
         key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![h.id]).await;
+        self.outbox.deliver_now(vec![handover_id]).await;
         Ok(resp)
     }
 
@@ -369,23 +363,17 @@ impl Api {
             note,
             occurred_at: at,
         };
-        let h = Handover {
-            id: ids::new_id("ho"),
-            destination: "marketing",
-            kind: "recycle_lead",
-            payload: serde_json::to_value(&handover).map_err(anyhow::Error::from)?,
-        };
-        outbox::enqueue(&mut tx, &h, now).await?;
+        let handover_id = outbox::hand_over(&mut tx, "marketing", "recycle_lead", &handover, now).await?;
         let evs = [NewEvent {
             kind: "lead_recycled",
             subject_id: lead_id,
             occurred_at: at,
             definition_version: 0,
-            payload: json!({ "reason": reason, "timing_months": req.timing_months, "handover_id": h.id }),
+            payload: json!({ "reason": reason, "timing_months": req.timing_months, "handover_id": handover_id }),
         }];
         let resp = item_to_proto(&item);
         key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![h.id]).await;
+        self.outbox.deliver_now(vec![handover_id]).await;
         Ok(resp)
     }
 

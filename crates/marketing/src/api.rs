@@ -10,7 +10,7 @@ use themodel_runtime::definition::SharedDefinition;
 use themodel_runtime::error::{ApiError, ApiResult};
 use themodel_runtime::events::NewEvent;
 use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Handover, Outbox};
+use themodel_runtime::outbox::{self, Outbox};
 use themodel_runtime::time::{Micros, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::{Clock, Db, Tx, ids, paging};
@@ -103,21 +103,15 @@ const SOURCES: &[&str] = &[
 impl Api {
     /// Hands the lead to inside sales, in the caller's transaction.
     async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros) -> ApiResult<(NewEvent, String)> {
-        let h = Handover {
-            id: ids::new_id("ho"),
-            destination: "inside-sales",
-            kind: "accept_lead",
-            payload: serde_json::to_value(lead.handover()).map_err(anyhow::Error::from)?,
-        };
-        outbox::enqueue(tx, &h, now).await?;
+        let handover_id = outbox::hand_over(tx, "inside-sales", "accept_lead", &lead.handover(), now).await?;
         let event = NewEvent {
             kind: "lead_promoted",
             subject_id: lead.lead_id.clone(),
             occurred_at: lead.handed_over_at.unwrap_or(now),
             definition_version: lead.definition_version,
-            payload: json!({ "lead_id": lead.lead_id, "score": lead.score.total(), "source": lead.source, "handover_id": h.id }),
+            payload: json!({ "lead_id": lead.lead_id, "score": lead.score.total(), "source": lead.source, "handover_id": handover_id }),
         };
-        Ok((event, h.id))
+        Ok((event, handover_id))
     }
 
     fn touch_event(lead: &Lead, kind: TouchKind, at: Micros) -> NewEvent {

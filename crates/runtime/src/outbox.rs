@@ -49,6 +49,26 @@ pub async fn enqueue(tx: &mut Tx, h: &Handover, now: Micros) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Hands `payload` over to `destination` in the caller's transaction: a new
+/// hand-over id, the payload as JSON, the outbox row. Returns the id, which the
+/// caller passes to [`Outbox::deliver_now`] after committing.
+pub async fn hand_over(
+    tx: &mut Tx,
+    destination: &'static str,
+    kind: &'static str,
+    payload: &impl serde::Serialize,
+    now: Micros,
+) -> Result<String, crate::ApiError> {
+    let h = Handover {
+        id: crate::ids::new_id("ho"),
+        destination,
+        kind,
+        payload: serde_json::to_value(payload).map_err(anyhow::Error::from)?,
+    };
+    enqueue(tx, &h, now).await?;
+    Ok(h.id)
+}
+
 /// A claimed outbox message.
 #[derive(Debug, Clone)]
 pub struct Message {
