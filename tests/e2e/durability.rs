@@ -74,3 +74,60 @@ async fn kpi_restart_and_rebuild_from_zero_change_nothing() {
     }
     assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sender_that_crashes_with_hand_overs_pending_delivers_them_after_restart() {
+    let mut t = TestSuite::start().await;
+    for id in ["k1", "k2"] {
+        capture(&t, lead(id, "2026-11-02T09:00:00Z")).await;
+        quote_request(&t, id, "2026-11-02T09:30:00Z").await;
+        in_queue(&t, id).await;
+        qualify(&t, id, bant_all(), "2026-11-02T10:00:00Z").await;
+    }
+    t.suite.stop(Svc::FieldSales).await.unwrap();
+    for id in ["k1", "k2"] {
+        convert(&t, id, &format!("opp-{id}"), "2026-11-02T11:00:00Z").await;
+    }
+    // Inside sales dies without draining; its hand-overs exist only in its outbox.
+    t.suite.kill(Svc::InsideSales);
+    t.suite.restart(Svc::FieldSales).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let none = t.field_sales.clone().list_opportunities(fs::ListOpportunitiesRequest::default()).await.unwrap();
+    assert!(none.into_inner().opportunities.is_empty(), "nothing can arrive while the sender is down");
+
+    t.suite.restart(Svc::InsideSales).await.unwrap();
+    t.wait_serving().await;
+    for id in ["k1", "k2"] {
+        opportunity(&t, &format!("opp-{id}")).await;
+    }
+    let all = t.field_sales.clone().list_opportunities(fs::ListOpportunitiesRequest::default()).await.unwrap();
+    assert_eq!(all.into_inner().opportunities.len(), 2);
+    let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!(f.opportunities, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_reports_not_serving_before_it_stops() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut t = TestSuite::start_with(|o| o.shutdown_grace = std::time::Duration::from_millis(400)).await;
+    let channel = tonic::transport::Channel::from_shared(t.suite.url(Svc::Kpi)).unwrap().connect_lazy();
+    let mut health = HealthClient::new(channel);
+    let check = HealthCheckRequest { service: "themodel.kpi.v1.KpiService".into() };
+    assert_eq!(health.check(check.clone()).await.unwrap().into_inner().status, ServingStatus::Serving as i32);
+    let (stopped, saw_not_serving) = tokio::join!(t.suite.stop(Svc::Kpi), async {
+        for _ in 0..200 {
+            if let Ok(r) = health.check(check.clone()).await
+                && r.into_inner().status == ServingStatus::NotServing as i32
+            {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    });
+    stopped.unwrap();
+    assert!(saw_not_serving, "health turned NOT_SERVING during the grace period");
+}
