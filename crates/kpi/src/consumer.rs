@@ -74,9 +74,8 @@ impl Consumer {
 
     /// Reads and applies one page; `Ok(true)` if there may be more right away.
     async fn step(&self) -> anyhow::Result<bool> {
-        let mut tx = self.db.begin().await?;
-        let after = store::cursor(&mut tx, self.source).await?;
-        tx.rollback().await?;
+        // A plain read: the compare-and-set in `store::apply` is what guards the cursor.
+        let after = store::cursor(self.db.reader(), self.source).await?;
         let page = self
             .client
             .clone()

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::{Any, Executor};
 use themodel_quality::Definition;
 use themodel_runtime::time::Micros;
 use themodel_runtime::{Db, Tx};
@@ -34,11 +35,9 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
     Ok(current.is_some())
 }
 
-pub async fn cursor(tx: &mut Tx, source: &str) -> anyhow::Result<i64> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT applied_seq FROM cursors WHERE source = $1")
-        .bind(source)
-        .fetch_optional(&mut **tx)
-        .await?;
+pub async fn cursor<'c, E: Executor<'c, Database = Any>>(e: E, source: &str) -> anyhow::Result<i64> {
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT applied_seq FROM cursors WHERE source = $1").bind(source).fetch_optional(e).await?;
     Ok(seq.unwrap_or(0))
 }
 

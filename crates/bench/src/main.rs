@@ -1,0 +1,139 @@
+//! `themodel-bench`: starts the whole suite in this process (SQLite under a
+//! temporary directory, ephemeral ports), then over real gRPC:
+//! 1. captures `--leads` leads,
+//! 2. sends RecordTouch from `--concurrency` concurrent callers for
+//!    `--seconds`, and reports throughput and latency percentiles,
+//! 3. calls GetFunnel `--funnel-calls` times, one after another, and reports
+//!    its latency percentiles.
+//!
+//! Run it optimised: `cargo run --release -p themodel-bench -- --seconds 10`.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel_proto::kpi::v1 as kpi;
+use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use themodel_proto::marketing::v1 as mk;
+use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    /// Leads to capture before the touch load.
+    #[arg(long, default_value_t = 1000)]
+    leads: usize,
+    /// Concurrent RecordTouch callers.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Length of the touch load.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// GetFunnel calls after the load.
+    #[arg(long, default_value_t = 2000)]
+    funnel_calls: usize,
+    /// gRPC connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration) {
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{name:<12} {:>9} calls {:>10.0}/s   p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms",
+        lat.len(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let mut options = SuiteOptions::ephemeral(dir.path());
+    options.poll_interval = Duration::from_millis(100);
+    let suite = Suite::start(options).await?;
+    let channels: Vec<Channel> = (0..args.connections.max(1))
+        .map(|_| Channel::from_shared(suite.url(ServiceName::Marketing)).map(|e| e.connect_lazy()))
+        .collect::<Result<_, _>>()?;
+
+    let started = Instant::now();
+    let mut m = MarketingServiceClient::new(channels[0].clone());
+    let mut lat = Vec::with_capacity(args.leads);
+    for n in 0..args.leads {
+        let t = Instant::now();
+        m.capture_lead(mk::CaptureLeadRequest {
+            request_id: format!("bench-capture-{n}"),
+            lead_id: format!("bench-{n}"),
+            email: format!("bench-{n}@bench.example"),
+            company_size: 40,
+            industry: "retail".into(),
+            job_title: "analyst".into(),
+            source: "web_form".into(),
+            ..Default::default()
+        })
+        .await?;
+        lat.push(t.elapsed());
+    }
+    report("CaptureLead", lat, started.elapsed());
+
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for c in 0..args.concurrency.max(1) {
+        let mut m = MarketingServiceClient::new(channels[c % channels.len()].clone());
+        let leads = args.leads.max(1);
+        callers.spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = m
+                    .record_touch(mk::RecordTouchRequest {
+                        request_id: format!("bench-touch-{c}-{n}"),
+                        lead_id: format!("bench-{}", (c * 7919 + n) % leads),
+                        kind: mk::TouchKind::EmailOpen as i32,
+                        ..Default::default()
+                    })
+                    .await;
+                if r.is_ok() {
+                    lat.push(t.elapsed());
+                }
+                n += 1;
+            }
+            lat
+        });
+    }
+    let mut lat = Vec::new();
+    while let Some(part) = callers.join_next().await {
+        lat.extend(part?);
+    }
+    report("RecordTouch", lat, started.elapsed());
+
+    let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
+    let req = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
+    let f = k.get_funnel(req.clone()).await?.into_inner();
+    println!("funnel       leads {} (the first read caught up with every stream)", f.leads);
+    let started = Instant::now();
+    let mut lat = Vec::with_capacity(args.funnel_calls);
+    for _ in 0..args.funnel_calls {
+        let t = Instant::now();
+        k.get_funnel(req.clone()).await?;
+        lat.push(t.elapsed());
+    }
+    report("GetFunnel", lat, started.elapsed());
+    suite.shutdown().await
+}
