@@ -200,3 +200,22 @@ async fn what_a_call_hands_over_is_there_when_the_call_returns() {
         t.field_sales.clone().get_opportunity(fs::GetOpportunityRequest { opportunity_id: "opp-quick".into() }).await;
     assert_eq!(o.unwrap().into_inner().history.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_deal_for_an_account_expands_it() {
+    let t = TestSuite::start().await;
+    win(&t, "first", "2026-11-02").await;
+    // Another contact at the same customer buys an add-on: same account id.
+    capture(&t, lead("second", "2026-11-09T09:00:00Z")).await;
+    quote_request(&t, "second", "2026-11-09T09:30:00Z").await;
+    qualify(&t, "second", bant_all(), "2026-11-09T10:00:00Z").await;
+    convert(&t, "second", "opp-second", "2026-11-09T10:30:00Z").await;
+    walk_to_approval(&t, "opp-second", "2026-11-10T10:00:00Z").await;
+    close_won(&t, "opp-second", "acct-first", "2026-11-11T10:00:00Z").await;
+    let a = account(&t, "acct-first").await;
+    assert_eq!(a.contract_value.unwrap().units, 2_400_000, "1.2M + 1.2M");
+    assert_eq!(a.opportunity_id, "opp-second");
+    assert_eq!(a.status, cs::AccountStatus::Active as i32);
+    let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!((f.opportunities, f.wins), (2, 2));
+}

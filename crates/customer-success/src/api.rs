@@ -83,20 +83,25 @@ impl Api {
             return Ok(first);
         }
         let now = self.clock.now();
-        if store::account(&mut *tx, &deal.account_id).await?.is_some() {
-            return Err(ApiError::AlreadyExists(format!("account {:?} already exists", deal.account_id)));
-        }
-        let a = Account::open(deal);
+        // A deal for an account that exists is an expansion (or a win-back),
+        // never an error: a refused hand-over would be retried forever.
+        let (a, kind) = match store::account(&mut *tx, &deal.account_id).await? {
+            Some(mut existing) => {
+                existing.expand(&deal);
+                (existing, "account_expanded")
+            }
+            None => (Account::open(deal.clone()), "account_opened"),
+        };
         store::save(&mut tx, &a).await?;
         let evs = [NewEvent {
-            kind: "account_opened",
+            kind,
             subject_id: a.account_id.clone(),
-            occurred_at: a.started_at,
+            occurred_at: deal.occurred_at,
             definition_version: 0,
             payload: json!({
-                "opportunity_id": a.opportunity_id, "lead_id": a.lead_id,
-                "currency_code": a.contract_value.currency_code, "units": a.contract_value.units,
-                "nanos": a.contract_value.nanos, "term_months": a.term_months,
+                "opportunity_id": deal.opportunity_id, "lead_id": deal.lead_id,
+                "currency_code": deal.contract_value.currency_code, "units": deal.contract_value.units,
+                "nanos": deal.contract_value.nanos, "term_months": deal.term_months,
             }),
         }];
         let resp = account_to_proto(&a);

@@ -42,7 +42,7 @@ pub struct Account {
 }
 
 /// A won deal handed over by field sales.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WonDeal {
     pub account_id: String,
     pub opportunity_id: String,
@@ -57,7 +57,7 @@ pub struct WonDeal {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("the account churned; a churned account cannot be renewed or churn again")]
+    #[error("the account churned; a churned account cannot be renewed or churn again (a new won deal reactivates it)")]
     Churned,
 }
 
@@ -88,6 +88,28 @@ impl Account {
             churned_at: None,
             churn_reason: String::new(),
         }
+    }
+
+    /// Another won deal for this customer (upsell, cross-sell, or winning a
+    /// churned customer back). An active account grows by the deal's value
+    /// when the currency matches (otherwise the new contract replaces the old
+    /// one); a churned account is active again on the new contract.
+    pub fn expand(&mut self, d: &WonDeal) {
+        if self.status == Status::Churned {
+            self.status = Status::Active;
+            self.churned_at = None;
+            self.churn_reason.clear();
+            self.contract_value = d.contract_value.clone();
+            self.term_months = d.term_months;
+            self.term_ends_at = add_months(d.occurred_at, d.term_months);
+        } else if self.contract_value.currency_code == d.contract_value.currency_code {
+            let nanos = i64::from(self.contract_value.nanos) + i64::from(d.contract_value.nanos);
+            self.contract_value.units += d.contract_value.units + nanos / 1_000_000_000;
+            self.contract_value.nanos = (nanos % 1_000_000_000) as i32;
+        } else {
+            self.contract_value = d.contract_value.clone();
+        }
+        self.opportunity_id = d.opportunity_id.clone();
     }
 
     /// Renews for another term (by default the same length and value). The new
@@ -147,6 +169,31 @@ mod tests {
         a.renew(Some(24), None, add_months(0, 30)).expect("active");
         assert_eq!(a.term_ends_at, add_months(0, 54), "late renewal runs from the renewal");
         assert_eq!(a.term_months, 24);
+    }
+
+    #[test]
+    fn another_won_deal_expands_the_account() {
+        let mut a = account();
+        let mut upsell = WonDeal {
+            account_id: "acct-1".into(),
+            opportunity_id: "opp-2".into(),
+            lead_id: "lead-1".into(),
+            company: "Corp".into(),
+            contact_name: "Ada".into(),
+            contact_email: "ada@corp.example".into(),
+            contract_value: Money { currency_code: "JPY".into(), units: 300_000, nanos: 0 },
+            term_months: 12,
+            occurred_at: 100,
+        };
+        a.expand(&upsell);
+        assert_eq!(a.contract_value.units, 1_500_000);
+        assert_eq!(a.opportunity_id, "opp-2");
+        a.churn("price", 200).expect("active");
+        upsell.occurred_at = 300;
+        a.expand(&upsell);
+        assert_eq!(a.status, Status::Active, "won back");
+        assert_eq!(a.contract_value.units, 300_000);
+        assert_eq!(a.churned_at, None);
     }
 
     #[test]
