@@ -5,8 +5,8 @@
 //! both backends accept the same text for it when columns use primitive types
 //! (BIGINT, TEXT, DOUBLE PRECISION), times are integers and ids are assigned by
 //! the application. So every query exists once, and both backends run the
-//! same business logic by construction. Where the dialects must differ (none
-//! today beyond connection settings) [`Db::backend`] says which one is in use.
+//! same business logic by construction. The dialects differ only in connection
+//! settings, handled here.
 //!
 //! SQLite as a server database: WAL, `synchronous=NORMAL`, and all writes go
 //! through one connection (the `write` pool has exactly one), so a write
@@ -24,18 +24,11 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 /// A transaction on a service's database.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// A service's database: a pool for writes and one for reads.
 #[derive(Debug, Clone)]
 pub struct Db {
     write: AnyPool,
     read: AnyPool,
-    backend: Backend,
 }
 
 impl Db {
@@ -43,27 +36,21 @@ impl Db {
     /// directory are created if missing.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url).await
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
+            let options = AnyConnectOptions::from_str(url)
+                .context("parsing the database url")?
+                .log_statements(tracing::log::LevelFilter::Trace);
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .context("connecting to postgres")?;
+            Ok(Db { write: pool.clone(), read: pool })
         } else {
-            anyhow::bail!("unsupported database url (expected sqlite:// or postgres://)");
-        };
-        match backend {
-            Backend::Sqlite => Self::connect_sqlite(url).await,
-            Backend::Postgres => {
-                let options = AnyConnectOptions::from_str(url)
-                    .context("parsing the database url")?
-                    .log_statements(tracing::log::LevelFilter::Trace);
-                let pool = AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await
-                    .context("connecting to postgres")?;
-                Ok(Db { write: pool.clone(), read: pool, backend })
-            }
+            anyhow::bail!("unsupported database url (expected sqlite:// or postgres://)")
         }
     }
 
@@ -96,7 +83,7 @@ impl Db {
         };
         let write = pool(1).await.context("opening sqlite database")?;
         let read = pool(4).await.context("opening sqlite database")?;
-        Ok(Db { write, read, backend: Backend::Sqlite })
+        Ok(Db { write, read })
     }
 
     /// Applies the plumbing migrations (event stream, outbox, idempotency) and
@@ -126,10 +113,6 @@ impl Db {
     /// The pool for single-statement writes outside a transaction.
     pub fn writer(&self) -> &AnyPool {
         &self.write
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     /// Closes both pools, waiting for connections to be returned.

@@ -32,6 +32,6 @@ pub mod validate;
 pub mod values;
 
 pub use config::{Peers, ServiceConfig};
-pub use db::{Backend, Db, Tx};
+pub use db::{Db, Tx};
 pub use error::ApiError;
 pub use time::Clock;

@@ -98,23 +98,6 @@ const BATCH: i64 = 64;
 const LEASE: Micros = 30_000_000;
 const MAX_BACKOFF: Micros = 30_000_000;
 
-/// Counts of a service's outbox (for tests and operators).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OutboxCounts {
-    pub pending: i64,
-    pub delivered: i64,
-}
-
-pub async fn counts(db: &Db) -> Result<OutboxCounts, sqlx::Error> {
-    let (pending, delivered): (i64, i64) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(CASE WHEN delivered_at IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                CAST(COALESCE(SUM(CASE WHEN delivered_at IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) FROM outbox",
-    )
-    .fetch_one(db.reader())
-    .await?;
-    Ok(OutboxCounts { pending, delivered })
-}
-
 /// The relay of one service.
 pub struct Relay<D> {
     pub db: Db,
