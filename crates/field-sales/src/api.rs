@@ -31,7 +31,6 @@ pub struct Api {
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
         match r {
-            Refused::UnknownReason(_) => ApiError::field("reason", r.to_string()),
             Refused::Move(themodel_quality::PhaseMoveRefused::ExitCriteria { .. }) => {
                 ApiError::precondition("EXIT_CRITERIA", "opportunity", r.to_string())
             }
@@ -290,16 +289,19 @@ impl Api {
         let now = self.clock.now();
         let def = self.definition.current();
         let mut o = self.load(&mut tx, &id).await?;
-        o.close_lost(&reason, at, &def)?;
+        let track = o.close_lost(&reason, at, &def)?;
         store::save(&mut tx, &o).await?;
-        let handover = RecycleHandover { lead_id: o.lead_id.clone(), reason: reason.clone(), note, occurred_at: at };
+        let handover = RecycleHandover { lead_id: o.lead_id.clone(), reason: track.clone(), note, occurred_at: at };
         let handover_id = outbox::hand_over(&mut tx, "marketing", "recycle_lead", &handover, now).await?;
         let evs = [NewEvent {
             kind: "opportunity_lost",
             subject_id: id,
             occurred_at: at,
             definition_version: def.version,
-            payload: json!({ "lead_id": o.lead_id, "reason": reason, "quality": o.quality, "handover_id": handover_id }),
+            payload: json!({
+                "lead_id": o.lead_id, "reason": reason, "recycle_track": track, "quality": o.quality,
+                "handover_id": handover_id,
+            }),
         }];
         let resp = opportunity_to_proto(&o);
         key.commit(tx, &resp, &evs, now).await?;

@@ -85,8 +85,6 @@ pub enum Refused {
     NotInApproval(Phase),
     #[error("the opportunity is already closed ({})", .0.name())]
     Closed(Phase),
-    #[error("{0:?} is not a recycle reason of the current definition")]
-    UnknownReason(String),
 }
 
 impl Opportunity {
@@ -161,18 +159,16 @@ impl Opportunity {
         Ok(())
     }
 
-    /// Closes lost from any open phase, with a reason the definition knows.
-    pub fn close_lost(&mut self, reason: &str, at: Micros, def: &Definition) -> Result<(), Refused> {
+    /// Closes lost from any open phase. Returns the recycle track the lead goes
+    /// back to marketing on (see `Definition::lost_deal_track`).
+    pub fn close_lost(&mut self, reason: &str, at: Micros, def: &Definition) -> Result<String, Refused> {
         if !self.phase.is_open() {
             return Err(Refused::Closed(self.phase));
-        }
-        if !def.is_recycle_reason(reason) {
-            return Err(Refused::UnknownReason(reason.to_owned()));
         }
         self.lost_reason = reason.to_owned();
         self.closed_at = Some(at);
         self.move_to(Phase::Lost, at);
-        Ok(())
+        Ok(def.lost_deal_track(reason))
     }
 }
 
@@ -244,12 +240,13 @@ mod tests {
     }
 
     #[test]
-    fn lost_needs_a_known_reason() {
+    fn lost_keeps_the_reason_and_picks_the_recycle_track() {
         let def = Definition::default();
         let mut o = opp(ALL);
-        assert_eq!(o.close_lost("bad_vibes", 1, &def), Err(Refused::UnknownReason("bad_vibes".into())));
-        o.close_lost("lost_to_competitor", 2, &def).expect("known reason");
+        assert_eq!(o.close_lost("price", 2, &def), Ok("lost_price".to_owned()));
+        assert_eq!(o.lost_reason, "price");
         assert_eq!(o.phase, Phase::Lost);
         assert_eq!(o.closed_at, Some(2));
+        assert_eq!(o.close_lost("price", 3, &def), Err(Refused::Closed(Phase::Lost)));
     }
 }

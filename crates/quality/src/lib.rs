@@ -202,6 +202,11 @@ impl Default for Definition {
                 ("referral", 24),
                 ("ads", 48),
                 ("trade_show", 72),
+                ("web", 24),
+                ("chat", 4),
+                ("email", 48),
+                ("sns", 48),
+                ("outbound", 24),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -256,7 +261,7 @@ impl Definition {
                 "need at least one reason; codes are lower-case letters, digits and '_'",
             ));
         }
-        for required in ["not_contacted", "timing", "no_budget", "no_need"] {
+        for required in ["not_contacted", "timing", "no_budget", "no_need", "lost_other"] {
             if !self.recycle_reasons.iter().any(|r| r == required) {
                 return Err(invalid("recycle_reasons", format!("must include {required}")));
             }
@@ -285,6 +290,20 @@ impl Definition {
     /// Whether `reason` is an accepted recycle reason code.
     pub fn is_recycle_reason(&self, reason: &str) -> bool {
         self.recycle_reasons.iter().any(|r| r == reason)
+    }
+
+    /// The recycle track for a lost deal's reason: the reason itself if the
+    /// definition knows it, else `lost_<reason>` if it knows that (so "price"
+    /// finds "lost_price"), else `lost_other`.
+    pub fn lost_deal_track(&self, reason: &str) -> String {
+        let prefixed = format!("lost_{reason}");
+        if self.is_recycle_reason(reason) && reason.starts_with("lost_") {
+            reason.to_owned()
+        } else if self.is_recycle_reason(&prefixed) {
+            prefixed
+        } else {
+            "lost_other".to_owned()
+        }
     }
 
     /// Whether a score makes a lead promising.
@@ -351,6 +370,15 @@ mod tests {
         let json = serde_json::to_string(&d).expect("serialise");
         let back: Definition = serde_json::from_str(&json).expect("deserialise");
         assert_eq!(d, back);
+    }
+
+    #[test]
+    fn lost_deal_tracks() {
+        let d = Definition::default();
+        assert_eq!(d.lost_deal_track("lost_to_competitor"), "lost_to_competitor");
+        assert_eq!(d.lost_deal_track("price"), "lost_price");
+        assert_eq!(d.lost_deal_track("timing"), "lost_timing", "a lost deal's timing is the lost-deal track");
+        assert_eq!(d.lost_deal_track("bad_fit"), "lost_other");
     }
 
     #[test]
