@@ -91,3 +91,46 @@ async fn list_rpcs_page_with_tokens() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_are_scoped_per_rpc() {
+    let t = TestSuite::start().await;
+    let mut m = t.marketing.clone();
+    let mut req = lead("scoped", "2026-11-02T09:00:00Z");
+    req.request_id = "1".into();
+    m.capture_lead(req).await.unwrap();
+    let touch = mk::RecordTouchRequest {
+        request_id: "1".into(),
+        lead_id: "scoped".into(),
+        kind: mk::TouchKind::EmailClick as i32,
+        ..Default::default()
+    };
+    let r = m.record_touch(touch).await.unwrap().into_inner();
+    assert_eq!(r.lead.unwrap().touch_count, 1, "the same id on another RPC is another request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn marketing_can_hand_over_a_lead_on_its_own_judgement() {
+    let t = TestSuite::start().await;
+    let mut m = t.marketing.clone();
+    let mut req = lead("manual", "2026-11-02T09:00:00Z");
+    req.job_title = String::new();
+    req.company_size = 0;
+    req.industry = String::new();
+    let l = capture(&t, req).await;
+    assert_eq!(l.score, 0);
+    let hand = mk::HandOverLeadRequest {
+        request_id: "manual-1".into(),
+        lead_id: "manual".into(),
+        note: "called sales directly".into(),
+        occurred_at: themodel_e2e::ts("2026-11-02T10:00:00Z"),
+    };
+    let l = m.hand_over_lead(hand.clone()).await.unwrap().into_inner();
+    assert_eq!(l.status, mk::LeadStatus::HandedOver as i32);
+    assert_eq!(m.hand_over_lead(hand).await.unwrap().into_inner(), l, "replayed, not refused");
+    let item = in_queue(&t, "manual").await;
+    assert_eq!(item.handed_over_at, themodel_e2e::ts("2026-11-02T10:00:00Z"));
+    let again =
+        mk::HandOverLeadRequest { request_id: "manual-2".into(), lead_id: "manual".into(), ..Default::default() };
+    assert_eq!(m.hand_over_lead(again).await.unwrap_err().code(), Code::FailedPrecondition);
+}

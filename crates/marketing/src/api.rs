@@ -82,14 +82,14 @@ fn touch_kind(v: &mut Violations, field: &str, kind: i32) -> TouchKind {
 
 impl Api {
     /// Hands the lead to inside sales, in the caller's transaction.
-    async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros) -> ApiResult<(NewEvent, String)> {
+    async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros, manual: bool) -> ApiResult<(NewEvent, String)> {
         let handover_id = outbox::hand_over(tx, "inside-sales", "accept_lead", &lead.handover(), now).await?;
         let event = NewEvent {
             kind: "lead_promoted",
             subject_id: lead.lead_id.clone(),
             occurred_at: lead.handed_over_at.unwrap_or(now),
             definition_version: lead.definition_version,
-            payload: json!({ "lead_id": lead.lead_id, "score": lead.score.total(), "source": lead.source, "handover_id": handover_id }),
+            payload: json!({ "lead_id": lead.lead_id, "score": lead.score.total(), "source": lead.source, "manual": manual, "handover_id": handover_id }),
         };
         Ok((event, handover_id))
     }
@@ -165,7 +165,7 @@ impl Api {
             store::update_lead(&mut tx, l).await?;
             evs.push(Self::touch_event(l, kind, at));
             if handed_over {
-                let (event, id) = self.hand_over(&mut tx, l, now).await?;
+                let (event, id) = self.hand_over(&mut tx, l, now, false).await?;
                 evs.push(event);
                 handover = Some(id);
             }
@@ -227,7 +227,7 @@ impl Api {
             let mut evs = vec![Self::touch_event(&existing, TouchKind::FormSubmission, at)];
             let mut handover = None;
             if handed_over {
-                let (event, id) = self.hand_over(&mut tx, &existing, now).await?;
+                let (event, id) = self.hand_over(&mut tx, &existing, now, false).await?;
                 evs.push(event);
                 handover = Some(id);
             }
@@ -281,7 +281,7 @@ impl Api {
         }];
         let mut handover = None;
         if handed_over {
-            let (event, id) = self.hand_over(&mut tx, &lead, now).await?;
+            let (event, id) = self.hand_over(&mut tx, &lead, now, false).await?;
             evs.push(event);
             handover = Some(id);
         }
@@ -314,12 +314,37 @@ impl Api {
         let mut evs = vec![Self::touch_event(&lead, kind, at)];
         let mut handover = None;
         if handed_over {
-            let (event, id) = self.hand_over(&mut tx, &lead, now).await?;
+            let (event, id) = self.hand_over(&mut tx, &lead, now, false).await?;
             evs.push(event);
             handover = Some(id);
         }
         let resp = pb::RecordTouchResponse { lead: Some(lead_to_proto(&lead)), handed_over };
         self.commit(tx, &key, &resp, &evs, now, handover).await?;
+        Ok(resp)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
+    async fn hand_over_lead(&self, req: pb::HandOverLeadRequest) -> ApiResult<pb::Lead> {
+        let mut v = Violations::new();
+        v.request_id(&req.request_id);
+        let lead_id = v.id("lead_id", &req.lead_id);
+        let note = v.optional("note", &req.note, 2000);
+        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
+        v.finish()?;
+
+        let key = Idempotency::new("/themodel.marketing.v1.MarketingService/HandOverLead", &req.request_id, &req);
+        let mut tx = self.db.begin().await?;
+        if let Some(first) = key.replay(&mut tx).await? {
+            return Ok(first);
+        }
+        let now = self.clock.now();
+        let mut lead = store::lead(&mut *tx, &lead_id).await?.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+        lead.hand_over_now(at).map_err(|r| ApiError::precondition("STATE", "lead", r.to_string()))?;
+        store::update_lead(&mut tx, &lead).await?;
+        let (mut event, handover_id) = self.hand_over(&mut tx, &lead, now, true).await?;
+        event.payload["note"] = note.into();
+        let resp = lead_to_proto(&lead);
+        self.commit(tx, &key, &resp, &[event], now, Some(handover_id)).await?;
         Ok(resp)
     }
 
@@ -421,6 +446,10 @@ impl MarketingService for Api {
         request: Request<pb::RecordTouchRequest>,
     ) -> Result<Response<pb::RecordTouchResponse>, Status> {
         Ok(Response::new(Api::record_touch(self, request.into_inner()).await?))
+    }
+
+    async fn hand_over_lead(&self, request: Request<pb::HandOverLeadRequest>) -> Result<Response<pb::Lead>, Status> {
+        Ok(Response::new(Api::hand_over_lead(self, request.into_inner()).await?))
     }
 
     async fn get_lead(&self, request: Request<pb::GetLeadRequest>) -> Result<Response<pb::Lead>, Status> {

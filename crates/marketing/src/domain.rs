@@ -92,6 +92,15 @@ pub struct Lead {
     pub handed_over_at: Option<Micros>,
 }
 
+/// Why marketing refuses a step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the lead is excluded ({0}) and is never handed over")]
+    Excluded(String),
+    #[error("the lead is already with inside sales")]
+    AlreadyHandedOver,
+}
+
 /// What inside sales receives when a lead is handed over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadHandover {
@@ -181,6 +190,19 @@ impl Lead {
         }
     }
 
+    /// Hands the lead over on marketing's judgement, whatever its score.
+    pub fn hand_over_now(&mut self, at: Micros) -> Result<(), Refused> {
+        match self.status {
+            Status::Excluded => Err(Refused::Excluded(self.exclusion_reason.clone())),
+            Status::HandedOver => Err(Refused::AlreadyHandedOver),
+            Status::Nurturing | Status::Recycled => {
+                self.status = Status::HandedOver;
+                self.handed_over_at = Some(at);
+                Ok(())
+            }
+        }
+    }
+
     /// The lead comes back to nurturing with a reason (DOMAIN.md §3 recycling).
     /// An excluded lead stays excluded.
     pub fn recycle(&mut self, reason: &str, def: &Definition) {
@@ -266,6 +288,18 @@ mod tests {
         assert_eq!(lead.exclusion_reason, "student");
         assert!(!lead.touch(TouchKind::QuoteRequest, 11, &def));
         assert_eq!(lead.status, Status::Excluded);
+    }
+
+    #[test]
+    fn manual_hand_over() {
+        let def = Definition::default();
+        let (mut lead, _) = Lead::capture(new_lead("", Relationship::Prospect), BTreeMap::new(), &def);
+        assert!(!def.is_promising(lead.score));
+        lead.hand_over_now(20).expect("nurturing lead");
+        assert_eq!((lead.status, lead.handed_over_at), (Status::HandedOver, Some(20)));
+        assert_eq!(lead.hand_over_now(21), Err(Refused::AlreadyHandedOver));
+        let (mut student, _) = Lead::capture(new_lead("", Relationship::Student), BTreeMap::new(), &def);
+        assert_eq!(student.hand_over_now(22), Err(Refused::Excluded("student".into())));
     }
 
     #[test]

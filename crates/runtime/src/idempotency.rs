@@ -27,14 +27,18 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// `method` is the full gRPC method name; the fingerprint covers it and the
-    /// whole request, so reusing an id for a different request is detected.
+    /// `method` is the full gRPC method name. The key is (method, request_id);
+    /// the fingerprint covers the whole request, so reusing an id for a
+    /// different request to the same method is detected.
     pub fn new(method: &str, request_id: &str, request: &impl Message) -> Self {
         let mut h = Fnv::new();
         h.write(method.as_bytes());
         h.write(&[0]);
         h.write(&request.encode_to_vec());
-        Idempotency { request_id: request_id.to_owned(), fingerprint: format!("{:016x}", h.0) }
+        // Keys are scoped by method: the same id sent to two different RPCs
+        // names two requests (clients often number each call type from 1).
+        let key = if request_id.is_empty() { String::new() } else { format!("{method} {request_id}") };
+        Idempotency { request_id: key, fingerprint: format!("{:016x}", h.0) }
     }
 
     /// The stored response of an earlier identical request, if there is one.
