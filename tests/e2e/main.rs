@@ -10,4 +10,5 @@ mod definitions;
 mod durability;
 mod flows;
 mod idempotency;
+mod interfaces;
 mod postgres;
