@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod chain;
+mod concurrency;
 mod definitions;
 mod durability;
 mod flows;

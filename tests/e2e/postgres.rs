@@ -6,6 +6,7 @@ use sqlx::Connection;
 use themodel_e2e::{Svc, TestSuite};
 
 use crate::chain::{assert_november_funnel, november};
+use crate::concurrency::concurrent_touches_on_one_lead;
 use crate::durability::receiver_down_then_up;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -35,13 +36,14 @@ async fn the_chain_on_postgres_gives_the_same_funnel() {
     assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
     t.suite.shutdown().await.unwrap();
 
-    // Hand-overs to a stopped receiver, on fresh databases.
+    // Hand-overs to a stopped receiver, and concurrent writers, on fresh databases.
     for db in &databases {
         sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await.unwrap();
     }
     let mut t = TestSuite::start_with(|o| o.database_urls = urls.into_iter().collect()).await;
     receiver_down_then_up(&mut t).await;
+    concurrent_touches_on_one_lead(&t, 40).await;
     t.suite.shutdown().await.unwrap();
     for db in &databases {
         sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();

@@ -12,6 +12,12 @@
 //! through one connection (the `write` pool has exactly one), so a write
 //! transaction can never meet SQLITE_BUSY half-way; reads use their own pool
 //! and never block the writer. PostgreSQL uses one pool for both.
+//!
+//! Writers are serial on both backends. On SQLite the single connection does
+//! it; on PostgreSQL a write transaction starts by locking the service's
+//! `stream_head` row, which it would lock anyway to append its events. Taking
+//! it first costs no concurrency and rules out lost updates in the
+//! read-modify-write steps handlers do (two touches on one lead at once).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +35,8 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub struct Db {
     write: AnyPool,
     read: AnyPool,
+    /// PostgreSQL: write transactions lock the stream head first.
+    lock_on_begin: bool,
 }
 
 impl Db {
@@ -48,7 +56,7 @@ impl Db {
                 .connect_with(options)
                 .await
                 .context("connecting to postgres")?;
-            Ok(Db { write: pool.clone(), read: pool })
+            Ok(Db { write: pool.clone(), read: pool, lock_on_begin: true })
         } else {
             anyhow::bail!("unsupported database url (expected sqlite:// or postgres://)")
         }
@@ -83,7 +91,7 @@ impl Db {
         };
         let write = pool(1).await.context("opening sqlite database")?;
         let read = pool(4).await.context("opening sqlite database")?;
-        Ok(Db { write, read })
+        Ok(Db { write, read, lock_on_begin: false })
     }
 
     /// Applies the plumbing migrations (event stream, outbox, idempotency) and
@@ -100,9 +108,14 @@ impl Db {
         Ok(())
     }
 
-    /// Begins a write transaction.
+    /// Begins a write transaction; it holds the service's write lock (see the
+    /// module docs) until it commits or rolls back.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.write.begin().await
+        let mut tx = self.write.begin().await?;
+        if self.lock_on_begin {
+            sqlx::query("UPDATE stream_head SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
+        }
+        Ok(tx)
     }
 
     /// The pool for reads outside a transaction.
