@@ -134,3 +134,45 @@ async fn marketing_can_hand_over_a_lead_on_its_own_judgement() {
         mk::HandOverLeadRequest { request_id: "manual-2".into(), lead_id: "manual".into(), ..Default::default() };
     assert_eq!(m.hand_over_lead(again).await.unwrap_err().code(), Code::FailedPrecondition);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn touches_in_a_batch_are_all_or_nothing() {
+    let t = TestSuite::start().await;
+    let mut m = t.marketing.clone();
+    capture(&t, lead("b1", "2026-11-02T09:00:00Z")).await;
+    capture(&t, lead("b2", "2026-11-02T09:00:00Z")).await;
+    let touch = |lead: &str, kind: mk::TouchKind| mk::TouchInput {
+        lead_id: lead.into(),
+        kind: kind as i32,
+        detail: String::new(),
+        occurred_at: themodel_e2e::ts("2026-11-02T10:00:00Z"),
+    };
+    let batch = mk::RecordTouchesRequest {
+        request_id: "batch-1".into(),
+        touches: vec![
+            touch("b1", mk::TouchKind::PageView),
+            touch("b2", mk::TouchKind::PageView),
+            touch("b1", mk::TouchKind::QuoteRequest),
+        ],
+    };
+    let r = m.record_touches(batch.clone()).await.unwrap().into_inner();
+    assert_eq!(r.recorded, 3);
+    assert_eq!(r.handed_over_lead_ids, ["b1"]);
+    assert_eq!(m.record_touches(batch).await.unwrap().into_inner(), r, "replayed");
+    in_queue(&t, "b1").await;
+
+    // One unknown lead fails the whole batch; nothing of it is kept.
+    let bad = mk::RecordTouchesRequest {
+        request_id: "batch-2".into(),
+        touches: vec![touch("b2", mk::TouchKind::EmailOpen), touch("nobody", mk::TouchKind::EmailOpen)],
+    };
+    assert_eq!(m.record_touches(bad).await.unwrap_err().code(), Code::NotFound);
+    let invalid = mk::RecordTouchesRequest {
+        request_id: "batch-3".into(),
+        touches: vec![touch("b2", mk::TouchKind::EmailOpen), touch("b2", mk::TouchKind::Unspecified)],
+    };
+    let err = m.record_touches(invalid).await.unwrap_err();
+    assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "touches[1].kind");
+    let b2 = m.get_lead(mk::GetLeadRequest { lead_id: "b2".into() }).await.unwrap().into_inner();
+    assert_eq!(b2.touch_count, 1, "only the first batch's touch");
+}

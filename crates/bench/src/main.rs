@@ -1,8 +1,9 @@
 //! `themodel-bench`: starts the whole suite in this process (SQLite under a
 //! temporary directory, ephemeral ports), then over real gRPC:
 //! 1. captures `--leads` leads,
-//! 2. sends RecordTouch from `--concurrency` concurrent callers for
-//!    `--seconds`, and reports throughput and latency percentiles,
+//! 2. sends RecordTouch (or, with `--batch N`, RecordTouches of N touches)
+//!    from `--concurrency` concurrent callers for `--seconds`, and reports
+//!    touches per second and call latency percentiles,
 //! 3. calls GetFunnel `--funnel-calls` times, one after another, and reports
 //!    its latency percentiles.
 //!
@@ -34,6 +35,9 @@ struct Args {
     /// GetFunnel calls after the load.
     #[arg(long, default_value_t = 2000)]
     funnel_calls: usize,
+    /// Touches per call: 1 uses RecordTouch, more uses RecordTouches.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// gRPC connections the callers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -46,13 +50,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration) {
+fn report(name: &str, lat: Vec<Duration>, elapsed: Duration) {
+    report_items(name, lat, elapsed, 1);
+}
+
+/// Prints calls, items (calls x per_call) per second, and call latency.
+fn report_items(name: &str, mut lat: Vec<Duration>, elapsed: Duration, per_call: usize) {
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{name:<12} {:>9} calls {:>10.0}/s   p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms",
+        "{name:<13} {:>8} calls {:>10.0} items/s   p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms",
         lat.len(),
-        lat.len() as f64 / elapsed.as_secs_f64(),
+        (lat.len() * per_call) as f64 / elapsed.as_secs_f64(),
         ms(percentile(&lat, 0.50)),
         ms(percentile(&lat, 0.99)),
         ms(lat.last().copied().unwrap_or_default()),
@@ -96,20 +105,31 @@ async fn main() -> anyhow::Result<()> {
     for c in 0..args.concurrency.max(1) {
         let mut m = MarketingServiceClient::new(channels[c % channels.len()].clone());
         let leads = args.leads.max(1);
+        let batch = args.batch.max(1);
         callers.spawn(async move {
             let mut lat = Vec::new();
             let mut n = 0usize;
             while Instant::now() < deadline {
+                let lead = |k: usize| format!("bench-{}", (c * 7919 + n * batch + k) % leads);
                 let t = Instant::now();
-                let r = m
-                    .record_touch(mk::RecordTouchRequest {
+                let ok = if batch == 1 {
+                    m.record_touch(mk::RecordTouchRequest {
                         request_id: format!("bench-touch-{c}-{n}"),
-                        lead_id: format!("bench-{}", (c * 7919 + n) % leads),
+                        lead_id: lead(0),
                         kind: mk::TouchKind::EmailOpen as i32,
                         ..Default::default()
                     })
-                    .await;
-                if r.is_ok() {
+                    .await
+                    .is_ok()
+                } else {
+                    let touches = (0..batch)
+                        .map(|k| mk::TouchInput { lead_id: lead(k), kind: mk::TouchKind::EmailOpen as i32, ..Default::default() })
+                        .collect();
+                    m.record_touches(mk::RecordTouchesRequest { request_id: format!("bench-touches-{c}-{n}"), touches })
+                        .await
+                        .is_ok()
+                };
+                if ok {
                     lat.push(t.elapsed());
                 }
                 n += 1;
@@ -121,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
     while let Some(part) = callers.join_next().await {
         lat.extend(part?);
     }
-    report("RecordTouch", lat, started.elapsed());
+    let name = if args.batch > 1 { "RecordTouches" } else { "RecordTouch" };
+    report_items(name, lat, started.elapsed(), args.batch.max(1));
 
     let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
     let req = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };

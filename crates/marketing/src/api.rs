@@ -80,6 +80,18 @@ fn touch_kind(v: &mut Violations, field: &str, kind: i32) -> TouchKind {
     }
 }
 
+/// Most touches one RecordTouches call takes.
+const MAX_BATCH: usize = 1000;
+
+/// What applying touches changed.
+#[derive(Default)]
+struct Applied {
+    leads: Vec<Lead>,
+    events: Vec<NewEvent>,
+    handovers: Vec<String>,
+    handed_over: Vec<String>,
+}
+
 impl Api {
     /// Hands the lead to inside sales, in the caller's transaction.
     async fn hand_over(&self, tx: &mut Tx, lead: &Lead, now: Micros, manual: bool) -> ApiResult<(NewEvent, String)> {
@@ -104,6 +116,45 @@ impl Api {
         }
     }
 
+    /// Applies touches in order, loading and writing each lead once, in the
+    /// caller's transaction. The one place a touch changes a lead.
+    async fn apply_touches(
+        &self,
+        tx: &mut Tx,
+        touches: Vec<(String, TouchKind, String, Micros)>,
+        now: Micros,
+    ) -> ApiResult<Applied> {
+        let def = self.definition.current();
+        let mut leads: Vec<Lead> = Vec::new();
+        let mut applied = Applied::default();
+        for (lead_id, kind, detail, at) in touches {
+            let i = match leads.iter().position(|l| l.lead_id == lead_id) {
+                Some(i) => i,
+                None => {
+                    let lead =
+                        store::lead(&mut **tx, &lead_id).await?.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
+                    leads.push(lead);
+                    leads.len() - 1
+                }
+            };
+            let lead = &mut leads[i];
+            let handed_over = lead.touch(kind, at, &def);
+            store::insert_touch(tx, &ids::new_id("tc"), &lead_id, kind, &detail, at).await?;
+            applied.events.push(Self::touch_event(lead, kind, at));
+            if handed_over {
+                let (event, id) = self.hand_over(tx, lead, now, false).await?;
+                applied.events.push(event);
+                applied.handovers.push(id);
+                applied.handed_over.push(lead_id);
+            }
+        }
+        for lead in &leads {
+            store::update_lead(tx, lead).await?;
+        }
+        applied.leads = leads;
+        Ok(applied)
+    }
+
     /// Commits the change, then delivers its hand-over (if any) before answering.
     async fn commit(
         &self,
@@ -112,11 +163,11 @@ impl Api {
         response: &impl prost::Message,
         events: &[NewEvent],
         now: Micros,
-        handover: Option<String>,
+        handovers: Vec<String>,
     ) -> ApiResult<()> {
         key.commit(tx, response, events, now).await?;
-        if let Some(id) = handover {
-            self.outbox.deliver_now(vec![id]).await;
+        if !handovers.is_empty() {
+            self.outbox.deliver_now(handovers).await;
         }
         Ok(())
     }
@@ -171,7 +222,7 @@ impl Api {
             }
         }
         let resp = pb::RecordVisitResponse { lead: lead.as_ref().map(lead_to_proto), visit_id, visitor_id };
-        self.commit(tx, &key, &resp, &evs, now, handover).await?;
+        self.commit(tx, &key, &resp, &evs, now, handover.into_iter().collect()).await?;
         Ok(resp)
     }
 
@@ -232,7 +283,7 @@ impl Api {
                 handover = Some(id);
             }
             let resp = pb::CaptureLeadResponse { lead: Some(lead_to_proto(&existing)), already_existed: true };
-            self.commit(tx, &key, &resp, &evs, now, handover).await?;
+            self.commit(tx, &key, &resp, &evs, now, handover.into_iter().collect()).await?;
             return Ok(resp);
         }
         if store::lead(&mut *tx, &lead_id).await?.is_some() {
@@ -286,7 +337,7 @@ impl Api {
             handover = Some(id);
         }
         let resp = pb::CaptureLeadResponse { lead: Some(lead_to_proto(&lead)), already_existed: false };
-        self.commit(tx, &key, &resp, &evs, now, handover).await?;
+        self.commit(tx, &key, &resp, &evs, now, handover.into_iter().collect()).await?;
         Ok(resp)
     }
 
@@ -306,20 +357,40 @@ impl Api {
             return Ok(first);
         }
         let now = self.clock.now();
-        let def = self.definition.current();
-        let mut lead = store::lead(&mut *tx, &lead_id).await?.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
-        let handed_over = lead.touch(kind, at, &def);
-        store::update_lead(&mut tx, &lead).await?;
-        store::insert_touch(&mut tx, &ids::new_id("tc"), &lead_id, kind, &detail, at).await?;
-        let mut evs = vec![Self::touch_event(&lead, kind, at)];
-        let mut handover = None;
-        if handed_over {
-            let (event, id) = self.hand_over(&mut tx, &lead, now, false).await?;
-            evs.push(event);
-            handover = Some(id);
+        let mut applied = self.apply_touches(&mut tx, vec![(lead_id, kind, detail, at)], now).await?;
+        let lead = applied.leads.pop().ok_or_else(|| anyhow::anyhow!("a touch without its lead"))?;
+        let resp =
+            pb::RecordTouchResponse { lead: Some(lead_to_proto(&lead)), handed_over: !applied.handovers.is_empty() };
+        self.commit(tx, &key, &resp, &applied.events, now, applied.handovers).await?;
+        Ok(resp)
+    }
+
+    #[tracing::instrument(skip_all, fields(touches = req.touches.len()))]
+    async fn record_touches(&self, req: pb::RecordTouchesRequest) -> ApiResult<pb::RecordTouchesResponse> {
+        let mut v = Violations::new();
+        v.request_id(&req.request_id);
+        v.check(!req.touches.is_empty(), "touches", "needs at least one touch");
+        v.check(req.touches.len() <= MAX_BATCH, "touches", "at most 1000 per call");
+        let mut touches = Vec::with_capacity(req.touches.len());
+        for (i, t) in req.touches.iter().enumerate() {
+            let lead_id = v.id(&format!("touches[{i}].lead_id"), &t.lead_id);
+            let kind = touch_kind(&mut v, &format!("touches[{i}].kind"), t.kind);
+            let detail = v.optional(&format!("touches[{i}].detail"), &t.detail, 2048);
+            let at = v.occurred_at(&format!("touches[{i}].occurred_at"), t.occurred_at.as_ref(), &self.clock);
+            touches.push((lead_id, kind, detail, at));
         }
-        let resp = pb::RecordTouchResponse { lead: Some(lead_to_proto(&lead)), handed_over };
-        self.commit(tx, &key, &resp, &evs, now, handover).await?;
+        v.finish()?;
+
+        let key = Idempotency::new("/themodel.marketing.v1.MarketingService/RecordTouches", &req.request_id, &req);
+        let mut tx = self.db.begin().await?;
+        if let Some(first) = key.replay(&mut tx).await? {
+            return Ok(first);
+        }
+        let now = self.clock.now();
+        let recorded = touches.len() as i32;
+        let applied = self.apply_touches(&mut tx, touches, now).await?;
+        let resp = pb::RecordTouchesResponse { recorded, handed_over_lead_ids: applied.handed_over };
+        self.commit(tx, &key, &resp, &applied.events, now, applied.handovers).await?;
         Ok(resp)
     }
 
@@ -344,7 +415,7 @@ impl Api {
         let (mut event, handover_id) = self.hand_over(&mut tx, &lead, now, true).await?;
         event.payload["note"] = note.into();
         let resp = lead_to_proto(&lead);
-        self.commit(tx, &key, &resp, &[event], now, Some(handover_id)).await?;
+        self.commit(tx, &key, &resp, &[event], now, vec![handover_id]).await?;
         Ok(resp)
     }
 
@@ -420,7 +491,7 @@ impl Api {
             payload: json!({ "reason": reason, "from": from, "timing_months": req.timing_months }),
         }];
         let resp = lead_to_proto(&lead);
-        self.commit(tx, &key, &resp, &evs, now, None).await?;
+        self.commit(tx, &key, &resp, &evs, now, Vec::new()).await?;
         Ok(resp)
     }
 }
@@ -446,6 +517,13 @@ impl MarketingService for Api {
         request: Request<pb::RecordTouchRequest>,
     ) -> Result<Response<pb::RecordTouchResponse>, Status> {
         Ok(Response::new(Api::record_touch(self, request.into_inner()).await?))
+    }
+
+    async fn record_touches(
+        &self,
+        request: Request<pb::RecordTouchesRequest>,
+    ) -> Result<Response<pb::RecordTouchesResponse>, Status> {
+        Ok(Response::new(Api::record_touches(self, request.into_inner()).await?))
     }
 
     async fn hand_over_lead(&self, request: Request<pb::HandOverLeadRequest>) -> Result<Response<pb::Lead>, Status> {

@@ -36,20 +36,39 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], now: Micros) -> Result<i64
         .fetch_one(&mut **tx)
         .await?;
     let first = last - n + 1;
-    for (i, e) in events.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO events (seq, kind, subject_id, occurred_at, recorded_at, definition_version, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(first + i as i64)
-        .bind(e.kind)
-        .bind(&e.subject_id)
-        .bind(e.occurred_at)
-        .bind(now)
-        .bind(e.definition_version)
-        .bind(e.payload.to_string())
-        .execute(&mut **tx)
-        .await?;
+    // Multi-row inserts: one statement per 100 events, not one per event.
+    for (c, chunk) in events.chunks(100).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO events (seq, kind, subject_id, occurred_at, recorded_at, definition_version, payload) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for (i, e) in chunk.iter().enumerate() {
+            q = q
+                .bind(first + (c * 100 + i) as i64)
+                .bind(e.kind)
+                .bind(&e.subject_id)
+                .bind(e.occurred_at)
+                .bind(now)
+                .bind(e.definition_version)
+                .bind(e.payload.to_string());
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(last)
 }
