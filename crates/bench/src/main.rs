@@ -123,7 +123,11 @@ async fn main() -> anyhow::Result<()> {
                     .is_ok()
                 } else {
                     let touches = (0..batch)
-                        .map(|k| mk::TouchInput { lead_id: lead(k), kind: mk::TouchKind::EmailOpen as i32, ..Default::default() })
+                        .map(|k| mk::TouchInput {
+                            lead_id: lead(k),
+                            kind: mk::TouchKind::EmailOpen as i32,
+                            ..Default::default()
+                        })
                         .collect();
                     m.record_touches(mk::RecordTouchesRequest { request_id: format!("bench-touches-{c}-{n}"), touches })
                         .await

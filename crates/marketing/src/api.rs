@@ -127,7 +127,8 @@ impl Api {
         let def = self.definition.current();
         let mut leads: Vec<Lead> = Vec::new();
         let mut applied = Applied::default();
-        for (lead_id, kind, detail, at) in touches {
+        for (lead_id, kind, _, at) in &touches {
+            let (lead_id, kind, at) = (lead_id.clone(), *kind, *at);
             let i = match leads.iter().position(|l| l.lead_id == lead_id) {
                 Some(i) => i,
                 None => {
@@ -139,7 +140,6 @@ impl Api {
             };
             let lead = &mut leads[i];
             let handed_over = lead.touch(kind, at, &def);
-            store::insert_touch(tx, &ids::new_id("tc"), &lead_id, kind, &detail, at).await?;
             applied.events.push(Self::touch_event(lead, kind, at));
             if handed_over {
                 let (event, id) = self.hand_over(tx, lead, now, false).await?;
@@ -151,6 +151,17 @@ impl Api {
         for lead in &leads {
             store::update_lead(tx, lead).await?;
         }
+        let rows: Vec<store::NewTouch<'_>> = touches
+            .iter()
+            .map(|(lead_id, kind, detail, at)| store::NewTouch {
+                touch_id: ids::new_id("tc"),
+                lead_id,
+                kind: *kind,
+                detail,
+                at: *at,
+            })
+            .collect();
+        store::insert_touches(tx, &rows).await?;
         applied.leads = leads;
         Ok(applied)
     }
@@ -189,7 +200,6 @@ impl Api {
             return Ok(first);
         }
         let now = self.clock.now();
-        let def = self.definition.current();
         let mut lead = store::lead_by_visitor(&mut tx, &visitor_id).await?;
         let visit_id = ids::new_id("vs");
         store::insert_visit(
@@ -209,20 +219,17 @@ impl Api {
             definition_version: 0,
             payload: json!({ "visitor_id": visitor_id, "page": page, "lead_id": lead.as_ref().map(|l| l.lead_id.clone()) }),
         }];
-        let mut handover = None;
-        if let Some(l) = lead.as_mut() {
+        // A visitor who is already a lead shows behaviour: a page-view touch.
+        let mut handovers = Vec::new();
+        if let Some(l) = lead.take() {
             let kind = if req.product_page { TouchKind::ProductPageView } else { TouchKind::PageView };
-            let handed_over = l.touch(kind, at, &def);
-            store::update_lead(&mut tx, l).await?;
-            evs.push(Self::touch_event(l, kind, at));
-            if handed_over {
-                let (event, id) = self.hand_over(&mut tx, l, now, false).await?;
-                evs.push(event);
-                handover = Some(id);
-            }
+            let mut applied = self.apply_touches(&mut tx, vec![(l.lead_id, kind, page.clone(), at)], now).await?;
+            evs.append(&mut applied.events);
+            handovers = applied.handovers;
+            lead = applied.leads.pop();
         }
         let resp = pb::RecordVisitResponse { lead: lead.as_ref().map(lead_to_proto), visit_id, visitor_id };
-        self.commit(tx, &key, &resp, &evs, now, handover.into_iter().collect()).await?;
+        self.commit(tx, &key, &resp, &evs, now, handovers).await?;
         Ok(resp)
     }
 
@@ -263,7 +270,7 @@ impl Api {
         let now = self.clock.now();
         let def = self.definition.current();
 
-        if let Some(mut existing) = store::lead_by_email(&mut tx, &email).await? {
+        if let Some(existing) = store::lead_by_email(&mut tx, &email).await? {
             // A known address filled in a form again: one lead, one more touch.
             if !req.lead_id.is_empty() && req.lead_id != existing.lead_id {
                 return Err(ApiError::AlreadyExists(format!(
@@ -271,19 +278,11 @@ impl Api {
                     existing.lead_id
                 )));
             }
-            let handed_over = existing.touch(TouchKind::FormSubmission, at, &def);
-            store::update_lead(&mut tx, &existing).await?;
-            store::insert_touch(&mut tx, &ids::new_id("tc"), &existing.lead_id, TouchKind::FormSubmission, &source, at)
-                .await?;
-            let mut evs = vec![Self::touch_event(&existing, TouchKind::FormSubmission, at)];
-            let mut handover = None;
-            if handed_over {
-                let (event, id) = self.hand_over(&mut tx, &existing, now, false).await?;
-                evs.push(event);
-                handover = Some(id);
-            }
-            let resp = pb::CaptureLeadResponse { lead: Some(lead_to_proto(&existing)), already_existed: true };
-            self.commit(tx, &key, &resp, &evs, now, handover.into_iter().collect()).await?;
+            let touch = vec![(existing.lead_id, TouchKind::FormSubmission, source, at)];
+            let mut applied = self.apply_touches(&mut tx, touch, now).await?;
+            let lead = applied.leads.pop().ok_or_else(|| anyhow::anyhow!("a touch without its lead"))?;
+            let resp = pb::CaptureLeadResponse { lead: Some(lead_to_proto(&lead)), already_existed: true };
+            self.commit(tx, &key, &resp, &applied.events, now, applied.handovers).await?;
             return Ok(resp);
         }
         if store::lead(&mut *tx, &lead_id).await?.is_some() {

@@ -190,22 +190,29 @@ pub async fn claim_visits(tx: &mut Tx, visitor_id: &str, lead_id: &str) -> anyho
     Ok(())
 }
 
-pub async fn insert_touch(
-    tx: &mut Tx,
-    touch_id: &str,
-    lead_id: &str,
-    kind: TouchKind,
-    detail: &str,
-    at: Micros,
-) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO touches (touch_id, lead_id, kind, detail, occurred_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(touch_id)
-        .bind(lead_id)
-        .bind(kind.name())
-        .bind(detail)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+/// A touch row to insert.
+pub struct NewTouch<'a> {
+    pub touch_id: String,
+    pub lead_id: &'a str,
+    pub kind: TouchKind,
+    pub detail: &'a str,
+    pub at: Micros,
+}
+
+/// Inserts touches, 100 rows per statement.
+pub async fn insert_touches(tx: &mut Tx, touches: &[NewTouch<'_>]) -> anyhow::Result<()> {
+    for chunk in touches.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+            .collect();
+        let sql =
+            format!("INSERT INTO touches (touch_id, lead_id, kind, detail, occurred_at) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(&t.touch_id).bind(t.lead_id).bind(t.kind.name()).bind(t.detail).bind(t.at);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
