@@ -257,12 +257,14 @@ impl Suite {
         (name, result)
     }
 
-    /// Stops every service gracefully; the first failure is returned.
+    /// Stops every service gracefully; the first failure is returned. kpi,
+    /// which reads every other service's stream, stops first, so it does not
+    /// see its sources vanish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let mut first_error = self.stop(ServiceName::Kpi).await.err();
         for r in self.running.values() {
             r.stop.cancel();
         }
-        let mut first_error = None;
         for (name, r) in std::mem::take(&mut self.running) {
             let result = r.task.await.context("service task panicked").and_then(|r| r);
             if let Err(e) = result {
