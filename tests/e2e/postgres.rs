@@ -5,7 +5,7 @@
 use sqlx::Connection;
 use themodel_e2e::{Svc, TestSuite};
 
-use crate::chain::{assert_november_funnel, november};
+use crate::chain::{assert_november_funnel, november, returning_visitors};
 use crate::concurrency::concurrent_touches_on_one_lead;
 use crate::durability::receiver_down_then_up;
 
@@ -44,6 +44,7 @@ async fn the_chain_on_postgres_gives_the_same_funnel() {
     let mut t = TestSuite::start_with(|o| o.database_urls = urls.into_iter().collect()).await;
     receiver_down_then_up(&mut t).await;
     concurrent_touches_on_one_lead(&t, 40).await;
+    returning_visitors(&t).await;
     t.suite.shutdown().await.unwrap();
     for db in &databases {
         sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();

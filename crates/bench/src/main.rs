@@ -4,8 +4,11 @@
 //! 2. sends RecordTouch (or, with `--batch N`, RecordTouches of N touches)
 //!    from `--concurrency` concurrent callers for `--seconds`, and reports
 //!    touches per second and call latency percentiles,
-//! 3. calls GetFunnel `--funnel-calls` times, one after another, and reports
-//!    its latency percentiles.
+//! 3. records `--visits` anonymous visits from `--visitors` visitors, spread
+//!    over the year 2026, from the same callers,
+//! 4. waits until kpi has applied every event, then calls GetFunnel
+//!    `--funnel-calls` times for a month and for the whole range, one call
+//!    after another, and reports its latency percentiles.
 //!
 //! Run it optimised: `cargo run --release -p themodel-bench -- --seconds 10`.
 
@@ -38,6 +41,12 @@ struct Args {
     /// Touches per call: 1 uses RecordTouch, more uses RecordTouches.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Anonymous visits to record after the touch load.
+    #[arg(long, default_value_t = 20_000)]
+    visits: usize,
+    /// Distinct visitors those visits come from.
+    #[arg(long, default_value_t = 5_000)]
+    visitors: usize,
     /// gRPC connections the callers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -148,17 +157,85 @@ async fn main() -> anyhow::Result<()> {
     let name = if args.batch > 1 { "RecordTouches" } else { "RecordTouch" };
     report_items(name, lat, started.elapsed(), args.batch.max(1));
 
-    let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
-    let req = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
-    let f = k.get_funnel(req.clone()).await?.into_inner();
-    println!("funnel       leads {} (the first read caught up with every stream)", f.leads);
     let started = Instant::now();
-    let mut lat = Vec::with_capacity(args.funnel_calls);
-    for _ in 0..args.funnel_calls {
-        let t = Instant::now();
-        k.get_funnel(req.clone()).await?;
-        lat.push(t.elapsed());
+    let mut callers = tokio::task::JoinSet::new();
+    let callers_n = args.concurrency.max(1);
+    for c in 0..callers_n {
+        let mut m = MarketingServiceClient::new(channels[c % channels.len()].clone());
+        let (visits, visitors) = (args.visits, args.visitors.max(1) as u64);
+        callers.spawn(async move {
+            let mut lat = Vec::new();
+            for n in (c..visits).step_by(callers_n) {
+                // A fixed scatter of visitors over the days of 2026.
+                let h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let day = (h >> 40) % 365;
+                let t = Instant::now();
+                m.record_visit(mk::RecordVisitRequest {
+                    request_id: format!("bench-visit-{n}"),
+                    visitor_id: format!("visitor-{}", (h >> 8) % visitors),
+                    page: "/pricing".into(),
+                    occurred_at: Some(prost_types::Timestamp {
+                        seconds: 1_767_225_600 + day as i64 * 86_400 + (h % 86_400) as i64,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        });
     }
-    report("GetFunnel", lat, started.elapsed());
+    let mut lat = Vec::new();
+    while let Some(part) = callers.join_next().await {
+        lat.extend(part??);
+    }
+    if !lat.is_empty() {
+        report("RecordVisit", lat, started.elapsed());
+    }
+
+    let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
+    let heads = suite_heads(&suite).await?;
+    let started = Instant::now();
+    let whole = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
+    let f = loop {
+        let f = k.get_funnel(whole.clone()).await?.into_inner();
+        if heads.iter().all(|(name, head)| f.sources.iter().any(|s| &s.service == name && s.applied_seq >= *head)) {
+            break f;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "kpi          caught up in {:.1} s: {} leads, {} visitors",
+        started.elapsed().as_secs_f64(),
+        f.leads,
+        f.visitors
+    );
+    let month = kpi::GetFunnelRequest { start_date: "2026-06-01".into(), end_date: "2026-07-01".into() };
+    for (name, req) in [("GetFunnel 1mo", month), ("GetFunnel all", whole)] {
+        let started = Instant::now();
+        let mut lat = Vec::with_capacity(args.funnel_calls);
+        for _ in 0..args.funnel_calls {
+            let t = Instant::now();
+            k.get_funnel(req.clone()).await?;
+            lat.push(t.elapsed());
+        }
+        report(name, lat, started.elapsed());
+    }
     suite.shutdown().await
+}
+
+/// The head of every stream kpi reads.
+async fn suite_heads(suite: &Suite) -> anyhow::Result<Vec<(String, i64)>> {
+    use themodel_proto::common::v1::ListEventsRequest;
+    use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+    let mut heads = Vec::new();
+    for name in
+        [ServiceName::Marketing, ServiceName::InsideSales, ServiceName::FieldSales, ServiceName::CustomerSuccess]
+    {
+        let mut c = EventStreamServiceClient::new(Channel::from_shared(suite.url(name))?.connect_lazy());
+        let head = c.list_events(ListEventsRequest { after_seq: 0, page_size: 1 }).await?.into_inner().head_seq;
+        heads.push((name.as_str().to_owned(), head));
+    }
+    Ok(heads)
 }

@@ -8,6 +8,7 @@ use themodel_runtime::time::Micros;
 use themodel_runtime::{Db, Tx};
 
 use crate::domain::{Counts, Metric};
+use crate::visitors::{self, Cells};
 
 pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(db.reader()).await?)
@@ -25,6 +26,7 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
     for sql in [
         "DELETE FROM daily_counts",
         "DELETE FROM visitor_days",
+        "DELETE FROM visitor_spans",
         "DELETE FROM cursors",
         "DELETE FROM meta WHERE key = 'time_zone'",
     ] {
@@ -48,8 +50,8 @@ pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, i64>> {
 }
 
 /// Applies one page of a source's events: moves the cursor from
-/// `expected_cursor` to `new_cursor`, then adds the count deltas and visitor
-/// days, all in the caller's transaction.
+/// `expected_cursor` to `new_cursor`, then adds the count deltas and the
+/// visitor days (with their index cells), all in the caller's transaction.
 ///
 /// The cursor moves first, as a compare-and-set: on PostgreSQL a second
 /// consumer applying the same page blocks on the row, then finds the cursor
@@ -92,12 +94,43 @@ pub async fn apply(
         .execute(&mut **tx)
         .await?;
     }
+    let mut cells = Cells::default();
     for (day, visitor) in visits {
-        sqlx::query(
-            "INSERT INTO visitor_days (day, visitor_id) VALUES ($1, $2) ON CONFLICT (day, visitor_id) DO NOTHING",
+        let new = sqlx::query(
+            "INSERT INTO visitor_days (visitor_id, day) VALUES ($1, $2) ON CONFLICT (visitor_id, day) DO NOTHING",
         )
-        .bind(*day)
         .bind(visitor)
+        .bind(*day)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !new {
+            continue;
+        }
+        let prev: Option<i64> = sqlx::query_scalar(
+            "SELECT day FROM visitor_days WHERE visitor_id = $1 AND day < $2 ORDER BY day DESC LIMIT 1",
+        )
+        .bind(visitor)
+        .bind(*day)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT day FROM visitor_days WHERE visitor_id = $1 AND day > $2 ORDER BY day LIMIT 1")
+                .bind(visitor)
+                .bind(*day)
+                .fetch_optional(&mut **tx)
+                .await?;
+        cells.first_visit_on(*day, prev, next);
+    }
+    for (node, day, n) in cells.changes() {
+        sqlx::query(
+            "INSERT INTO visitor_spans (node, day, n) VALUES ($1, $2, $3) \
+             ON CONFLICT (node, day) DO UPDATE SET n = visitor_spans.n + excluded.n",
+        )
+        .bind(node)
+        .bind(day)
+        .bind(n)
         .execute(&mut **tx)
         .await?;
     }
@@ -114,12 +147,18 @@ pub async fn counts(db: &Db, start: i64, end: i64) -> anyhow::Result<Counts> {
     .bind(end)
     .fetch_all(&mut *conn)
     .await?;
-    let visitors: i64 =
-        sqlx::query_scalar("SELECT COUNT(DISTINCT visitor_id) FROM visitor_days WHERE day >= $1 AND day < $2")
-            .bind(start)
-            .bind(end)
-            .fetch_one(&mut *conn)
-            .await?;
+    let nodes = visitors::prefix_nodes(start);
+    let placeholders: Vec<String> = (0..nodes.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM visitor_spans \
+         WHERE day >= $1 AND day < $2 AND node IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar(&sql).bind(start).bind(end);
+    for node in nodes {
+        query = query.bind(node);
+    }
+    let visitors: i64 = query.fetch_one(&mut *conn).await?;
     let mut c = Counts { visitors, ..Counts::default() };
     for (metric, n) in rows {
         if let Some(m) = Metric::from_code(&metric) {
