@@ -1,7 +1,8 @@
 //! Hand-overs survive a receiver that is down, and KPIs survive restarts.
 
-use themodel_e2e::{Svc, TestSuite};
+use themodel_e2e::{Svc, TestSuite, eventually};
 use themodel_proto::fieldsales::v1 as fs;
+use themodel_proto::kpi::v1 as kpi;
 
 use crate::chain::{assert_november_funnel, november};
 use crate::flows::*;
@@ -73,6 +74,47 @@ async fn kpi_restart_and_rebuild_from_zero_change_nothing() {
         t.wait_serving().await;
     }
     assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replaced_database_is_a_new_stream_that_kpi_reads_from_its_start() {
+    let mut t = TestSuite::start().await;
+    for id in ["r1", "r2", "r3"] {
+        capture(&t, lead(id, "2026-11-02T09:00:00Z")).await;
+    }
+    let before = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!(before.leads, 3);
+    let old = before.sources.iter().find(|s| s.service == "marketing").unwrap().clone();
+    assert_eq!(old.applied_seq, 3);
+    assert!(!old.stream_id.is_empty());
+
+    // Marketing loses its database and starts on an empty one.
+    t.suite.stop(Svc::Marketing).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(t.data_dir().join(format!("marketing.db{suffix}")));
+    }
+    t.suite.restart(Svc::Marketing).await.unwrap();
+    t.wait_serving().await;
+    capture(&t, lead("r4", "2026-11-03T09:00:00Z")).await;
+
+    // Seq 1 of the new stream is not seq 1 of the old: kpi must read it.
+    let f = eventually("kpi reads the new marketing stream", || {
+        let mut kpi = t.kpi.clone();
+        let old = old.clone();
+        async move {
+            let req = kpi::GetFunnelRequest { start_date: "2026-11-01".into(), end_date: "2026-12-01".into() };
+            let f = kpi.get_funnel(req).await.ok()?.into_inner();
+            let m = f.sources.iter().find(|s| s.service == "marketing")?;
+            (m.stream_id != old.stream_id && m.applied_seq == 1).then_some(f)
+        }
+    })
+    .await;
+    assert_eq!(f.leads, 4, "three from the old stream, one from the new, none twice");
+
+    // And a restart of kpi does not read either stream again.
+    t.suite.restart(Svc::Kpi).await.unwrap();
+    t.wait_serving().await;
+    assert_eq!(t.settled_funnel("2026-11-01", "2026-12-01").await.leads, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -65,6 +65,11 @@ impl TestSuite {
         t
     }
 
+    /// Where the services' SQLite files are.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Waits until every service answers its health check with SERVING.
     pub async fn wait_serving(&self) {
         for name in ServiceName::ALL {

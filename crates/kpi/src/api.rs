@@ -99,9 +99,9 @@ impl Api {
             churn_rate: r.churn,
             sources: SOURCES
                 .iter()
-                .map(|s| pb::SourcePosition {
-                    service: (*s).to_owned(),
-                    applied_seq: cursors.get(*s).copied().unwrap_or(0),
+                .map(|s| {
+                    let c = cursors.get(*s).cloned().unwrap_or_default();
+                    pb::SourcePosition { service: (*s).to_owned(), applied_seq: c.applied_seq, stream_id: c.stream_id }
                 })
                 .collect(),
         })

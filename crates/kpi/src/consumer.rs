@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use themodel_proto::common::v1::ListEventsRequest;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+use themodel_proto::common::v1::{ListEventsRequest, ListEventsResponse};
 use themodel_runtime::Db;
 use themodel_runtime::telemetry::PeerChannel;
 use themodel_runtime::time;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{self, Effect};
-use crate::store;
+use crate::store::{self, Cursor};
 
 const PAGE: i32 = 2000;
 
@@ -72,18 +72,54 @@ impl Consumer {
         }
     }
 
+    async fn page(&self, after_seq: i64) -> anyhow::Result<ListEventsResponse> {
+        let req = ListEventsRequest { after_seq, page_size: PAGE };
+        Ok(self.client.clone().list_events(req).await?.into_inner())
+    }
+
     /// Reads and applies one page; `Ok(true)` if there may be more right away.
     async fn step(&self) -> anyhow::Result<bool> {
         // A plain read: the compare-and-set in `store::apply` is what guards the cursor.
-        let after = store::cursor(self.db.reader(), self.source).await?;
-        let page = self
-            .client
-            .clone()
-            .list_events(ListEventsRequest { after_seq: after, page_size: PAGE })
-            .await?
-            .into_inner();
+        let stored = store::cursor(self.db.reader(), self.source).await?;
+        let mut after = stored.as_ref().map_or(0, |c| c.applied_seq);
+        let mut page = self.page(after).await?;
+        let known = stored.as_ref().map_or("", |c| c.stream_id.as_str());
+        // An empty id on either side is a database or server from before
+        // streams had ids: nothing to compare.
+        let replaced = !known.is_empty() && !page.stream_id.is_empty() && page.stream_id != known;
+        if replaced {
+            // The service's database was replaced: its new stream holds only
+            // facts recorded since, which kpi has not seen. What the old stream
+            // gave stays counted; the new one is read from its start.
+            after = 0;
+            page = self.page(0).await?;
+        }
         let Some(last) = page.events.last().map(|e| e.seq) else {
+            // The same stream never shrinks; if it did, its database was
+            // restored from an older copy, and the seqs after the copy will be
+            // reused for other facts. Counting on would miss some and counting
+            // again would double others, so kpi keeps its numbers and says so.
+            anyhow::ensure!(
+                page.head_seq >= after,
+                "{} stream {} ends at seq {} but kpi has applied up to {after}: was its database restored \
+                 from a backup? KPIs keep what they had and wait",
+                self.source,
+                page.stream_id,
+                page.head_seq
+            );
             return Ok(false);
+        };
+        if replaced {
+            tracing::warn!(
+                source = self.source,
+                old_stream = known,
+                new_stream = %page.stream_id,
+                "event stream replaced (a new database): keeping what the old stream counted, reading the new one from seq 1"
+            );
+        }
+        let new = Cursor {
+            applied_seq: last,
+            stream_id: if page.stream_id.is_empty() { known.to_owned() } else { page.stream_id.clone() },
         };
 
         let mut counts: BTreeMap<(i64, domain::Metric), i64> = BTreeMap::new();
@@ -103,7 +139,7 @@ impl Consumer {
             }
         }
         let mut tx = self.db.begin().await?;
-        if !store::apply(&mut tx, self.source, after, last, &counts, &visits).await? {
+        if !store::apply(&mut tx, self.source, stored.as_ref(), &new, &counts, &visits).await? {
             tx.rollback().await?;
             return Ok(true);
         }

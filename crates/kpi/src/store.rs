@@ -37,21 +37,32 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
     Ok(current.is_some())
 }
 
-pub async fn cursor<'c, E: Executor<'c, Database = Any>>(e: E, source: &str) -> anyhow::Result<i64> {
-    let seq: Option<i64> =
-        sqlx::query_scalar("SELECT applied_seq FROM cursors WHERE source = $1").bind(source).fetch_optional(e).await?;
-    Ok(seq.unwrap_or(0))
+/// How far a source's stream has been applied: the last seq, and the id of
+/// the stream that seq belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub applied_seq: i64,
+    pub stream_id: String,
 }
 
-pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, i64>> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT source, applied_seq FROM cursors").fetch_all(db.reader()).await?;
-    Ok(rows.into_iter().collect())
+/// `None` when nothing of `source` has been applied yet.
+pub async fn cursor<'c, E: Executor<'c, Database = Any>>(e: E, source: &str) -> anyhow::Result<Option<Cursor>> {
+    let row: Option<(i64, String)> = sqlx::query_as("SELECT applied_seq, stream_id FROM cursors WHERE source = $1")
+        .bind(source)
+        .fetch_optional(e)
+        .await?;
+    Ok(row.map(|(applied_seq, stream_id)| Cursor { applied_seq, stream_id }))
 }
 
-/// Applies one page of a source's events: moves the cursor from
-/// `expected_cursor` to `new_cursor`, then adds the count deltas and the
-/// visitor days (with their index cells), all in the caller's transaction.
+pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, Cursor>> {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT source, applied_seq, stream_id FROM cursors").fetch_all(db.reader()).await?;
+    Ok(rows.into_iter().map(|(source, applied_seq, stream_id)| (source, Cursor { applied_seq, stream_id })).collect())
+}
+
+/// Applies one page of a source's events: moves the cursor from `expected`
+/// to `new`, then adds the count deltas and the visitor days (with their
+/// index cells), all in the caller's transaction.
 ///
 /// The cursor moves first, as a compare-and-set: on PostgreSQL a second
 /// consumer applying the same page blocks on the row, then finds the cursor
@@ -59,26 +70,33 @@ pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, i64>> {
 pub async fn apply(
     tx: &mut Tx,
     source: &str,
-    expected_cursor: i64,
-    new_cursor: i64,
+    expected: Option<&Cursor>,
+    new: &Cursor,
     counts: &BTreeMap<(i64, Metric), i64>,
     visits: &[(i64, String)],
 ) -> anyhow::Result<bool> {
-    let moved = if expected_cursor == 0 {
-        sqlx::query("INSERT INTO cursors (source, applied_seq) VALUES ($1, $2) ON CONFLICT (source) DO NOTHING")
-            .bind(source)
-            .bind(new_cursor)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-    } else {
-        sqlx::query("UPDATE cursors SET applied_seq = $1 WHERE source = $2 AND applied_seq = $3")
-            .bind(new_cursor)
-            .bind(source)
-            .bind(expected_cursor)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
+    let moved = match expected {
+        None => sqlx::query(
+            "INSERT INTO cursors (source, applied_seq, stream_id) VALUES ($1, $2, $3) ON CONFLICT (source) DO NOTHING",
+        )
+        .bind(source)
+        .bind(new.applied_seq)
+        .bind(&new.stream_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        Some(old) => sqlx::query(
+            "UPDATE cursors SET applied_seq = $1, stream_id = $2 \
+             WHERE source = $3 AND applied_seq = $4 AND stream_id = $5",
+        )
+        .bind(new.applied_seq)
+        .bind(&new.stream_id)
+        .bind(source)
+        .bind(old.applied_seq)
+        .bind(&old.stream_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
     };
     if moved != 1 {
         return Ok(false);

@@ -75,10 +75,33 @@ pub async fn append(tx: &mut Tx, events: &[NewEvent], now: Micros) -> Result<i64
 
 type EventRow = (i64, String, String, i64, i64, i64, String);
 
-/// Reads up to `limit` events after `after_seq`, and the stream's head.
-pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<(Vec<pb::Event>, i64), sqlx::Error> {
+/// Gives the stream its id the first time the database is migrated; the id
+/// never changes after that. Returns it.
+pub async fn identify(db: &Db) -> Result<String, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE stream_head SET stream_id = $1 WHERE id = 1 AND stream_id = ''")
+        .bind(crate::ids::new_id("st"))
+        .execute(&mut *tx)
+        .await?;
+    let id = sqlx::query_scalar("SELECT stream_id FROM stream_head WHERE id = 1").fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A page of the stream: up to `limit` events after `after_seq`, the head, and
+/// the stream's id.
+#[derive(Debug)]
+pub struct Page {
+    pub events: Vec<pb::Event>,
+    pub head_seq: i64,
+    pub stream_id: String,
+}
+
+/// Reads up to `limit` events after `after_seq`, with the stream's head and id.
+pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<Page, sqlx::Error> {
     let mut conn = db.reader().acquire().await?;
-    let head: i64 = sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut *conn).await?;
+    let (head, stream_id): (i64, String) =
+        sqlx::query_as("SELECT seq, stream_id FROM stream_head WHERE id = 1").fetch_one(&mut *conn).await?;
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT seq, kind, subject_id, occurred_at, recorded_at, definition_version, payload \
          FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
@@ -100,7 +123,7 @@ pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<(Vec<pb::Event>
             payload_json: payload,
         })
         .collect();
-    Ok((events, head))
+    Ok(Page { events, head_seq: head, stream_id })
 }
 
 /// `themodel.common.v1.EventStreamService` over a service's database.
@@ -127,7 +150,8 @@ impl EventStreamService for EventStream {
         v.check(req.after_seq >= 0, "after_seq", "must not be negative");
         let limit = crate::validate::page_size(&mut v, req.page_size, 500, 5000);
         v.finish()?;
-        let (events, head_seq) = list(&self.db, req.after_seq, limit).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListEventsResponse { events, head_seq }))
+        let Page { events, head_seq, stream_id } =
+            list(&self.db, req.after_seq, limit).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListEventsResponse { events, head_seq, stream_id }))
     }
 }

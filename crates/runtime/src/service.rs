@@ -35,6 +35,8 @@ pub struct Started {
 pub async fn start(config: &ServiceConfig, migrator: Migrator, clock: Clock) -> anyhow::Result<Started> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate(migrator).await?;
+    let stream_id = crate::events::identify(&db).await?;
+    tracing::debug!(%stream_id, "database migrated");
     let mut started = Started {
         db,
         definition: SharedDefinition::default(),
