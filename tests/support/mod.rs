@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
 use themodel::{ServiceName, Suite, SuiteOptions};
-use themodel_proto::common::v1::ListEventsRequest;
-use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::customersuccess::v1::customer_success_service_client::CustomerSuccessServiceClient;
 use themodel_proto::fieldsales::v1::field_sales_service_client::FieldSalesServiceClient;
 use themodel_proto::insidesales::v1::inside_sales_service_client::InsideSalesServiceClient;
@@ -87,30 +85,13 @@ impl TestSuite {
 
     /// The head of a service's event stream.
     pub async fn head(&self, name: ServiceName) -> i64 {
-        let mut c = EventStreamServiceClient::new(channel(self.suite.url(name)));
-        c.list_events(ListEventsRequest { after_seq: 0, page_size: 1 }).await.unwrap().into_inner().head_seq
+        self.suite.stream_head(name).await.unwrap()
     }
 
     /// The funnel once kpi has applied every event the four streams hold now.
     pub async fn settled_funnel(&self, start: &str, end: &str) -> kpi::Funnel {
-        let mut heads = Vec::new();
-        for name in [Svc::Marketing, Svc::InsideSales, Svc::FieldSales, Svc::CustomerSuccess] {
-            heads.push((name.as_str().to_owned(), self.head(name).await));
-        }
         let req = kpi::GetFunnelRequest { start_date: start.into(), end_date: end.into() };
-        eventually("kpi caught up with every stream", || {
-            let mut kpi = self.kpi.clone();
-            let req = req.clone();
-            let heads = heads.clone();
-            async move {
-                let f = kpi.get_funnel(req).await.ok()?.into_inner();
-                let caught_up = heads
-                    .iter()
-                    .all(|(name, head)| f.sources.iter().any(|s| &s.service == name && s.applied_seq >= *head));
-                caught_up.then_some(f)
-            }
-        })
-        .await
+        self.suite.settled_funnel(req, Duration::from_secs(20)).await.unwrap()
     }
 }
 

@@ -175,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
                     visitor_id: format!("visitor-{}", (h >> 8) % visitors),
                     page: "/pricing".into(),
                     occurred_at: Some(prost_types::Timestamp {
+                        // 1_767_225_600 is 2026-01-01T00:00:00Z.
                         seconds: 1_767_225_600 + day as i64 * 86_400 + (h % 86_400) as i64,
                         nanos: 0,
                     }),
@@ -195,16 +196,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
-    let heads = suite_heads(&suite).await?;
     let started = Instant::now();
     let whole = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
-    let f = loop {
-        let f = k.get_funnel(whole.clone()).await?.into_inner();
-        if heads.iter().all(|(name, head)| f.sources.iter().any(|s| &s.service == name && s.applied_seq >= *head)) {
-            break f;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let f = suite.settled_funnel(whole.clone(), Duration::from_secs(600)).await?;
     println!(
         "kpi          caught up in {:.1} s: {} leads, {} visitors",
         started.elapsed().as_secs_f64(),
@@ -223,19 +217,4 @@ async fn main() -> anyhow::Result<()> {
         report(name, lat, started.elapsed());
     }
     suite.shutdown().await
-}
-
-/// The head of every stream kpi reads.
-async fn suite_heads(suite: &Suite) -> anyhow::Result<Vec<(String, i64)>> {
-    use themodel_proto::common::v1::ListEventsRequest;
-    use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
-    let mut heads = Vec::new();
-    for name in
-        [ServiceName::Marketing, ServiceName::InsideSales, ServiceName::FieldSales, ServiceName::CustomerSuccess]
-    {
-        let mut c = EventStreamServiceClient::new(Channel::from_shared(suite.url(name))?.connect_lazy());
-        let head = c.list_events(ListEventsRequest { after_seq: 0, page_size: 1 }).await?.into_inner().head_seq;
-        heads.push((name.as_str().to_owned(), head));
-    }
-    Ok(heads)
 }

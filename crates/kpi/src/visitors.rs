@@ -44,7 +44,7 @@ pub fn prefix_nodes(start: i64) -> Vec<i64> {
 /// Cell changes `(node, day) -> delta`, accumulated over many visitor-days
 /// so a page of events writes each cell once.
 #[derive(Debug, Default)]
-pub struct Cells(pub BTreeMap<(i64, i64), i64>);
+pub struct Cells(BTreeMap<(i64, i64), i64>);
 
 impl Cells {
     fn add_point(&mut self, day: i64, prev: Option<i64>, delta: i64) {

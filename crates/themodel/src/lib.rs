@@ -15,10 +15,15 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
+use themodel_proto::common::v1::ListEventsRequest;
+use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest};
 use themodel_runtime::{Clock, Peers, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -179,6 +184,39 @@ impl Suite {
         let addr = self.addr(name);
         let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
         format!("http://{}", SocketAddr::new(host, addr.port()))
+    }
+
+    /// The head seq of a service's event stream, read over gRPC.
+    pub async fn stream_head(&self, name: ServiceName) -> anyhow::Result<i64> {
+        let mut c = EventStreamServiceClient::new(Channel::from_shared(self.url(name))?.connect_lazy());
+        Ok(c.list_events(ListEventsRequest { after_seq: 0, page_size: 1 }).await?.into_inner().head_seq)
+    }
+
+    /// The funnel for `req` once kpi has applied every event the four streams
+    /// hold when the call begins. Polls GetFunnel (errors while a service
+    /// restarts included) for at most `within`.
+    pub async fn settled_funnel(&self, req: GetFunnelRequest, within: Duration) -> anyhow::Result<Funnel> {
+        let mut heads = Vec::new();
+        for name in ServiceName::ALL.into_iter().filter(|n| *n != ServiceName::Kpi) {
+            heads.push((name.as_str(), self.stream_head(name).await?));
+        }
+        let mut kpi = KpiServiceClient::new(Channel::from_shared(self.url(ServiceName::Kpi))?.connect_lazy());
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let last = match kpi.get_funnel(req.clone()).await {
+                Ok(f) => {
+                    let f = f.into_inner();
+                    let applied = |name: &str| f.sources.iter().find(|s| s.service == name).map(|s| s.applied_seq);
+                    if heads.iter().all(|(name, head)| applied(name) >= Some(*head)) {
+                        return Ok(f);
+                    }
+                    format!("sources {:?}, stream heads {heads:?}", f.sources)
+                }
+                Err(status) => status.to_string(),
+            };
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "kpi did not catch up within {within:?}: {last}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The configuration `name` runs with inside the suite.
