@@ -84,7 +84,7 @@ async fn bad_input_is_refused_with_the_right_code_and_field() {
         .recycle_lead(is::RecycleLeadRequest {
             request_id: "r".into(),
             lead_id: "gate".into(),
-            reason: is::RecycleReason::Timing as i32,
+            reason: "timing".into(),
             timing_months: 0,
             ..Default::default()
         })

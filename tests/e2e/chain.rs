@@ -51,7 +51,9 @@ pub async fn november(t: &TestSuite) {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .account
+        .unwrap();
     assert_eq!(renewed.renewals, 1);
     assert_eq!(renewed.term_ends_at, ts("2028-11-12T10:00:00Z"), "a 12-month term renewed for 12 more");
 
@@ -80,7 +82,7 @@ pub async fn november(t: &TestSuite) {
         .recycle_lead(is::RecycleLeadRequest {
             request_id: "recycle-bob".into(),
             lead_id: "bob".into(),
-            reason: is::RecycleReason::Timing as i32,
+            reason: "timing".into(),
             timing_months: 3,
             note: "budget cycle starts in February".into(),
             occurred_at: ts("2026-11-03T10:00:00Z"),
@@ -240,13 +242,13 @@ async fn what_a_call_hands_over_is_there_when_the_call_returns() {
     // No polling from here on: each hand-over is delivered before the call answers.
     let item =
         t.inside_sales.clone().get_queue_item(is::GetQueueItemRequest { lead_id: "quick".into() }).await.unwrap();
-    assert_eq!(item.into_inner().status, is::QueueStatus::Open as i32);
+    assert_eq!(item.into_inner().item.unwrap().status, is::QueueStatus::Open as i32);
     qualify(&t, "quick", bant_all(), "2026-11-02T10:00:00Z").await;
     convert(&t, "quick", "opp-quick", "2026-11-02T10:30:00Z").await;
     walk_to_approval(&t, "opp-quick", "2026-11-03T10:00:00Z").await;
     close_won(&t, "opp-quick", "acct-quick", "2026-11-04T10:00:00Z").await;
     let acct = t.customer_success.clone().get_account(cs::GetAccountRequest { account_id: "acct-quick".into() }).await;
-    assert_eq!(acct.unwrap().into_inner().opportunity_id, "opp-quick");
+    assert_eq!(acct.unwrap().into_inner().account.unwrap().opportunity_id, "opp-quick");
     // And the funnel read right after the last write already counts it.
     let f = t
         .kpi
@@ -254,11 +256,13 @@ async fn what_a_call_hands_over_is_there_when_the_call_returns() {
         .get_funnel(kpi::GetFunnelRequest { start_date: "2026-11-01".into(), end_date: "2026-12-01".into() })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .funnel
+        .unwrap();
     assert_eq!((f.leads, f.opportunities, f.wins), (1, 1, 1));
     let o =
         t.field_sales.clone().get_opportunity(fs::GetOpportunityRequest { opportunity_id: "opp-quick".into() }).await;
-    assert_eq!(o.unwrap().into_inner().history.len(), 5);
+    assert_eq!(o.unwrap().into_inner().opportunity.unwrap().history.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,7 +26,15 @@ pub async fn concurrent_touches_on_one_lead(t: &TestSuite, n: usize) {
     while let Some(r) = calls.join_next().await {
         r.unwrap().unwrap();
     }
-    let l = t.marketing.clone().get_lead(mk::GetLeadRequest { lead_id: "busy".into() }).await.unwrap().into_inner();
+    let l = t
+        .marketing
+        .clone()
+        .get_lead(mk::GetLeadRequest { lead_id: "busy".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lead
+        .unwrap();
     assert_eq!(l.touch_count as usize, n, "no touch lost to a concurrent one");
 }
 

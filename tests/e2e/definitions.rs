@@ -10,7 +10,13 @@ use crate::flows::*;
 async fn a_published_definition_is_used_and_recorded_by_version() {
     let t = TestSuite::start().await;
     let mut k = t.kpi.clone();
-    let v1 = k.get_quality_definition(kpi::GetQualityDefinitionRequest { version: 0 }).await.unwrap().into_inner();
+    let v1 = k
+        .get_quality_definition(kpi::GetQualityDefinitionRequest { version: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .definition
+        .unwrap();
     assert_eq!(v1.version, 1);
     assert_eq!(v1.promising_threshold, 65);
     assert!(v1.attribute.as_ref().unwrap().max > v1.behaviour.as_ref().unwrap().max);
@@ -37,9 +43,17 @@ async fn a_published_definition_is_used_and_recorded_by_version() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .definition
+        .unwrap();
     assert_eq!(published.version, 2);
-    let old = k.get_quality_definition(kpi::GetQualityDefinitionRequest { version: 1 }).await.unwrap().into_inner();
+    let old = k
+        .get_quality_definition(kpi::GetQualityDefinitionRequest { version: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .definition
+        .unwrap();
     assert_eq!(old.promising_threshold, 65, "old versions stay readable");
 
     // Marketing follows kpi: its next decision uses and records version 2.

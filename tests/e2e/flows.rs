@@ -20,6 +20,7 @@ pub async fn visit(t: &TestSuite, visitor: &str, at: &str) {
             page: "/product".into(),
             product_page: true,
             occurred_at: ts(at),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -41,6 +42,7 @@ pub fn lead(id: &str, at: &str) -> mk::CaptureLeadRequest {
         visitor_id: String::new(),
         relationship: mk::Relationship::Prospect as i32,
         occurred_at: ts(at),
+        channel: String::new(),
     }
 }
 
@@ -68,7 +70,8 @@ pub async fn in_queue(t: &TestSuite, lead_id: &str) -> is::QueueItem {
     eventually(&format!("{lead_id} in the inside-sales queue"), || {
         let mut c = t.inside_sales.clone();
         async move {
-            let item = c.get_queue_item(is::GetQueueItemRequest { lead_id: lead_id.into() }).await.ok()?.into_inner();
+            let item =
+                c.get_queue_item(is::GetQueueItemRequest { lead_id: lead_id.into() }).await.ok()?.into_inner().item?;
             (item.status == is::QueueStatus::Open as i32).then_some(item)
         }
     })
@@ -123,8 +126,9 @@ pub async fn opportunity(t: &TestSuite, id: &str) -> fs::Opportunity {
         async move {
             c.get_opportunity(fs::GetOpportunityRequest { opportunity_id: id.into() })
                 .await
-                .ok()
-                .map(|r| r.into_inner())
+                .ok()?
+                .into_inner()
+                .opportunity
         }
     })
     .await
@@ -141,7 +145,7 @@ pub async fn advance(t: &TestSuite, id: &str, to: fs::Phase, at: &str) -> Result
             occurred_at: ts(at),
         })
         .await
-        .map(tonic::Response::into_inner)
+        .map(|r| r.into_inner().opportunity.unwrap())
 }
 
 pub async fn walk_to_approval(t: &TestSuite, id: &str, at: &str) {
@@ -168,6 +172,8 @@ pub async fn close_won(t: &TestSuite, id: &str, account_id: &str, at: &str) -> f
         .await
         .unwrap()
         .into_inner()
+        .opportunity
+        .unwrap()
 }
 
 pub async fn close_lost(t: &TestSuite, id: &str, reason: &str, at: &str) -> fs::Opportunity {
@@ -183,12 +189,14 @@ pub async fn close_lost(t: &TestSuite, id: &str, reason: &str, at: &str) -> fs::
         .await
         .unwrap()
         .into_inner()
+        .opportunity
+        .unwrap()
 }
 
 pub async fn account(t: &TestSuite, id: &str) -> cs::Account {
     eventually(&format!("account {id} in customer success"), || {
         let mut c = t.customer_success.clone();
-        async move { c.get_account(cs::GetAccountRequest { account_id: id.into() }).await.ok().map(|r| r.into_inner()) }
+        async move { c.get_account(cs::GetAccountRequest { account_id: id.into() }).await.ok()?.into_inner().account }
     })
     .await
 }
@@ -197,7 +205,7 @@ pub async fn lead_status(t: &TestSuite, lead_id: &str, status: mk::LeadStatus) -
     eventually(&format!("{lead_id} is {}", status.as_str_name()), || {
         let mut c = t.marketing.clone();
         async move {
-            let l = c.get_lead(mk::GetLeadRequest { lead_id: lead_id.into() }).await.ok()?.into_inner();
+            let l = c.get_lead(mk::GetLeadRequest { lead_id: lead_id.into() }).await.ok()?.into_inner().lead?;
             (l.status == status as i32).then_some(l)
         }
     })

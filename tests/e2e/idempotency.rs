@@ -125,9 +125,9 @@ async fn marketing_can_hand_over_a_lead_on_its_own_judgement() {
         note: "called sales directly".into(),
         occurred_at: themodel_e2e::ts("2026-11-02T10:00:00Z"),
     };
-    let l = m.hand_over_lead(hand.clone()).await.unwrap().into_inner();
+    let l = m.hand_over_lead(hand.clone()).await.unwrap().into_inner().lead.unwrap();
     assert_eq!(l.status, mk::LeadStatus::HandedOver as i32);
-    assert_eq!(m.hand_over_lead(hand).await.unwrap().into_inner(), l, "replayed, not refused");
+    assert_eq!(m.hand_over_lead(hand).await.unwrap().into_inner().lead.unwrap(), l, "replayed, not refused");
     let item = in_queue(&t, "manual").await;
     assert_eq!(item.handed_over_at, themodel_e2e::ts("2026-11-02T10:00:00Z"));
     let again =
@@ -173,6 +173,6 @@ async fn touches_in_a_batch_are_all_or_nothing() {
     };
     let err = m.record_touches(invalid).await.unwrap_err();
     assert_eq!(err.get_error_details().bad_request().unwrap().field_violations[0].field, "touches[1].kind");
-    let b2 = m.get_lead(mk::GetLeadRequest { lead_id: "b2".into() }).await.unwrap().into_inner();
+    let b2 = m.get_lead(mk::GetLeadRequest { lead_id: "b2".into() }).await.unwrap().into_inner().lead.unwrap();
     assert_eq!(b2.touch_count, 1, "only the first batch's touch");
 }

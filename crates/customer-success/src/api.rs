@@ -1,39 +1,46 @@
-//! `themodel.customersuccess.v1.CustomerSuccessService`: parse requests into
-//! domain types, run the domain rules in one transaction, map errors.
+//! `themodel.customersuccess.v1.CustomerSuccessService`: each handler parses
+//! its request into domain values, hands the writer a unit of work, and maps
+//! the outcome. Reads of one account go through a batched reader.
 
-use serde_json::json;
 use themodel_proto::customersuccess::v1 as pb;
 use themodel_proto::customersuccess::v1::customer_success_service_server::CustomerSuccessService;
-use themodel_runtime::error::{ApiError, ApiResult};
-use themodel_runtime::events::NewEvent;
-use themodel_runtime::idempotency::Idempotency;
+use themodel_runtime::loader::Loader;
 use themodel_runtime::time::to_timestamp_opt;
 use themodel_runtime::validate::{self, Violations};
-use themodel_runtime::values::Money;
-use themodel_runtime::{Clock, Db, Tx, ids, paging};
+use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
+use themodel_values::{AccountId, Code, LeadId, OpportunityId, Term};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Account, Refused, Status as AccountStatus, WonDeal};
-use crate::store;
+use crate::store::{self, Change, CustomerSuccess, Key, RenewalRow};
 
 /// The customer-success service's handlers.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub db: Db,
+    pub writer: Writer<CustomerSuccess>,
+    pub accounts: Loader<AccountId, Account>,
     pub clock: Clock,
 }
 
+const METHOD: &str = "/themodel.customersuccess.v1.CustomerSuccessService/";
+
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
-        ApiError::precondition("STATE", "account", r.to_string())
+        match &r {
+            Refused::Churned(id) => ApiError::precondition("STATE", format!("accounts/{id}"), r.to_string()),
+            Refused::Money { account, .. } => {
+                ApiError::precondition("CONTRACT_VALUE", format!("accounts/{account}"), r.to_string())
+            }
+            Refused::TermPastEnd(_) => ApiError::precondition("TERM", "term_months", r.to_string()),
+        }
     }
 }
 
 pub fn account_to_proto(a: &Account) -> pb::Account {
     pb::Account {
-        account_id: a.account_id.clone(),
-        opportunity_id: a.opportunity_id.clone(),
-        lead_id: a.lead_id.clone(),
+        account_id: a.account_id.to_string(),
+        opportunity_id: a.opportunity_id.to_string(),
+        lead_id: a.lead_id.to_string(),
         company: a.company.clone(),
         contact_name: a.contact_name.clone(),
         contact_email: a.contact_email.clone(),
@@ -41,81 +48,81 @@ pub fn account_to_proto(a: &Account) -> pb::Account {
             AccountStatus::Active => pb::AccountStatus::Active,
             AccountStatus::Churned => pb::AccountStatus::Churned,
         } as i32,
-        contract_value: Some(a.contract_value.to_proto()),
-        term_months: a.term_months,
+        contract_value: Some(wire::money_to_proto(&a.contract_value)),
+        term_months: a.term.months_i32(),
         started_at: to_timestamp_opt(Some(a.started_at)),
         term_ends_at: to_timestamp_opt(Some(a.term_ends_at)),
         renewals: a.renewals,
         churned_at: to_timestamp_opt(a.churned_at),
         churn_reason: a.churn_reason.clone(),
+        expansions: a.expansions,
     }
 }
 
-const METHOD: &str = "/themodel.customersuccess.v1.CustomerSuccessService/";
+fn account_id(v: &mut Violations, s: &str) -> Option<AccountId> {
+    v.parse("account_id", AccountId::parse(s))
+}
+
+/// The account a unit works on, copied to change.
+fn account(cx: &Ctx<'_, CustomerSuccess>, id: &AccountId) -> ApiResult<Account> {
+    cx.state.account(id)?.cloned().ok_or_else(|| ApiError::not_found("account", id.as_str()))
+}
 
 impl Api {
-    async fn load(&self, tx: &mut Tx, id: &str) -> ApiResult<Account> {
-        store::account(&mut **tx, id).await?.ok_or_else(|| ApiError::not_found("account", id))
-    }
-
-    #[tracing::instrument(skip_all, fields(account_id = %req.account_id, handover = %req.request_id))]
-    async fn accept_won_deal(&self, req: pb::AcceptWonDealRequest) -> ApiResult<pb::Account> {
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id, handover = %request.get_ref().request_id))]
+    async fn accept_won_deal(
+        &self,
+        request: Request<pb::AcceptWonDealRequest>,
+    ) -> ApiResult<pb::AcceptWonDealResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AcceptWonDeal"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let deal = WonDeal {
-            account_id: v.id("account_id", &req.account_id),
-            opportunity_id: v.id("opportunity_id", &req.opportunity_id),
-            lead_id: v.id("lead_id", &req.lead_id),
-            company: v.optional("company", &req.company, 200),
-            contact_name: v.optional("contact_name", &req.contact_name, 200),
-            contact_email: v.optional("contact_email", &req.contact_email, 254),
-            contract_value: Money::parse(&mut v, "contract_value", req.contract_value.as_ref(), true)
-                .unwrap_or_default(),
-            term_months: req.term_months,
-            occurred_at: v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock),
-        };
-        v.check((1..=120).contains(&req.term_months), "term_months", "must be 1-120");
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}AcceptWonDeal"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        // A deal for an account that exists is an expansion (or a win-back),
-        // never an error: a refused hand-over would be retried forever.
-        let (a, kind) = match store::account(&mut *tx, &deal.account_id).await? {
-            Some(mut existing) => {
-                existing.expand(&deal);
-                (existing, "account_expanded")
-            }
-            None => (Account::open(deal.clone()), "account_opened"),
-        };
-        store::save(&mut tx, &a).await?;
-        let evs = [NewEvent {
-            kind,
-            subject_id: a.account_id.clone(),
-            occurred_at: deal.occurred_at,
-            definition_version: 0,
-            payload: json!({
-                "opportunity_id": deal.opportunity_id, "lead_id": deal.lead_id,
-                "currency_code": deal.contract_value.currency_code, "units": deal.contract_value.units,
-                "nanos": deal.contract_value.nanos, "term_months": deal.term_months,
-            }),
-        }];
-        let resp = account_to_proto(&a);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let id = account_id(&mut v, &r.account_id);
+        let opportunity_id = v.parse("opportunity_id", OpportunityId::parse(&r.opportunity_id));
+        let lead_id = v.parse("lead_id", LeadId::parse(&r.lead_id));
+        let value = wire::required_money(&mut v, "contract_value", r.contract_value.as_ref());
+        let term = v.parse("term_months", Term::parse(r.term_months));
+        let company = v.text("company", &r.company, 200);
+        let contact_name = v.text("contact_name", &r.contact_name, 200);
+        let contact_email = v.text("contact_email", &r.contact_email, 254);
+        let occurred_at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let deal = v.build(|| {
+            Some(WonDeal {
+                account_id: id?,
+                opportunity_id: opportunity_id?,
+                lead_id: lead_id?,
+                company,
+                contact_name,
+                contact_email,
+                contract_value: value?,
+                term: term?,
+                occurred_at,
+            })
+        })?;
+        let handover_id = r.request_id.clone();
+        let needs = vec![Need::Row(Key::Account(deal.account_id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                // A deal for an account that exists expands it (or wins it back).
+                let (a, out) = match cx.state.account(&deal.account_id)? {
+                    Some(existing) => {
+                        let mut a = existing.clone();
+                        let out = a.expand(&deal, &handover_id)?;
+                        (a, out)
+                    }
+                    None => Account::open(deal.clone(), &handover_id)?,
+                };
+                let resp = pb::AcceptWonDealResponse { account: Some(account_to_proto(&a)) };
+                Ok(Done::new(&resp).change(Change::Account(a)).effects(out))
+            })
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %req.account_id))]
-    async fn get_account(&self, req: pb::GetAccountRequest) -> ApiResult<pb::Account> {
-        let mut v = Violations::new();
-        let id = v.id("account_id", &req.account_id);
-        v.finish()?;
-        let a = store::account(self.db.reader(), &id).await?.ok_or_else(|| ApiError::not_found("account", &id))?;
-        Ok(account_to_proto(&a))
+    async fn get_account(&self, req: pb::GetAccountRequest) -> ApiResult<pb::GetAccountResponse> {
+        let id = AccountId::parse(&req.account_id).map_err(|e| ApiError::field("account_id", e.0))?;
+        let a = self.accounts.get(id.clone()).await?.ok_or_else(|| ApiError::not_found("account", id.as_str()))?;
+        Ok(pb::GetAccountResponse { account: Some(account_to_proto(&a)) })
     }
 
     #[tracing::instrument(skip_all)]
@@ -127,7 +134,7 @@ impl Api {
             Ok(pb::AccountStatus::Active) => Some(AccountStatus::Active),
             Ok(pb::AccountStatus::Churned) => Some(AccountStatus::Churned),
             Err(_) => {
-                v.add("status", "unknown account status");
+                v.add("status", "must be ACCOUNT_STATUS_ACTIVE or ACCOUNT_STATUS_CHURNED (unset: all)");
                 None
             }
         };
@@ -136,86 +143,73 @@ impl Api {
             Some(k) => Some((paging::int(&k[0])?, k[1].clone())),
             None => None,
         };
-        let mut rows = store::list(&self.db, status, after, limit + 1).await?;
+        let mut rows = store::list(self.writer.db(), status, after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
-            rows.last().map(|a| paging::encode(&[&a.started_at.to_string(), &a.account_id])).unwrap_or_default()
+            rows.last().map(|a| paging::encode(&[&a.started_at.to_string(), a.account_id.as_str()])).unwrap_or_default()
         } else {
             String::new()
         };
         Ok(pb::ListAccountsResponse { accounts: rows.iter().map(account_to_proto).collect(), next_page_token })
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.account_id))]
-    async fn record_renewal(&self, req: pb::RecordRenewalRequest) -> ApiResult<pb::Account> {
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
+    async fn record_renewal(&self, request: Request<pb::RecordRenewalRequest>) -> ApiResult<pb::RecordRenewalResponse> {
+        let call = Call::new(&request, &format!("{METHOD}RecordRenewal"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let id = v.id("account_id", &req.account_id);
-        let term = match req.term_months {
-            0 => None,
-            t => {
-                v.check((1..=120).contains(&t), "term_months", "must be 1-120 (or 0 to keep the current term)");
-                Some(t)
-            }
+        let id = account_id(&mut v, &r.account_id);
+        let term = match r.term_months {
+            0 => Some(None),
+            t => v
+                .parse(
+                    "term_months",
+                    Term::parse(t).map_err(|_| {
+                        themodel_values::Invalid::new("must be 1-120 months, or 0 to keep the current term")
+                    }),
+                )
+                .map(Some),
         };
-        let value = Money::parse(&mut v, "contract_value", req.contract_value.as_ref(), false);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}RecordRenewal"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let mut a = self.load(&mut tx, &id).await?;
-        a.renew(term, value, at)?;
-        store::save(&mut tx, &a).await?;
-        store::insert_renewal(&mut tx, &ids::new_id("rn"), &id, a.term_months, &a.contract_value, at).await?;
-        let evs = [NewEvent {
-            kind: "renewal_recorded",
-            subject_id: id,
-            occurred_at: at,
-            definition_version: 0,
-            payload: json!({
-                "term_months": a.term_months, "currency_code": a.contract_value.currency_code,
-                "units": a.contract_value.units, "nanos": a.contract_value.nanos, "renewals": a.renewals,
-            }),
-        }];
-        let resp = account_to_proto(&a);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let value = wire::money(&mut v, "contract_value", r.contract_value.as_ref());
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, term) = v.build(|| Some((id?, term?)))?;
+        let needs = vec![Need::Row(Key::Account(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut a = account(cx, &id)?;
+                let out = a.renew(term, value, at)?;
+                let resp = pb::RecordRenewalResponse { account: Some(account_to_proto(&a)) };
+                let row = RenewalRow {
+                    renewal_id: themodel_values::new_id("rn"),
+                    account_id: id.clone(),
+                    term: a.term,
+                    value: a.contract_value,
+                    at,
+                };
+                Ok(Done::new(&resp).change(Change::Account(a)).change(Change::Renewal(row)).effects(out))
+            })
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %req.account_id))]
-    async fn record_churn(&self, req: pb::RecordChurnRequest) -> ApiResult<pb::Account> {
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
+    async fn record_churn(&self, request: Request<pb::RecordChurnRequest>) -> ApiResult<pb::RecordChurnResponse> {
+        let call = Call::new(&request, &format!("{METHOD}RecordChurn"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let id = v.id("account_id", &req.account_id);
-        let reason = v.code("reason", &req.reason);
-        let note = v.optional("note", &req.note, 4000);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}RecordChurn"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let mut a = self.load(&mut tx, &id).await?;
-        a.churn(&reason, at)?;
-        store::save(&mut tx, &a).await?;
-        let evs = [NewEvent {
-            kind: "churn_recorded",
-            subject_id: id,
-            occurred_at: at,
-            definition_version: 0,
-            payload: json!({ "reason": reason, "note": note }),
-        }];
-        let resp = account_to_proto(&a);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let id = account_id(&mut v, &r.account_id);
+        let reason = v.parse("reason", Code::parse(&r.reason));
+        v.text("note", &r.note, 4000);
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, reason) = v.build(|| Some((id?, reason?)))?;
+        let needs = vec![Need::Row(Key::Account(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut a = account(cx, &id)?;
+                let out = a.churn(&reason, at)?;
+                let resp = pb::RecordChurnResponse { account: Some(account_to_proto(&a)) };
+                Ok(Done::new(&resp).change(Change::Account(a)).effects(out))
+            })
+            .await
     }
 }
 
@@ -224,11 +218,14 @@ impl CustomerSuccessService for Api {
     async fn accept_won_deal(
         &self,
         request: Request<pb::AcceptWonDealRequest>,
-    ) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(Api::accept_won_deal(self, request.into_inner()).await?))
+    ) -> Result<Response<pb::AcceptWonDealResponse>, Status> {
+        Ok(Response::new(Api::accept_won_deal(self, request).await?))
     }
 
-    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
         Ok(Response::new(Api::get_account(self, request.into_inner()).await?))
     }
 
@@ -242,11 +239,14 @@ impl CustomerSuccessService for Api {
     async fn record_renewal(
         &self,
         request: Request<pb::RecordRenewalRequest>,
-    ) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(Api::record_renewal(self, request.into_inner()).await?))
+    ) -> Result<Response<pb::RecordRenewalResponse>, Status> {
+        Ok(Response::new(Api::record_renewal(self, request).await?))
     }
 
-    async fn record_churn(&self, request: Request<pb::RecordChurnRequest>) -> Result<Response<pb::Account>, Status> {
-        Ok(Response::new(Api::record_churn(self, request.into_inner()).await?))
+    async fn record_churn(
+        &self,
+        request: Request<pb::RecordChurnRequest>,
+    ) -> Result<Response<pb::RecordChurnResponse>, Status> {
+        Ok(Response::new(Api::record_churn(self, request).await?))
     }
 }

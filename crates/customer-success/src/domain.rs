@@ -1,8 +1,16 @@
-//! Customer success' rules: an account opened by a won deal, renewed term by
-//! term until it churns. No SQL, no gRPC.
+//! Customer success' rules: an account opened by a won deal, expanded by
+//! further deals, renewed term by term until it churns. Amounts are added
+//! with checked arithmetic and terms never end after 9999-12-31. Each step
+//! returns the events it causes; no SQL, no gRPC clients.
 
-use themodel_runtime::time::Micros;
-use themodel_runtime::values::Money;
+use themodel_proto::customersuccess::v1 as pb;
+use themodel_runtime::Effects;
+use themodel_runtime::time::{Micros, to_timestamp};
+use themodel_runtime::wire::money_to_proto;
+use themodel_values::{AccountId, Code, LeadId, Money, MoneyError, OpportunityId, Term, time};
+
+/// Customer success' effects: its events.
+pub type Out = Effects<pb::CustomerSuccessEvent>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -25,18 +33,19 @@ impl Status {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
-    pub account_id: String,
-    pub opportunity_id: String,
-    pub lead_id: String,
+    pub account_id: AccountId,
+    pub opportunity_id: OpportunityId,
+    pub lead_id: LeadId,
     pub company: String,
     pub contact_name: String,
     pub contact_email: String,
     pub status: Status,
     pub contract_value: Money,
-    pub term_months: i32,
+    pub term: Term,
     pub started_at: Micros,
     pub term_ends_at: Micros,
     pub renewals: i32,
+    pub expansions: i32,
     pub churned_at: Option<Micros>,
     pub churn_reason: String,
 }
@@ -44,36 +53,40 @@ pub struct Account {
 /// A won deal handed over by field sales.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WonDeal {
-    pub account_id: String,
-    pub opportunity_id: String,
-    pub lead_id: String,
+    pub account_id: AccountId,
+    pub opportunity_id: OpportunityId,
+    pub lead_id: LeadId,
     pub company: String,
     pub contact_name: String,
     pub contact_email: String,
     pub contract_value: Money,
-    pub term_months: i32,
+    pub term: Term,
     pub occurred_at: Micros,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("the account churned; a churned account cannot be renewed or churn again (a new won deal reactivates it)")]
-    Churned,
+    #[error("account {0} churned; a churned account cannot be renewed or churn again (a new won deal reactivates it)")]
+    Churned(AccountId),
+    #[error("account {account} cannot take this deal: {cause}")]
+    Money { account: AccountId, cause: MoneyError },
+    #[error("a {0}-month term from then would end after 9999-12-31")]
+    TermPastEnd(u32),
 }
 
-/// `at` plus `months` calendar months (UTC); the day is clamped to the end of
-/// a shorter month (Jan 31 + 1 month = Feb 28/29).
-pub fn add_months(at: Micros, months: i32) -> Micros {
-    let Some(start) = chrono::DateTime::from_timestamp_micros(at) else {
-        return at;
-    };
-    start.checked_add_months(chrono::Months::new(months.max(0) as u32)).map_or(at, |t| t.timestamp_micros())
+fn event(at: Micros, e: pb::customer_success_event::Event) -> pb::CustomerSuccessEvent {
+    pb::CustomerSuccessEvent { occurred_at: Some(to_timestamp(at)), event: Some(e) }
+}
+
+fn term_end(from: Micros, term: Term) -> Result<Micros, Refused> {
+    time::add_months(from, term.months()).ok_or(Refused::TermPastEnd(term.months()))
 }
 
 impl Account {
-    pub fn open(d: WonDeal) -> Account {
-        Account {
-            term_ends_at: add_months(d.occurred_at, d.term_months),
+    pub fn open(d: WonDeal, handover_id: &str) -> Result<(Account, Out), Refused> {
+        let term_ends_at = term_end(d.occurred_at, d.term)?;
+        let a = Account {
+            term_ends_at,
             account_id: d.account_id,
             opportunity_id: d.opportunity_id,
             lead_id: d.lead_id,
@@ -82,126 +95,196 @@ impl Account {
             contact_email: d.contact_email,
             status: Status::Active,
             contract_value: d.contract_value,
-            term_months: d.term_months,
+            term: d.term,
             started_at: d.occurred_at,
             renewals: 0,
+            expansions: 0,
             churned_at: None,
             churn_reason: String::new(),
-        }
+        };
+        let out = Out::default().event(event(
+            a.started_at,
+            pb::customer_success_event::Event::AccountOpened(pb::AccountOpened {
+                account_id: a.account_id.to_string(),
+                opportunity_id: a.opportunity_id.to_string(),
+                lead_id: a.lead_id.to_string(),
+                contract_value: Some(money_to_proto(&a.contract_value)),
+                term_months: a.term.months_i32(),
+                term_ends_at: Some(to_timestamp(a.term_ends_at)),
+                handover_id: handover_id.to_owned(),
+            }),
+        ));
+        Ok((a, out))
     }
 
     /// Another won deal for this customer (upsell, cross-sell, or winning a
-    /// churned customer back). An active account grows by the deal's value
-    /// when the currency matches (otherwise the new contract replaces the old
-    /// one); a churned account is active again on the new contract.
-    pub fn expand(&mut self, d: &WonDeal) {
-        if self.status == Status::Churned {
+    /// churned customer back). An active account's value grows by the deal's,
+    /// in the same currency, or the deal is refused; a churned account is
+    /// active again on the new contract. Nothing changes on refusal.
+    pub fn expand(&mut self, d: &WonDeal, handover_id: &str) -> Result<Out, Refused> {
+        let reactivated = self.status == Status::Churned;
+        if reactivated {
+            let term_ends_at = term_end(d.occurred_at, d.term)?;
             self.status = Status::Active;
             self.churned_at = None;
             self.churn_reason.clear();
-            self.contract_value = d.contract_value.clone();
-            self.term_months = d.term_months;
-            self.term_ends_at = add_months(d.occurred_at, d.term_months);
-        } else if self.contract_value.currency_code == d.contract_value.currency_code {
-            let nanos = i64::from(self.contract_value.nanos) + i64::from(d.contract_value.nanos);
-            self.contract_value.units += d.contract_value.units + nanos / 1_000_000_000;
-            self.contract_value.nanos = (nanos % 1_000_000_000) as i32;
+            self.contract_value = d.contract_value;
+            self.term = d.term;
+            self.started_at = d.occurred_at;
+            self.term_ends_at = term_ends_at;
         } else {
-            self.contract_value = d.contract_value.clone();
+            self.contract_value = self
+                .contract_value
+                .checked_add(&d.contract_value)
+                .map_err(|cause| Refused::Money { account: self.account_id.clone(), cause })?;
         }
+        self.expansions = self.expansions.saturating_add(1);
         self.opportunity_id = d.opportunity_id.clone();
+        self.lead_id = d.lead_id.clone();
+        Ok(Out::default().event(event(
+            d.occurred_at,
+            pb::customer_success_event::Event::AccountExpanded(pb::AccountExpanded {
+                account_id: self.account_id.to_string(),
+                opportunity_id: d.opportunity_id.to_string(),
+                lead_id: d.lead_id.to_string(),
+                deal_value: Some(money_to_proto(&d.contract_value)),
+                contract_value: Some(money_to_proto(&self.contract_value)),
+                reactivated,
+                handover_id: handover_id.to_owned(),
+            }),
+        )))
     }
 
     /// Renews for another term (by default the same length and value). The new
     /// term runs from the end of the current one, or from the renewal if that
     /// is later (a lapsed contract renewed late).
-    pub fn renew(&mut self, term_months: Option<i32>, value: Option<Money>, at: Micros) -> Result<(), Refused> {
+    pub fn renew(&mut self, term: Option<Term>, value: Option<Money>, at: Micros) -> Result<Out, Refused> {
         if self.status == Status::Churned {
-            return Err(Refused::Churned);
+            return Err(Refused::Churned(self.account_id.clone()));
         }
-        if let Some(t) = term_months {
-            self.term_months = t;
-        }
+        let term = term.unwrap_or(self.term);
+        let ends = term_end(self.term_ends_at.max(at), term)?;
+        self.term = term;
         if let Some(v) = value {
             self.contract_value = v;
         }
-        self.term_ends_at = add_months(self.term_ends_at.max(at), self.term_months);
-        self.renewals += 1;
-        Ok(())
+        self.term_ends_at = ends;
+        self.renewals = self.renewals.saturating_add(1);
+        Ok(Out::default().event(event(
+            at,
+            pb::customer_success_event::Event::RenewalRecorded(pb::RenewalRecorded {
+                account_id: self.account_id.to_string(),
+                term_months: term.months_i32(),
+                contract_value: Some(money_to_proto(&self.contract_value)),
+                term_ends_at: Some(to_timestamp(ends)),
+                renewals: self.renewals,
+            }),
+        )))
     }
 
-    pub fn churn(&mut self, reason: &str, at: Micros) -> Result<(), Refused> {
+    pub fn churn(&mut self, reason: &Code, at: Micros) -> Result<Out, Refused> {
         if self.status == Status::Churned {
-            return Err(Refused::Churned);
+            return Err(Refused::Churned(self.account_id.clone()));
         }
         self.status = Status::Churned;
         self.churned_at = Some(at);
-        self.churn_reason = reason.to_owned();
-        Ok(())
+        self.churn_reason = reason.to_string();
+        Ok(Out::default().event(event(
+            at,
+            pb::customer_success_event::Event::ChurnRecorded(pb::ChurnRecorded {
+                account_id: self.account_id.to_string(),
+                reason: reason.to_string(),
+                contract_value: Some(money_to_proto(&self.contract_value)),
+            }),
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use themodel_values::Currency;
+
     use super::*;
 
-    fn account() -> Account {
-        Account::open(WonDeal {
-            account_id: "acct-1".into(),
-            opportunity_id: "opp-1".into(),
-            lead_id: "lead-1".into(),
+    fn money(code: &str, units: i64) -> Money {
+        Money::new(Currency::parse(code).expect("code"), units, 0).expect("amount")
+    }
+
+    fn deal(opp: &str, value: Money, at: Micros) -> WonDeal {
+        WonDeal {
+            account_id: AccountId::parse("acct-1").expect("id"),
+            opportunity_id: OpportunityId::parse(opp).expect("id"),
+            lead_id: LeadId::parse("lead-1").expect("id"),
             company: "Corp".into(),
             contact_name: "Ada".into(),
             contact_email: "ada@corp.example".into(),
-            contract_value: Money { currency_code: "JPY".into(), units: 1_200_000, nanos: 0 },
-            term_months: 12,
-            occurred_at: 0,
-        })
+            contract_value: value,
+            term: Term::parse(12).expect("term"),
+            occurred_at: at,
+        }
+    }
+
+    fn months(n: u32) -> Micros {
+        time::add_months(0, n).expect("in range")
     }
 
     #[test]
     fn renewal_extends_from_the_end_of_term() {
-        let mut a = account();
-        assert_eq!(a.term_ends_at, add_months(0, 12));
-        a.renew(None, None, add_months(0, 11)).expect("active");
-        assert_eq!(a.term_ends_at, add_months(0, 24));
-        assert_eq!(a.renewals, 1);
-        a.renew(Some(24), None, add_months(0, 30)).expect("active");
-        assert_eq!(a.term_ends_at, add_months(0, 54), "late renewal runs from the renewal");
-        assert_eq!(a.term_months, 24);
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho").expect("opens");
+        assert_eq!(a.term_ends_at, months(12));
+        a.renew(None, None, months(11)).expect("active");
+        assert_eq!((a.term_ends_at, a.renewals), (months(24), 1));
+        a.renew(Some(Term::parse(24).expect("term")), None, months(30)).expect("active");
+        assert_eq!(a.term_ends_at, months(54), "a late renewal runs from the renewal");
+    }
+
+    #[test]
+    fn renewals_never_run_past_the_end_of_time() {
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1), 0), "ho").expect("opens");
+        let long = Term::parse(120).expect("term");
+        let mut refused = None;
+        for _ in 0..1000 {
+            if let Err(e) = a.renew(Some(long), None, 0) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert_eq!(refused, Some(Refused::TermPastEnd(120)));
+        assert!(time::in_range(a.term_ends_at), "the last accepted term ends in range");
     }
 
     #[test]
     fn another_won_deal_expands_the_account() {
-        let mut a = account();
-        let mut upsell = WonDeal {
-            account_id: "acct-1".into(),
-            opportunity_id: "opp-2".into(),
-            lead_id: "lead-1".into(),
-            company: "Corp".into(),
-            contact_name: "Ada".into(),
-            contact_email: "ada@corp.example".into(),
-            contract_value: Money { currency_code: "JPY".into(), units: 300_000, nanos: 0 },
-            term_months: 12,
-            occurred_at: 100,
-        };
-        a.expand(&upsell);
-        assert_eq!(a.contract_value.units, 1_500_000);
-        assert_eq!(a.opportunity_id, "opp-2");
-        a.churn("price", 200).expect("active");
-        upsell.occurred_at = 300;
-        a.expand(&upsell);
-        assert_eq!(a.status, Status::Active, "won back");
-        assert_eq!(a.contract_value.units, 300_000);
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho-1").expect("opens");
+        a.expand(&deal("opp-2", money("JPY", 300_000), 100), "ho-2").expect("same currency");
+        assert_eq!(a.contract_value, money("JPY", 1_500_000));
+        assert_eq!((a.opportunity_id.as_str(), a.expansions), ("opp-2", 1));
+        a.churn(&Code::parse("price").expect("code"), 200).expect("active");
+        a.expand(&deal("opp-3", money("USD", 10), 300), "ho-3").expect("win-back");
+        assert_eq!((a.status, a.contract_value), (Status::Active, money("USD", 10)));
         assert_eq!(a.churned_at, None);
     }
 
     #[test]
+    fn expansion_never_wraps_or_converts() {
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", i64::MAX), 0), "ho").expect("opens");
+        let before = a.clone();
+        assert!(matches!(
+            a.expand(&deal("opp-2", money("JPY", i64::MAX), 1), "ho-2"),
+            Err(Refused::Money { cause: MoneyError::Overflow, .. })
+        ));
+        assert!(matches!(
+            a.expand(&deal("opp-3", money("USD", 1), 1), "ho-3"),
+            Err(Refused::Money { cause: MoneyError::CurrencyMismatch(..), .. })
+        ));
+        assert_eq!(a, before, "a refused expansion changes nothing");
+    }
+
+    #[test]
     fn churned_account_is_final() {
-        let mut a = account();
-        a.churn("no_adoption", 5).expect("active");
-        assert_eq!(a.status, Status::Churned);
-        assert_eq!(a.renew(None, None, 6), Err(Refused::Churned));
-        assert_eq!(a.churn("price", 7), Err(Refused::Churned));
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1), 0), "ho").expect("opens");
+        a.churn(&Code::parse("no_adoption").expect("code"), 5).expect("active");
+        assert!(matches!(a.renew(None, None, 6), Err(Refused::Churned(_))));
+        assert!(matches!(a.churn(&Code::parse("price").expect("code"), 7), Err(Refused::Churned(_))));
     }
 }

@@ -1,9 +1,9 @@
-//! The customer-success service (DOMAIN.md §6): accounts opened by won deals,
-//! renewals and churn.
+//! The customer-success service: accounts, renewals and churn
+//! (docs/domain.md, "Customer success").
 //!
-//! Same layout as every service: [`domain`] (rules), [`store`] (SQL), [`api`]
-//! (tonic handlers). It hands nothing over yet, so it has no relay. It never
-//! reads another service's tables.
+//! Same layout as every service: [`domain`] (rules), [`store`] (SQL and the
+//! rows the writer batches), [`api`] (tonic handlers). It hands nothing over,
+//! and never reads another service's tables.
 
 pub mod api;
 pub mod domain;
@@ -11,7 +11,8 @@ pub mod store;
 
 use themodel_proto::customersuccess::v1::customer_success_service_server::CustomerSuccessServiceServer;
 use themodel_runtime::events::EventStream;
-use themodel_runtime::server::EVENT_STREAM;
+use themodel_runtime::loader::Loader;
+use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,9 +28,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    let api = api::Api { db: started.db.clone(), clock: started.clock.clone() };
-    let routes =
-        Routes::new(CustomerSuccessServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
+    let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
+    let db = started.db.clone();
+    let writer = started.writer(store::CustomerSuccess { db: db.clone() });
+    let accounts = Loader::spawn(
+        move |ids| {
+            let db = db.clone();
+            async move { store::accounts_by_id(&db, ids).await }
+        },
+        2,
+        started.stop_token(),
+    );
+    let api = api::Api { writer: writer.clone(), accounts, clock: started.clock.clone() };
+    let routes = Routes::new(CustomerSuccessServiceServer::new(api))
+        .add_service(EventStream::server(started.db.clone()))
+        .add_service(started.outbox_admin(&writer));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

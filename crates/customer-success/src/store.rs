@@ -1,11 +1,50 @@
-//! Customer success' tables. The only module with SQL.
+//! Customer success' tables, and its rows as the writer sees them. The only
+//! module with SQL.
 
-use sqlx::{Any, Executor};
+use std::collections::HashMap;
+
+use themodel_runtime::db::{self, Db};
 use themodel_runtime::time::Micros;
-use themodel_runtime::values::Money;
-use themodel_runtime::{Db, Tx};
+use themodel_runtime::{ApiResult, Rows, Store, Tx};
+use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
 
 use crate::domain::{Account, Status};
+
+/// What a unit asks to have loaded.
+#[derive(Debug, Clone)]
+pub enum Key {
+    Account(AccountId),
+}
+
+/// A renewal row.
+#[derive(Debug, Clone)]
+pub struct RenewalRow {
+    pub renewal_id: String,
+    pub account_id: AccountId,
+    pub term: Term,
+    pub value: Money,
+    pub at: Micros,
+}
+
+/// One change a unit makes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Account(Account),
+    Renewal(RenewalRow),
+}
+
+/// A batch's rows.
+#[derive(Debug, Default)]
+pub struct State {
+    accounts: Rows<AccountId, Account>,
+    renewals: Vec<RenewalRow>,
+}
+
+impl State {
+    pub fn account(&self, id: &AccountId) -> ApiResult<Option<&Account>> {
+        self.accounts.get(id.as_str())
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -16,17 +55,21 @@ struct Row {
     contact_name: String,
     contact_email: String,
     status: String,
-    contract_value: String,
+    contract_currency: String,
+    contract_units: i64,
+    contract_nanos: i64,
     term_months: i64,
     started_at: i64,
     term_ends_at: i64,
     renewals: i64,
+    expansions: i64,
     churned_at: Option<i64>,
     churn_reason: String,
 }
 
 const COLUMNS: &str = "account_id, opportunity_id, lead_id, company, contact_name, contact_email, status, \
-    contract_value, term_months, started_at, term_ends_at, renewals, churned_at, churn_reason";
+    contract_currency, contract_units, contract_nanos, term_months, started_at, term_ends_at, renewals, expansions, \
+    churned_at, churn_reason";
 
 impl TryFrom<Row> for Account {
     type Error = anyhow::Error;
@@ -35,73 +78,128 @@ impl TryFrom<Row> for Account {
         Ok(Account {
             status: Status::from_code(&r.status)
                 .ok_or_else(|| anyhow::anyhow!("unknown account status {:?}", r.status))?,
-            contract_value: serde_json::from_str(&r.contract_value)?,
-            account_id: r.account_id,
-            opportunity_id: r.opportunity_id,
-            lead_id: r.lead_id,
+            contract_value: db::money(Some(r.contract_currency), Some(r.contract_units), Some(r.contract_nanos))?
+                .ok_or_else(|| anyhow::anyhow!("account without a contract value"))?,
+            term: Term::parse(db::to_i32(r.term_months, "term_months")?)
+                .map_err(|e| anyhow::anyhow!("stored term: {e}"))?,
+            account_id: AccountId::from_stored(r.account_id),
+            opportunity_id: OpportunityId::from_stored(r.opportunity_id),
+            lead_id: LeadId::from_stored(r.lead_id),
             company: r.company,
             contact_name: r.contact_name,
             contact_email: r.contact_email,
-            term_months: r.term_months as i32,
             started_at: r.started_at,
             term_ends_at: r.term_ends_at,
-            renewals: r.renewals as i32,
+            renewals: db::to_i32(r.renewals, "renewals")?,
+            expansions: db::to_i32(r.expansions, "expansions")?,
             churned_at: r.churned_at,
             churn_reason: r.churn_reason,
         })
     }
 }
 
-pub async fn account<'c, E: Executor<'c, Database = Any>>(e: E, id: &str) -> anyhow::Result<Option<Account>> {
-    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM accounts WHERE account_id = $1"))
-        .bind(id)
-        .fetch_optional(e)
-        .await?;
-    row.map(Account::try_from).transpose()
+fn accounts(rows: Vec<Row>) -> Result<Vec<Account>, sqlx::Error> {
+    rows.into_iter().map(|r| Account::try_from(r).map_err(|e| sqlx::Error::Decode(e.into()))).collect()
 }
 
-/// Inserts or replaces the account.
-pub async fn save(tx: &mut Tx, a: &Account) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM accounts WHERE account_id = $1").bind(&a.account_id).execute(&mut **tx).await?;
-    sqlx::query(&format!(
-        "INSERT INTO accounts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    ))
-    .bind(&a.account_id)
-    .bind(&a.opportunity_id)
-    .bind(&a.lead_id)
-    .bind(&a.company)
-    .bind(&a.contact_name)
-    .bind(&a.contact_email)
-    .bind(a.status.code())
-    .bind(serde_json::to_string(&a.contract_value)?)
-    .bind(i64::from(a.term_months))
-    .bind(a.started_at)
-    .bind(a.term_ends_at)
-    .bind(i64::from(a.renewals))
-    .bind(a.churned_at)
-    .bind(&a.churn_reason)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Customer success' store.
+#[derive(Debug, Clone)]
+pub struct CustomerSuccess {
+    pub db: Db,
 }
 
-pub async fn insert_renewal(
-    tx: &mut Tx,
-    id: &str,
-    account_id: &str,
-    term_months: i32,
-    value: &Money,
-    at: Micros,
-) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO renewals (renewal_id, account_id, term_months, contract_value, occurred_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(account_id)
-        .bind(i64::from(term_months))
-        .bind(serde_json::to_string(value)?)
-        .bind(at)
-        .execute(&mut **tx)
+impl Store for CustomerSuccess {
+    type Key = Key;
+    type State = State;
+    type Change = Change;
+    type Event = themodel_proto::customersuccess::v1::CustomerSuccessEvent;
+
+    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+        let ids: Vec<&AccountId> = keys.iter().map(|Key::Account(id)| id).collect();
+        let wanted: Vec<&str> = state.accounts.missing(ids).into_iter().map(AccountId::as_str).collect();
+        let rows =
+            db::select_in(tx, &self.db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &wanted)
+                .await?;
+        let mut found: HashMap<String, Account> =
+            accounts(rows)?.into_iter().map(|a| (a.account_id.to_string(), a)).collect();
+        for id in wanted {
+            state.accounts.loaded(AccountId::from_stored(id.to_owned()), found.remove(id));
+        }
+        Ok(())
+    }
+
+    fn apply(&self, state: &mut State, change: Change) {
+        match change {
+            Change::Account(a) => state.accounts.put(a.account_id.clone(), a),
+            Change::Renewal(r) => state.renewals.push(r),
+        }
+    }
+
+    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        let changed: Vec<&Account> = state.accounts.changed().collect();
+        db::insert_rows(
+            tx,
+            db,
+            &format!("INSERT INTO accounts ({COLUMNS}) VALUES "),
+            17,
+            " ON CONFLICT (account_id) DO UPDATE SET opportunity_id = excluded.opportunity_id, \
+             lead_id = excluded.lead_id, status = excluded.status, contract_currency = excluded.contract_currency, \
+             contract_units = excluded.contract_units, contract_nanos = excluded.contract_nanos, \
+             term_months = excluded.term_months, started_at = excluded.started_at, \
+             term_ends_at = excluded.term_ends_at, renewals = excluded.renewals, expansions = excluded.expansions, \
+             churned_at = excluded.churned_at, churn_reason = excluded.churn_reason",
+            &changed,
+            |q, a| {
+                q.bind(a.account_id.as_str())
+                    .bind(a.opportunity_id.as_str())
+                    .bind(a.lead_id.as_str())
+                    .bind(&a.company)
+                    .bind(&a.contact_name)
+                    .bind(&a.contact_email)
+                    .bind(a.status.code())
+                    .bind(a.contract_value.currency().to_string())
+                    .bind(a.contract_value.units())
+                    .bind(i64::from(a.contract_value.nanos()))
+                    .bind(i64::from(a.term.months()))
+                    .bind(a.started_at)
+                    .bind(a.term_ends_at)
+                    .bind(i64::from(a.renewals))
+                    .bind(i64::from(a.expansions))
+                    .bind(a.churned_at)
+                    .bind(&a.churn_reason)
+            },
+        )
         .await?;
-    Ok(())
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO renewals (renewal_id, account_id, term_months, contract_currency, contract_units, \
+             contract_nanos, occurred_at) VALUES ",
+            7,
+            "",
+            &state.renewals,
+            |q, r| {
+                q.bind(&r.renewal_id)
+                    .bind(r.account_id.as_str())
+                    .bind(i64::from(r.term.months()))
+                    .bind(r.value.currency().to_string())
+                    .bind(r.value.units())
+                    .bind(i64::from(r.value.nanos()))
+                    .bind(r.at)
+            },
+        )
+        .await
+    }
+}
+
+/// Accounts by id, for the batched reader.
+pub async fn accounts_by_id(db: &Db, ids: Vec<AccountId>) -> ApiResult<Vec<(AccountId, Account)>> {
+    let keys: Vec<&str> = ids.iter().map(AccountId::as_str).collect();
+    let mut conn = db.reader().acquire().await?;
+    let rows = db::select_in(&mut conn, db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &keys)
+        .await?;
+    Ok(accounts(rows)?.into_iter().map(|a| (a.account_id.clone(), a)).collect())
 }
 
 /// A page of accounts, newest first, after the keyset `after`.
@@ -110,18 +208,34 @@ pub async fn list(
     status: Option<Status>,
     after: Option<(i64, String)>,
     limit: i64,
-) -> anyhow::Result<Vec<Account>> {
+) -> ApiResult<Vec<Account>> {
     let (at, id) = after.unwrap_or((i64::MAX, String::new()));
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM accounts WHERE ($1 = '' OR status = $1) \
-         AND (started_at < $2 OR (started_at = $2 AND ($3 = '' OR account_id < $3))) \
-         ORDER BY started_at DESC, account_id DESC LIMIT $4"
-    ))
-    .bind(status.map_or("", Status::code))
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(db.reader())
-    .await?;
-    rows.into_iter().map(Account::try_from).collect()
+    let rows: Vec<Row> = match status {
+        Some(s) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM accounts WHERE status = $1 \
+             AND (started_at < $2 OR (started_at = $2 AND ($3 = '' OR account_id < $3))) \
+             ORDER BY started_at DESC, account_id DESC LIMIT $4"
+            ))
+            .bind(s.code())
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM accounts \
+             WHERE (started_at < $1 OR (started_at = $1 AND ($2 = '' OR account_id < $2))) \
+             ORDER BY started_at DESC, account_id DESC LIMIT $3"
+            ))
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?
+        }
+    };
+    Ok(accounts(rows)?)
 }

@@ -1,75 +1,58 @@
-//! `themodel.fieldsales.v1.FieldSalesService`: parse requests into domain
-//! types, run the domain rules in one transaction, map errors.
+//! `themodel.fieldsales.v1.FieldSalesService`: each handler parses its
+//! request into domain values, hands the writer a unit of work, and maps the
+//! outcome. Reads of one opportunity go through a batched reader.
 
-use serde_json::json;
 use themodel_proto::fieldsales::v1 as pb;
 use themodel_proto::fieldsales::v1::field_sales_service_server::FieldSalesService;
-use themodel_quality::Phase;
-use themodel_runtime::definition::SharedDefinition;
-use themodel_runtime::error::{ApiError, ApiResult};
-use themodel_runtime::events::NewEvent;
-use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Outbox};
+use themodel_quality::{Phase, PhaseMoveRefused, ReasonRefused};
+use themodel_runtime::loader::Loader;
 use themodel_runtime::time::{to_timestamp, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
-use themodel_runtime::values::{BantRecord, Money};
-use themodel_runtime::{Clock, Db, Tx, paging};
+use themodel_runtime::wire::enums::{phase_from_proto, phase_to_proto};
+use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
+use themodel_values::{AccountId, Code, LeadId, OpportunityId, Term};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{IncomingOpportunity, Opportunity, RecycleHandover, Refused, WonDealHandover};
-use crate::store;
+use crate::domain::{IncomingOpportunity, Opportunity, Refused, Win};
+use crate::store::{self, Change, FieldSales, Key};
 
 /// The field-sales service's handlers.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub db: Db,
-    pub definition: SharedDefinition,
+    pub writer: Writer<FieldSales>,
+    pub opportunities: Loader<OpportunityId, Opportunity>,
     pub clock: Clock,
-    pub outbox: Outbox,
 }
 
-impl From<Refused> for ApiError {
-    fn from(r: Refused) -> ApiError {
-        match r {
-            Refused::Move(themodel_quality::PhaseMoveRefused::ExitCriteria { .. }) => {
-                ApiError::precondition("EXIT_CRITERIA", "opportunity", r.to_string())
-            }
-            _ => ApiError::precondition("PHASE", "opportunity", r.to_string()),
+const METHOD: &str = "/themodel.fieldsales.v1.FieldSalesService/";
+
+/// `subject` names the opportunity the refusal is about.
+fn refused(r: Refused, subject: &OpportunityId) -> ApiError {
+    let subject = format!("opportunities/{subject}");
+    match r {
+        Refused::Move(PhaseMoveRefused::ExitCriteria { .. }) => {
+            ApiError::precondition("EXIT_CRITERIA", subject, r.to_string())
         }
+        Refused::TermPastEnd(_) => ApiError::field("term_months", r.to_string()),
+        Refused::Reason(ReasonRefused::Unknown { .. }) => ApiError::field("reason", r.to_string()),
+        _ => ApiError::precondition("PHASE", subject, r.to_string()),
     }
-}
-
-fn phase_to_proto(p: Phase) -> pb::Phase {
-    match p {
-        Phase::PreOpportunity => pb::Phase::PreOpportunity,
-        Phase::IssueRecognition => pb::Phase::IssueRecognition,
-        Phase::Evaluation => pb::Phase::Evaluation,
-        Phase::Negotiation => pb::Phase::Negotiation,
-        Phase::Approval => pb::Phase::Approval,
-        Phase::Won => pb::Phase::Won,
-        Phase::Lost => pb::Phase::Lost,
-    }
-}
-
-/// A phase from the wire; `None` for UNSPECIFIED or an unknown number.
-fn phase_from_proto(p: i32) -> Option<Phase> {
-    pb::Phase::try_from(p).ok().and_then(|p| Phase::from_name(p.as_str_name()))
 }
 
 pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
     pb::Opportunity {
-        opportunity_id: o.opportunity_id.clone(),
-        lead_id: o.lead_id.clone(),
+        opportunity_id: o.opportunity_id.to_string(),
+        lead_id: o.lead_id.to_string(),
         company: o.company.clone(),
         contact_name: o.contact_name.clone(),
         contact_email: o.contact_email.clone(),
         source: o.source.clone(),
         phase: phase_to_proto(o.phase) as i32,
-        bant: Some(o.bant.to_proto()),
-        estimated_value: o.estimated_value.as_ref().map(Money::to_proto),
-        contract_value: o.contract_value.as_ref().map(Money::to_proto),
-        term_months: o.term_months,
-        account_id: o.account_id.clone(),
+        bant: Some(wire::bant_to_proto(&o.bant)),
+        estimated_value: o.estimated_value.as_ref().map(wire::money_to_proto),
+        contract_value: o.contract_value.as_ref().map(wire::money_to_proto),
+        term_months: o.term.map_or(0, Term::months_i32),
+        account_id: o.account_id.as_ref().map(AccountId::to_string).unwrap_or_default(),
         lost_reason: o.lost_reason.clone(),
         quality: o.quality,
         opened_at: to_timestamp_opt(Some(o.opened_at)),
@@ -78,8 +61,8 @@ pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
             .history
             .iter()
             .map(|c| pb::PhaseChange {
-                from: phase_to_proto(c.from) as i32,
-                to: phase_to_proto(c.to) as i32,
+                from_phase: phase_to_proto(c.from) as i32,
+                to_phase: phase_to_proto(c.to) as i32,
                 occurred_at: Some(to_timestamp(c.at)),
             })
             .collect(),
@@ -87,66 +70,65 @@ pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
     }
 }
 
-const METHOD: &str = "/themodel.fieldsales.v1.FieldSalesService/";
+fn opportunity_id(v: &mut Violations, s: &str) -> Option<OpportunityId> {
+    v.parse("opportunity_id", OpportunityId::parse(s))
+}
+
+/// The opportunity a unit works on, copied to change.
+fn opportunity(cx: &Ctx<'_, FieldSales>, id: &OpportunityId) -> ApiResult<Opportunity> {
+    cx.state.opportunity(id)?.cloned().ok_or_else(|| ApiError::not_found("opportunity", id.as_str()))
+}
 
 impl Api {
-    async fn load(&self, tx: &mut Tx, id: &str) -> ApiResult<Opportunity> {
-        store::opportunity(&mut **tx, id).await?.ok_or_else(|| ApiError::not_found("opportunity", id))
-    }
-
-    #[tracing::instrument(skip_all, fields(opportunity_id = %req.opportunity_id, handover = %req.request_id))]
-    async fn accept_opportunity(&self, req: pb::AcceptOpportunityRequest) -> ApiResult<pb::Opportunity> {
+    #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id, handover = %request.get_ref().request_id))]
+    async fn accept_opportunity(
+        &self,
+        request: Request<pb::AcceptOpportunityRequest>,
+    ) -> ApiResult<pb::AcceptOpportunityResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AcceptOpportunity"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
+        let id = opportunity_id(&mut v, &r.opportunity_id);
+        let lead_id = v.parse("lead_id", LeadId::parse(&r.lead_id));
+        let source = v.text("source", &r.source, 64);
         let incoming = IncomingOpportunity {
-            opportunity_id: v.id("opportunity_id", &req.opportunity_id),
-            lead_id: v.id("lead_id", &req.lead_id),
-            company: v.optional("company", &req.company, 200),
-            contact_name: v.optional("contact_name", &req.contact_name, 200),
-            contact_email: v.optional("contact_email", &req.contact_email, 254),
-            source: v.optional("source", &req.source, 64),
-            bant: req.bant.as_ref().map(|b| BantRecord::parse(&mut v, "bant", b)).unwrap_or_default(),
-            estimated_value: Money::parse(&mut v, "estimated_value", req.estimated_value.as_ref(), false),
-            quality: req.quality,
-            definition_version: req.definition_version,
-            occurred_at: v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock),
+            opportunity_id: OpportunityId::from_stored(String::new()),
+            lead_id: LeadId::from_stored(String::new()),
+            company: v.text("company", &r.company, 200),
+            contact_name: v.text("contact_name", &r.contact_name, 200),
+            contact_email: v.text("contact_email", &r.contact_email, 254),
+            source,
+            bant: r.bant.as_ref().map(|b| wire::bant(&mut v, "bant", b)).unwrap_or_default(),
+            estimated_value: wire::money(&mut v, "estimated_value", r.estimated_value.as_ref()),
+            quality: r.quality,
+            definition_version: r.definition_version,
+            occurred_at: v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock),
         };
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}AcceptOpportunity"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        if let Some(existing) = store::opportunity(&mut *tx, &incoming.opportunity_id).await? {
-            return Err(ApiError::AlreadyExists(format!(
-                "opportunity {:?} already exists (for lead {:?})",
-                existing.opportunity_id, existing.lead_id
-            )));
-        }
-        let o = Opportunity::open(incoming);
-        store::save(&mut tx, &o).await?;
-        let evs = [NewEvent {
-            kind: "opportunity_opened",
-            subject_id: o.opportunity_id.clone(),
-            occurred_at: o.opened_at,
-            definition_version: o.definition_version,
-            payload: json!({ "lead_id": o.lead_id, "quality": o.quality, "source": o.source }),
-        }];
-        let resp = opportunity_to_proto(&o);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let incoming = v.build(|| Some(IncomingOpportunity { opportunity_id: id?, lead_id: lead_id?, ..incoming }))?;
+        let handover_id = r.request_id.clone();
+        let needs = vec![Need::Row(Key::Opportunity(incoming.opportunity_id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                if let Some(existing) = cx.state.opportunity(&incoming.opportunity_id)? {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "opportunity {:?} already exists (for lead {:?})",
+                        existing.opportunity_id.as_str(),
+                        existing.lead_id.as_str()
+                    )));
+                }
+                let (o, out) = Opportunity::open(incoming.clone(), &handover_id);
+                let resp = pb::AcceptOpportunityResponse { opportunity: Some(opportunity_to_proto(&o)) };
+                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+            })
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(opportunity_id = %req.opportunity_id))]
-    async fn get_opportunity(&self, req: pb::GetOpportunityRequest) -> ApiResult<pb::Opportunity> {
-        let mut v = Violations::new();
-        let id = v.id("opportunity_id", &req.opportunity_id);
-        v.finish()?;
+    async fn get_opportunity(&self, req: pb::GetOpportunityRequest) -> ApiResult<pb::GetOpportunityResponse> {
+        let id = OpportunityId::parse(&req.opportunity_id).map_err(|e| ApiError::field("opportunity_id", e.0))?;
         let o =
-            store::opportunity(self.db.reader(), &id).await?.ok_or_else(|| ApiError::not_found("opportunity", &id))?;
-        Ok(opportunity_to_proto(&o))
+            self.opportunities.get(id.clone()).await?.ok_or_else(|| ApiError::not_found("opportunity", id.as_str()))?;
+        Ok(pb::GetOpportunityResponse { opportunity: Some(opportunity_to_proto(&o)) })
     }
 
     #[tracing::instrument(skip_all)]
@@ -157,7 +139,9 @@ impl Api {
             0 => None,
             p => {
                 let phase = phase_from_proto(p);
-                v.check(phase.is_some(), "phase", "unknown phase");
+                if phase.is_none() {
+                    v.add("phase", "must be a phase such as PHASE_EVALUATION or PHASE_WON (unset: all)");
+                }
                 phase
             }
         };
@@ -166,10 +150,12 @@ impl Api {
             Some(k) => Some((paging::int(&k[0])?, k[1].clone())),
             None => None,
         };
-        let mut rows = store::list(&self.db, phase, after, limit + 1).await?;
+        let mut rows = store::list(self.writer.db(), phase, after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
-            rows.last().map(|o| paging::encode(&[&o.opened_at.to_string(), &o.opportunity_id])).unwrap_or_default()
+            rows.last()
+                .map(|o| paging::encode(&[&o.opened_at.to_string(), o.opportunity_id.as_str()]))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -179,134 +165,82 @@ impl Api {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(opportunity_id = %req.opportunity_id, to = req.to_phase))]
-    async fn advance_phase(&self, req: pb::AdvancePhaseRequest) -> ApiResult<pb::Opportunity> {
+    #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id))]
+    async fn advance_phase(&self, request: Request<pb::AdvancePhaseRequest>) -> ApiResult<pb::AdvancePhaseResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AdvancePhase"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let id = v.id("opportunity_id", &req.opportunity_id);
-        let to = phase_from_proto(req.to_phase);
-        match to {
-            None => v.add(
-                "to_phase",
-                "must be a phase: PRE_OPPORTUNITY, ISSUE_RECOGNITION, EVALUATION, NEGOTIATION or APPROVAL",
-            ),
-            Some(p) if !p.is_open() => v.add("to_phase", "WON and LOST are reached with CloseWon and CloseLost"),
-            Some(_) => {}
-        }
-        let bant = req.bant.as_ref().map(|b| BantRecord::parse(&mut v, "bant", b));
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-        let to = to.unwrap_or(Phase::PreOpportunity);
-
-        let key = Idempotency::new(&format!("{METHOD}AdvancePhase"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let def = self.definition.current();
-        let mut o = self.load(&mut tx, &id).await?;
-        let from = o.advance(to, bant, at, &def)?;
-        store::save(&mut tx, &o).await?;
-        let evs = [NewEvent {
-            kind: "phase_changed",
-            subject_id: id,
-            occurred_at: at,
-            definition_version: def.version,
-            payload: json!({ "from": from.name(), "to": to.name() }),
-        }];
-        let resp = opportunity_to_proto(&o);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
-    }
-
-    #[tracing::instrument(skip_all, fields(opportunity_id = %req.opportunity_id))]
-    async fn close_won(&self, req: pb::CloseWonRequest) -> ApiResult<pb::Opportunity> {
-        let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let id = v.id("opportunity_id", &req.opportunity_id);
-        let value = Money::parse(&mut v, "contract_value", req.contract_value.as_ref(), true);
-        v.check((1..=120).contains(&req.term_months), "term_months", "must be 1-120");
-        let account_id = v.new_id("account_id", &req.account_id, "acct");
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-        let value = value.unwrap_or_default();
-
-        let key = Idempotency::new(&format!("{METHOD}CloseWon"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let def = self.definition.current();
-        let mut o = self.load(&mut tx, &id).await?;
-        o.close_won(value.clone(), req.term_months, &account_id, at, &def)?;
-        store::save(&mut tx, &o).await?;
-        let handover = WonDealHandover {
-            account_id: account_id.clone(),
-            opportunity_id: id.clone(),
-            lead_id: o.lead_id.clone(),
-            company: o.company.clone(),
-            contact_name: o.contact_name.clone(),
-            contact_email: o.contact_email.clone(),
-            contract_value: value.clone(),
-            term_months: req.term_months,
-            occurred_at: at,
+        let id = opportunity_id(&mut v, &r.opportunity_id);
+        let to = match phase_from_proto(r.to_phase) {
+            Some(p) if p.is_open() => Some(p),
+            Some(_) => {
+                v.add("to_phase", "PHASE_WON and PHASE_LOST are reached with CloseWon and CloseLost");
+                None
+            }
+            None => {
+                v.add(
+                    "to_phase",
+                    "must be an open phase: PHASE_PRE_OPPORTUNITY, PHASE_ISSUE_RECOGNITION, PHASE_EVALUATION, \
+                     PHASE_NEGOTIATION or PHASE_APPROVAL",
+                );
+                None
+            }
         };
-        let handover_id = outbox::hand_over(&mut tx, "customer-success", "accept_won_deal", &handover, now).await?;
-        let evs = [NewEvent {
-            kind: "opportunity_won",
-            subject_id: id,
-            occurred_at: at,
-            definition_version: def.version,
-            payload: json!({
-                "lead_id": o.lead_id, "account_id": account_id, "currency_code": value.currency_code,
-                "units": value.units, "nanos": value.nanos, "term_months": req.term_months,
-                "quality": o.quality, "handover_id": handover_id,
-            }),
-        }];
-        let resp = opportunity_to_proto(&o);
-        key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![handover_id]).await;
-        Ok(resp)
+        let bant = r.bant.as_ref().map(|b| wire::bant(&mut v, "bant", b));
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, to): (OpportunityId, Phase) = v.build(|| Some((id?, to?)))?;
+        let needs = vec![Need::Row(Key::Opportunity(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut o = opportunity(cx, &id)?;
+                let out = o.advance(to, bant.clone(), at, cx.definition).map_err(|r| refused(r, &id))?;
+                let resp = pb::AdvancePhaseResponse { opportunity: Some(opportunity_to_proto(&o)) };
+                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+            })
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(opportunity_id = %req.opportunity_id, reason = %req.reason))]
-    async fn close_lost(&self, req: pb::CloseLostRequest) -> ApiResult<pb::Opportunity> {
+    #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id))]
+    async fn close_won(&self, request: Request<pb::CloseWonRequest>) -> ApiResult<pb::CloseWonResponse> {
+        let call = Call::new(&request, &format!("{METHOD}CloseWon"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let id = v.id("opportunity_id", &req.opportunity_id);
-        let reason = v.code("reason", &req.reason);
-        let note = v.optional("note", &req.note, 4000);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
+        let id = opportunity_id(&mut v, &r.opportunity_id);
+        let value = wire::required_money(&mut v, "contract_value", r.contract_value.as_ref());
+        let term = v.parse("term_months", Term::parse(r.term_months));
+        let account_id = v.parse("account_id", AccountId::parse_or_new(&r.account_id));
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, win) = v.build(|| Some((id?, Win { value: value?, term: term?, account_id: account_id?, at })))?;
+        let needs = vec![Need::Row(Key::Opportunity(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut o = opportunity(cx, &id)?;
+                let out = o.close_won(&win, cx.definition).map_err(|r| refused(r, &id))?;
+                let resp = pb::CloseWonResponse { opportunity: Some(opportunity_to_proto(&o)) };
+                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+            })
+            .await
+    }
 
-        let key = Idempotency::new(&format!("{METHOD}CloseLost"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let def = self.definition.current();
-        let mut o = self.load(&mut tx, &id).await?;
-        let track = o.close_lost(&reason, at, &def)?;
-        store::save(&mut tx, &o).await?;
-        let handover = RecycleHandover { lead_id: o.lead_id.clone(), reason: track.clone(), note, occurred_at: at };
-        let handover_id = outbox::hand_over(&mut tx, "marketing", "recycle_lead", &handover, now).await?;
-        let evs = [NewEvent {
-            kind: "opportunity_lost",
-            subject_id: id,
-            occurred_at: at,
-            definition_version: def.version,
-            payload: json!({
-                "lead_id": o.lead_id, "reason": reason, "recycle_track": track, "quality": o.quality,
-                "handover_id": handover_id,
-            }),
-        }];
-        let resp = opportunity_to_proto(&o);
-        key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![handover_id]).await;
-        Ok(resp)
+    #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id, reason = %request.get_ref().reason))]
+    async fn close_lost(&self, request: Request<pb::CloseLostRequest>) -> ApiResult<pb::CloseLostResponse> {
+        let call = Call::new(&request, &format!("{METHOD}CloseLost"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let id = opportunity_id(&mut v, &r.opportunity_id);
+        let reason = v.parse("reason", Code::parse(&r.reason));
+        let note = v.text("note", &r.note, 4000);
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, reason) = v.build(|| Some((id?, reason?)))?;
+        let needs = vec![Need::Row(Key::Opportunity(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut o = opportunity(cx, &id)?;
+                let out = o.close_lost(&reason, &note, at, cx.definition).map_err(|r| refused(r, &id))?;
+                let resp = pb::CloseLostResponse { opportunity: Some(opportunity_to_proto(&o)) };
+                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+            })
+            .await
     }
 }
 
@@ -315,14 +249,14 @@ impl FieldSalesService for Api {
     async fn accept_opportunity(
         &self,
         request: Request<pb::AcceptOpportunityRequest>,
-    ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(Api::accept_opportunity(self, request.into_inner()).await?))
+    ) -> Result<Response<pb::AcceptOpportunityResponse>, Status> {
+        Ok(Response::new(Api::accept_opportunity(self, request).await?))
     }
 
     async fn get_opportunity(
         &self,
         request: Request<pb::GetOpportunityRequest>,
-    ) -> Result<Response<pb::Opportunity>, Status> {
+    ) -> Result<Response<pb::GetOpportunityResponse>, Status> {
         Ok(Response::new(Api::get_opportunity(self, request.into_inner()).await?))
     }
 
@@ -336,15 +270,18 @@ impl FieldSalesService for Api {
     async fn advance_phase(
         &self,
         request: Request<pb::AdvancePhaseRequest>,
-    ) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(Api::advance_phase(self, request.into_inner()).await?))
+    ) -> Result<Response<pb::AdvancePhaseResponse>, Status> {
+        Ok(Response::new(Api::advance_phase(self, request).await?))
     }
 
-    async fn close_won(&self, request: Request<pb::CloseWonRequest>) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(Api::close_won(self, request.into_inner()).await?))
+    async fn close_won(&self, request: Request<pb::CloseWonRequest>) -> Result<Response<pb::CloseWonResponse>, Status> {
+        Ok(Response::new(Api::close_won(self, request).await?))
     }
 
-    async fn close_lost(&self, request: Request<pb::CloseLostRequest>) -> Result<Response<pb::Opportunity>, Status> {
-        Ok(Response::new(Api::close_lost(self, request.into_inner()).await?))
+    async fn close_lost(
+        &self,
+        request: Request<pb::CloseLostRequest>,
+    ) -> Result<Response<pb::CloseLostResponse>, Status> {
+        Ok(Response::new(Api::close_lost(self, request).await?))
     }
 }

@@ -1,14 +1,24 @@
-//! Field sales' rules: an opportunity's walk through the six phases of
-//! DOMAIN.md §5, gated by the shared definition's exit criteria, and its close.
-//! No SQL, no gRPC.
+//! Field sales' rules: an opportunity's walk through the six phases,
+//! gated by the shared definition's exit criteria, and its close. Each step
+//! returns the events it causes and the hand-overs it makes; no SQL, no gRPC
+//! clients.
 
-use serde::{Deserialize, Serialize};
-use themodel_quality::{Definition, Phase, PhaseMoveRefused};
-use themodel_runtime::time::Micros;
-use themodel_runtime::values::{BantRecord, Money};
+use themodel_proto::customersuccess::v1::AcceptWonDealRequest;
+use themodel_proto::fieldsales::v1 as pb;
+use themodel_proto::marketing::v1::RecycleLeadRequest;
+use themodel_quality::{BantRecord, Definition, Phase, PhaseMoveRefused, ReasonRefused};
+use themodel_runtime::Effects;
+use themodel_runtime::outbox::Handover;
+use themodel_runtime::time::{Micros, to_timestamp};
+use themodel_runtime::wire::enums::phase_to_proto;
+use themodel_runtime::wire::{department_to_proto, money_to_proto};
+use themodel_values::{AccountId, Code, Department, LeadId, Money, OpportunityId, Term, time};
+
+/// Field sales' effects: its events and hand-overs.
+pub type Out = Effects<pb::FieldSalesEvent>;
 
 /// One move in the stage history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseChange {
     pub from: Phase,
     pub to: Phase,
@@ -17,8 +27,8 @@ pub struct PhaseChange {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Opportunity {
-    pub opportunity_id: String,
-    pub lead_id: String,
+    pub opportunity_id: OpportunityId,
+    pub lead_id: LeadId,
     pub company: String,
     pub contact_name: String,
     pub contact_email: String,
@@ -27,8 +37,8 @@ pub struct Opportunity {
     pub bant: BantRecord,
     pub estimated_value: Option<Money>,
     pub contract_value: Option<Money>,
-    pub term_months: i32,
-    pub account_id: String,
+    pub term: Option<Term>,
+    pub account_id: Option<AccountId>,
     pub lost_reason: String,
     pub quality: bool,
     pub opened_at: Micros,
@@ -40,8 +50,8 @@ pub struct Opportunity {
 /// An opportunity handed over by inside sales.
 #[derive(Debug, Clone)]
 pub struct IncomingOpportunity {
-    pub opportunity_id: String,
-    pub lead_id: String,
+    pub opportunity_id: OpportunityId,
+    pub lead_id: LeadId,
     pub company: String,
     pub contact_name: String,
     pub contact_email: String,
@@ -53,27 +63,13 @@ pub struct IncomingOpportunity {
     pub occurred_at: Micros,
 }
 
-/// The won account handed to customer success.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WonDealHandover {
-    pub account_id: String,
-    pub opportunity_id: String,
-    pub lead_id: String,
-    pub company: String,
-    pub contact_name: String,
-    pub contact_email: String,
-    pub contract_value: Money,
-    pub term_months: i32,
-    pub occurred_at: Micros,
-}
-
-/// A lost deal's lead, sent back to marketing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecycleHandover {
-    pub lead_id: String,
-    pub reason: String,
-    pub note: String,
-    pub occurred_at: Micros,
+/// A validated win.
+#[derive(Debug, Clone)]
+pub struct Win {
+    pub value: Money,
+    pub term: Term,
+    pub account_id: AccountId,
+    pub at: Micros,
 }
 
 /// Why field sales refuses a step.
@@ -81,16 +77,24 @@ pub struct RecycleHandover {
 pub enum Refused {
     #[error(transparent)]
     Move(#[from] PhaseMoveRefused),
-    #[error("a deal is won from APPROVAL; the opportunity is in {}", .0.name())]
+    #[error("a deal is won from PHASE_APPROVAL; the opportunity is in {}", phase_to_proto(*.0).as_str_name())]
     NotInApproval(Phase),
-    #[error("the opportunity is already closed ({})", .0.name())]
+    #[error("the opportunity is already closed ({})", phase_to_proto(*.0).as_str_name())]
     Closed(Phase),
+    #[error("a {0}-month term from then would end after 9999-12-31")]
+    TermPastEnd(u32),
+    #[error(transparent)]
+    Reason(#[from] ReasonRefused),
+}
+
+fn event(at: Micros, e: pb::field_sales_event::Event) -> pb::FieldSalesEvent {
+    pb::FieldSalesEvent { occurred_at: Some(to_timestamp(at)), event: Some(e) }
 }
 
 impl Opportunity {
     /// Opens an opportunity in phase 1 (pre-opportunity).
-    pub fn open(o: IncomingOpportunity) -> Opportunity {
-        Opportunity {
+    pub fn open(o: IncomingOpportunity, handover_id: &str) -> (Opportunity, Out) {
+        let opp = Opportunity {
             opportunity_id: o.opportunity_id,
             lead_id: o.lead_id,
             company: o.company,
@@ -101,20 +105,35 @@ impl Opportunity {
             bant: o.bant,
             estimated_value: o.estimated_value,
             contract_value: None,
-            term_months: 0,
-            account_id: String::new(),
+            term: None,
+            account_id: None,
             lost_reason: String::new(),
             quality: o.quality,
             opened_at: o.occurred_at,
             closed_at: None,
             definition_version: o.definition_version,
             history: Vec::new(),
-        }
+        };
+        let out = Out::default().event(event(
+            opp.opened_at,
+            pb::field_sales_event::Event::OpportunityOpened(pb::OpportunityOpened {
+                opportunity_id: opp.opportunity_id.to_string(),
+                lead_id: opp.lead_id.to_string(),
+                quality: opp.quality,
+                source: opp.source.clone(),
+                estimated_value: opp.estimated_value.as_ref().map(money_to_proto),
+                handover_id: handover_id.to_owned(),
+                definition_version: opp.definition_version,
+            }),
+        ));
+        (opp, out)
     }
 
-    fn move_to(&mut self, to: Phase, at: Micros) {
-        self.history.push(PhaseChange { from: self.phase, to, at });
+    fn move_to(&mut self, to: Phase, at: Micros) -> PhaseChange {
+        let change = PhaseChange { from: self.phase, to, at };
+        self.history.push(change.clone());
         self.phase = to;
+        change
     }
 
     /// Moves to another open phase; a new BANT, if given, counts for the exit criteria.
@@ -124,25 +143,26 @@ impl Opportunity {
         bant: Option<BantRecord>,
         at: Micros,
         def: &Definition,
-    ) -> Result<Phase, Refused> {
+    ) -> Result<Out, Refused> {
         let candidate = bant.unwrap_or_else(|| self.bant.clone());
         def.check_phase_move(self.phase, to, candidate.bant)?;
-        let from = self.phase;
         self.bant = candidate;
         self.definition_version = def.version;
-        self.move_to(to, at);
-        Ok(from)
+        let change = self.move_to(to, at);
+        Ok(Out::default().event(event(
+            at,
+            pb::field_sales_event::Event::PhaseChanged(pb::PhaseChanged {
+                opportunity_id: self.opportunity_id.to_string(),
+                from_phase: phase_to_proto(change.from) as i32,
+                to_phase: phase_to_proto(change.to) as i32,
+                definition_version: def.version,
+            }),
+        )))
     }
 
-    /// Closes won from APPROVAL (whose exit criteria must hold).
-    pub fn close_won(
-        &mut self,
-        value: Money,
-        term_months: i32,
-        account_id: &str,
-        at: Micros,
-        def: &Definition,
-    ) -> Result<(), Refused> {
+    /// Closes won from APPROVAL (whose exit criteria must hold) and hands the
+    /// account over to customer success.
+    pub fn close_won(&mut self, win: &Win, def: &Definition) -> Result<Out, Refused> {
         if !self.phase.is_open() {
             return Err(Refused::Closed(self.phase));
         }
@@ -150,53 +170,118 @@ impl Opportunity {
             return Err(Refused::NotInApproval(self.phase));
         }
         def.check_exit(Phase::Approval, self.bant.bant)?;
-        self.contract_value = Some(value);
-        self.term_months = term_months;
-        self.account_id = account_id.to_owned();
-        self.closed_at = Some(at);
+        if time::add_months(win.at, win.term.months()).is_none() {
+            return Err(Refused::TermPastEnd(win.term.months()));
+        }
+        self.contract_value = Some(win.value);
+        self.term = Some(win.term);
+        self.account_id = Some(win.account_id.clone());
+        self.closed_at = Some(win.at);
         self.definition_version = def.version;
-        self.move_to(Phase::Won, at);
-        Ok(())
+        self.move_to(Phase::Won, win.at);
+        let handover = Handover::new(AcceptWonDealRequest {
+            request_id: String::new(),
+            account_id: win.account_id.to_string(),
+            opportunity_id: self.opportunity_id.to_string(),
+            lead_id: self.lead_id.to_string(),
+            company: self.company.clone(),
+            contact_name: self.contact_name.clone(),
+            contact_email: self.contact_email.clone(),
+            contract_value: Some(money_to_proto(&win.value)),
+            term_months: win.term.months_i32(),
+            occurred_at: Some(to_timestamp(win.at)),
+        });
+        let mut out = Out::default().event(event(
+            win.at,
+            pb::field_sales_event::Event::OpportunityWon(pb::OpportunityWon {
+                opportunity_id: self.opportunity_id.to_string(),
+                lead_id: self.lead_id.to_string(),
+                account_id: win.account_id.to_string(),
+                contract_value: Some(money_to_proto(&win.value)),
+                term_months: win.term.months_i32(),
+                quality: self.quality,
+                handover_id: handover.id.clone(),
+                definition_version: def.version,
+            }),
+        ));
+        out.push_handover(handover);
+        Ok(out)
     }
 
-    /// Closes lost from any open phase. Returns the recycle track the lead goes
-    /// back to marketing on (see `Definition::lost_deal_track`).
-    pub fn close_lost(&mut self, reason: &str, at: Micros, def: &Definition) -> Result<String, Refused> {
+    /// Closes lost from any open phase, with one of the definition's lost
+    /// reasons, and sends the lead back to marketing on that reason's track.
+    pub fn close_lost(&mut self, reason: &Code, note: &str, at: Micros, def: &Definition) -> Result<Out, Refused> {
         if !self.phase.is_open() {
             return Err(Refused::Closed(self.phase));
         }
-        self.lost_reason = reason.to_owned();
+        def.check_lost_reason(reason.as_str())?;
+        let lost_in = self.phase;
+        self.lost_reason = reason.to_string();
         self.closed_at = Some(at);
+        self.definition_version = def.version;
         self.move_to(Phase::Lost, at);
-        Ok(def.lost_deal_track(reason))
+        let handover = Handover::new(RecycleLeadRequest {
+            request_id: String::new(),
+            lead_id: self.lead_id.to_string(),
+            reason: reason.to_string(),
+            sender: department_to_proto(Department::FieldSales) as i32,
+            timing_months: 0,
+            note: note.to_owned(),
+            occurred_at: Some(to_timestamp(at)),
+        });
+        let mut out = Out::default().event(event(
+            at,
+            pb::field_sales_event::Event::OpportunityLost(pb::OpportunityLost {
+                opportunity_id: self.opportunity_id.to_string(),
+                lead_id: self.lead_id.to_string(),
+                reason: reason.to_string(),
+                phase: phase_to_proto(lost_in) as i32,
+                quality: self.quality,
+                handover_id: handover.id.clone(),
+                definition_version: def.version,
+            }),
+        ));
+        out.push_handover(handover);
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use themodel_quality::Bant;
+    use themodel_values::Currency;
+
+    use super::*;
 
     fn opp(bant: Bant) -> Opportunity {
-        Opportunity::open(IncomingOpportunity {
-            opportunity_id: "opp-1".into(),
-            lead_id: "lead-1".into(),
-            company: "Corp".into(),
-            contact_name: "Ada".into(),
-            contact_email: "ada@corp.example".into(),
-            source: "web_form".into(),
-            bant: BantRecord { bant, ..Default::default() },
-            estimated_value: None,
-            quality: bant.is_complete(),
-            definition_version: 1,
-            occurred_at: 100,
-        })
+        Opportunity::open(
+            IncomingOpportunity {
+                opportunity_id: OpportunityId::parse("opp-1").expect("id"),
+                lead_id: LeadId::parse("lead-1").expect("id"),
+                company: "Corp".into(),
+                contact_name: "Ada".into(),
+                contact_email: "ada@corp.example".into(),
+                source: "web_form".into(),
+                bant: BantRecord { bant, ..Default::default() },
+                estimated_value: None,
+                quality: bant.is_complete(),
+                definition_version: 1,
+                occurred_at: 100,
+            },
+            "ho-1",
+        )
+        .0
     }
 
     const ALL: Bant = Bant { budget: true, authority: true, need: true, timeline: true };
 
-    fn yen(units: i64) -> Money {
-        Money { currency_code: "JPY".into(), units, nanos: 0 }
+    fn win(units: i64, at: Micros) -> Win {
+        Win {
+            value: Money::new(Currency::parse("JPY").expect("code"), units, 0).expect("amount"),
+            term: Term::parse(12).expect("term"),
+            account_id: AccountId::parse("acct-1").expect("id"),
+            at,
+        }
     }
 
     #[test]
@@ -206,10 +291,12 @@ mod tests {
         for to in [Phase::IssueRecognition, Phase::Evaluation, Phase::Negotiation, Phase::Approval] {
             o.advance(to, None, 200, &def).expect("exit criteria met");
         }
-        o.close_won(yen(1_200_000), 12, "acct-1", 300, &def).expect("won from approval");
+        let out = o.close_won(&win(1_200_000, 300), &def).expect("won from approval");
+        assert_eq!(out.handovers[0].destination, "customer-success");
         assert_eq!(o.phase, Phase::Won);
         assert_eq!(o.history.len(), 5);
-        assert_eq!(o.close_lost("lost_price", 400, &def), Err(Refused::Closed(Phase::Won)));
+        let lost = Code::parse("lost_price").expect("code");
+        assert_eq!(o.close_lost(&lost, "", 400, &def), Err(Refused::Closed(Phase::Won)));
     }
 
     #[test]
@@ -235,18 +322,31 @@ mod tests {
             o.advance(Phase::Negotiation, None, 1, &def),
             Err(Refused::Move(PhaseMoveRefused::Jump { .. }))
         ));
-        assert_eq!(o.close_won(yen(1), 12, "a", 2, &def), Err(Refused::NotInApproval(Phase::PreOpportunity)));
+        assert_eq!(o.close_won(&win(1, 2), &def), Err(Refused::NotInApproval(Phase::PreOpportunity)));
         assert_eq!(o.phase, Phase::PreOpportunity, "a refused step changes nothing");
     }
 
     #[test]
-    fn lost_keeps_the_reason_and_picks_the_recycle_track() {
+    fn a_term_past_the_end_of_time_is_refused() {
         let def = Definition::default();
         let mut o = opp(ALL);
-        assert_eq!(o.close_lost("price", 2, &def), Ok("lost_price".to_owned()));
-        assert_eq!(o.lost_reason, "price");
+        for to in [Phase::IssueRecognition, Phase::Evaluation, Phase::Negotiation, Phase::Approval] {
+            o.advance(to, None, 200, &def).expect("exit criteria met");
+        }
+        assert_eq!(o.close_won(&win(1, time::MAX - 1), &def), Err(Refused::TermPastEnd(12)));
+        assert_eq!(o.phase, Phase::Approval);
+    }
+
+    #[test]
+    fn lost_reasons_are_the_definitions_and_are_kept_as_given() {
+        let def = Definition::default();
+        let mut o = opp(ALL);
+        let e = o.close_lost(&Code::parse("competitor").expect("code"), "", 2, &def).unwrap_err();
+        assert!(e.to_string().contains("accepted: lost_to_competitor"), "{e}");
+        assert_eq!(o.phase, Phase::PreOpportunity, "refused, not mapped to lost_other");
+        let out = o.close_lost(&Code::parse("lost_price").expect("code"), "too dear", 3, &def).expect("listed");
+        assert_eq!(o.lost_reason, "lost_price");
         assert_eq!(o.phase, Phase::Lost);
-        assert_eq!(o.closed_at, Some(2));
-        assert_eq!(o.close_lost("price", 3, &def), Err(Refused::Closed(Phase::Lost)));
+        assert_eq!(out.handovers[0].destination, "marketing");
     }
 }

@@ -1,23 +1,19 @@
-//! The field-sales service (DOMAIN.md §5): opportunities, their phases and
-//! stage history, win/loss. Won deals go to customer success; lost deals'
-//! leads are recycled to marketing.
+//! The field-sales service: opportunities, their phases and stage history,
+//! and win/loss (docs/domain.md, "Field sales"). It hands won accounts to
+//! customer success and lost deals' leads back to marketing.
 //!
-//! Same layout as every service: [`domain`] (rules), [`store`] (SQL), [`api`]
-//! (tonic handlers), [`relay`] (delivery of this service's hand-overs). It
-//! never reads another service's tables.
+//! Same layout as every service: [`domain`] (rules), [`store`] (SQL and the
+//! rows the writer batches), [`api`] (tonic handlers). It never reads another
+//! service's tables.
 
 pub mod api;
 pub mod domain;
-pub mod relay;
 pub mod store;
 
-use themodel_proto::customersuccess::v1::customer_success_service_client::CustomerSuccessServiceClient;
 use themodel_proto::fieldsales::v1::field_sales_service_server::FieldSalesServiceServer;
-use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
-use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
-use themodel_runtime::server::EVENT_STREAM;
-use themodel_runtime::telemetry::peer_channel;
+use themodel_runtime::loader::Loader;
+use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,19 +29,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let customer_success = peer_channel(require_peer(&config.peers.customer_success, "--customer-success-addr")?)?;
-    let marketing = peer_channel(require_peer(&config.peers.marketing, "--marketing-addr")?)?;
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    let outbox = started.spawn_relay(relay::Peers {
-        customer_success: CustomerSuccessServiceClient::new(customer_success),
-        marketing: MarketingServiceClient::new(marketing),
-    });
-    let api = api::Api {
-        db: started.db.clone(),
-        definition: started.definition.clone(),
-        clock: started.clock.clone(),
-        outbox,
-    };
-    let routes = Routes::new(FieldSalesServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
+    started.relay_to(&[("customer-success", "--customer-success-addr"), ("marketing", "--marketing-addr")])?;
+    let db = started.db.clone();
+    let writer = started.writer(store::FieldSales { db: db.clone() });
+    let opportunities = Loader::spawn(
+        move |ids| {
+            let db = db.clone();
+            async move { store::opportunities_by_id(&db, ids).await }
+        },
+        2,
+        started.stop_token(),
+    );
+    let api = api::Api { writer: writer.clone(), opportunities, clock: started.clock.clone() };
+    let routes = Routes::new(FieldSalesServiceServer::new(api))
+        .add_service(EventStream::server(started.db.clone()))
+        .add_service(started.outbox_admin(&writer));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

@@ -1,11 +1,42 @@
-//! Field sales' tables. The only module with SQL.
+//! Field sales' tables, and its rows as the writer sees them. The only
+//! module with SQL.
 
-use sqlx::{Any, Executor};
-use themodel_quality::Phase;
-use themodel_runtime::values::Money;
-use themodel_runtime::{Db, Tx};
+use std::collections::HashMap;
 
-use crate::domain::Opportunity;
+use themodel_quality::{Bant, BantRecord, Phase};
+use themodel_runtime::db::{self, Db};
+use themodel_runtime::{ApiResult, Rows, Store, Tx};
+use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
+
+use crate::domain::{Opportunity, PhaseChange};
+
+/// What a unit asks to have loaded.
+#[derive(Debug, Clone)]
+pub enum Key {
+    Opportunity(OpportunityId),
+}
+
+/// One change a unit makes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The opportunity as it now is; its history entries past those stored
+    /// are appended.
+    Opportunity(Opportunity),
+}
+
+/// A batch's rows.
+#[derive(Debug, Default)]
+pub struct State {
+    opportunities: Rows<OpportunityId, Opportunity>,
+    /// History entries stored per opportunity when loaded.
+    stored_history: HashMap<OpportunityId, usize>,
+}
+
+impl State {
+    pub fn opportunity(&self, id: &OpportunityId) -> ApiResult<Option<&Opportunity>> {
+        self.opportunities.get(id.as_str())
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -16,9 +47,20 @@ struct Row {
     contact_email: String,
     source: String,
     phase: String,
-    bant: String,
-    estimated_value: Option<String>,
-    contract_value: Option<String>,
+    bant_budget: i64,
+    bant_authority: i64,
+    bant_need: i64,
+    bant_timeline: i64,
+    budget_note: String,
+    authority_note: String,
+    need_note: String,
+    timeline_note: String,
+    estimated_currency: Option<String>,
+    estimated_units: Option<i64>,
+    estimated_nanos: Option<i64>,
+    contract_currency: Option<String>,
+    contract_units: Option<i64>,
+    contract_nanos: Option<i64>,
     term_months: i64,
     account_id: String,
     lost_reason: String,
@@ -26,82 +68,209 @@ struct Row {
     opened_at: i64,
     closed_at: Option<i64>,
     definition_version: i64,
-    history: String,
 }
 
-const COLUMNS: &str = "opportunity_id, lead_id, company, contact_name, contact_email, source, phase, bant, \
-    estimated_value, contract_value, term_months, account_id, lost_reason, quality, opened_at, closed_at, \
-    definition_version, history";
+const COLUMNS: &str = "opportunity_id, lead_id, company, contact_name, contact_email, source, phase, bant_budget, \
+    bant_authority, bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, \
+    estimated_currency, estimated_units, estimated_nanos, contract_currency, contract_units, contract_nanos, \
+    term_months, account_id, lost_reason, quality, opened_at, closed_at, definition_version";
 
-fn money(s: Option<String>) -> anyhow::Result<Option<Money>> {
-    Ok(s.as_deref().map(serde_json::from_str).transpose()?)
+fn phase(name: &str) -> anyhow::Result<Phase> {
+    Phase::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown phase {name:?}"))
 }
 
-impl TryFrom<Row> for Opportunity {
-    type Error = anyhow::Error;
-
-    fn try_from(r: Row) -> anyhow::Result<Opportunity> {
+impl Row {
+    fn into_opportunity(self, history: Vec<PhaseChange>) -> anyhow::Result<Opportunity> {
         Ok(Opportunity {
-            phase: Phase::from_name(&r.phase).ok_or_else(|| anyhow::anyhow!("unknown phase {:?}", r.phase))?,
-            bant: serde_json::from_str(&r.bant)?,
-            estimated_value: money(r.estimated_value)?,
-            contract_value: money(r.contract_value)?,
-            history: serde_json::from_str(&r.history)?,
-            opportunity_id: r.opportunity_id,
-            lead_id: r.lead_id,
-            company: r.company,
-            contact_name: r.contact_name,
-            contact_email: r.contact_email,
-            source: r.source,
-            term_months: r.term_months as i32,
-            account_id: r.account_id,
-            lost_reason: r.lost_reason,
-            quality: r.quality != 0,
-            opened_at: r.opened_at,
-            closed_at: r.closed_at,
-            definition_version: r.definition_version,
+            phase: phase(&self.phase)?,
+            bant: BantRecord {
+                bant: Bant {
+                    budget: self.bant_budget != 0,
+                    authority: self.bant_authority != 0,
+                    need: self.bant_need != 0,
+                    timeline: self.bant_timeline != 0,
+                },
+                budget_note: self.budget_note,
+                authority_note: self.authority_note,
+                need_note: self.need_note,
+                timeline_note: self.timeline_note,
+            },
+            estimated_value: db::money(self.estimated_currency, self.estimated_units, self.estimated_nanos)?,
+            contract_value: db::money(self.contract_currency, self.contract_units, self.contract_nanos)?,
+            term: match self.term_months {
+                0 => None,
+                m => Some(Term::parse(db::to_i32(m, "term_months")?).map_err(|e| anyhow::anyhow!("stored term: {e}"))?),
+            },
+            account_id: (!self.account_id.is_empty()).then(|| AccountId::from_stored(self.account_id)),
+            opportunity_id: OpportunityId::from_stored(self.opportunity_id),
+            lead_id: LeadId::from_stored(self.lead_id),
+            company: self.company,
+            contact_name: self.contact_name,
+            contact_email: self.contact_email,
+            source: self.source,
+            lost_reason: self.lost_reason,
+            quality: self.quality != 0,
+            opened_at: self.opened_at,
+            closed_at: self.closed_at,
+            definition_version: self.definition_version,
+            history,
         })
     }
 }
 
-pub async fn opportunity<'c, E: Executor<'c, Database = Any>>(e: E, id: &str) -> anyhow::Result<Option<Opportunity>> {
-    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM opportunities WHERE opportunity_id = $1"))
-        .bind(id)
-        .fetch_optional(e)
-        .await?;
-    row.map(Opportunity::try_from).transpose()
+/// Opportunities by id, with their history, on `conn`.
+async fn fetch(conn: &mut sqlx::AnyConnection, db: &Db, ids: &[&str]) -> Result<Vec<Opportunity>, sqlx::Error> {
+    let rows: Vec<Row> = db::select_in(
+        &mut *conn,
+        db,
+        &format!("SELECT {COLUMNS} FROM opportunities WHERE opportunity_id IN "),
+        "",
+        ids,
+    )
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<&str> = rows.iter().map(|r| r.opportunity_id.as_str()).collect();
+    let changes: Vec<(String, i64, String, String, i64)> = db::select_in(
+        &mut *conn,
+        db,
+        "SELECT opportunity_id, position, from_phase, to_phase, occurred_at FROM phase_changes WHERE opportunity_id IN ",
+        " ORDER BY opportunity_id, position",
+        &found,
+    )
+    .await?;
+    let mut history: HashMap<String, Vec<PhaseChange>> = HashMap::new();
+    for (id, _, from, to, at) in changes {
+        let change = phase(&from).and_then(|from| Ok(PhaseChange { from, to: phase(&to)?, at }));
+        history.entry(id).or_default().push(change.map_err(|e| sqlx::Error::Decode(e.into()))?);
+    }
+    rows.into_iter()
+        .map(|r| {
+            let h = history.remove(&r.opportunity_id).unwrap_or_default();
+            r.into_opportunity(h).map_err(|e| sqlx::Error::Decode(e.into()))
+        })
+        .collect()
 }
 
-/// Inserts or replaces the opportunity.
-pub async fn save(tx: &mut Tx, o: &Opportunity) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM opportunities WHERE opportunity_id = $1")
-        .bind(&o.opportunity_id)
-        .execute(&mut **tx)
+/// Field sales' store.
+#[derive(Debug, Clone)]
+pub struct FieldSales {
+    pub db: Db,
+}
+
+fn money_columns(m: Option<&Money>) -> (Option<String>, Option<i64>, Option<i64>) {
+    match m {
+        Some(m) => (Some(m.currency().to_string()), Some(m.units()), Some(i64::from(m.nanos()))),
+        None => (None, None, None),
+    }
+}
+
+impl Store for FieldSales {
+    type Key = Key;
+    type State = State;
+    type Change = Change;
+    type Event = themodel_proto::fieldsales::v1::FieldSalesEvent;
+
+    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+        let ids: Vec<&OpportunityId> = keys.iter().map(|Key::Opportunity(id)| id).collect();
+        let wanted: Vec<&str> = state.opportunities.missing(ids).into_iter().map(OpportunityId::as_str).collect();
+        let mut found: HashMap<String, Opportunity> =
+            fetch(tx, &self.db, &wanted).await?.into_iter().map(|o| (o.opportunity_id.to_string(), o)).collect();
+        for id in wanted {
+            let o = found.remove(id);
+            let id = OpportunityId::from_stored(id.to_owned());
+            state.stored_history.insert(id.clone(), o.as_ref().map_or(0, |o| o.history.len()));
+            state.opportunities.loaded(id, o);
+        }
+        Ok(())
+    }
+
+    fn apply(&self, state: &mut State, Change::Opportunity(o): Change) {
+        state.opportunities.put(o.opportunity_id.clone(), o);
+    }
+
+    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        type Columns = ((Option<String>, Option<i64>, Option<i64>), (Option<String>, Option<i64>, Option<i64>));
+        let changed: Vec<(&Opportunity, Columns)> = state
+            .opportunities
+            .changed()
+            .map(|o| (o, (money_columns(o.estimated_value.as_ref()), money_columns(o.contract_value.as_ref()))))
+            .collect();
+        db::insert_rows(
+            tx,
+            db,
+            &format!("INSERT INTO opportunities ({COLUMNS}) VALUES "),
+            28,
+            " ON CONFLICT (opportunity_id) DO UPDATE SET phase = excluded.phase, bant_budget = excluded.bant_budget, \
+             bant_authority = excluded.bant_authority, bant_need = excluded.bant_need, \
+             bant_timeline = excluded.bant_timeline, budget_note = excluded.budget_note, \
+             authority_note = excluded.authority_note, need_note = excluded.need_note, \
+             timeline_note = excluded.timeline_note, contract_currency = excluded.contract_currency, \
+             contract_units = excluded.contract_units, contract_nanos = excluded.contract_nanos, \
+             term_months = excluded.term_months, account_id = excluded.account_id, \
+             lost_reason = excluded.lost_reason, closed_at = excluded.closed_at, \
+             definition_version = excluded.definition_version",
+            &changed,
+            |q, (o, (est, con))| {
+                let b = &o.bant;
+                q.bind(o.opportunity_id.as_str())
+                    .bind(o.lead_id.as_str())
+                    .bind(&o.company)
+                    .bind(&o.contact_name)
+                    .bind(&o.contact_email)
+                    .bind(&o.source)
+                    .bind(o.phase.name())
+                    .bind(i64::from(b.bant.budget))
+                    .bind(i64::from(b.bant.authority))
+                    .bind(i64::from(b.bant.need))
+                    .bind(i64::from(b.bant.timeline))
+                    .bind(&b.budget_note)
+                    .bind(&b.authority_note)
+                    .bind(&b.need_note)
+                    .bind(&b.timeline_note)
+                    .bind(est.0.as_deref())
+                    .bind(est.1)
+                    .bind(est.2)
+                    .bind(con.0.as_deref())
+                    .bind(con.1)
+                    .bind(con.2)
+                    .bind(o.term.map_or(0, |t| i64::from(t.months())))
+                    .bind(o.account_id.as_ref().map_or("", AccountId::as_str))
+                    .bind(&o.lost_reason)
+                    .bind(i64::from(o.quality))
+                    .bind(o.opened_at)
+                    .bind(o.closed_at)
+                    .bind(o.definition_version)
+            },
+        )
         .await?;
-    sqlx::query(&format!(
-        "INSERT INTO opportunities ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-    ))
-    .bind(&o.opportunity_id)
-    .bind(&o.lead_id)
-    .bind(&o.company)
-    .bind(&o.contact_name)
-    .bind(&o.contact_email)
-    .bind(&o.source)
-    .bind(o.phase.name())
-    .bind(serde_json::to_string(&o.bant)?)
-    .bind(o.estimated_value.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(o.contract_value.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(i64::from(o.term_months))
-    .bind(&o.account_id)
-    .bind(&o.lost_reason)
-    .bind(i64::from(o.quality))
-    .bind(o.opened_at)
-    .bind(o.closed_at)
-    .bind(o.definition_version)
-    .bind(serde_json::to_string(&o.history)?)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+        let mut new_history = Vec::new();
+        for o in state.opportunities.changed() {
+            let stored = state.stored_history.get(&o.opportunity_id).copied().unwrap_or(0);
+            for (position, change) in o.history.iter().enumerate().skip(stored) {
+                new_history.push((o.opportunity_id.as_str(), position as i64, change));
+            }
+        }
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO phase_changes (opportunity_id, position, from_phase, to_phase, occurred_at) VALUES ",
+            5,
+            "",
+            &new_history,
+            |q, (id, position, c)| q.bind(*id).bind(*position).bind(c.from.name()).bind(c.to.name()).bind(c.at),
+        )
+        .await
+    }
+}
+
+/// Opportunities by id, for the batched reader.
+pub async fn opportunities_by_id(db: &Db, ids: Vec<OpportunityId>) -> ApiResult<Vec<(OpportunityId, Opportunity)>> {
+    let keys: Vec<&str> = ids.iter().map(OpportunityId::as_str).collect();
+    let mut conn = db.reader().acquire().await?;
+    Ok(fetch(&mut conn, db, &keys).await?.into_iter().map(|o| (o.opportunity_id.clone(), o)).collect())
 }
 
 /// A page of opportunities, newest first, after the keyset `after`.
@@ -110,18 +279,38 @@ pub async fn list(
     phase: Option<Phase>,
     after: Option<(i64, String)>,
     limit: i64,
-) -> anyhow::Result<Vec<Opportunity>> {
+) -> ApiResult<Vec<Opportunity>> {
     let (at, id) = after.unwrap_or((i64::MAX, String::new()));
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM opportunities WHERE ($1 = '' OR phase = $1) \
-         AND (opened_at < $2 OR (opened_at = $2 AND ($3 = '' OR opportunity_id < $3))) \
-         ORDER BY opened_at DESC, opportunity_id DESC LIMIT $4"
-    ))
-    .bind(phase.map_or("", Phase::name))
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(db.reader())
-    .await?;
-    rows.into_iter().map(Opportunity::try_from).collect()
+    let ids: Vec<(String,)> = match phase {
+        Some(p) => {
+            sqlx::query_as(
+                "SELECT opportunity_id FROM opportunities WHERE phase = $1 \
+             AND (opened_at < $2 OR (opened_at = $2 AND ($3 = '' OR opportunity_id < $3))) \
+             ORDER BY opened_at DESC, opportunity_id DESC LIMIT $4",
+            )
+            .bind(p.name())
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT opportunity_id FROM opportunities \
+             WHERE (opened_at < $1 OR (opened_at = $1 AND ($2 = '' OR opportunity_id < $2))) \
+             ORDER BY opened_at DESC, opportunity_id DESC LIMIT $3",
+            )
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?
+        }
+    };
+    let keys: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
+    let mut conn = db.reader().acquire().await?;
+    let mut found: HashMap<String, Opportunity> =
+        fetch(&mut conn, db, &keys).await?.into_iter().map(|o| (o.opportunity_id.to_string(), o)).collect();
+    Ok(ids.into_iter().filter_map(|(id,)| found.remove(&id)).collect())
 }

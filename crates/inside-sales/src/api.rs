@@ -1,39 +1,42 @@
-//! `themodel.insidesales.v1.InsideSalesService`: parse requests into domain
-//! types, run the domain rules in one transaction, map errors.
+//! `themodel.insidesales.v1.InsideSalesService`: each handler parses its
+//! request into domain values, hands the writer a unit of work, and maps the
+//! outcome. Reads of one item go through a batched reader.
 
-use serde_json::json;
 use themodel_proto::insidesales::v1 as pb;
 use themodel_proto::insidesales::v1::inside_sales_service_server::InsideSalesService;
-use themodel_runtime::definition::SharedDefinition;
-use themodel_runtime::error::{ApiError, ApiResult};
-use themodel_runtime::events::NewEvent;
-use themodel_runtime::idempotency::Idempotency;
-use themodel_runtime::outbox::{self, Outbox};
+use themodel_quality::ReasonRefused;
+use themodel_runtime::loader::Loader;
 use themodel_runtime::time::{self, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
-use themodel_runtime::values::{BantRecord, Money};
-use themodel_runtime::{Clock, Db, ids, paging};
+use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
+use themodel_values::{Code, Email, LeadId, OpportunityId};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{IncomingLead, OpportunityHandover, QueueItem, RecycleHandover, Refused, Status as QueueStatus};
-use crate::store;
+use crate::domain::{Conversion, IncomingLead, QueueItem, Refused, Status as QueueStatus};
+use crate::store::{self, ActivityRow, Change, ConversionRow, InsideSales, Key};
 
 /// The inside-sales service's handlers.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub db: Db,
-    pub definition: SharedDefinition,
+    pub writer: Writer<InsideSales>,
+    pub items: Loader<LeadId, QueueItem>,
     pub clock: Clock,
-    pub outbox: Outbox,
 }
+
+const METHOD: &str = "/themodel.insidesales.v1.InsideSalesService/";
 
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
-        let kind = match r {
-            Refused::NotOpen(_) => "STATE",
-            Refused::NoBant | Refused::MissingBant(_) => "BANT",
-        };
-        ApiError::precondition(kind, "lead", r.to_string())
+        match r {
+            Refused::NotOpen { lead: ref id, .. } => {
+                ApiError::precondition("STATE", format!("leads/{id}"), r.to_string())
+            }
+            Refused::NoBant(ref id) | Refused::MissingBant { lead: ref id, .. } => {
+                ApiError::precondition("BANT", format!("leads/{id}"), r.to_string())
+            }
+            Refused::Reason(ReasonRefused::Unknown { .. }) => ApiError::field("reason", r.to_string()),
+            Refused::Reason(_) => ApiError::field("timing_months", r.to_string()),
+        }
     }
 }
 
@@ -48,77 +51,77 @@ fn status_to_proto(s: QueueStatus) -> pb::QueueStatus {
 
 pub fn item_to_proto(i: &QueueItem) -> pb::QueueItem {
     pb::QueueItem {
-        lead_id: i.lead_id.clone(),
-        email: i.email.clone(),
+        lead_id: i.lead_id.to_string(),
+        email: i.email.to_string(),
         name: i.name.clone(),
         company: i.company.clone(),
         job_title: i.job_title.clone(),
-        source: i.source.clone(),
+        source: i.source.to_string(),
         score: i.score,
         status: status_to_proto(i.status) as i32,
         handed_over_at: to_timestamp_opt(Some(i.handed_over_at)),
         follow_up_due_at: to_timestamp_opt(Some(i.follow_up_due_at)),
         first_contact_at: to_timestamp_opt(i.first_contact_at),
-        bant: Some(i.bant.as_ref().map(BantRecord::to_proto).unwrap_or_default()),
+        bant: Some(i.bant_proto()),
         bant_recorded: i.bant.is_some(),
         activity_count: i.activity_count,
-        opportunity_id: i.opportunity_id.clone(),
+        opportunity_id: i.opportunity_id.as_ref().map(OpportunityId::to_string).unwrap_or_default(),
         recycle_reason: i.recycle_reason.clone(),
         definition_version: i.definition_version,
+        company_size: i.company_size,
+        industry: i.industry.clone(),
+        disqualify_reason: i.disqualify_reason.clone(),
+        campaign: i.campaign.clone(),
+        channel: i.channel.as_ref().map(Code::to_string).unwrap_or_default(),
     }
 }
 
-const METHOD: &str = "/themodel.insidesales.v1.InsideSalesService/";
+fn lead_id(v: &mut Violations, s: &str) -> Option<LeadId> {
+    v.parse("lead_id", LeadId::parse(s))
+}
 
-impl Api {
-    async fn load(&self, tx: &mut themodel_runtime::Tx, lead_id: &str) -> ApiResult<QueueItem> {
-        store::item(&mut **tx, lead_id).await?.ok_or_else(|| ApiError::not_found("lead", lead_id))
-    }
+/// The open item a unit works on, copied to change.
+fn item(cx: &Ctx<'_, InsideSales>, id: &LeadId) -> ApiResult<QueueItem> {
+    cx.state.item(id)?.cloned().ok_or_else(|| ApiError::not_found("lead", id.as_str()))
 }
 
 impl Api {
-    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id, handover = %req.request_id))]
-    async fn accept_lead(&self, req: pb::AcceptLeadRequest) -> ApiResult<pb::QueueItem> {
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, handover = %request.get_ref().request_id))]
+    async fn accept_lead(&self, request: Request<pb::AcceptLeadRequest>) -> ApiResult<pb::AcceptLeadResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AcceptLead"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
+        let id = lead_id(&mut v, &r.lead_id);
+        let email = v.parse("email", Email::parse(&r.email));
+        let source = v.parse("source", Code::parse(&r.source));
+        let channel = v.optional_code("channel", &r.channel);
+        v.check(r.company_size >= 0, "company_size", "must not be negative (0 = unknown)");
         let lead = IncomingLead {
-            lead_id: v.id("lead_id", &req.lead_id),
-            email: validate::email(&mut v, "email", &req.email),
-            name: v.optional("name", &req.name, 200),
-            company: v.optional("company", &req.company, 200),
-            company_size: req.company_size.max(0),
-            industry: v.optional("industry", &req.industry, 100),
-            job_title: v.optional("job_title", &req.job_title, 200),
-            source: v.code("source", &req.source),
-            score: req.score,
-            definition_version: req.definition_version,
-            handed_over_at: v.occurred_at("handed_over_at", req.handed_over_at.as_ref(), &self.clock),
+            lead_id: LeadId::from_stored(String::new()),
+            email: Email::from_stored(String::new()),
+            name: v.text("name", &r.name, 200),
+            company: v.text("company", &r.company, 200),
+            company_size: r.company_size,
+            industry: v.text("industry", &r.industry, 100),
+            job_title: v.text("job_title", &r.job_title, 200),
+            source: Code::from_stored(""),
+            campaign: v.text("campaign", &r.campaign, 200),
+            channel,
+            score: r.score,
+            definition_version: r.definition_version,
+            handed_over_at: v.occurred_at("handed_over_at", r.handed_over_at.as_ref(), &self.clock),
         };
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}AcceptLead"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let def = self.definition.current();
-        let existing = store::item(&mut *tx, &lead.lead_id).await?;
-        let item = QueueItem::accept(lead, existing, &def);
-        store::save(&mut tx, &item).await?;
-        let evs = [NewEvent {
-            kind: "lead_accepted",
-            subject_id: item.lead_id.clone(),
-            occurred_at: item.handed_over_at,
-            definition_version: item.definition_version,
-            payload: json!({
-                "lead_id": item.lead_id, "source": item.source, "score": item.score,
-                "follow_up_due_at": item.follow_up_due_at,
-            }),
-        }];
-        let resp = item_to_proto(&item);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let lead = v.build(|| Some(IncomingLead { lead_id: id?, email: email?, source: source?, ..lead }))?;
+        let handover_id = r.request_id.clone();
+        let needs = vec![Need::Row(Key::Item(lead.lead_id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let existing = cx.state.item(&lead.lead_id)?;
+                let (item, out) = QueueItem::accept(lead.clone(), existing, &handover_id, cx.definition);
+                let resp = pb::AcceptLeadResponse { item: Some(item_to_proto(&item)) };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
+            })
+            .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -131,7 +134,10 @@ impl Api {
             Ok(pb::QueueStatus::Recycled) => QueueStatus::Recycled,
             Ok(pb::QueueStatus::Disqualified) => QueueStatus::Disqualified,
             Err(_) => {
-                v.add("status", "unknown queue status");
+                v.add(
+                    "status",
+                    "must be QUEUE_STATUS_OPEN, QUEUE_STATUS_CONVERTED, QUEUE_STATUS_RECYCLED or QUEUE_STATUS_DISQUALIFIED",
+                );
                 QueueStatus::Open
             }
         };
@@ -140,12 +146,12 @@ impl Api {
             Some(k) => Some((paging::int(&k[0])?, paging::int(&k[1])?, k[2].clone())),
             None => None,
         };
-        let mut items = store::call_list(&self.db, status, after, limit + 1).await?;
+        let mut items = store::call_list(self.writer.db(), status, after, limit + 1).await?;
         let next_page_token = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items
                 .last()
-                .map(|i| paging::encode(&[&i.follow_up_due_at.to_string(), &i.score.to_string(), &i.lead_id]))
+                .map(|i| paging::encode(&[&i.follow_up_due_at.to_string(), &i.score.to_string(), i.lead_id.as_str()]))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -154,264 +160,196 @@ impl Api {
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn get_queue_item(&self, req: pb::GetQueueItemRequest) -> ApiResult<pb::QueueItem> {
-        let mut v = Violations::new();
-        let lead_id = v.id("lead_id", &req.lead_id);
-        v.finish()?;
-        let item = store::item(self.db.reader(), &lead_id).await?;
-        let item = item.ok_or_else(|| ApiError::not_found("lead", &lead_id))?;
-        Ok(item_to_proto(&item))
+    async fn get_queue_item(&self, req: pb::GetQueueItemRequest) -> ApiResult<pb::GetQueueItemResponse> {
+        let id = LeadId::parse(&req.lead_id).map_err(|e| ApiError::field("lead_id", e.0))?;
+        let item = self.items.get(id.clone()).await?.ok_or_else(|| ApiError::not_found("lead", id.as_str()))?;
+        Ok(pb::GetQueueItemResponse { item: Some(item_to_proto(&item)) })
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn log_activity(&self, req: pb::LogActivityRequest) -> ApiResult<pb::LogActivityResponse> {
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn log_activity(&self, request: Request<pb::LogActivityRequest>) -> ApiResult<pb::LogActivityResponse> {
+        let call = Call::new(&request, &format!("{METHOD}LogActivity"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let lead_id = v.id("lead_id", &req.lead_id);
-        let kind = match pb::ActivityKind::try_from(req.kind) {
-            Ok(k) if k != pb::ActivityKind::Unspecified => k,
+        let id = lead_id(&mut v, &r.lead_id);
+        let kind = match pb::ActivityKind::try_from(r.kind) {
+            Ok(k) if k != pb::ActivityKind::Unspecified => Some(k),
             _ => {
-                v.add("kind", "must be CALL, EMAIL, MEETING or RESEARCH");
-                pb::ActivityKind::Unspecified
+                v.add(
+                    "kind",
+                    "must be ACTIVITY_KIND_CALL, ACTIVITY_KIND_EMAIL, ACTIVITY_KIND_MEETING or ACTIVITY_KIND_RESEARCH",
+                );
+                None
             }
         };
-        let outcome = match pb::ActivityOutcome::try_from(req.outcome) {
-            Ok(o) if o != pb::ActivityOutcome::Unspecified => o,
+        let outcome = match pb::ActivityOutcome::try_from(r.outcome) {
+            Ok(o) if o != pb::ActivityOutcome::Unspecified => Some(o),
             _ => {
-                v.add("outcome", "is required: a structured outcome such as CONNECTED, NO_ANSWER or MEETING_BOOKED");
-                pb::ActivityOutcome::Unspecified
+                v.add(
+                    "outcome",
+                    "is required: a structured outcome such as ACTIVITY_OUTCOME_CONNECTED, ACTIVITY_OUTCOME_NO_ANSWER or \
+                     ACTIVITY_OUTCOME_MEETING_BOOKED",
+                );
+                None
             }
         };
-        let note = v.optional("note", &req.note, 4000);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}LogActivity"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let mut item = self.load(&mut tx, &lead_id).await?;
-        let first_contact = item.log_activity(at);
-        store::save(&mut tx, &item).await?;
-        let activity_id = ids::new_id("ac");
-        store::insert_activity(&mut tx, &activity_id, &lead_id, kind.as_str_name(), outcome.as_str_name(), &note, at)
-            .await?;
-        let evs = [NewEvent {
-            kind: "activity_logged",
-            subject_id: lead_id.clone(),
-            occurred_at: at,
-            definition_version: 0,
-            payload: json!({
-                "kind": kind.as_str_name(), "outcome": outcome.as_str_name(), "first_contact": first_contact,
-                "sla_met": if first_contact { item.sla_met() } else { None },
-            }),
-        }];
-        let resp = pb::LogActivityResponse {
-            activity: Some(pb::Activity {
-                activity_id,
-                lead_id,
-                kind: kind as i32,
-                outcome: outcome as i32,
-                note,
-                occurred_at: Some(time::to_timestamp(at)),
-            }),
-            item: Some(item_to_proto(&item)),
-        };
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let note = v.text("note", &r.note, 4000);
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, kind, outcome) = v.build(|| Some((id?, kind?, outcome?)))?;
+        let activity_id = themodel_values::new_id("ac");
+        let needs = vec![Need::Row(Key::Item(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut item = item(cx, &id)?;
+                let out = item.log_activity(&activity_id, kind, outcome, at);
+                let resp = pb::LogActivityResponse {
+                    activity: Some(pb::Activity {
+                        activity_id: activity_id.clone(),
+                        lead_id: id.to_string(),
+                        kind: kind as i32,
+                        outcome: outcome as i32,
+                        note: note.clone(),
+                        occurred_at: Some(time::to_timestamp(at)),
+                    }),
+                    item: Some(item_to_proto(&item)),
+                };
+                let row = ActivityRow {
+                    activity_id: activity_id.clone(),
+                    lead_id: id.clone(),
+                    kind: kind.as_str_name(),
+                    outcome: outcome.as_str_name(),
+                    note: note.clone(),
+                    at,
+                };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).change(Change::Activity(row)).effects(out))
+            })
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn record_bant(&self, req: pb::RecordBantRequest) -> ApiResult<pb::QueueItem> {
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn record_bant(&self, request: Request<pb::RecordBantRequest>) -> ApiResult<pb::RecordBantResponse> {
+        let call = Call::new(&request, &format!("{METHOD}RecordBant"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let lead_id = v.id("lead_id", &req.lead_id);
-        let bant = match &req.bant {
-            Some(b) => BantRecord::parse(&mut v, "bant", b),
+        let id = lead_id(&mut v, &r.lead_id);
+        let bant = match &r.bant {
+            Some(b) => Some(wire::bant(&mut v, "bant", b)),
             None => {
                 v.add("bant", "is required");
-                BantRecord::default()
+                None
             }
         };
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}RecordBant"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let mut item = self.load(&mut tx, &lead_id).await?;
-        let flags = bant.bant;
-        item.record_bant(bant)?;
-        store::save(&mut tx, &item).await?;
-        let evs = [NewEvent {
-            kind: "bant_recorded",
-            subject_id: lead_id,
-            occurred_at: at,
-            definition_version: 0,
-            payload: json!({
-                "budget": flags.budget, "authority": flags.authority, "need": flags.need, "timeline": flags.timeline,
-            }),
-        }];
-        let resp = item_to_proto(&item);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, bant) = v.build(|| Some((id?, bant?)))?;
+        let needs = vec![Need::Row(Key::Item(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut item = item(cx, &id)?;
+                let out = item.record_bant(bant.clone(), at)?;
+                let resp = pb::RecordBantResponse { item: Some(item_to_proto(&item)) };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
+            })
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn convert_to_opportunity(
         &self,
-        req: pb::ConvertToOpportunityRequest,
+        request: Request<pb::ConvertToOpportunityRequest>,
     ) -> ApiResult<pb::ConvertToOpportunityResponse> {
+        let call = Call::new(&request, &format!("{METHOD}ConvertToOpportunity"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let lead_id = v.id("lead_id", &req.lead_id);
-        let opportunity_id = v.new_id("opportunity_id", &req.opportunity_id, "op");
-        let estimated_value = Money::parse(&mut v, "estimated_value", req.estimated_value.as_ref(), false);
-        let note = v.optional("note", &req.note, 4000);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}ConvertToOpportunity"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let def = self.definition.current();
-        let mut item = self.load(&mut tx, &lead_id).await?;
-        let quality = item.convert(&opportunity_id, &def)?;
-        if !store::insert_conversion(&mut tx, &opportunity_id, &lead_id, quality, at).await? {
-            return Err(ApiError::AlreadyExists(format!("opportunity {opportunity_id:?} already exists")));
-        }
-        store::save(&mut tx, &item).await?;
-        let handover = OpportunityHandover {
-            opportunity_id: opportunity_id.clone(),
-            lead_id: lead_id.clone(),
-            company: item.company.clone(),
-            contact_name: item.name.clone(),
-            contact_email: item.email.clone(),
-            source: item.source.clone(),
-            bant: item.bant.clone().unwrap_or_default(),
-            estimated_value,
-            quality,
-            definition_version: def.version,
-            occurred_at: at,
-        };
-        let handover_id = outbox::hand_over(&mut tx, "field-sales", "accept_opportunity", &handover, now).await?;
-        let evs = [NewEvent {
-            kind: "opportunity_converted",
-            subject_id: opportunity_id.clone(),
-            occurred_at: at,
-            definition_version: def.version,
-            payload: json!({
-                "lead_id": lead_id, "quality": quality, "source": item.source, "note": note, "handover_id": handover_id,
-            }),
-        }];
-        let resp = pb::ConvertToOpportunityResponse {
-            item: Some(item_to_proto(&item)),
-            opportunity_id,
-            quality,
-            definition_version: def.version,
-        };
-        key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![handover_id]).await;
-        Ok(resp)
+        let id = lead_id(&mut v, &r.lead_id);
+        let opportunity_id = v.parse("opportunity_id", OpportunityId::parse_or_new(&r.opportunity_id));
+        let estimated_value = wire::money(&mut v, "estimated_value", r.estimated_value.as_ref());
+        let note = v.text("note", &r.note, 4000);
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, conversion) =
+            v.build(|| Some((id?, Conversion { opportunity_id: opportunity_id?, estimated_value, note, at })))?;
+        let needs =
+            vec![Need::Row(Key::Item(id.clone())), Need::Row(Key::Conversion(conversion.opportunity_id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut item = item(cx, &id)?;
+                if let Some(owner) = cx.state.conversion(&conversion.opportunity_id)? {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "opportunity {:?} already exists (for lead {:?}); choose another opportunity_id",
+                        conversion.opportunity_id.as_str(),
+                        owner.as_str()
+                    )));
+                }
+                let (quality, out) = item.convert(&conversion, cx.definition)?;
+                let resp = pb::ConvertToOpportunityResponse {
+                    item: Some(item_to_proto(&item)),
+                    opportunity_id: conversion.opportunity_id.to_string(),
+                    quality,
+                    definition_version: cx.definition.version,
+                };
+                let row = ConversionRow {
+                    opportunity_id: conversion.opportunity_id.clone(),
+                    lead_id: id.clone(),
+                    quality,
+                    at: conversion.at,
+                };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).change(Change::Conversion(row)).effects(out))
+            })
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn recycle_lead(&self, req: pb::RecycleLeadRequest) -> ApiResult<pb::QueueItem> {
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, reason = %request.get_ref().reason))]
+    async fn recycle_lead(&self, request: Request<pb::RecycleLeadRequest>) -> ApiResult<pb::RecycleLeadResponse> {
+        let call = Call::new(&request, &format!("{METHOD}RecycleLead"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let lead_id = v.id("lead_id", &req.lead_id);
-        let reason = match pb::RecycleReason::try_from(req.reason) {
-            Ok(pb::RecycleReason::NotContacted) => "not_contacted",
-            Ok(pb::RecycleReason::Timing) => "timing",
-            Ok(pb::RecycleReason::NoBudget) => "no_budget",
-            Ok(pb::RecycleReason::NoNeed) => "no_need",
-            _ => {
-                v.add("reason", "must be NOT_CONTACTED, TIMING, NO_BUDGET or NO_NEED");
-                ""
-            }
-        };
-        if reason == "timing" {
-            v.check((1..=60).contains(&req.timing_months), "timing_months", "must be 1-60 when the reason is TIMING");
-        } else {
-            v.check(req.timing_months == 0, "timing_months", "is only for the reason TIMING");
-        }
-        let note = v.optional("note", &req.note, 4000);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}RecycleLead"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let mut item = self.load(&mut tx, &lead_id).await?;
-        item.recycle(reason)?;
-        store::save(&mut tx, &item).await?;
-        let handover = RecycleHandover {
-            lead_id: lead_id.clone(),
-            reason: reason.to_owned(),
-            timing_months: req.timing_months,
-            note,
-            occurred_at: at,
-        };
-        let handover_id = outbox::hand_over(&mut tx, "marketing", "recycle_lead", &handover, now).await?;
-        let evs = [NewEvent {
-            kind: "lead_recycled",
-            subject_id: lead_id,
-            occurred_at: at,
-            definition_version: 0,
-            payload: json!({ "reason": reason, "timing_months": req.timing_months, "handover_id": handover_id }),
-        }];
-        let resp = item_to_proto(&item);
-        key.commit(tx, &resp, &evs, now).await?;
-        self.outbox.deliver_now(vec![handover_id]).await;
-        Ok(resp)
+        let id = lead_id(&mut v, &r.lead_id);
+        let reason = v.parse("reason", Code::parse(&r.reason));
+        let note = v.text("note", &r.note, 4000);
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let timing_months = r.timing_months;
+        let (id, reason) = v.build(|| Some((id?, reason?)))?;
+        let needs = vec![Need::Row(Key::Item(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut item = item(cx, &id)?;
+                let out = item.recycle(&reason, timing_months, &note, at, cx.definition)?;
+                let resp = pb::RecycleLeadResponse { item: Some(item_to_proto(&item)) };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
+            })
+            .await
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %req.lead_id))]
-    async fn disqualify_lead(&self, req: pb::DisqualifyLeadRequest) -> ApiResult<pb::QueueItem> {
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn disqualify_lead(
+        &self,
+        request: Request<pb::DisqualifyLeadRequest>,
+    ) -> ApiResult<pb::DisqualifyLeadResponse> {
+        let call = Call::new(&request, &format!("{METHOD}DisqualifyLead"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let lead_id = v.id("lead_id", &req.lead_id);
-        let reason = v.code("reason", &req.reason);
-        let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &self.clock);
-        v.finish()?;
-
-        let key = Idempotency::new(&format!("{METHOD}DisqualifyLead"), &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let mut item = self.load(&mut tx, &lead_id).await?;
-        item.disqualify(&reason)?;
-        store::save(&mut tx, &item).await?;
-        let evs = [NewEvent {
-            kind: "lead_disqualified",
-            subject_id: lead_id,
-            occurred_at: at,
-            definition_version: 0,
-            payload: json!({ "reason": reason }),
-        }];
-        let resp = item_to_proto(&item);
-        key.commit(tx, &resp, &evs, now).await?;
-        Ok(resp)
+        let id = lead_id(&mut v, &r.lead_id);
+        let reason = v.parse("reason", Code::parse(&r.reason));
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, reason) = v.build(|| Some((id?, reason?)))?;
+        let needs = vec![Need::Row(Key::Item(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut item = item(cx, &id)?;
+                let out = item.disqualify(&reason, at)?;
+                let resp = pb::DisqualifyLeadResponse { item: Some(item_to_proto(&item)) };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
+            })
+            .await
     }
 }
 
 #[tonic::async_trait]
 impl InsideSalesService for Api {
-    async fn accept_lead(&self, request: Request<pb::AcceptLeadRequest>) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(Api::accept_lead(self, request.into_inner()).await?))
+    async fn accept_lead(
+        &self,
+        request: Request<pb::AcceptLeadRequest>,
+    ) -> Result<Response<pb::AcceptLeadResponse>, Status> {
+        Ok(Response::new(Api::accept_lead(self, request).await?))
     }
 
     async fn list_queue(
@@ -424,7 +362,7 @@ impl InsideSalesService for Api {
     async fn get_queue_item(
         &self,
         request: Request<pb::GetQueueItemRequest>,
-    ) -> Result<Response<pb::QueueItem>, Status> {
+    ) -> Result<Response<pb::GetQueueItemResponse>, Status> {
         Ok(Response::new(Api::get_queue_item(self, request.into_inner()).await?))
     }
 
@@ -432,28 +370,34 @@ impl InsideSalesService for Api {
         &self,
         request: Request<pb::LogActivityRequest>,
     ) -> Result<Response<pb::LogActivityResponse>, Status> {
-        Ok(Response::new(Api::log_activity(self, request.into_inner()).await?))
+        Ok(Response::new(Api::log_activity(self, request).await?))
     }
 
-    async fn record_bant(&self, request: Request<pb::RecordBantRequest>) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(Api::record_bant(self, request.into_inner()).await?))
-    }
-
-    async fn recycle_lead(&self, request: Request<pb::RecycleLeadRequest>) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(Api::recycle_lead(self, request.into_inner()).await?))
-    }
-
-    async fn disqualify_lead(
+    async fn record_bant(
         &self,
-        request: Request<pb::DisqualifyLeadRequest>,
-    ) -> Result<Response<pb::QueueItem>, Status> {
-        Ok(Response::new(Api::disqualify_lead(self, request.into_inner()).await?))
+        request: Request<pb::RecordBantRequest>,
+    ) -> Result<Response<pb::RecordBantResponse>, Status> {
+        Ok(Response::new(Api::record_bant(self, request).await?))
     }
 
     async fn convert_to_opportunity(
         &self,
         request: Request<pb::ConvertToOpportunityRequest>,
     ) -> Result<Response<pb::ConvertToOpportunityResponse>, Status> {
-        Ok(Response::new(Api::convert_to_opportunity(self, request.into_inner()).await?))
+        Ok(Response::new(Api::convert_to_opportunity(self, request).await?))
+    }
+
+    async fn recycle_lead(
+        &self,
+        request: Request<pb::RecycleLeadRequest>,
+    ) -> Result<Response<pb::RecycleLeadResponse>, Status> {
+        Ok(Response::new(Api::recycle_lead(self, request).await?))
+    }
+
+    async fn disqualify_lead(
+        &self,
+        request: Request<pb::DisqualifyLeadRequest>,
+    ) -> Result<Response<pb::DisqualifyLeadResponse>, Status> {
+        Ok(Response::new(Api::disqualify_lead(self, request).await?))
     }
 }

@@ -1,11 +1,21 @@
-//! Inside sales' rules: the call list, first-contact SLA, BANT gate, and the
-//! three ways a lead leaves the queue (converted, recycled, disqualified).
-//! No SQL, no gRPC.
+//! Inside sales' rules: the call list, the first-contact SLA, the BANT gate,
+//! and the three ways a lead leaves the queue (converted, recycled,
+//! disqualified). Each step returns the events it causes and the hand-overs
+//! it makes; no SQL, no gRPC clients.
 
-use serde::{Deserialize, Serialize};
-use themodel_quality::{BantCondition, Definition};
-use themodel_runtime::time::{HOUR, Micros};
-use themodel_runtime::values::{BantRecord, Money};
+use themodel_proto::common::v1 as common;
+use themodel_proto::fieldsales::v1::AcceptOpportunityRequest;
+use themodel_proto::insidesales::v1 as pb;
+use themodel_proto::marketing::v1::RecycleLeadRequest;
+use themodel_quality::{BantCondition, BantRecord, Definition, ReasonRefused};
+use themodel_runtime::Effects;
+use themodel_runtime::outbox::Handover;
+use themodel_runtime::time::{Micros, to_timestamp};
+use themodel_runtime::wire::{bant_to_proto, department_to_proto, money_to_proto};
+use themodel_values::{Code, Department, Email, LeadId, Money, OpportunityId, time};
+
+/// Inside sales' effects: its events and hand-overs.
+pub type Out = Effects<pb::InsideSalesEvent>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -16,6 +26,8 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 4] = [Status::Open, Status::Converted, Status::Recycled, Status::Disqualified];
+
     pub fn code(self) -> &'static str {
         match self {
             Status::Open => "open",
@@ -26,21 +38,23 @@ impl Status {
     }
 
     pub fn from_code(code: &str) -> Option<Status> {
-        [Status::Open, Status::Converted, Status::Recycled, Status::Disqualified].into_iter().find(|s| s.code() == code)
+        Status::ALL.into_iter().find(|s| s.code() == code)
     }
 }
 
-/// A lead handed over by marketing (the hand-over's payload, validated).
+/// A lead handed over by marketing (the hand-over request, validated).
 #[derive(Debug, Clone)]
 pub struct IncomingLead {
-    pub lead_id: String,
-    pub email: String,
+    pub lead_id: LeadId,
+    pub email: Email,
     pub name: String,
     pub company: String,
     pub company_size: i32,
     pub industry: String,
     pub job_title: String,
-    pub source: String,
+    pub source: Code,
+    pub campaign: String,
+    pub channel: Option<Code>,
     pub score: i32,
     pub definition_version: i64,
     pub handed_over_at: Micros,
@@ -48,14 +62,16 @@ pub struct IncomingLead {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueItem {
-    pub lead_id: String,
-    pub email: String,
+    pub lead_id: LeadId,
+    pub email: Email,
     pub name: String,
     pub company: String,
     pub company_size: i32,
     pub industry: String,
     pub job_title: String,
-    pub source: String,
+    pub source: Code,
+    pub campaign: String,
+    pub channel: Option<Code>,
     pub score: i32,
     pub status: Status,
     pub handed_over_at: Micros,
@@ -63,59 +79,55 @@ pub struct QueueItem {
     pub first_contact_at: Option<Micros>,
     pub bant: Option<BantRecord>,
     pub activity_count: i32,
-    pub opportunity_id: String,
+    pub opportunity_id: Option<OpportunityId>,
     pub recycle_reason: String,
+    pub disqualify_reason: String,
     pub definition_version: i64,
 }
 
 /// Why inside sales refuses a step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("lead is {} and no longer in the queue", .0.code())]
-    NotOpen(Status),
-    #[error("BANT must be recorded before converting")]
-    NoBant,
-    #[error("BANT conditions required to convert are not confirmed: {}", names(.0))]
-    MissingBant(Vec<BantCondition>),
+    #[error("lead {lead} is {} and no longer in the queue", status.code())]
+    NotOpen { lead: LeadId, status: Status },
+    #[error("BANT must be recorded before converting lead {0}")]
+    NoBant(LeadId),
+    #[error("BANT conditions required to convert lead {lead} are not confirmed: {}", names(missing))]
+    MissingBant { lead: LeadId, missing: Vec<BantCondition> },
+    #[error(transparent)]
+    Reason(#[from] ReasonRefused),
 }
 
 fn names(c: &[BantCondition]) -> String {
     c.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
 
-/// The opportunity handed to field sales.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpportunityHandover {
-    pub opportunity_id: String,
-    pub lead_id: String,
-    pub company: String,
-    pub contact_name: String,
-    pub contact_email: String,
-    pub source: String,
-    pub bant: BantRecord,
-    pub estimated_value: Option<Money>,
-    pub quality: bool,
-    pub definition_version: i64,
-    pub occurred_at: Micros,
+fn event(at: Micros, e: pb::inside_sales_event::Event) -> pb::InsideSalesEvent {
+    pb::InsideSalesEvent { occurred_at: Some(to_timestamp(at)), event: Some(e) }
 }
 
-/// A lead sent back to marketing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecycleHandover {
-    pub lead_id: String,
-    pub reason: String,
-    pub timing_months: i32,
+/// A validated conversion.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    pub opportunity_id: OpportunityId,
+    pub estimated_value: Option<Money>,
     pub note: String,
-    pub occurred_at: Micros,
+    pub at: Micros,
 }
 
 impl QueueItem {
-    /// A lead enters the queue with a follow-up deadline from the definition's
-    /// SLA for its source. A lead that comes back after recycling reopens.
-    pub fn accept(lead: IncomingLead, existing: Option<QueueItem>, def: &Definition) -> QueueItem {
-        let due = lead.handed_over_at + i64::from(def.follow_up_sla_hours(&lead.source)) * HOUR;
-        let activity_count = existing.as_ref().map_or(0, |e| e.activity_count);
-        QueueItem {
+    /// A lead enters the queue with a follow-up deadline from the
+    /// definition's SLA for its source. A lead that comes back after
+    /// recycling reopens, keeping its activity history.
+    pub fn accept(
+        lead: IncomingLead,
+        existing: Option<&QueueItem>,
+        handover_id: &str,
+        def: &Definition,
+    ) -> (QueueItem, Out) {
+        let sla = def.follow_up_sla_hours(lead.source.as_str());
+        let due = time::add_hours_capped(lead.handed_over_at, sla);
+        let item = QueueItem {
             lead_id: lead.lead_id,
             email: lead.email,
             name: lead.name,
@@ -124,90 +136,208 @@ impl QueueItem {
             industry: lead.industry,
             job_title: lead.job_title,
             source: lead.source,
+            campaign: lead.campaign,
+            channel: lead.channel,
             score: lead.score,
             status: Status::Open,
             handed_over_at: lead.handed_over_at,
             follow_up_due_at: due,
             first_contact_at: None,
             bant: None,
-            activity_count,
-            opportunity_id: String::new(),
+            activity_count: existing.map_or(0, |e| e.activity_count),
+            opportunity_id: None,
             recycle_reason: String::new(),
+            disqualify_reason: String::new(),
             definition_version: lead.definition_version,
-        }
+        };
+        let out = Out::default().event(event(
+            item.handed_over_at,
+            pb::inside_sales_event::Event::LeadAccepted(pb::LeadAccepted {
+                lead_id: item.lead_id.to_string(),
+                source: item.source.to_string(),
+                score: item.score,
+                follow_up_due_at: Some(to_timestamp(due)),
+                follow_up_sla_hours: i32::try_from(sla).unwrap_or(i32::MAX),
+                handover_id: handover_id.to_owned(),
+                definition_version: item.definition_version,
+                reopened: existing.is_some(),
+            }),
+        ));
+        (item, out)
     }
 
     fn ensure_open(&self) -> Result<(), Refused> {
-        if self.status == Status::Open { Ok(()) } else { Err(Refused::NotOpen(self.status)) }
-    }
-
-    /// Logs an activity; returns whether it was the first contact.
-    pub fn log_activity(&mut self, at: Micros) -> bool {
-        self.activity_count += 1;
-        if self.first_contact_at.is_none() {
-            self.first_contact_at = Some(at);
-            true
+        if self.status == Status::Open {
+            Ok(())
         } else {
-            false
+            Err(Refused::NotOpen { lead: self.lead_id.clone(), status: self.status })
         }
     }
 
-    pub fn record_bant(&mut self, bant: BantRecord) -> Result<(), Refused> {
+    /// Logs an activity; the first since the latest hand-over is the first contact.
+    pub fn log_activity(
+        &mut self,
+        activity_id: &str,
+        kind: pb::ActivityKind,
+        outcome: pb::ActivityOutcome,
+        at: Micros,
+    ) -> Out {
+        self.activity_count = self.activity_count.saturating_add(1);
+        let first_contact = self.first_contact_at.is_none();
+        if first_contact {
+            self.first_contact_at = Some(at);
+        }
+        Out::default().event(event(
+            at,
+            pb::inside_sales_event::Event::ActivityLogged(pb::ActivityLogged {
+                lead_id: self.lead_id.to_string(),
+                activity_id: activity_id.to_owned(),
+                kind: kind as i32,
+                outcome: outcome as i32,
+                first_contact,
+                sla_met: if first_contact { self.sla_met() } else { None },
+            }),
+        ))
+    }
+
+    pub fn record_bant(&mut self, bant: BantRecord, at: Micros) -> Result<Out, Refused> {
         self.ensure_open()?;
+        let flags = bant.bant;
         self.bant = Some(bant);
-        Ok(())
+        Ok(Out::default().event(event(
+            at,
+            pb::inside_sales_event::Event::BantRecorded(pb::BantRecorded {
+                lead_id: self.lead_id.to_string(),
+                budget: flags.budget,
+                authority: flags.authority,
+                need: flags.need,
+                timeline: flags.timeline,
+            }),
+        )))
     }
 
-    /// Converts to an opportunity if the definition's BANT gate passes.
-    /// Returns whether it is a quality opportunity (all four confirmed).
-    pub fn convert(&mut self, opportunity_id: &str, def: &Definition) -> Result<bool, Refused> {
+    /// Converts to an opportunity if the definition's BANT gate passes and
+    /// hands it to field sales. Returns whether it is a quality opportunity
+    /// (all four conditions confirmed).
+    pub fn convert(&mut self, c: &Conversion, def: &Definition) -> Result<(bool, Out), Refused> {
         self.ensure_open()?;
-        let bant = self.bant.as_ref().ok_or(Refused::NoBant)?.bant;
-        let missing = def.missing_for_opportunity(bant);
+        let record = self.bant.clone().ok_or_else(|| Refused::NoBant(self.lead_id.clone()))?;
+        let missing = def.missing_for_opportunity(record.bant);
         if !missing.is_empty() {
-            return Err(Refused::MissingBant(missing));
+            return Err(Refused::MissingBant { lead: self.lead_id.clone(), missing });
         }
+        let quality = record.bant.is_complete();
         self.status = Status::Converted;
-        self.opportunity_id = opportunity_id.to_owned();
+        self.opportunity_id = Some(c.opportunity_id.clone());
         self.definition_version = def.version;
-        Ok(bant.is_complete())
+        let handover = Handover::new(AcceptOpportunityRequest {
+            request_id: String::new(),
+            opportunity_id: c.opportunity_id.to_string(),
+            lead_id: self.lead_id.to_string(),
+            company: self.company.clone(),
+            contact_name: self.name.clone(),
+            contact_email: self.email.to_string(),
+            source: self.source.to_string(),
+            bant: Some(bant_to_proto(&record)),
+            estimated_value: c.estimated_value.as_ref().map(money_to_proto),
+            quality,
+            definition_version: def.version,
+            occurred_at: Some(to_timestamp(c.at)),
+        });
+        let mut out = Out::default().event(event(
+            c.at,
+            pb::inside_sales_event::Event::OpportunityConverted(pb::OpportunityConverted {
+                opportunity_id: c.opportunity_id.to_string(),
+                lead_id: self.lead_id.to_string(),
+                quality,
+                source: self.source.to_string(),
+                estimated_value: c.estimated_value.as_ref().map(money_to_proto),
+                handover_id: handover.id.clone(),
+                definition_version: def.version,
+            }),
+        ));
+        out.push_handover(handover);
+        Ok((quality, out))
     }
 
-    pub fn recycle(&mut self, reason: &str) -> Result<(), Refused> {
+    /// Sends the lead back to marketing with one of the definition's reasons.
+    pub fn recycle(
+        &mut self,
+        reason: &Code,
+        timing_months: i32,
+        note: &str,
+        at: Micros,
+        def: &Definition,
+    ) -> Result<Out, Refused> {
         self.ensure_open()?;
+        def.check_recycle(reason.as_str(), timing_months)?;
         self.status = Status::Recycled;
-        self.recycle_reason = reason.to_owned();
-        Ok(())
+        self.recycle_reason = reason.to_string();
+        let handover = Handover::new(RecycleLeadRequest {
+            request_id: String::new(),
+            lead_id: self.lead_id.to_string(),
+            reason: reason.to_string(),
+            sender: department_to_proto(Department::InsideSales) as i32,
+            timing_months,
+            note: note.to_owned(),
+            occurred_at: Some(to_timestamp(at)),
+        });
+        let mut out = Out::default().event(event(
+            at,
+            pb::inside_sales_event::Event::LeadRecycled(pb::LeadRecycled {
+                lead_id: self.lead_id.to_string(),
+                reason: reason.to_string(),
+                timing_months,
+                handover_id: handover.id.clone(),
+                definition_version: def.version,
+            }),
+        ));
+        out.push_handover(handover);
+        Ok(out)
     }
 
-    pub fn disqualify(&mut self, reason: &str) -> Result<(), Refused> {
+    pub fn disqualify(&mut self, reason: &Code, at: Micros) -> Result<Out, Refused> {
         self.ensure_open()?;
         self.status = Status::Disqualified;
-        self.recycle_reason = reason.to_owned();
-        Ok(())
+        self.disqualify_reason = reason.to_string();
+        Ok(Out::default().event(event(
+            at,
+            pb::inside_sales_event::Event::LeadDisqualified(pb::LeadDisqualified {
+                lead_id: self.lead_id.to_string(),
+                reason: reason.to_string(),
+            }),
+        )))
     }
 
     /// Whether first contact came within the follow-up SLA (None until contacted).
     pub fn sla_met(&self) -> Option<bool> {
         self.first_contact_at.map(|t| t <= self.follow_up_due_at)
     }
+
+    pub fn bant_proto(&self) -> common::Bant {
+        self.bant.as_ref().map(bant_to_proto).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use themodel_quality::Bant;
+    use themodel_values::time::HOUR;
+
+    use super::*;
 
     fn incoming(source: &str) -> IncomingLead {
         IncomingLead {
-            lead_id: "lead-1".into(),
-            email: "a@corp.example".into(),
+            lead_id: LeadId::parse("lead-1").expect("id"),
+            email: Email::parse("a@corp.example").expect("email"),
             name: "A".into(),
             company: "Corp".into(),
             company_size: 100,
             industry: "software".into(),
             job_title: "CTO".into(),
-            source: source.into(),
+            source: Code::parse(source).expect("code"),
+            campaign: String::new(),
+            channel: None,
             score: 70,
             definition_version: 1,
             handed_over_at: 1_000,
@@ -218,55 +348,80 @@ mod tests {
         BantRecord { bant: Bant { budget, authority, need, timeline }, ..Default::default() }
     }
 
+    fn conversion(id: &str) -> Conversion {
+        Conversion {
+            opportunity_id: OpportunityId::parse(id).expect("id"),
+            estimated_value: None,
+            note: String::new(),
+            at: 5_000,
+        }
+    }
+
     #[test]
     fn follow_up_deadline_follows_the_source_sla() {
         let def = Definition::default();
-        let quote = QueueItem::accept(incoming("quote_request"), None, &def);
+        let (quote, _) = QueueItem::accept(incoming("quote_request"), None, "ho-1", &def);
         assert_eq!(quote.follow_up_due_at, 1_000 + 2 * HOUR);
-        let show = QueueItem::accept(incoming("trade_show"), None, &def);
+        let (show, _) = QueueItem::accept(incoming("trade_show"), None, "ho-2", &def);
         assert_eq!(show.follow_up_due_at, 1_000 + 72 * HOUR);
     }
 
     #[test]
     fn first_contact_and_sla() {
         let def = Definition::default();
-        let mut item = QueueItem::accept(incoming("quote_request"), None, &def);
+        let (mut item, _) = QueueItem::accept(incoming("quote_request"), None, "ho", &def);
         assert_eq!(item.sla_met(), None);
-        assert!(item.log_activity(1_000 + 3 * HOUR));
-        assert!(!item.log_activity(1_000 + 4 * HOUR));
-        assert_eq!(item.sla_met(), Some(false));
+        let call = (pb::ActivityKind::Call, pb::ActivityOutcome::Connected);
+        let out = item.log_activity("ac-1", call.0, call.1, 1_000 + 3 * HOUR);
+        let Some(pb::inside_sales_event::Event::ActivityLogged(a)) = &out.events[0].event else { panic!() };
+        assert_eq!((a.first_contact, a.sla_met), (true, Some(false)));
+        item.log_activity("ac-2", call.0, call.1, 1_000 + 4 * HOUR);
         assert_eq!(item.activity_count, 2);
     }
 
     #[test]
-    fn conversion_gate() {
+    fn conversion_gate_and_hand_over() {
         let def = Definition::default();
-        let mut item = QueueItem::accept(incoming("web_form"), None, &def);
-        assert_eq!(item.convert("opp-1", &def), Err(Refused::NoBant));
-        item.record_bant(bant(true, true, true, false)).expect("open");
-        assert_eq!(item.convert("opp-1", &def), Err(Refused::MissingBant(vec![BantCondition::Timeline])));
-        item.record_bant(bant(false, false, true, true)).expect("open");
-        assert_eq!(item.convert("opp-1", &def), Ok(false), "converted, not a quality opportunity");
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def);
+        assert!(matches!(item.convert(&conversion("opp-1"), &def), Err(Refused::NoBant(_))));
+        item.record_bant(bant(true, true, true, false), 2_000).expect("open");
+        assert!(
+            matches!(item.convert(&conversion("opp-1"), &def), Err(Refused::MissingBant { missing, .. }) if missing == vec![BantCondition::Timeline])
+        );
+        item.record_bant(bant(false, false, true, true), 3_000).expect("open");
+        let (quality, out) = item.convert(&conversion("opp-1"), &def).expect("gate passes");
+        assert!(!quality, "not all four: not a quality opportunity");
+        assert_eq!(out.handovers.len(), 1);
+        assert_eq!(out.handovers[0].destination, "field-sales");
         assert_eq!(item.status, Status::Converted);
-        assert_eq!(item.convert("opp-2", &def), Err(Refused::NotOpen(Status::Converted)));
-        assert_eq!(item.recycle("timing"), Err(Refused::NotOpen(Status::Converted)));
+        assert!(matches!(
+            item.convert(&conversion("opp-2"), &def),
+            Err(Refused::NotOpen { status: Status::Converted, .. })
+        ));
     }
 
     #[test]
-    fn quality_opportunity_has_all_four() {
+    fn recycle_reasons_come_from_the_definition() {
         let def = Definition::default();
-        let mut item = QueueItem::accept(incoming("web_form"), None, &def);
-        item.record_bant(bant(true, true, true, true)).expect("open");
-        assert_eq!(item.convert("opp-1", &def), Ok(true));
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def);
+        let bored = Code::parse("bored").expect("code");
+        let e = item.recycle(&bored, 0, "", 2_000, &def).unwrap_err();
+        assert!(e.to_string().contains("accepted: not_contacted, timing, no_budget, no_need"), "{e}");
+        assert_eq!(item.status, Status::Open, "a refused recycle changes nothing");
+        let timing = Code::parse("timing").expect("code");
+        assert!(item.recycle(&timing, 0, "", 2_000, &def).is_err(), "timing needs months");
+        let out = item.recycle(&timing, 3, "", 2_000, &def).expect("valid");
+        assert_eq!(out.handovers[0].destination, "marketing");
+        assert_eq!(item.status, Status::Recycled);
     }
 
     #[test]
     fn recycled_lead_reopens_when_handed_over_again() {
         let def = Definition::default();
-        let mut item = QueueItem::accept(incoming("web_form"), None, &def);
-        item.log_activity(2_000);
-        item.recycle("no_budget").expect("open");
-        let again = QueueItem::accept(incoming("web_form"), Some(item), &def);
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho-1", &def);
+        item.log_activity("ac", pb::ActivityKind::Call, pb::ActivityOutcome::NoAnswer, 2_000);
+        item.recycle(&Code::parse("no_budget").expect("code"), 0, "", 3_000, &def).expect("open");
+        let (again, _) = QueueItem::accept(incoming("web_form"), Some(&item), "ho-2", &def);
         assert_eq!(again.status, Status::Open);
         assert_eq!(again.first_contact_at, None, "a new hand-over gets a new SLA clock");
         assert_eq!(again.activity_count, 1, "activity history is kept");

@@ -1,23 +1,20 @@
-//! The inside-sales service (DOMAIN.md §4): the lead queue and call list,
-//! activities, BANT qualification; converts leads to opportunities (hand-over
-//! to field sales) or recycles them with a reason (hand-over to marketing).
+//! The inside-sales service: the lead queue and call list, activities, BANT
+//! qualification (docs/domain.md, "Inside sales"). It converts leads to
+//! opportunities (a hand-over to field sales) or recycles them with a reason
+//! (a hand-over back to marketing).
 //!
-//! Same layout as every service: [`domain`] (rules), [`store`] (SQL), [`api`]
-//! (tonic handlers), [`relay`] (delivery of this service's hand-overs). It
-//! never reads another service's tables.
+//! Same layout as every service: [`domain`] (rules), [`store`] (SQL and the
+//! rows the writer batches), [`api`] (tonic handlers). It never reads another
+//! service's tables.
 
 pub mod api;
 pub mod domain;
-pub mod relay;
 pub mod store;
 
-use themodel_proto::fieldsales::v1::field_sales_service_client::FieldSalesServiceClient;
 use themodel_proto::insidesales::v1::inside_sales_service_server::InsideSalesServiceServer;
-use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
-use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
-use themodel_runtime::server::EVENT_STREAM;
-use themodel_runtime::telemetry::peer_channel;
+use themodel_runtime::loader::Loader;
+use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,19 +30,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let field_sales = peer_channel(require_peer(&config.peers.field_sales, "--field-sales-addr")?)?;
-    let marketing = peer_channel(require_peer(&config.peers.marketing, "--marketing-addr")?)?;
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    let outbox = started.spawn_relay(relay::Peers {
-        field_sales: FieldSalesServiceClient::new(field_sales),
-        marketing: MarketingServiceClient::new(marketing),
-    });
-    let api = api::Api {
-        db: started.db.clone(),
-        definition: started.definition.clone(),
-        clock: started.clock.clone(),
-        outbox,
-    };
-    let routes = Routes::new(InsideSalesServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
+    started.relay_to(&[("field-sales", "--field-sales-addr"), ("marketing", "--marketing-addr")])?;
+    let db = started.db.clone();
+    let writer = started.writer(store::InsideSales { db: db.clone() });
+    let items = Loader::spawn(
+        move |ids| {
+            let db = db.clone();
+            async move { store::items_by_id(&db, ids).await }
+        },
+        2,
+        started.stop_token(),
+    );
+    let api = api::Api { writer: writer.clone(), items, clock: started.clock.clone() };
+    let routes = Routes::new(InsideSalesServiceServer::new(api))
+        .add_service(EventStream::server(started.db.clone()))
+        .add_service(started.outbox_admin(&writer));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

@@ -1,11 +1,71 @@
-//! Inside sales' tables. The only module with SQL.
+//! Inside sales' tables, and its rows as the writer sees them. The only
+//! module with SQL.
 
-use sqlx::{Any, Executor};
+use std::collections::HashMap;
+
+use themodel_quality::{Bant, BantRecord};
+use themodel_runtime::db::{self, Db};
 use themodel_runtime::time::Micros;
-use themodel_runtime::values::BantRecord;
-use themodel_runtime::{Db, Tx};
+use themodel_runtime::{ApiResult, Rows, Store, Tx};
+use themodel_values::{Code, Email, LeadId, OpportunityId};
 
 use crate::domain::{QueueItem, Status};
+
+/// What a unit asks to have loaded.
+#[derive(Debug, Clone)]
+pub enum Key {
+    Item(LeadId),
+    /// Whether an opportunity id is taken.
+    Conversion(OpportunityId),
+}
+
+/// An activity row.
+#[derive(Debug, Clone)]
+pub struct ActivityRow {
+    pub activity_id: String,
+    pub lead_id: LeadId,
+    pub kind: &'static str,
+    pub outcome: &'static str,
+    pub note: String,
+    pub at: Micros,
+}
+
+/// A conversion row.
+#[derive(Debug, Clone)]
+pub struct ConversionRow {
+    pub opportunity_id: OpportunityId,
+    pub lead_id: LeadId,
+    pub quality: bool,
+    pub at: Micros,
+}
+
+/// One change a unit makes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Item(Box<QueueItem>),
+    Activity(ActivityRow),
+    Conversion(ConversionRow),
+}
+
+/// A batch's rows.
+#[derive(Debug, Default)]
+pub struct State {
+    items: Rows<LeadId, QueueItem>,
+    conversions: Rows<OpportunityId, LeadId>,
+    activities: Vec<ActivityRow>,
+    new_conversions: Vec<ConversionRow>,
+}
+
+impl State {
+    pub fn item(&self, id: &LeadId) -> ApiResult<Option<&QueueItem>> {
+        self.items.get(id.as_str())
+    }
+
+    /// The lead an opportunity id was given to, if it is taken.
+    pub fn conversion(&self, id: &OpportunityId) -> ApiResult<Option<&LeadId>> {
+        self.conversions.get(id.as_str())
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -17,106 +77,224 @@ struct Row {
     industry: String,
     job_title: String,
     source: String,
+    campaign: String,
+    channel: String,
     score: i64,
     status: String,
     handed_over_at: i64,
     follow_up_due_at: i64,
     first_contact_at: Option<i64>,
-    bant: Option<String>,
+    bant_recorded: i64,
+    bant_budget: i64,
+    bant_authority: i64,
+    bant_need: i64,
+    bant_timeline: i64,
+    budget_note: String,
+    authority_note: String,
+    need_note: String,
+    timeline_note: String,
     activity_count: i64,
     opportunity_id: String,
     recycle_reason: String,
+    disqualify_reason: String,
     definition_version: i64,
 }
 
-const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, score, status, \
-    handed_over_at, follow_up_due_at, first_contact_at, bant, activity_count, opportunity_id, recycle_reason, \
-    definition_version";
+const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, campaign, channel, \
+    score, status, handed_over_at, follow_up_due_at, first_contact_at, bant_recorded, bant_budget, bant_authority, \
+    bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, activity_count, opportunity_id, \
+    recycle_reason, disqualify_reason, definition_version";
 
 impl TryFrom<Row> for QueueItem {
     type Error = anyhow::Error;
 
     fn try_from(r: Row) -> anyhow::Result<QueueItem> {
+        let bant = (r.bant_recorded != 0).then_some(BantRecord {
+            bant: Bant {
+                budget: r.bant_budget != 0,
+                authority: r.bant_authority != 0,
+                need: r.bant_need != 0,
+                timeline: r.bant_timeline != 0,
+            },
+            budget_note: r.budget_note,
+            authority_note: r.authority_note,
+            need_note: r.need_note,
+            timeline_note: r.timeline_note,
+        });
         Ok(QueueItem {
             status: Status::from_code(&r.status)
                 .ok_or_else(|| anyhow::anyhow!("unknown queue status {:?}", r.status))?,
-            bant: r.bant.as_deref().map(serde_json::from_str::<BantRecord>).transpose()?,
-            lead_id: r.lead_id,
-            email: r.email,
+            lead_id: LeadId::from_stored(r.lead_id),
+            email: Email::from_stored(r.email),
             name: r.name,
             company: r.company,
-            company_size: r.company_size as i32,
+            company_size: db::to_i32(r.company_size, "company_size")?,
             industry: r.industry,
             job_title: r.job_title,
-            source: r.source,
-            score: r.score as i32,
+            source: Code::from_stored(r.source),
+            campaign: r.campaign,
+            channel: (!r.channel.is_empty()).then(|| Code::from_stored(r.channel)),
+            score: db::to_i32(r.score, "score")?,
             handed_over_at: r.handed_over_at,
             follow_up_due_at: r.follow_up_due_at,
             first_contact_at: r.first_contact_at,
-            activity_count: r.activity_count as i32,
-            opportunity_id: r.opportunity_id,
+            bant,
+            activity_count: db::to_i32(r.activity_count, "activity_count")?,
+            opportunity_id: (!r.opportunity_id.is_empty()).then(|| OpportunityId::from_stored(r.opportunity_id)),
             recycle_reason: r.recycle_reason,
+            disqualify_reason: r.disqualify_reason,
             definition_version: r.definition_version,
         })
     }
 }
 
-pub async fn item<'c, E: Executor<'c, Database = Any>>(e: E, lead_id: &str) -> anyhow::Result<Option<QueueItem>> {
-    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM queue WHERE lead_id = $1"))
-        .bind(lead_id)
-        .fetch_optional(e)
-        .await?;
-    row.map(QueueItem::try_from).transpose()
+fn items(rows: Vec<Row>) -> Result<Vec<QueueItem>, sqlx::Error> {
+    rows.into_iter().map(|r| QueueItem::try_from(r).map_err(|e| sqlx::Error::Decode(e.into()))).collect()
 }
 
-/// Inserts or replaces the item (a re-accepted lead overwrites its old row).
-pub async fn save(tx: &mut Tx, i: &QueueItem) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM queue WHERE lead_id = $1").bind(&i.lead_id).execute(&mut **tx).await?;
-    sqlx::query(&format!(
-        "INSERT INTO queue ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-    ))
-    .bind(&i.lead_id)
-    .bind(&i.email)
-    .bind(&i.name)
-    .bind(&i.company)
-    .bind(i64::from(i.company_size))
-    .bind(&i.industry)
-    .bind(&i.job_title)
-    .bind(&i.source)
-    .bind(i64::from(i.score))
-    .bind(i.status.code())
-    .bind(i.handed_over_at)
-    .bind(i.follow_up_due_at)
-    .bind(i.first_contact_at)
-    .bind(i.bant.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(i64::from(i.activity_count))
-    .bind(&i.opportunity_id)
-    .bind(&i.recycle_reason)
-    .bind(i.definition_version)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Inside sales' store.
+#[derive(Debug, Clone)]
+pub struct InsideSales {
+    pub db: Db,
 }
 
-pub async fn insert_activity(
-    tx: &mut Tx,
-    activity_id: &str,
-    lead_id: &str,
-    kind: &str,
-    outcome: &str,
-    note: &str,
-    at: Micros,
-) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO activities (activity_id, lead_id, kind, outcome, note, occurred_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(activity_id)
-        .bind(lead_id)
-        .bind(kind)
-        .bind(outcome)
-        .bind(note)
-        .bind(at)
-        .execute(&mut **tx)
+impl Store for InsideSales {
+    type Key = Key;
+    type State = State;
+    type Change = Change;
+    type Event = themodel_proto::insidesales::v1::InsideSalesEvent;
+
+    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        let leads: Vec<&LeadId> =
+            keys.iter().filter_map(|k| if let Key::Item(id) = k { Some(id) } else { None }).collect();
+        let wanted: Vec<&str> = state.items.missing(leads).into_iter().map(LeadId::as_str).collect();
+        let rows =
+            db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &wanted).await?;
+        let mut found: HashMap<String, QueueItem> =
+            items(rows)?.into_iter().map(|i| (i.lead_id.to_string(), i)).collect();
+        for id in wanted {
+            state.items.loaded(LeadId::from_stored(id.to_owned()), found.remove(id));
+        }
+        let opps: Vec<&OpportunityId> =
+            keys.iter().filter_map(|k| if let Key::Conversion(id) = k { Some(id) } else { None }).collect();
+        let wanted: Vec<&str> = state.conversions.missing(opps).into_iter().map(OpportunityId::as_str).collect();
+        let rows: Vec<(String, String)> = db::select_in(
+            tx,
+            db,
+            "SELECT opportunity_id, lead_id FROM conversions WHERE opportunity_id IN ",
+            "",
+            &wanted,
+        )
         .await?;
-    Ok(())
+        let mut found: HashMap<String, String> = rows.into_iter().collect();
+        for id in wanted {
+            state
+                .conversions
+                .loaded(OpportunityId::from_stored(id.to_owned()), found.remove(id).map(LeadId::from_stored));
+        }
+        Ok(())
+    }
+
+    fn apply(&self, state: &mut State, change: Change) {
+        match change {
+            Change::Item(i) => state.items.put(i.lead_id.clone(), *i),
+            Change::Activity(a) => state.activities.push(a),
+            Change::Conversion(c) => {
+                state.conversions.put(c.opportunity_id.clone(), c.lead_id.clone());
+                state.new_conversions.push(c);
+            }
+        }
+    }
+
+    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        let changed: Vec<(&QueueItem, BantRecord)> =
+            state.items.changed().map(|i| (i, i.bant.clone().unwrap_or_default())).collect();
+        db::insert_rows(
+            tx,
+            db,
+            &format!("INSERT INTO queue ({COLUMNS}) VALUES "),
+            29,
+            " ON CONFLICT (lead_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
+             company = excluded.company, company_size = excluded.company_size, industry = excluded.industry, \
+             job_title = excluded.job_title, source = excluded.source, campaign = excluded.campaign, \
+             channel = excluded.channel, score = excluded.score, status = excluded.status, \
+             handed_over_at = excluded.handed_over_at, follow_up_due_at = excluded.follow_up_due_at, \
+             first_contact_at = excluded.first_contact_at, bant_recorded = excluded.bant_recorded, \
+             bant_budget = excluded.bant_budget, bant_authority = excluded.bant_authority, \
+             bant_need = excluded.bant_need, bant_timeline = excluded.bant_timeline, \
+             budget_note = excluded.budget_note, authority_note = excluded.authority_note, \
+             need_note = excluded.need_note, timeline_note = excluded.timeline_note, \
+             activity_count = excluded.activity_count, opportunity_id = excluded.opportunity_id, \
+             recycle_reason = excluded.recycle_reason, disqualify_reason = excluded.disqualify_reason, \
+             definition_version = excluded.definition_version",
+            &changed,
+            |q, (i, b)| {
+                q.bind(i.lead_id.as_str())
+                    .bind(i.email.as_str())
+                    .bind(&i.name)
+                    .bind(&i.company)
+                    .bind(i64::from(i.company_size))
+                    .bind(&i.industry)
+                    .bind(&i.job_title)
+                    .bind(i.source.as_str())
+                    .bind(&i.campaign)
+                    .bind(i.channel.as_ref().map_or("", Code::as_str))
+                    .bind(i64::from(i.score))
+                    .bind(i.status.code())
+                    .bind(i.handed_over_at)
+                    .bind(i.follow_up_due_at)
+                    .bind(i.first_contact_at)
+                    .bind(i64::from(i.bant.is_some()))
+                    .bind(i64::from(b.bant.budget))
+                    .bind(i64::from(b.bant.authority))
+                    .bind(i64::from(b.bant.need))
+                    .bind(i64::from(b.bant.timeline))
+                    .bind(&b.budget_note)
+                    .bind(&b.authority_note)
+                    .bind(&b.need_note)
+                    .bind(&b.timeline_note)
+                    .bind(i64::from(i.activity_count))
+                    .bind(i.opportunity_id.as_ref().map_or("", OpportunityId::as_str))
+                    .bind(&i.recycle_reason)
+                    .bind(&i.disqualify_reason)
+                    .bind(i.definition_version)
+            },
+        )
+        .await?;
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO activities (activity_id, lead_id, kind, outcome, note, occurred_at) VALUES ",
+            6,
+            "",
+            &state.activities,
+            |q, a| {
+                q.bind(&a.activity_id).bind(a.lead_id.as_str()).bind(a.kind).bind(a.outcome).bind(&a.note).bind(a.at)
+            },
+        )
+        .await?;
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO conversions (opportunity_id, lead_id, quality, converted_at) VALUES ",
+            4,
+            "",
+            &state.new_conversions,
+            |q, c| q.bind(c.opportunity_id.as_str()).bind(c.lead_id.as_str()).bind(i64::from(c.quality)).bind(c.at),
+        )
+        .await
+    }
+}
+
+/// Queue items by lead id, for the batched reader.
+pub async fn items_by_id(db: &Db, ids: Vec<LeadId>) -> themodel_runtime::ApiResult<Vec<(LeadId, QueueItem)>> {
+    let keys: Vec<&str> = ids.iter().map(LeadId::as_str).collect();
+    let mut conn = db.reader().acquire().await?;
+    let rows =
+        db::select_in(&mut conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &keys).await?;
+    Ok(items(rows)?.into_iter().map(|i| (i.lead_id.clone(), i)).collect())
 }
 
 /// The call list: by follow-up deadline, then highest score, then id.
@@ -126,7 +304,7 @@ pub async fn call_list(
     status: Status,
     after: Option<(i64, i64, String)>,
     limit: i64,
-) -> anyhow::Result<Vec<QueueItem>> {
+) -> themodel_runtime::ApiResult<Vec<QueueItem>> {
     let (due, score, id) = after.unwrap_or((i64::MIN, i64::MAX, String::new()));
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM queue WHERE status = $1 AND \
@@ -140,30 +318,5 @@ pub async fn call_list(
     .bind(limit)
     .fetch_all(db.reader())
     .await?;
-    rows.into_iter().map(QueueItem::try_from).collect()
-}
-
-/// Records a conversion; `false` if the opportunity id is already taken.
-pub async fn insert_conversion(
-    tx: &mut Tx,
-    opportunity_id: &str,
-    lead_id: &str,
-    quality: bool,
-    at: Micros,
-) -> anyhow::Result<bool> {
-    let taken: Option<String> = sqlx::query_scalar("SELECT lead_id FROM conversions WHERE opportunity_id = $1")
-        .bind(opportunity_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if taken.is_some() {
-        return Ok(false);
-    }
-    sqlx::query("INSERT INTO conversions (opportunity_id, lead_id, quality, converted_at) VALUES ($1, $2, $3, $4)")
-        .bind(opportunity_id)
-        .bind(lead_id)
-        .bind(i64::from(quality))
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
-    Ok(true)
+    Ok(items(rows)?)
 }

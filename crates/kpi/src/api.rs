@@ -3,27 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
 use themodel_runtime::definition::{from_proto, to_proto};
-use themodel_runtime::error::{ApiError, ApiResult};
-use themodel_runtime::events::NewEvent;
-use themodel_runtime::idempotency::Idempotency;
+use themodel_runtime::time::to_timestamp;
 use themodel_runtime::validate::Violations;
-use themodel_runtime::{Clock, Db};
+use themodel_runtime::{ApiError, ApiResult, Call, Done, Effects, Need, Writer};
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::consumer::Consumer;
-use crate::domain::{self, SOURCES};
-use crate::store;
+use crate::domain;
+use crate::store::{self, Definitions, Latest};
 
 /// The kpi service's handlers.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub db: Db,
-    pub clock: Clock,
+    pub writer: Writer<Definitions>,
     pub time_zone: String,
     /// The stream consumers, for catching up before a read.
     pub consumers: Arc<[Arc<Consumer>]>,
@@ -34,7 +30,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
-    async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::Funnel> {
+    async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
         let mut v = Violations::new();
         let mut day = |field: &str, value: &str| {
             if value.is_empty() {
@@ -54,8 +50,7 @@ impl Api {
         {
             v.add("end_date", "must be after start_date (the period is [start_date, end_date))");
         }
-        v.finish()?;
-        let (start, end) = (start.unwrap_or_default(), end.unwrap_or_default());
+        let (start, end) = v.build(|| Some((start?, end?)))?;
 
         // Read-your-writes: everything the services committed before this call
         // is in the answer. A source that is down is reported through
@@ -67,7 +62,11 @@ impl Api {
         let all = async {
             while let Some(joined) = catching_up.join_next().await {
                 if let Ok((source, Err(e))) = joined {
-                    tracing::debug!(source, error = format!("{e:#}"), "stream not caught up for this read");
+                    tracing::debug!(
+                        source = source.name(),
+                        error = format!("{e:#}"),
+                        "stream not caught up for this read"
+                    );
                 }
             }
         };
@@ -75,10 +74,10 @@ impl Api {
             tracing::warn!("event streams did not catch up in time; answering with what is applied");
         }
 
-        let c = store::counts(&self.db, start, end).await?;
+        let c = store::counts(self.writer.db(), start, end).await?;
         let r = c.rates();
-        let cursors = store::cursors(&self.db).await?;
-        Ok(pb::Funnel {
+        let cursors = store::cursors(self.writer.db()).await?;
+        let funnel = pb::Funnel {
             view: pb::View::Flow as i32,
             start_date: req.start_date,
             end_date: req.end_date,
@@ -97,35 +96,47 @@ impl Api {
             win_rate: r.win,
             renewal_rate: r.renewal,
             churn_rate: r.churn,
-            sources: SOURCES
+            sources: self
+                .consumers
                 .iter()
-                .map(|s| {
-                    let c = cursors.get(*s).cloned().unwrap_or_default();
-                    pb::SourcePosition { service: (*s).to_owned(), applied_seq: c.applied_seq, stream_id: c.stream_id }
+                .map(|consumer| {
+                    let name = consumer.source.name();
+                    let c = cursors.get(name).cloned().unwrap_or_default();
+                    pb::SourcePosition {
+                        service: name.to_owned(),
+                        applied_seq: c.applied_seq,
+                        stream_id: c.stream_id,
+                        error: consumer.error().unwrap_or_default(),
+                    }
                 })
                 .collect(),
-        })
+        };
+        Ok(pb::GetFunnelResponse { funnel: Some(funnel) })
     }
 
     #[tracing::instrument(skip_all, fields(version = req.version))]
-    async fn get_quality_definition(&self, req: pb::GetQualityDefinitionRequest) -> ApiResult<pb::QualityDefinition> {
+    async fn get_quality_definition(
+        &self,
+        req: pb::GetQualityDefinitionRequest,
+    ) -> ApiResult<pb::GetQualityDefinitionResponse> {
         let mut v = Violations::new();
         v.check(req.version >= 0, "version", "must not be negative (0 = current)");
         v.finish()?;
-        let (d, at) = store::definition(&self.db, req.version)
+        let (d, at) = store::definition(self.writer.db(), req.version)
             .await?
             .ok_or_else(|| ApiError::not_found("quality definition version", req.version.to_string()))?;
-        Ok(to_proto(&d, Some(at)))
+        Ok(pb::GetQualityDefinitionResponse { definition: Some(to_proto(&d, Some(at))) })
     }
 
     #[tracing::instrument(skip_all)]
     async fn publish_quality_definition(
         &self,
-        req: pb::PublishQualityDefinitionRequest,
-    ) -> ApiResult<pb::QualityDefinition> {
+        request: Request<pb::PublishQualityDefinitionRequest>,
+    ) -> ApiResult<pb::PublishQualityDefinitionResponse> {
+        let call =
+            Call::new(&request, "/themodel.kpi.v1.KpiService/PublishQualityDefinition", &request.get_ref().request_id)?;
         let mut v = Violations::new();
-        v.request_id(&req.request_id);
-        let definition = match &req.definition {
+        let definition = match &request.get_ref().definition {
             None => {
                 v.add("definition", "is required");
                 None
@@ -138,49 +149,49 @@ impl Api {
                 }
             },
         };
-        v.finish()?;
-        let Some(definition) = definition else {
-            return Err(ApiError::field("definition", "is required"));
-        };
-
-        let key = Idempotency::new("/themodel.kpi.v1.KpiService/PublishQualityDefinition", &req.request_id, &req);
-        let mut tx = self.db.begin().await?;
-        if let Some(first) = key.replay(&mut tx).await? {
-            return Ok(first);
-        }
-        let now = self.clock.now();
-        let published = store::publish(&mut tx, definition, now).await?;
-        let evs = [NewEvent {
-            kind: "definition_published",
-            subject_id: published.version.to_string(),
-            occurred_at: now,
-            definition_version: published.version,
-            payload: json!({ "version": published.version }),
-        }];
-        let resp = to_proto(&published, Some(now));
-        key.commit(tx, &resp, &evs, now).await?;
-        tracing::info!(version = published.version, "quality definition published");
-        Ok(resp)
+        let definition = v.build(|| definition)?;
+        let response: pb::PublishQualityDefinitionResponse = self
+            .writer
+            .execute(call, vec![Need::Row(Latest)], move |cx| {
+                let mut published = definition.clone();
+                published.version = cx.state.latest()? + 1;
+                let event = pb::KpiEvent {
+                    occurred_at: Some(to_timestamp(cx.now)),
+                    event: Some(pb::kpi_event::Event::DefinitionPublished(pb::DefinitionPublished {
+                        version: published.version,
+                    })),
+                };
+                let resp =
+                    pb::PublishQualityDefinitionResponse { definition: Some(to_proto(&published, Some(cx.now))) };
+                Ok(Done::new(&resp).change((published, cx.now)).effects(Effects::default().event(event)))
+            })
+            .await?;
+        let version = response.definition.as_ref().map_or(0, |d| d.version);
+        tracing::info!(version, "quality definition published");
+        Ok(response)
     }
 }
 
 #[tonic::async_trait]
 impl KpiService for Api {
-    async fn get_funnel(&self, request: Request<pb::GetFunnelRequest>) -> Result<Response<pb::Funnel>, Status> {
+    async fn get_funnel(
+        &self,
+        request: Request<pb::GetFunnelRequest>,
+    ) -> Result<Response<pb::GetFunnelResponse>, Status> {
         Ok(Response::new(Api::get_funnel(self, request.into_inner()).await?))
     }
 
     async fn get_quality_definition(
         &self,
         request: Request<pb::GetQualityDefinitionRequest>,
-    ) -> Result<Response<pb::QualityDefinition>, Status> {
+    ) -> Result<Response<pb::GetQualityDefinitionResponse>, Status> {
         Ok(Response::new(Api::get_quality_definition(self, request.into_inner()).await?))
     }
 
     async fn publish_quality_definition(
         &self,
         request: Request<pb::PublishQualityDefinitionRequest>,
-    ) -> Result<Response<pb::QualityDefinition>, Status> {
-        Ok(Response::new(Api::publish_quality_definition(self, request.into_inner()).await?))
+    ) -> Result<Response<pb::PublishQualityDefinitionResponse>, Status> {
+        Ok(Response::new(Api::publish_quality_definition(self, request).await?))
     }
 }

@@ -3,6 +3,7 @@
 //! so stopping, crashing or rebuilding from zero always ends at the same numbers.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -10,20 +11,21 @@ use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceC
 use themodel_proto::common::v1::{ListEventsRequest, ListEventsResponse};
 use themodel_runtime::Db;
 use themodel_runtime::telemetry::PeerChannel;
-use themodel_runtime::time;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{self, Effect};
+use crate::domain::{self, Effect, Source};
 use crate::store::{self, Cursor};
 
 const PAGE: i32 = 2000;
 
 #[derive(Debug)]
 pub struct Consumer {
-    pub source: &'static str,
+    pub source: Source,
     pub client: EventStreamServiceClient<PeerChannel>,
     pub db: Db,
     pub tz: Tz,
+    /// Why the last attempt to read the stream failed (cleared on success).
+    pub error: Mutex<Option<String>>,
 }
 
 /// The most pages a read-time catch-up applies; a longer backlog is the
@@ -36,18 +38,31 @@ impl Consumer {
     /// compare-and-set lets only one of them apply a page.
     pub async fn catch_up(&self) -> anyhow::Result<()> {
         for _ in 0..CATCH_UP_PAGES {
-            if !self.step().await? {
+            if !self.checked_step().await? {
                 break;
             }
         }
         Ok(())
     }
 
+    /// Why kpi is not reading this stream right now, if it is not.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// One step, remembering its failure (or clearing the last one).
+    async fn checked_step(&self) -> anyhow::Result<bool> {
+        let result = self.step().await;
+        let mut error = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *error = result.as_ref().err().map(|e| format!("{e:#}"));
+        result
+    }
+
     /// Follows the stream until `shutdown`, polling every `poll` when idle.
     pub async fn run(self: std::sync::Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let wait = match self.step().await {
+            let wait = match self.checked_step().await {
                 Ok(true) => continue,
                 Ok(false) => {
                     failures = 0;
@@ -57,7 +72,7 @@ impl Consumer {
                     failures = failures.saturating_add(1);
                     if failures == 1 || failures.is_multiple_of(50) {
                         tracing::warn!(
-                            source = self.source,
+                            source = self.source.name(),
                             error = format!("{e:#}"),
                             "event stream not read; retrying"
                         );
@@ -80,7 +95,7 @@ impl Consumer {
     /// Reads and applies one page; `Ok(true)` if there may be more right away.
     async fn step(&self) -> anyhow::Result<bool> {
         // A plain read: the compare-and-set in `store::apply` is what guards the cursor.
-        let stored = store::cursor(self.db.reader(), self.source).await?;
+        let stored = store::cursor(self.db.reader(), self.source.name()).await?;
         let mut after = stored.as_ref().map_or(0, |c| c.applied_seq);
         let mut page = self.page(after).await?;
         let known = stored.as_ref().map_or("", |c| c.stream_id.as_str());
@@ -103,7 +118,7 @@ impl Consumer {
                 page.head_seq >= after,
                 "{} stream {} ends at seq {} but kpi has applied up to {after}: was its database restored \
                  from a backup? KPIs keep what they had and wait",
-                self.source,
+                self.source.name(),
                 page.stream_id,
                 page.head_seq
             );
@@ -111,7 +126,7 @@ impl Consumer {
         };
         if replaced {
             tracing::warn!(
-                source = self.source,
+                source = self.source.name(),
                 old_stream = known,
                 new_stream = %page.stream_id,
                 "event stream replaced (a new database): keeping what the old stream counted, reading the new one from seq 1"
@@ -126,12 +141,21 @@ impl Consumer {
         let mut visits = Vec::new();
         let mut expected = after;
         for e in &page.events {
-            anyhow::ensure!(e.seq == expected + 1, "{} stream skipped from {expected} to {}", self.source, e.seq);
+            anyhow::ensure!(
+                e.seq == expected + 1,
+                "{} stream skipped from {expected} to {}",
+                self.source.name(),
+                e.seq
+            );
             expected = e.seq;
-            let at = e.occurred_at.as_ref().and_then(time::from_timestamp).unwrap_or(0);
+            // An event kpi cannot decode stops the stream here: nothing of
+            // this page is applied, the cursor stays, and the reason shows in
+            // GetFunnel's `sources` until a kpi that knows the type reads it.
+            let decoded = domain::decode(self.source, e.seq, e.event.as_ref())?;
+            let at =
+                decoded.occurred_at().ok_or(domain::Undecodable::NoTime { stream: self.source.name(), seq: e.seq })?;
             let day = domain::business_day(at, self.tz);
-            let payload: serde_json::Value = serde_json::from_str(&e.payload_json).unwrap_or_default();
-            for effect in domain::effects(self.source, &e.r#type, &e.subject_id, &payload) {
+            for effect in decoded.effects() {
                 match effect {
                     Effect::Count(m) => *counts.entry((day, m)).or_insert(0) += 1,
                     Effect::Visit(visitor) => visits.push((day, visitor)),
@@ -139,12 +163,12 @@ impl Consumer {
             }
         }
         let mut tx = self.db.begin().await?;
-        if !store::apply(&mut tx, self.source, stored.as_ref(), &new, &counts, &visits).await? {
+        if !store::apply(&mut tx, self.source.name(), stored.as_ref(), &new, &counts, &visits).await? {
             tx.rollback().await?;
             return Ok(true);
         }
         tx.commit().await?;
-        tracing::debug!(source = self.source, applied_seq = last, events = page.events.len(), "events applied");
+        tracing::debug!(source = self.source.name(), applied_seq = last, events = page.events.len(), "events applied");
         Ok(last < page.head_seq)
     }
 }

@@ -1,9 +1,40 @@
-//! The KPI rules: which event moves which count, the business day an event
-//! falls on, and the funnel formulas of DOMAIN.md §8. No SQL, no gRPC.
+//! The KPI rules: how a stream's events decode, which event moves which
+//! count, the business day an event falls on, and the funnel formulas
+//! (docs/domain.md, "KPIs"). No SQL, no gRPC clients.
 
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
-use themodel_runtime::time::Micros;
+use prost::{Message, Name};
+use prost_types::Any;
+use themodel_proto::common::v1 as common;
+use themodel_proto::customersuccess::v1 as cs;
+use themodel_proto::fieldsales::v1 as fs;
+use themodel_proto::insidesales::v1 as is;
+use themodel_proto::marketing::v1 as mk;
+use themodel_runtime::time::{self, Micros};
+
+/// The department services whose streams kpi reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Marketing,
+    InsideSales,
+    FieldSales,
+    CustomerSuccess,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Marketing, Source::InsideSales, Source::FieldSales, Source::CustomerSuccess];
+
+    /// The service's name, as in configuration and `SourcePosition.service`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Marketing => "marketing",
+            Source::InsideSales => "inside-sales",
+            Source::FieldSales => "field-sales",
+            Source::CustomerSuccess => "customer-success",
+        }
+    }
+}
 
 /// The services whose streams kpi reads, by name.
 pub const SOURCES: [&str; 4] = ["marketing", "inside-sales", "field-sales", "customer-success"];
@@ -55,23 +86,109 @@ pub enum Effect {
     Visit(String),
 }
 
-/// The effects of an event from `source` of type `kind` (payload as JSON).
-pub fn effects(source: &str, kind: &str, subject_id: &str, payload: &serde_json::Value) -> Vec<Effect> {
-    match (source, kind) {
-        ("marketing", "visit_recorded") => vec![Effect::Visit(subject_id.to_owned())],
-        ("marketing", "lead_captured") => {
-            if payload.get("excluded").and_then(serde_json::Value::as_bool).unwrap_or(false) {
-                vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)]
-            } else {
-                vec![Effect::Count(Metric::Leads)]
-            }
+/// An event from a source's stream, decoded with the generated types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Marketing(mk::MarketingEvent),
+    InsideSales(is::InsideSalesEvent),
+    FieldSales(fs::FieldSalesEvent),
+    CustomerSuccess(cs::CustomerSuccessEvent),
+    Outbox(common::OutboxEvent),
+}
+
+/// Why kpi cannot count an event; it stops reading that stream rather than
+/// count wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undecodable {
+    #[error("event {seq} of {stream} has no payload")]
+    Missing { stream: &'static str, seq: i64 },
+    #[error(
+        "event {seq} of {stream} is a {type_url}, which that stream does not publish (is kpi older than {stream}?)"
+    )]
+    UnknownType { stream: &'static str, seq: i64, type_url: String },
+    #[error("event {seq} of {stream} ({type_url}) does not decode: {reason}")]
+    Malformed { stream: &'static str, seq: i64, type_url: String, reason: String },
+    #[error("event {seq} of {stream} has no occurred_at, or one outside 1970-9999")]
+    NoTime { stream: &'static str, seq: i64 },
+}
+
+fn decode_as<M: Message + Name + Default>(source: Source, seq: i64, any: &Any) -> Result<M, Undecodable> {
+    M::decode(any.value.as_slice()).map_err(|e| Undecodable::Malformed {
+        stream: source.name(),
+        seq,
+        type_url: any.type_url.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes an event of `source`'s stream: its own event type, or an outbox event.
+pub fn decode(source: Source, seq: i64, any: Option<&Any>) -> Result<Decoded, Undecodable> {
+    let any = any.ok_or(Undecodable::Missing { stream: source.name(), seq })?;
+    let url = any.type_url.as_str();
+    if url == common::OutboxEvent::type_url() {
+        return decode_as(source, seq, any).map(Decoded::Outbox);
+    }
+    match source {
+        Source::Marketing if url == mk::MarketingEvent::type_url() => {
+            decode_as(source, seq, any).map(Decoded::Marketing)
         }
-        ("inside-sales", "opportunity_converted") => vec![Effect::Count(Metric::Opportunities)],
-        ("field-sales", "opportunity_won") => vec![Effect::Count(Metric::Wins)],
-        ("field-sales", "opportunity_lost") => vec![Effect::Count(Metric::Losses)],
-        ("customer-success", "renewal_recorded") => vec![Effect::Count(Metric::Retained)],
-        ("customer-success", "churn_recorded") => vec![Effect::Count(Metric::Churned)],
-        _ => Vec::new(),
+        Source::InsideSales if url == is::InsideSalesEvent::type_url() => {
+            decode_as(source, seq, any).map(Decoded::InsideSales)
+        }
+        Source::FieldSales if url == fs::FieldSalesEvent::type_url() => {
+            decode_as(source, seq, any).map(Decoded::FieldSales)
+        }
+        Source::CustomerSuccess if url == cs::CustomerSuccessEvent::type_url() => {
+            decode_as(source, seq, any).map(Decoded::CustomerSuccess)
+        }
+        _ => Err(Undecodable::UnknownType { stream: source.name(), seq, type_url: url.to_owned() }),
+    }
+}
+
+impl Decoded {
+    /// When the fact happened.
+    pub fn occurred_at(&self) -> Option<Micros> {
+        let ts = match self {
+            Decoded::Marketing(e) => e.occurred_at.as_ref(),
+            Decoded::InsideSales(e) => e.occurred_at.as_ref(),
+            Decoded::FieldSales(e) => e.occurred_at.as_ref(),
+            Decoded::CustomerSuccess(e) => e.occurred_at.as_ref(),
+            Decoded::Outbox(e) => e.occurred_at.as_ref(),
+        };
+        ts.and_then(time::from_timestamp)
+    }
+
+    /// What the event does to the flow counts (docs/domain.md, "KPIs").
+    pub fn effects(&self) -> Vec<Effect> {
+        use cs::customer_success_event::Event as C;
+        use fs::field_sales_event::Event as F;
+        use is::inside_sales_event::Event as I;
+        use mk::marketing_event::Event as M;
+        match self {
+            Decoded::Marketing(e) => match &e.event {
+                Some(M::VisitRecorded(v)) => vec![Effect::Visit(v.visitor_id.clone())],
+                Some(M::LeadCaptured(c)) if c.excluded => {
+                    vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)]
+                }
+                Some(M::LeadCaptured(_)) => vec![Effect::Count(Metric::Leads)],
+                Some(M::TouchRecorded(_) | M::LeadPromoted(_) | M::LeadRecycled(_)) | None => Vec::new(),
+            },
+            Decoded::InsideSales(e) => match &e.event {
+                Some(I::OpportunityConverted(_)) => vec![Effect::Count(Metric::Opportunities)],
+                _ => Vec::new(),
+            },
+            Decoded::FieldSales(e) => match &e.event {
+                Some(F::OpportunityWon(_)) => vec![Effect::Count(Metric::Wins)],
+                Some(F::OpportunityLost(_)) => vec![Effect::Count(Metric::Losses)],
+                _ => Vec::new(),
+            },
+            Decoded::CustomerSuccess(e) => match &e.event {
+                Some(C::RenewalRecorded(_)) => vec![Effect::Count(Metric::Retained)],
+                Some(C::ChurnRecorded(_)) => vec![Effect::Count(Metric::Churned)],
+                _ => Vec::new(),
+            },
+            Decoded::Outbox(_) => Vec::new(),
+        }
     }
 }
 
@@ -121,7 +238,7 @@ impl Counts {
     }
 }
 
-/// The rates of DOMAIN.md §8; `None` when the denominator is zero.
+/// The funnel's rates; `None` when the denominator is zero.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Rates {
     pub acquisition: Option<f64>,
@@ -154,7 +271,6 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn formulas() {
@@ -186,28 +302,96 @@ mod tests {
         assert_eq!(c.rates().opportunity, Some(0.0), "a zero numerator is a real 0");
     }
 
+    fn pack<E: Message + Name>(e: &E) -> Any {
+        Any { type_url: E::type_url(), value: e.encode_to_vec() }
+    }
+
+    fn at() -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 })
+    }
+
     #[test]
     fn effects_table() {
+        use mk::marketing_event::Event as M;
+        let m = |e: M| pack(&mk::MarketingEvent { occurred_at: at(), event: Some(e) });
+        let captured = |excluded| M::LeadCaptured(mk::LeadCaptured { excluded, ..Default::default() });
         let cases = [
-            ("marketing", "visit_recorded", json!({}), vec![Effect::Visit("v1".into())]),
-            ("marketing", "lead_captured", json!({"excluded": false}), vec![Effect::Count(Metric::Leads)]),
             (
-                "marketing",
-                "lead_captured",
-                json!({"excluded": true}),
+                Source::Marketing,
+                m(M::VisitRecorded(mk::VisitRecorded { visitor_id: "v1".into(), ..Default::default() })),
+                vec![Effect::Visit("v1".into())],
+            ),
+            (Source::Marketing, m(captured(false)), vec![Effect::Count(Metric::Leads)]),
+            (
+                Source::Marketing,
+                m(captured(true)),
                 vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)],
             ),
-            ("marketing", "touch_recorded", json!({}), vec![]),
-            ("inside-sales", "opportunity_converted", json!({}), vec![Effect::Count(Metric::Opportunities)]),
-            ("field-sales", "opportunity_opened", json!({}), vec![]),
-            ("field-sales", "opportunity_won", json!({}), vec![Effect::Count(Metric::Wins)]),
-            ("field-sales", "opportunity_lost", json!({}), vec![Effect::Count(Metric::Losses)]),
-            ("customer-success", "renewal_recorded", json!({}), vec![Effect::Count(Metric::Retained)]),
-            ("customer-success", "churn_recorded", json!({}), vec![Effect::Count(Metric::Churned)]),
+            (Source::Marketing, m(M::TouchRecorded(Default::default())), vec![]),
+            (
+                Source::InsideSales,
+                pack(&is::InsideSalesEvent {
+                    occurred_at: at(),
+                    event: Some(is::inside_sales_event::Event::OpportunityConverted(Default::default())),
+                }),
+                vec![Effect::Count(Metric::Opportunities)],
+            ),
+            (
+                Source::FieldSales,
+                pack(&fs::FieldSalesEvent {
+                    occurred_at: at(),
+                    event: Some(fs::field_sales_event::Event::OpportunityOpened(Default::default())),
+                }),
+                vec![],
+            ),
+            (
+                Source::FieldSales,
+                pack(&fs::FieldSalesEvent {
+                    occurred_at: at(),
+                    event: Some(fs::field_sales_event::Event::OpportunityWon(Default::default())),
+                }),
+                vec![Effect::Count(Metric::Wins)],
+            ),
+            (
+                Source::FieldSales,
+                pack(&fs::FieldSalesEvent {
+                    occurred_at: at(),
+                    event: Some(fs::field_sales_event::Event::OpportunityLost(Default::default())),
+                }),
+                vec![Effect::Count(Metric::Losses)],
+            ),
+            (
+                Source::CustomerSuccess,
+                pack(&cs::CustomerSuccessEvent {
+                    occurred_at: at(),
+                    event: Some(cs::customer_success_event::Event::RenewalRecorded(Default::default())),
+                }),
+                vec![Effect::Count(Metric::Retained)],
+            ),
+            (
+                Source::CustomerSuccess,
+                pack(&cs::CustomerSuccessEvent {
+                    occurred_at: at(),
+                    event: Some(cs::customer_success_event::Event::ChurnRecorded(Default::default())),
+                }),
+                vec![Effect::Count(Metric::Churned)],
+            ),
+            (Source::Marketing, pack(&common::OutboxEvent { occurred_at: at(), event: None }), vec![]),
         ];
-        for (source, kind, payload, want) in cases {
-            assert_eq!(effects(source, kind, "v1", &payload), want, "{source}/{kind}");
+        for (source, any, want) in cases {
+            let decoded = decode(source, 1, Some(&any)).expect("decodes");
+            assert_eq!(decoded.effects(), want, "{source:?} {}", any.type_url);
+            assert!(decoded.occurred_at().is_some());
         }
+    }
+
+    #[test]
+    fn what_cannot_be_decoded_is_an_error_not_a_blank() {
+        let captured = pack(&mk::MarketingEvent { occurred_at: at(), event: None });
+        assert!(matches!(decode(Source::FieldSales, 7, Some(&captured)), Err(Undecodable::UnknownType { seq: 7, .. })));
+        let garbage = Any { type_url: mk::MarketingEvent::type_url(), value: vec![0xff, 0xff, 0xff] };
+        assert!(matches!(decode(Source::Marketing, 8, Some(&garbage)), Err(Undecodable::Malformed { .. })));
+        assert!(matches!(decode(Source::Marketing, 9, None), Err(Undecodable::Missing { .. })));
     }
 
     #[test]

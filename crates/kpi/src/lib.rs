@@ -1,5 +1,6 @@
-//! The kpi service: computes the chained funnel (DOMAIN.md §8) from every
-//! service's event stream, and owns the shared quality definitions.
+//! The kpi service: computes the chained funnel (docs/domain.md, "KPIs")
+//! from every department's event stream, and owns the shared quality
+//! definitions.
 //!
 //! Same layout as every service: [`domain`] (rules: effects of events, days,
 //! formulas), [`store`] (SQL), [`api`] (tonic handlers), plus [`consumer`],
@@ -20,7 +21,7 @@ use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceC
 use themodel_proto::kpi::v1::kpi_service_server::KpiServiceServer;
 use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
-use themodel_runtime::server::EVENT_STREAM;
+use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
 use themodel_runtime::telemetry::peer_channel;
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
@@ -42,10 +43,10 @@ pub async fn run(
     })?;
     let peers = &config.peers;
     let sources = [
-        ("marketing", require_peer(&peers.marketing, "--marketing-addr")?),
-        ("inside-sales", require_peer(&peers.inside_sales, "--inside-sales-addr")?),
-        ("field-sales", require_peer(&peers.field_sales, "--field-sales-addr")?),
-        ("customer-success", require_peer(&peers.customer_success, "--customer-success-addr")?),
+        (domain::Source::Marketing, require_peer(&peers.marketing, "--marketing-addr")?),
+        (domain::Source::InsideSales, require_peer(&peers.inside_sales, "--inside-sales-addr")?),
+        (domain::Source::FieldSales, require_peer(&peers.field_sales, "--field-sales-addr")?),
+        (domain::Source::CustomerSuccess, require_peer(&peers.customer_success, "--customer-success-addr")?),
     ];
     // kpi owns the definition; it does not follow itself.
     let own = ServiceConfig { peers: Default::default(), ..config.clone() };
@@ -61,18 +62,17 @@ pub async fn run(
             client: EventStreamServiceClient::new(peer_channel(addr)?),
             db: started.db.clone(),
             tz,
+            error: Default::default(),
         });
         let background = consumer.clone();
         let poll = config.poll_interval;
         started.spawn(move |stop| background.run(poll, stop));
         consumers.push(consumer);
     }
-    let api = api::Api {
-        db: started.db.clone(),
-        clock: started.clock.clone(),
-        time_zone: config.time_zone.clone(),
-        consumers: consumers.into(),
-    };
-    let routes = Routes::new(KpiServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
+    let writer = started.writer(store::Definitions);
+    let api = api::Api { writer: writer.clone(), time_zone: config.time_zone.clone(), consumers: consumers.into() };
+    let routes = Routes::new(KpiServiceServer::new(api))
+        .add_service(EventStream::server(started.db.clone()))
+        .add_service(started.outbox_admin(&writer));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

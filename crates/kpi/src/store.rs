@@ -201,17 +201,22 @@ pub async fn definition(db: &Db, version: i64) -> anyhow::Result<Option<(Definit
     row.map(|(body, at)| Ok((serde_json::from_str(&body)?, at))).transpose()
 }
 
-/// Stores `d` as the next version; returns it with its number set.
-pub async fn publish(tx: &mut Tx, mut d: Definition, at: Micros) -> anyhow::Result<Definition> {
+/// The latest published version (0 when none is).
+pub async fn latest_version(tx: &mut Tx) -> Result<i64, sqlx::Error> {
     let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions").fetch_one(&mut **tx).await?;
-    d.version = latest.unwrap_or(0) + 1;
+    Ok(latest.unwrap_or(0))
+}
+
+/// Stores `d` (its version set) as published at `at`.
+pub async fn insert_definition(tx: &mut Tx, d: &Definition, at: Micros) -> Result<(), sqlx::Error> {
+    let body = serde_json::to_string(d).map_err(|e| sqlx::Error::Encode(e.into()))?;
     sqlx::query("INSERT INTO definitions (version, body, published_at) VALUES ($1, $2, $3)")
         .bind(d.version)
-        .bind(serde_json::to_string(&d)?)
+        .bind(body)
         .bind(at)
         .execute(&mut **tx)
         .await?;
-    Ok(d)
+    Ok(())
 }
 
 /// Makes the built-in definition version 1 on a fresh database.
@@ -220,8 +225,57 @@ pub async fn seed_definition(db: &Db, at: Micros) -> anyhow::Result<()> {
     let any: Option<i64> =
         sqlx::query_scalar("SELECT version FROM definitions LIMIT 1").fetch_optional(&mut *tx).await?;
     if any.is_none() {
-        publish(&mut tx, Definition::default(), at).await?;
+        insert_definition(&mut tx, &Definition::default(), at).await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The definitions the writer publishes: the one kind of write kpi takes
+/// from callers (its aggregates are written by the stream consumers).
+#[derive(Debug, Clone)]
+pub struct Definitions;
+
+/// What a publication needs: the latest version.
+#[derive(Debug, Clone)]
+pub struct Latest;
+
+/// The latest version as a batch sees it, and what it publishes.
+#[derive(Debug, Default)]
+pub struct Published {
+    latest: Option<i64>,
+    new: Vec<(Definition, Micros)>,
+}
+
+impl Published {
+    /// The latest version, publications earlier in the batch included.
+    pub fn latest(&self) -> themodel_runtime::ApiResult<i64> {
+        self.latest.ok_or_else(|| themodel_runtime::ApiError::Internal(anyhow::anyhow!("latest version not loaded")))
+    }
+}
+
+impl themodel_runtime::Store for Definitions {
+    type Key = Latest;
+    type State = Published;
+    type Change = (Definition, Micros);
+    type Event = themodel_proto::kpi::v1::KpiEvent;
+
+    async fn load(&self, tx: &mut Tx, keys: &[Latest], state: &mut Published) -> Result<(), sqlx::Error> {
+        if !keys.is_empty() && state.latest.is_none() {
+            state.latest = Some(latest_version(tx).await?);
+        }
+        Ok(())
+    }
+
+    fn apply(&self, state: &mut Published, (d, at): (Definition, Micros)) {
+        state.latest = Some(d.version);
+        state.new.push((d, at));
+    }
+
+    async fn flush(&self, tx: &mut Tx, state: &mut Published) -> Result<(), sqlx::Error> {
+        for (d, at) in &state.new {
+            insert_definition(tx, d, *at).await?;
+        }
+        Ok(())
+    }
 }

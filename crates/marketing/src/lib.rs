@@ -1,21 +1,19 @@
-//! The marketing service (DOMAIN.md §3): visitors, leads, touches, scores,
-//! nurture and recycle tracks. It hands promising leads to inside sales.
+//! The marketing service: visitors, leads, touches, scores, nurture and
+//! recycle tracks (docs/domain.md, "Marketing"). It hands promising leads to
+//! inside sales.
 //!
 //! Layout, the same in every service: [`domain`] holds the rules (no SQL, no
-//! gRPC), [`store`] the SQL, [`api`] the tonic handlers, [`relay`] delivery of
-//! this service's hand-overs. It never reads another service's tables.
+//! gRPC), [`store`] the SQL and the rows the writer batches, [`api`] the tonic
+//! handlers. It never reads another service's tables.
 
 pub mod api;
 pub mod domain;
-pub mod relay;
 pub mod store;
 
-use themodel_proto::insidesales::v1::inside_sales_service_client::InsideSalesServiceClient;
 use themodel_proto::marketing::v1::marketing_service_server::MarketingServiceServer;
-use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
-use themodel_runtime::server::EVENT_STREAM;
-use themodel_runtime::telemetry::peer_channel;
+use themodel_runtime::loader::Loader;
+use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,15 +29,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let inside_sales = peer_channel(require_peer(&config.peers.inside_sales, "--inside-sales-addr")?)?;
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
-    let outbox = started.spawn_relay(relay::Peers { inside_sales: InsideSalesServiceClient::new(inside_sales) });
-    let api = api::Api {
-        db: started.db.clone(),
-        definition: started.definition.clone(),
-        clock: started.clock.clone(),
-        outbox,
-    };
-    let routes = Routes::new(MarketingServiceServer::new(api)).add_service(EventStream::server(started.db.clone()));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM], shutdown).await
+    started.relay_to(&[("inside-sales", "--inside-sales-addr")])?;
+    let db = started.db.clone();
+    let writer = started.writer(store::Marketing { db: db.clone() });
+    let leads = Loader::spawn(
+        move |ids| {
+            let db = db.clone();
+            async move { store::leads_by_id(&db, ids).await }
+        },
+        2,
+        started.stop_token(),
+    );
+    let api = api::Api { writer: writer.clone(), leads, clock: started.clock.clone() };
+    let routes = Routes::new(MarketingServiceServer::new(api))
+        .add_service(EventStream::server(started.db.clone()))
+        .add_service(started.outbox_admin(&writer));
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

@@ -1,13 +1,115 @@
-//! Marketing's tables. The only module with SQL.
+//! Marketing's tables, and its rows as the writer sees them. The only module
+//! with SQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sqlx::{Any, Executor};
 use themodel_quality::{Score, TouchKind};
-use themodel_runtime::Tx;
+use themodel_runtime::db::{self, Db};
 use themodel_runtime::time::Micros;
+use themodel_runtime::{ApiError, ApiResult, Rows, Store, Tx};
+use themodel_values::{Code, Department, Email, LeadId, VisitorId};
 
-use crate::domain::{Lead, Status, relationship_code, relationship_from_code};
+use crate::domain::{Lead, Status, Visitor, relationship_code, relationship_from_code};
+
+/// What a unit asks to have loaded.
+#[derive(Debug, Clone)]
+pub enum Key {
+    Lead(LeadId),
+    /// The lead with this e-mail address (by `Email::key`), if any.
+    Email(String),
+    /// The visitor, and the lead it identified as.
+    Visitor(VisitorId),
+    /// Whether a touch with this pipeline event id was recorded.
+    TouchEvent(String),
+    /// Whether a visit with this pipeline event id was recorded.
+    VisitEvent(String),
+}
+
+/// A visit row.
+#[derive(Debug, Clone)]
+pub struct VisitRow {
+    pub visit_id: String,
+    pub visitor_id: VisitorId,
+    pub page: String,
+    pub product_page: bool,
+    pub channel: Option<Code>,
+    pub campaign: String,
+    pub at: Micros,
+    pub lead_id: Option<LeadId>,
+    pub event_id: Option<String>,
+}
+
+/// A touch row.
+#[derive(Debug, Clone)]
+pub struct TouchRow {
+    pub lead_id: LeadId,
+    pub kind: TouchKind,
+    pub detail: String,
+    pub at: Micros,
+    pub event_id: Option<String>,
+}
+
+/// One change a unit makes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Lead(Lead),
+    Visitor(Visitor),
+    Visit(VisitRow),
+    Touch(TouchRow),
+}
+
+/// A batch's rows.
+#[derive(Debug, Default)]
+pub struct State {
+    leads: Rows<LeadId, Lead>,
+    by_email: HashMap<String, Option<LeadId>>,
+    visitors: Rows<VisitorId, Visitor>,
+    touch_events: HashSet<String>,
+    visit_events: HashSet<String>,
+    loaded_touch_events: HashSet<String>,
+    loaded_visit_events: HashSet<String>,
+    visits: Vec<VisitRow>,
+    touches: Vec<TouchRow>,
+}
+
+impl State {
+    /// The lead `id`, if it exists.
+    pub fn lead(&self, id: &LeadId) -> ApiResult<Option<&Lead>> {
+        self.leads.get(id.as_str())
+    }
+
+    /// The lead with this address, if any.
+    pub fn lead_by_email(&self, email: &Email) -> ApiResult<Option<&Lead>> {
+        let key = email.key();
+        match self.by_email.get(&key) {
+            None => Err(ApiError::Internal(anyhow::anyhow!("a unit read e-mail {key} it did not ask for"))),
+            Some(None) => Ok(None),
+            Some(Some(id)) => self.lead(id),
+        }
+    }
+
+    /// The visitor `id` (a new one if never seen).
+    pub fn visitor(&self, id: &VisitorId) -> ApiResult<Visitor> {
+        Ok(self.visitors.get(id.as_str())?.cloned().unwrap_or_else(|| Visitor::new(id.clone())))
+    }
+
+    /// Whether a touch with this pipeline event id was recorded.
+    pub fn touch_seen(&self, event_id: &str) -> ApiResult<bool> {
+        seen(&self.loaded_touch_events, &self.touch_events, event_id)
+    }
+
+    /// Whether a visit with this pipeline event id was recorded.
+    pub fn visit_seen(&self, event_id: &str) -> ApiResult<bool> {
+        seen(&self.loaded_visit_events, &self.visit_events, event_id)
+    }
+}
+
+fn seen(loaded: &HashSet<String>, recorded: &HashSet<String>, id: &str) -> ApiResult<bool> {
+    if !loaded.contains(id) {
+        return Err(ApiError::Internal(anyhow::anyhow!("a unit read event id {id} it did not ask for")));
+    }
+    Ok(recorded.contains(id))
+}
 
 #[derive(sqlx::FromRow)]
 struct LeadRow {
@@ -20,6 +122,7 @@ struct LeadRow {
     job_title: String,
     source: String,
     campaign: String,
+    channel: String,
     visitor_id: String,
     relationship: String,
     status: String,
@@ -30,13 +133,35 @@ struct LeadRow {
     touch_count: i64,
     definition_version: i64,
     recycle_reason: String,
+    recycled_by: String,
     captured_at: i64,
     handed_over_at: Option<i64>,
+    recycled_at: Option<i64>,
 }
 
-const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, campaign, \
+const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, campaign, channel, \
     visitor_id, relationship, status, exclusion_reason, attribute_score, behaviour_score, scored_touches, \
-    touch_count, definition_version, recycle_reason, captured_at, handed_over_at";
+    touch_count, definition_version, recycle_reason, recycled_by, captured_at, handed_over_at, recycled_at";
+
+fn optional<T>(s: String, make: impl FnOnce(String) -> T) -> Option<T> {
+    (!s.is_empty()).then(|| make(s))
+}
+
+/// `KIND=n,KIND=n`: the touch counts behind a behaviour score.
+fn touches_to_text(t: &BTreeMap<TouchKind, i32>) -> String {
+    t.iter().map(|(k, n)| format!("{}={n}", k.name())).collect::<Vec<_>>().join(",")
+}
+
+fn touches_from_text(s: &str) -> anyhow::Result<BTreeMap<TouchKind, i32>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, n) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("bad touch count {p:?}"))?;
+            let kind = TouchKind::from_name(k).ok_or_else(|| anyhow::anyhow!("unknown touch kind {k:?}"))?;
+            Ok((kind, n.parse()?))
+        })
+        .collect()
+}
 
 impl TryFrom<LeadRow> for Lead {
     type Error = anyhow::Error;
@@ -45,195 +170,317 @@ impl TryFrom<LeadRow> for Lead {
         Ok(Lead {
             status: Status::from_code(&r.status)
                 .ok_or_else(|| anyhow::anyhow!("unknown lead status {:?}", r.status))?,
-            scored_touches: serde_json::from_str::<BTreeMap<TouchKind, i32>>(&r.scored_touches)?,
-            lead_id: r.lead_id,
-            email: r.email,
+            relationship: relationship_from_code(&r.relationship)
+                .ok_or_else(|| anyhow::anyhow!("unknown relationship {:?}", r.relationship))?,
+            scored_touches: touches_from_text(&r.scored_touches)?,
+            recycled_by: match r.recycled_by.as_str() {
+                "" => None,
+                code => {
+                    Some(Department::from_code(code).ok_or_else(|| anyhow::anyhow!("unknown department {code:?}"))?)
+                }
+            },
+            lead_id: LeadId::from_stored(r.lead_id),
+            email: Email::from_stored(r.email),
             name: r.name,
             company: r.company,
-            company_size: r.company_size as i32,
+            company_size: db::to_i32(r.company_size, "company_size")?,
             industry: r.industry,
             job_title: r.job_title,
-            source: r.source,
+            source: Code::from_stored(r.source),
             campaign: r.campaign,
-            visitor_id: r.visitor_id,
-            relationship: relationship_from_code(&r.relationship),
+            channel: optional(r.channel, Code::from_stored),
+            visitor_id: optional(r.visitor_id, VisitorId::from_stored),
             exclusion_reason: r.exclusion_reason,
-            score: Score { attribute: r.attribute_score as i32, behaviour: r.behaviour_score as i32 },
-            touch_count: r.touch_count as i32,
+            score: Score {
+                attribute: db::to_i32(r.attribute_score, "attribute_score")?,
+                behaviour: db::to_i32(r.behaviour_score, "behaviour_score")?,
+            },
+            touch_count: db::to_i32(r.touch_count, "touch_count")?,
             definition_version: r.definition_version,
             recycle_reason: r.recycle_reason,
             captured_at: r.captured_at,
             handed_over_at: r.handed_over_at,
+            recycled_at: r.recycled_at,
         })
     }
 }
 
-async fn one<'c, E: Executor<'c, Database = Any>>(e: E, sql: &str, key: &str) -> anyhow::Result<Option<Lead>> {
-    let row: Option<LeadRow> = sqlx::query_as(sql).bind(key).fetch_optional(e).await?;
-    row.map(Lead::try_from).transpose()
+fn leads(rows: Vec<LeadRow>) -> Result<Vec<Lead>, sqlx::Error> {
+    rows.into_iter().map(|r| Lead::try_from(r).map_err(|e| sqlx::Error::Decode(e.into()))).collect()
 }
 
-pub async fn lead<'c, E: Executor<'c, Database = Any>>(e: E, lead_id: &str) -> anyhow::Result<Option<Lead>> {
-    one(e, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id = $1"), lead_id).await
+/// Marketing's store.
+#[derive(Debug, Clone)]
+pub struct Marketing {
+    pub db: Db,
 }
 
-pub async fn lead_by_email(tx: &mut Tx, email: &str) -> anyhow::Result<Option<Lead>> {
-    one(&mut **tx, &format!("SELECT {COLUMNS} FROM leads WHERE email_key = $1"), &email.to_lowercase()).await
-}
+impl Store for Marketing {
+    type Key = Key;
+    type State = State;
+    type Change = Change;
+    type Event = themodel_proto::marketing::v1::MarketingEvent;
 
-/// The most recently captured lead a visitor identified as.
-pub async fn lead_by_visitor(tx: &mut Tx, visitor_id: &str) -> anyhow::Result<Option<Lead>> {
-    one(
-        &mut **tx,
-        &format!("SELECT {COLUMNS} FROM leads WHERE visitor_id = $1 ORDER BY captured_at DESC, lead_id DESC LIMIT 1"),
-        visitor_id,
-    )
-    .await
-}
-
-pub async fn insert_lead(tx: &mut Tx, l: &Lead) -> anyhow::Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO leads ({COLUMNS}, email_key) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
-    ))
-    .bind(&l.lead_id)
-    .bind(&l.email)
-    .bind(&l.name)
-    .bind(&l.company)
-    .bind(i64::from(l.company_size))
-    .bind(&l.industry)
-    .bind(&l.job_title)
-    .bind(&l.source)
-    .bind(&l.campaign)
-    .bind(&l.visitor_id)
-    .bind(relationship_code(l.relationship))
-    .bind(l.status.code())
-    .bind(&l.exclusion_reason)
-    .bind(i64::from(l.score.attribute))
-    .bind(i64::from(l.score.behaviour))
-    .bind(serde_json::to_string(&l.scored_touches)?)
-    .bind(i64::from(l.touch_count))
-    .bind(l.definition_version)
-    .bind(&l.recycle_reason)
-    .bind(l.captured_at)
-    .bind(l.handed_over_at)
-    .bind(l.email.to_lowercase())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Writes the fields that change after capture.
-pub async fn update_lead(tx: &mut Tx, l: &Lead) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE leads SET status = $1, attribute_score = $2, behaviour_score = $3, scored_touches = $4, \
-         touch_count = $5, definition_version = $6, recycle_reason = $7, handed_over_at = $8 WHERE lead_id = $9",
-    )
-    .bind(l.status.code())
-    .bind(i64::from(l.score.attribute))
-    .bind(i64::from(l.score.behaviour))
-    .bind(serde_json::to_string(&l.scored_touches)?)
-    .bind(i64::from(l.touch_count))
-    .bind(l.definition_version)
-    .bind(&l.recycle_reason)
-    .bind(l.handed_over_at)
-    .bind(&l.lead_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn insert_visit(
-    tx: &mut Tx,
-    visit_id: &str,
-    visitor_id: &str,
-    page: &str,
-    product_page: bool,
-    at: Micros,
-    lead_id: Option<&str>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO visits (visit_id, visitor_id, page, product_page, occurred_at, lead_id) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(visit_id)
-    .bind(visitor_id)
-    .bind(page)
-    .bind(i64::from(product_page))
-    .bind(at)
-    .bind(lead_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A visitor's anonymous page views (before identifying), as touches.
-pub async fn anonymous_touches(tx: &mut Tx, visitor_id: &str) -> anyhow::Result<BTreeMap<TouchKind, i32>> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT product_page, COUNT(*) FROM visits WHERE visitor_id = $1 AND lead_id IS NULL GROUP BY product_page",
-    )
-    .bind(visitor_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(product, n)| (if product != 0 { TouchKind::ProductPageView } else { TouchKind::PageView }, n as i32))
-        .collect())
-}
-
-/// Marks a visitor's anonymous visits as the lead's.
-pub async fn claim_visits(tx: &mut Tx, visitor_id: &str, lead_id: &str) -> anyhow::Result<()> {
-    sqlx::query("UPDATE visits SET lead_id = $1 WHERE visitor_id = $2 AND lead_id IS NULL")
-        .bind(lead_id)
-        .bind(visitor_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// A touch row to insert.
-pub struct NewTouch<'a> {
-    pub touch_id: String,
-    pub lead_id: &'a str,
-    pub kind: TouchKind,
-    pub detail: &'a str,
-    pub at: Micros,
-}
-
-/// Inserts touches, 100 rows per statement.
-pub async fn insert_touches(tx: &mut Tx, touches: &[NewTouch<'_>]) -> anyhow::Result<()> {
-    for chunk in touches.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
-            .collect();
-        let sql =
-            format!("INSERT INTO touches (touch_id, lead_id, kind, detail, occurred_at) VALUES {}", values.join(", "));
-        let mut q = sqlx::query(&sql);
-        for t in chunk {
-            q = q.bind(&t.touch_id).bind(t.lead_id).bind(t.kind.name()).bind(t.detail).bind(t.at);
+    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        let mut lead_ids: Vec<LeadId> = Vec::new();
+        let mut emails: Vec<&str> = Vec::new();
+        let mut visitors: Vec<&VisitorId> = Vec::new();
+        let mut touch_events: Vec<&str> = Vec::new();
+        let mut visit_events: Vec<&str> = Vec::new();
+        for k in keys {
+            match k {
+                Key::Lead(id) => lead_ids.push(id.clone()),
+                Key::Email(e) => emails.push(e),
+                Key::Visitor(v) => visitors.push(v),
+                Key::TouchEvent(e) => touch_events.push(e),
+                Key::VisitEvent(e) => visit_events.push(e),
+            }
         }
-        q.execute(&mut **tx).await?;
+        // Visitors first: a visitor's lead is loaded with the leads.
+        let wanted: Vec<&str> = state.visitors.missing(visitors).into_iter().map(VisitorId::as_str).collect();
+        let rows: Vec<(String, String, i64, i64, i64)> = db::select_in(
+        tx,
+            db,
+            "SELECT visitor_id, lead_id, lead_captured_at, page_views, product_views FROM visitors WHERE visitor_id IN ",
+            "",
+            &wanted,
+        )
+        .await?;
+        let mut found: HashMap<String, Visitor> = HashMap::new();
+        for (id, lead, at, page_views, product_views) in rows {
+            let lead = optional(lead, LeadId::from_stored).map(|l| (l, at));
+            if let Some((l, _)) = &lead {
+                lead_ids.push(l.clone());
+            }
+            let v = Visitor {
+                visitor_id: VisitorId::from_stored(id.clone()),
+                lead,
+                page_views: i32::try_from(page_views).unwrap_or(i32::MAX),
+                product_views: i32::try_from(product_views).unwrap_or(i32::MAX),
+            };
+            found.insert(id, v);
+        }
+        for id in wanted {
+            state.visitors.loaded(VisitorId::from_stored(id.to_owned()), found.remove(id));
+        }
+
+        let wanted: Vec<&str> = state.leads.missing(&lead_ids).into_iter().map(LeadId::as_str).collect();
+        let rows =
+            db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &wanted).await?;
+        let mut found: HashMap<String, Lead> = leads(rows)?.into_iter().map(|l| (l.lead_id.to_string(), l)).collect();
+        for id in wanted {
+            state.leads.loaded(LeadId::from_stored(id.to_owned()), found.remove(id));
+        }
+
+        let wanted: Vec<&str> = emails.into_iter().filter(|e| !state.by_email.contains_key(*e)).collect();
+        let rows =
+            db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM leads WHERE email_key IN "), "", &wanted).await?;
+        for lead in leads(rows)? {
+            state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+            state.leads.loaded(lead.lead_id.clone(), Some(lead));
+        }
+        for e in wanted {
+            state.by_email.entry(e.to_owned()).or_insert(None);
+        }
+
+        for (table, ids, loaded, recorded) in [
+            ("touches", touch_events, &mut state.loaded_touch_events, &mut state.touch_events),
+            ("visits", visit_events, &mut state.loaded_visit_events, &mut state.visit_events),
+        ] {
+            let wanted: Vec<&str> = ids.into_iter().filter(|e| !loaded.contains(*e)).collect();
+            let rows: Vec<(String,)> =
+                db::select_in(tx, db, &format!("SELECT event_id FROM {table} WHERE event_id IN "), "", &wanted).await?;
+            recorded.extend(rows.into_iter().map(|(e,)| e));
+            loaded.extend(wanted.into_iter().map(str::to_owned));
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn apply(&self, state: &mut State, change: Change) {
+        match change {
+            Change::Lead(lead) => {
+                state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+                state.leads.put(lead.lead_id.clone(), lead);
+            }
+            Change::Visitor(v) => state.visitors.put(v.visitor_id.clone(), v),
+            Change::Visit(row) => {
+                if let Some(e) = &row.event_id {
+                    state.loaded_visit_events.insert(e.clone());
+                    state.visit_events.insert(e.clone());
+                }
+                state.visits.push(row);
+            }
+            Change::Touch(row) => {
+                if let Some(e) = &row.event_id {
+                    state.loaded_touch_events.insert(e.clone());
+                    state.touch_events.insert(e.clone());
+                }
+                state.touches.push(row);
+            }
+        }
+    }
+
+    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+        let db = &self.db;
+        let leads: Vec<(&Lead, String)> =
+            state.leads.changed().map(|l| (l, touches_to_text(&l.scored_touches))).collect();
+        db::insert_rows(
+            tx,
+            db,
+            &format!("INSERT INTO leads ({COLUMNS}, email_key) VALUES "),
+            25,
+            " ON CONFLICT (lead_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
+             company = excluded.company, company_size = excluded.company_size, industry = excluded.industry, \
+             job_title = excluded.job_title, source = excluded.source, campaign = excluded.campaign, \
+             channel = excluded.channel, visitor_id = excluded.visitor_id, relationship = excluded.relationship, \
+             status = excluded.status, exclusion_reason = excluded.exclusion_reason, \
+             attribute_score = excluded.attribute_score, behaviour_score = excluded.behaviour_score, \
+             scored_touches = excluded.scored_touches, touch_count = excluded.touch_count, \
+             definition_version = excluded.definition_version, recycle_reason = excluded.recycle_reason, \
+             recycled_by = excluded.recycled_by, handed_over_at = excluded.handed_over_at, \
+             recycled_at = excluded.recycled_at",
+            &leads,
+            |q, (l, touches)| {
+                q.bind(l.lead_id.as_str())
+                    .bind(l.email.as_str())
+                    .bind(&l.name)
+                    .bind(&l.company)
+                    .bind(i64::from(l.company_size))
+                    .bind(&l.industry)
+                    .bind(&l.job_title)
+                    .bind(l.source.as_str())
+                    .bind(&l.campaign)
+                    .bind(l.channel.as_ref().map_or("", Code::as_str))
+                    .bind(l.visitor_id.as_ref().map_or("", VisitorId::as_str))
+                    .bind(relationship_code(l.relationship))
+                    .bind(l.status.code())
+                    .bind(&l.exclusion_reason)
+                    .bind(i64::from(l.score.attribute))
+                    .bind(i64::from(l.score.behaviour))
+                    .bind(touches.as_str())
+                    .bind(i64::from(l.touch_count))
+                    .bind(l.definition_version)
+                    .bind(&l.recycle_reason)
+                    .bind(l.recycled_by.map_or("", Department::code))
+                    .bind(l.captured_at)
+                    .bind(l.handed_over_at)
+                    .bind(l.recycled_at)
+                    .bind(l.email.key())
+            },
+        )
+        .await?;
+        let visitors: Vec<&Visitor> = state.visitors.changed().collect();
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO visitors (visitor_id, lead_id, lead_captured_at, page_views, product_views) VALUES ",
+            5,
+            " ON CONFLICT (visitor_id) DO UPDATE SET lead_id = excluded.lead_id, \
+             lead_captured_at = excluded.lead_captured_at, page_views = excluded.page_views, \
+             product_views = excluded.product_views",
+            &visitors,
+            |q, v| {
+                q.bind(v.visitor_id.as_str())
+                    .bind(v.lead.as_ref().map_or("", |(l, _)| l.as_str()))
+                    .bind(v.lead.as_ref().map_or(0, |(_, at)| *at))
+                    .bind(i64::from(v.page_views))
+                    .bind(i64::from(v.product_views))
+            },
+        )
+        .await?;
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO visits (visit_id, visitor_id, page, product_page, channel, campaign, occurred_at, lead_id, \
+             event_id) VALUES ",
+            9,
+            "",
+            &state.visits,
+            |q, v| {
+                q.bind(&v.visit_id)
+                    .bind(v.visitor_id.as_str())
+                    .bind(&v.page)
+                    .bind(i64::from(v.product_page))
+                    .bind(v.channel.as_ref().map_or("", Code::as_str))
+                    .bind(&v.campaign)
+                    .bind(v.at)
+                    .bind(v.lead_id.as_ref().map_or("", LeadId::as_str))
+                    .bind(v.event_id.as_deref())
+            },
+        )
+        .await?;
+        db::insert_rows(
+            tx,
+            db,
+            "INSERT INTO touches (lead_id, kind, detail, occurred_at, event_id) VALUES ",
+            5,
+            "",
+            &state.touches,
+            |q, t| {
+                q.bind(t.lead_id.as_str()).bind(t.kind.name()).bind(&t.detail).bind(t.at).bind(t.event_id.as_deref())
+            },
+        )
+        .await
+    }
+}
+
+/// Leads by id, for the batched reader.
+pub async fn leads_by_id(db: &Db, ids: Vec<LeadId>) -> ApiResult<Vec<(LeadId, Lead)>> {
+    let keys: Vec<&str> = ids.iter().map(LeadId::as_str).collect();
+    let mut conn = db.reader().acquire().await?;
+    let rows =
+        db::select_in(&mut conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &keys).await?;
+    Ok(leads(rows)?.into_iter().map(|l| (l.lead_id.clone(), l)).collect())
 }
 
 /// A page of leads, newest capture first, after the keyset `after`.
 pub async fn list_leads(
-    db: &themodel_runtime::Db,
+    db: &Db,
     status: Option<Status>,
     after: Option<(i64, String)>,
     limit: i64,
-) -> anyhow::Result<Vec<Lead>> {
+) -> ApiResult<Vec<Lead>> {
     let (at, id) = after.unwrap_or((i64::MAX, String::new()));
-    let rows: Vec<LeadRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM leads WHERE ($1 = '' OR status = $1) \
-         AND (captured_at < $2 OR (captured_at = $2 AND ($3 = '' OR lead_id < $3))) \
-         ORDER BY captured_at DESC, lead_id DESC LIMIT $4"
-    ))
-    .bind(status.map_or("", Status::code))
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(db.reader())
-    .await?;
-    rows.into_iter().map(Lead::try_from).collect()
+    let rows: Vec<LeadRow> = match status {
+        Some(s) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM leads WHERE status = $1 \
+             AND (captured_at < $2 OR (captured_at = $2 AND ($3 = '' OR lead_id < $3))) \
+             ORDER BY captured_at DESC, lead_id DESC LIMIT $4"
+            ))
+            .bind(s.code())
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM leads \
+             WHERE (captured_at < $1 OR (captured_at = $1 AND ($2 = '' OR lead_id < $2))) \
+             ORDER BY captured_at DESC, lead_id DESC LIMIT $3"
+            ))
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?
+        }
+    };
+    Ok(leads(rows)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_counts_round_trip() {
+        let t = BTreeMap::from([(TouchKind::PageView, 3), (TouchKind::QuoteRequest, 1)]);
+        assert_eq!(touches_from_text(&touches_to_text(&t)).expect("parse"), t);
+        assert_eq!(touches_from_text("").expect("empty"), BTreeMap::new());
+        assert!(touches_from_text("TELEPATHY=1").is_err());
+    }
 }

@@ -252,3 +252,13 @@ mod tests {
         }
     }
 }
+
+/// BANT flags and what the prospect said about each.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BantRecord {
+    pub bant: Bant,
+    pub budget_note: String,
+    pub authority_note: String,
+    pub need_note: String,
+    pub timeline_note: String,
+}

@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod bant;
+mod reasons;
 mod scoring;
 
-pub use bant::{Bant, BantCondition, BantRequirement, Phase, PhaseExit, PhaseMoveRefused};
+pub use bant::{Bant, BantCondition, BantRecord, BantRequirement, Phase, PhaseExit, PhaseMoveRefused};
+pub use reasons::{ReasonRefused, RecycleReason};
 pub use scoring::{Classification, ExclusionReason, LeadFacts, Relationship, Score, TouchKind};
 
 /// One version of the shared definition.
@@ -32,8 +34,11 @@ pub struct Definition {
     pub opportunity_requires: BantRequirement,
     /// Exit criteria of the field-sales phases.
     pub phase_exits: Vec<PhaseExit>,
-    /// Accepted recycle reason codes.
-    pub recycle_reasons: Vec<String>,
+    /// Reasons inside sales may recycle a lead with.
+    pub recycle_reasons: Vec<RecycleReason>,
+    /// Reasons field sales may close a deal lost with; each is also the
+    /// lead's recycle track in marketing.
+    pub lost_reasons: Vec<String>,
     /// Hours from hand-over to first contact, per lead source.
     pub follow_up_sla_hours: BTreeMap<String, i32>,
     pub default_follow_up_sla_hours: i32,
@@ -81,7 +86,7 @@ pub struct InvalidDefinition {
     pub message: String,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
     InvalidDefinition { field: field.to_owned(), message: message.into() }
 }
 
@@ -179,11 +184,13 @@ impl Default for Definition {
                 },
                 PhaseExit { phase: Phase::Evaluation, requires: BantRequirement::ALL },
             ],
-            recycle_reasons: strings(&[
-                "not_contacted",
-                "timing",
-                "no_budget",
-                "no_need",
+            recycle_reasons: vec![
+                RecycleReason::new("not_contacted", false),
+                RecycleReason::new("timing", true),
+                RecycleReason::new("no_budget", false),
+                RecycleReason::new("no_need", false),
+            ],
+            lost_reasons: strings(&[
                 "lost_to_competitor",
                 "lost_price",
                 "lost_no_decision",
@@ -255,19 +262,15 @@ impl Definition {
                 format!("must be between 1 and attribute.max + behaviour.max ({})", a.max + b.max),
             ));
         }
-        if self.recycle_reasons.is_empty() || self.recycle_reasons.iter().any(|r| !is_code(r)) {
-            return Err(invalid(
-                "recycle_reasons",
-                "need at least one reason; codes are lower-case letters, digits and '_'",
-            ));
+        reasons::validate(&self.recycle_reasons, &self.lost_reasons)?;
+        if self.default_follow_up_sla_hours <= 0 {
+            return Err(invalid("default_follow_up_sla_hours", "must be positive"));
         }
-        for required in ["not_contacted", "timing", "no_budget", "no_need", "lost_other"] {
-            if !self.recycle_reasons.iter().any(|r| r == required) {
-                return Err(invalid("recycle_reasons", format!("must include {required}")));
-            }
-        }
-        if self.default_follow_up_sla_hours <= 0 || self.follow_up_sla_hours.values().any(|h| *h <= 0) {
+        if self.follow_up_sla_hours.values().any(|h| *h <= 0) {
             return Err(invalid("follow_up_sla_hours", "hours must be positive"));
+        }
+        if let Some(source) = self.follow_up_sla_hours.keys().find(|s| !themodel_values::is_code(s)) {
+            return Err(invalid("follow_up_sla_hours", format!("{source:?} is not a source code")));
         }
         let mut seen = Vec::new();
         for exit in &self.phase_exits {
@@ -282,39 +285,17 @@ impl Definition {
         Ok(())
     }
 
-    /// Hours inside sales has for first contact with a lead from `source`.
-    pub fn follow_up_sla_hours(&self, source: &str) -> i32 {
-        self.follow_up_sla_hours.get(source).copied().unwrap_or(self.default_follow_up_sla_hours)
-    }
-
-    /// Whether `reason` is an accepted recycle reason code.
-    pub fn is_recycle_reason(&self, reason: &str) -> bool {
-        self.recycle_reasons.iter().any(|r| r == reason)
-    }
-
-    /// The recycle track for a lost deal's reason: the reason itself if the
-    /// definition knows it, else `lost_<reason>` if it knows that (so "price"
-    /// finds "lost_price"), else `lost_other`.
-    pub fn lost_deal_track(&self, reason: &str) -> String {
-        let prefixed = format!("lost_{reason}");
-        if self.is_recycle_reason(reason) && reason.starts_with("lost_") {
-            reason.to_owned()
-        } else if self.is_recycle_reason(&prefixed) {
-            prefixed
-        } else {
-            "lost_other".to_owned()
-        }
+    /// Hours inside sales has for first contact with a lead from `source`
+    /// (validated positive when the definition was published).
+    pub fn follow_up_sla_hours(&self, source: &str) -> u32 {
+        let hours = self.follow_up_sla_hours.get(source).copied().unwrap_or(self.default_follow_up_sla_hours);
+        u32::try_from(hours).unwrap_or(0)
     }
 
     /// Whether a score makes a lead promising.
     pub fn is_promising(&self, score: Score) -> bool {
         score.total() >= self.promising_threshold
     }
-}
-
-/// A reason / source code: lower-case ASCII letters, digits and '_'.
-pub fn is_code(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 #[cfg(test)]
@@ -343,13 +324,6 @@ mod tests {
     }
 
     #[test]
-    fn recycle_reasons_must_keep_the_domain_four() {
-        let mut d = Definition::default();
-        d.recycle_reasons.retain(|r| r != "no_need");
-        assert_eq!(d.validate().unwrap_err().field, "recycle_reasons");
-    }
-
-    #[test]
     fn phase_exit_listed_once() {
         let mut d = Definition::default();
         d.phase_exits.push(d.phase_exits[0].clone());
@@ -370,21 +344,5 @@ mod tests {
         let json = serde_json::to_string(&d).expect("serialise");
         let back: Definition = serde_json::from_str(&json).expect("deserialise");
         assert_eq!(d, back);
-    }
-
-    #[test]
-    fn lost_deal_tracks() {
-        let d = Definition::default();
-        assert_eq!(d.lost_deal_track("lost_to_competitor"), "lost_to_competitor");
-        assert_eq!(d.lost_deal_track("price"), "lost_price");
-        assert_eq!(d.lost_deal_track("timing"), "lost_timing", "a lost deal's timing is the lost-deal track");
-        assert_eq!(d.lost_deal_track("bad_fit"), "lost_other");
-    }
-
-    #[test]
-    fn codes() {
-        assert!(is_code("no_budget"));
-        assert!(!is_code("No Budget"));
-        assert!(!is_code(""));
     }
 }

@@ -1,6 +1,9 @@
-//! What a service needs to start: where its database is, where its peers are.
+//! What a service needs to start: where its database is, where its peers
+//! are, and the limits it keeps under load.
 
 use std::time::Duration;
+
+use crate::work::WriterConfig;
 
 /// Addresses (`http://host:port`) of the services a service talks to.
 #[derive(Debug, Clone, Default)]
@@ -10,6 +13,20 @@ pub struct Peers {
     pub field_sales: Option<String>,
     pub customer_success: Option<String>,
     pub kpi: Option<String>,
+}
+
+impl Peers {
+    /// The address of the service named `name` ("inside-sales", ...).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "marketing" => self.marketing.as_deref(),
+            "inside-sales" => self.inside_sales.as_deref(),
+            "field-sales" => self.field_sales.as_deref(),
+            "customer-success" => self.customer_success.as_deref(),
+            "kpi" => self.kpi.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Configuration shared by every service.
@@ -28,6 +45,13 @@ pub struct ServiceConfig {
     /// Time between reporting NOT_SERVING and refusing new connections on
     /// shutdown, so load balancers stop routing first.
     pub shutdown_grace: Duration,
+    /// Calls in flight beyond which a call is refused with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// The writer's queue and batch sizes.
+    pub writer: WriterConfig,
+    /// Refusals (a non-retryable status) after which a hand-over is set
+    /// aside as a dead letter.
+    pub dead_letter_after: u32,
 }
 
 impl ServiceConfig {
@@ -39,6 +63,9 @@ impl ServiceConfig {
             poll_interval: Duration::from_millis(500),
             time_zone: "UTC".to_owned(),
             shutdown_grace: Duration::ZERO,
+            max_in_flight: 1024,
+            writer: WriterConfig::default(),
+            dead_letter_after: 5,
         }
     }
 }

@@ -12,13 +12,14 @@ use std::time::Duration;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_quality::{
-    AttributeScoring, BantRequirement, BehaviourScoring, Definition, Exclusion, InvalidDefinition, Phase, PhaseExit,
-    TouchKind,
+    AttributeScoring, BantRequirement, BehaviourScoring, Definition, Exclusion, InvalidDefinition, PhaseExit,
+    RecycleReason,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::peer_channel;
 use crate::time::{self, Micros};
+use crate::wire::enums::{phase_from_proto, phase_to_proto, touch_kind_from_proto, touch_kind_to_proto};
 
 /// The definition version a service currently applies.
 #[derive(Debug, Clone)]
@@ -65,9 +66,10 @@ impl SharedDefinition {
         };
         loop {
             match client.get_quality_definition(pb::GetQualityDefinitionRequest { version: 0 }).await {
-                Ok(resp) => match from_proto(resp.get_ref()) {
-                    Ok(d) => self.set(d),
-                    Err(e) => tracing::error!(error = %e, "kpi served an unusable definition"),
+                Ok(resp) => match resp.get_ref().definition.as_ref().map(from_proto) {
+                    Some(Ok(d)) => self.set(d),
+                    Some(Err(e)) => tracing::error!(error = %e, "kpi served an unusable definition"),
+                    None => tracing::error!("kpi answered without a definition"),
                 },
                 Err(status) => {
                     tracing::debug!(code = ?status.code(), "kpi not reachable for the definition")
@@ -114,7 +116,12 @@ pub fn to_proto(d: &Definition, published_at: Option<Micros>) -> pb::QualityDefi
             max: d.attribute.max,
         }),
         behaviour: Some(pb::BehaviourScoring {
-            touch_points: d.behaviour.touch_points.iter().map(|(k, p)| (k.name().to_owned(), *p)).collect(),
+            touch_points: d
+                .behaviour
+                .touch_points
+                .iter()
+                .map(|(k, p)| pb::TouchPoints { kind: touch_kind_to_proto(*k) as i32, points: *p })
+                .collect(),
             max: d.behaviour.max,
         }),
         promising_threshold: d.promising_threshold,
@@ -129,11 +136,16 @@ pub fn to_proto(d: &Definition, published_at: Option<Micros>) -> pb::QualityDefi
             .phase_exits
             .iter()
             .map(|e| pb::PhaseExit {
-                phase: e.phase.name().to_owned(),
+                phase: phase_to_proto(e.phase) as i32,
                 requires: Some(requirement_to_proto(e.requires)),
             })
             .collect(),
-        recycle_reasons: d.recycle_reasons.clone(),
+        recycle_reasons: d
+            .recycle_reasons
+            .iter()
+            .map(|r| pb::RecycleReason { code: r.code.clone(), requires_timing_months: r.requires_timing_months })
+            .collect(),
+        lost_reasons: d.lost_reasons.clone(),
         follow_up_sla_hours: d.follow_up_sla_hours.clone().into_iter().collect(),
         default_follow_up_sla_hours: d.default_follow_up_sla_hours,
         recycle_resets_behaviour: d.recycle_resets_behaviour,
@@ -149,15 +161,25 @@ pub fn from_proto(p: &pb::QualityDefinition) -> Result<Definition, InvalidDefini
     let a = p.attribute.as_ref().ok_or_else(|| invalid("attribute", "is required"))?;
     let b = p.behaviour.as_ref().ok_or_else(|| invalid("behaviour", "is required"))?;
     let mut touch_points = BTreeMap::new();
-    for (name, points) in &b.touch_points {
-        let kind = TouchKind::from_name(name)
-            .ok_or_else(|| invalid("behaviour.touch_points", format!("unknown touch kind {name:?}")))?;
-        touch_points.insert(kind, *points);
+    for (i, t) in b.touch_points.iter().enumerate() {
+        let kind = touch_kind_from_proto(t.kind).ok_or_else(|| {
+            invalid(
+                &format!("behaviour.touch_points[{i}].kind"),
+                format!("must be one of {}", crate::wire::enums::touch_kind_names()),
+            )
+        })?;
+        if touch_points.insert(kind, t.points).is_some() {
+            return Err(invalid(&format!("behaviour.touch_points[{i}].kind"), "is listed twice"));
+        }
     }
     let mut phase_exits = Vec::new();
-    for e in &p.phase_exits {
-        let phase = Phase::from_name(&e.phase)
-            .ok_or_else(|| invalid("phase_exits.phase", format!("unknown phase {:?}", e.phase)))?;
+    for (i, e) in p.phase_exits.iter().enumerate() {
+        let phase = phase_from_proto(e.phase).ok_or_else(|| {
+            invalid(
+                &format!("phase_exits[{i}].phase"),
+                "must be PHASE_PRE_OPPORTUNITY, PHASE_ISSUE_RECOGNITION, PHASE_EVALUATION, PHASE_NEGOTIATION or PHASE_APPROVAL",
+            )
+        })?;
         phase_exits.push(PhaseExit { phase, requires: requirement_from_proto(e.requires.as_ref()) });
     }
     let ex = p.exclusion.clone().unwrap_or_default();
@@ -181,7 +203,12 @@ pub fn from_proto(p: &pb::QualityDefinition) -> Result<Definition, InvalidDefini
         },
         opportunity_requires: requirement_from_proto(p.opportunity_requires.as_ref()),
         phase_exits,
-        recycle_reasons: p.recycle_reasons.clone(),
+        recycle_reasons: p
+            .recycle_reasons
+            .iter()
+            .map(|r| RecycleReason { code: r.code.clone(), requires_timing_months: r.requires_timing_months })
+            .collect(),
+        lost_reasons: p.lost_reasons.clone(),
         follow_up_sla_hours: p.follow_up_sla_hours.clone().into_iter().collect(),
         default_follow_up_sla_hours: p.default_follow_up_sla_hours,
         recycle_resets_behaviour: p.recycle_resets_behaviour,
@@ -203,7 +230,7 @@ mod tests {
     #[test]
     fn unknown_names_are_refused() {
         let mut p = to_proto(&Definition::default(), None);
-        p.behaviour.as_mut().expect("set").touch_points.insert("TELEPATHY".into(), 5);
-        assert_eq!(from_proto(&p).unwrap_err().field, "behaviour.touch_points");
+        p.behaviour.as_mut().expect("set").touch_points.push(pb::TouchPoints { kind: 99, points: 5 });
+        assert_eq!(from_proto(&p).unwrap_err().field, format!("behaviour.touch_points[{}].kind", 13));
     }
 }

@@ -1,10 +1,13 @@
 //! The one table from failures to gRPC statuses.
 //!
-//! Each service's domain errors convert into [`ApiError`]; only this module
-//! builds a `tonic::Status`. Caller faults carry details the caller can act on
-//! (`google.rpc.BadRequest` field violations, `PreconditionFailure`);
-//! unexpected failures are logged once with their cause chain and reach the
-//! caller as a bare INTERNAL.
+//! Each service's domain refusals convert into [`ApiError`]; only this module
+//! builds a `tonic::Status`. Caller faults carry details the caller can act
+//! on (`google.rpc.BadRequest` field violations, `PreconditionFailure`,
+//! `RetryInfo`); unexpected failures are logged once with their cause chain
+//! and reach the caller as a bare INTERNAL. A busy or unreachable database is
+//! UNAVAILABLE (retryable), never INTERNAL.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -13,9 +16,9 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed; each violation names a field.
-    #[error("invalid argument")]
+    #[error("invalid argument: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
-    #[error("{what} {id} not found")]
+    #[error("{what} {id:?} not found")]
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     AlreadyExists(String),
@@ -25,10 +28,21 @@ pub enum ApiError {
     /// A concurrent request got there first; retrying is safe.
     #[error("{0}")]
     Aborted(String),
+    /// Too much work queued: refused at once; retrying after `retry_after` is safe.
+    #[error("{message}")]
+    ResourceExhausted { message: String, retry_after: Duration },
+    /// The caller's deadline passed before the work started; it was not done.
+    #[error("the deadline passed before the request was executed; it was not applied")]
+    DeadlineExceeded,
+    /// The database or a peer cannot be reached right now; retrying is safe.
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl ApiError {
@@ -43,6 +57,48 @@ impl ApiError {
     pub fn precondition(kind: &'static str, subject: impl Into<String>, description: impl Into<String>) -> Self {
         ApiError::FailedPrecondition { kind, subject: subject.into(), description: description.into() }
     }
+
+    pub fn overloaded(what: &str, retry_after: Duration) -> Self {
+        ApiError::ResourceExhausted {
+            message: format!("{what} is at capacity; retry after {} ms", retry_after.as_millis()),
+            retry_after,
+        }
+    }
+
+    /// The gRPC code this error is sent with.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
+            ApiError::Aborted(_) => Code::Aborted,
+            ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            ApiError::DeadlineExceeded => Code::DeadlineExceeded,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The same error again, for a second caller waiting on one outcome.
+    /// Internal causes are not cloned; the copy is a bare INTERNAL.
+    pub fn duplicate(&self) -> ApiError {
+        match self {
+            ApiError::InvalidArgument(v) => ApiError::InvalidArgument(v.clone()),
+            ApiError::NotFound { what, id } => ApiError::NotFound { what, id: id.clone() },
+            ApiError::AlreadyExists(m) => ApiError::AlreadyExists(m.clone()),
+            ApiError::FailedPrecondition { kind, subject, description } => {
+                ApiError::FailedPrecondition { kind, subject: subject.clone(), description: description.clone() }
+            }
+            ApiError::Aborted(m) => ApiError::Aborted(m.clone()),
+            ApiError::ResourceExhausted { message, retry_after } => {
+                ApiError::ResourceExhausted { message: message.clone(), retry_after: *retry_after }
+            }
+            ApiError::DeadlineExceeded => ApiError::DeadlineExceeded,
+            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+            ApiError::Internal(_) => ApiError::Internal(anyhow::anyhow!("the same request failed")),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -50,7 +106,15 @@ impl From<sqlx::Error> for ApiError {
         if crate::db::is_unique_violation(&e) {
             return ApiError::Aborted("a concurrent request changed the same data; retry".to_owned());
         }
-        ApiError::Internal(anyhow::Error::new(e).context("database"))
+        match e {
+            sqlx::Error::PoolTimedOut => ApiError::Unavailable("the database is busy; retry".to_owned()),
+            sqlx::Error::PoolClosed => ApiError::Unavailable("the service is shutting down; retry".to_owned()),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "database unreachable");
+                ApiError::Unavailable("the database cannot be reached; retry".to_owned())
+            }
+            e => ApiError::Internal(anyhow::Error::new(e).context("database")),
+        }
     }
 }
 
@@ -58,27 +122,24 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         match e {
             ApiError::InvalidArgument(violations) => {
-                let message =
-                    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("invalid argument: {message}"),
-                    ErrorDetails::with_bad_request(violations),
-                )
+                let message = format!("invalid argument: {}", describe(&violations));
+                Status::with_error_details(Code::InvalidArgument, message, ErrorDetails::with_bad_request(violations))
             }
-            ApiError::NotFound { what, id } => Status::not_found(format!("{what} {id:?} not found")),
-            ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition { kind, subject, description } => Status::with_error_details(
                 Code::FailedPrecondition,
                 description.clone(),
                 ErrorDetails::with_precondition_failure_violation(kind, subject, description),
             ),
-            ApiError::Aborted(m) => Status::aborted(m),
-            ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::ResourceExhausted { message, retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 Status::internal("internal error")
             }
+            other => Status::new(other.code(), other.to_string()),
         }
     }
 }
@@ -104,5 +165,18 @@ mod tests {
         let status = Status::from(ApiError::Internal(anyhow::anyhow!("password=hunter2")));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("hunter2"));
+    }
+
+    #[test]
+    fn overload_says_when_to_retry() {
+        let status = Status::from(ApiError::overloaded("the writer", Duration::from_millis(100)));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let retry = status.get_error_details().retry_info().cloned().expect("retry info");
+        assert_eq!(retry.retry_delay, Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_busy_pool_is_unavailable_not_internal() {
+        assert_eq!(ApiError::from(sqlx::Error::PoolTimedOut).code(), Code::Unavailable);
     }
 }

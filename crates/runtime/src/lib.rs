@@ -1,37 +1,45 @@
-//! Shared plumbing for the themodel services, and nothing else: a handful of
-//! functions every service calls the same way.
+//! Shared plumbing for the themodel services: a handful of pieces every
+//! service uses the same way, and no business rule (those live in
+//! `themodel-quality`, `themodel-values` and each service's `domain`).
 //!
-//! - [`db`]: one connection layer for SQLite and PostgreSQL (sqlx `Any`), with
-//!   migrations and the SQLite settings a server needs.
-//! - [`idempotency`]: AIP-155 `request_id` handling inside the caller's transaction.
-//! - [`events`]: the per-service ordered event stream, and its gRPC service.
-//! - [`outbox`]: the transactional outbox and the relay that delivers hand-overs.
-//! - [`server`]: serving a service with health, reflection (v1 and v1alpha),
-//!   trace-context extraction and graceful shutdown.
-//! - [`error`] and [`validate`]: the one table from failures to gRPC statuses,
-//!   with field violations for bad input.
-//! - [`definition`]: the shared quality definition as a service sees it.
-//!
-//! It holds no business rule: those live in `themodel-quality` and in each
-//! service's `domain` module.
+//! - [`work`]: the unit of work, and the writer that commits concurrent units
+//!   of a service together (group commit), idempotent on `request_id`.
+//! - [`loader`]: batched point reads on the read pool.
+//! - [`db`]: one connection layer for SQLite and PostgreSQL (sqlx `Any`),
+//!   migrations, and multi-row statement helpers.
+//! - [`events`]: the per-service ordered stream of typed events, and its gRPC service.
+//! - [`outbox`]: hand-overs, the relay that delivers them, dead letters and
+//!   the outbox admin service.
+//! - [`idempotency`]: AIP-155 request keys and stored responses.
+//! - [`call`]: what is kept of an incoming call (key, deadline, trace).
+//! - [`server`], [`service`], [`shed`]: serving with health, reflection,
+//!   overload refusal, graceful shutdown.
+//! - [`error`] and [`validate`]: the one table from failures to gRPC
+//!   statuses, and field violations for bad input.
+//! - [`definition`]: the shared quality definition as a service follows it.
 
+pub mod call;
 pub mod config;
 pub mod db;
 pub mod definition;
 pub mod error;
 pub mod events;
 pub mod idempotency;
-pub mod ids;
+pub mod loader;
 pub mod outbox;
 pub mod paging;
 pub mod server;
 pub mod service;
+pub mod shed;
 pub mod telemetry;
 pub mod time;
 pub mod validate;
-pub mod values;
+pub mod wire;
+pub mod work;
 
+pub use call::Call;
 pub use config::{Peers, ServiceConfig};
 pub use db::{Db, Tx};
-pub use error::ApiError;
+pub use error::{ApiError, ApiResult};
 pub use time::Clock;
+pub use work::{Ctx, Done, Effects, Need, Rows, Store, Writer};

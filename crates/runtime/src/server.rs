@@ -17,10 +17,13 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::shed::ShedLayer;
 use crate::telemetry;
 
 /// Name of the event-stream service every service also serves.
 pub const EVENT_STREAM: &str = "themodel.common.v1.EventStreamService";
+/// Name of the outbox service every service also serves.
+pub const OUTBOX: &str = "themodel.common.v1.OutboxService";
 
 /// Serves `routes` (whose gRPC service names are `names`) on `listener`.
 pub async fn serve(
@@ -28,12 +31,15 @@ pub async fn serve(
     routes: Routes,
     names: &[&'static str],
     grace: Duration,
+    max_in_flight: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in names {
         reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
+    // The descriptor set also describes google.rpc's error details, so a
+    // client such as grpcurl can print the BadRequest or RetryInfo of an error.
     let reflection = || {
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(themodel_proto::FILE_DESCRIPTOR_SET)
@@ -61,6 +67,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .trace_fn(telemetry::request_span)
+        .layer(ShedLayer::new(max_in_flight))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal)
         .await

@@ -1,30 +1,32 @@
 //! Starting and stopping a service, the same way for all five: connect and
 //! migrate the database, follow the shared definition, run background tasks
-//! (outbox relay, consumers), serve, and on shutdown drain in order: RPCs
-//! first, then background tasks, then the database pool.
+//! (writer, outbox relay, consumers), serve, and on shutdown drain in order:
+//! calls first, then background tasks, then the database pool.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
+use themodel_proto::common::v1::outbox_service_server::OutboxServiceServer;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::definition::SharedDefinition;
-use crate::outbox::{Deliver, Outbox, Relay};
+use crate::outbox::{Outbox, OutboxAdmin, Relay};
+use crate::telemetry::peer_channel;
+use crate::work::{Store, Writer};
 use crate::{Clock, Db, ServiceConfig, server};
 
 /// A service whose database is ready, before it serves.
 pub struct Started {
     pub db: Db,
     pub definition: SharedDefinition,
-    /// Wakes the relay (for hand-overs an immediate delivery left behind).
-    relay_wake: Arc<Notify>,
     pub clock: Clock,
     config: ServiceConfig,
+    outbox: Outbox,
+    destinations: Vec<&'static str>,
     /// Stops background tasks once serving has stopped.
     tasks_stop: CancellationToken,
     tasks: JoinSet<()>,
@@ -40,9 +42,10 @@ pub async fn start(config: &ServiceConfig, migrator: Migrator, clock: Clock) -> 
     let mut started = Started {
         db,
         definition: SharedDefinition::default(),
-        relay_wake: Arc::new(Notify::new()),
         clock,
         config: config.clone(),
+        outbox: Outbox::none(),
+        destinations: Vec::new(),
         tasks_stop: CancellationToken::new(),
         tasks: JoinSet::new(),
     };
@@ -54,17 +57,51 @@ pub async fn start(config: &ServiceConfig, migrator: Migrator, clock: Clock) -> 
 }
 
 impl Started {
-    /// Runs the outbox relay until shutdown; handlers use the returned
-    /// [`Outbox`] to deliver their hand-overs right after committing.
-    pub fn spawn_relay<D: Deliver>(&mut self, deliver: D) -> Outbox {
-        let relay = Arc::new(Relay {
-            db: self.db.clone(),
-            deliver,
-            poll: self.config.poll_interval,
-            clock: self.clock.clone(),
-        });
-        self.tasks.spawn(relay.clone().run(self.relay_wake.clone(), self.tasks_stop.clone()));
-        Outbox::new(relay)
+    /// Runs the outbox relay to `destinations` (service names whose
+    /// addresses the configuration must give) until shutdown.
+    pub fn relay_to(&mut self, destinations: &[(&'static str, &str)]) -> anyhow::Result<()> {
+        let mut peers = HashMap::new();
+        for (name, flag) in destinations {
+            let addr =
+                self.config.peers.get(name).ok_or_else(|| anyhow::anyhow!("missing peer address: set {flag}"))?;
+            peers.insert(*name, peer_channel(addr)?);
+        }
+        let (relay, outbox) = Relay::new(
+            self.db.clone(),
+            peers,
+            self.clock.clone(),
+            self.config.poll_interval,
+            self.config.dead_letter_after,
+        );
+        self.destinations = relay.destinations();
+        self.outbox = outbox;
+        self.tasks.spawn(relay.run(self.tasks_stop.clone()));
+        Ok(())
+    }
+
+    /// Starts the writer for `store`; call after [`Started::relay_to`].
+    pub fn writer<S: Store>(&mut self, store: S) -> Writer<S> {
+        let (writer, task) = Writer::new(
+            store,
+            self.db.clone(),
+            self.clock.clone(),
+            self.definition.clone(),
+            self.outbox.clone(),
+            self.config.writer,
+            self.tasks_stop.clone(),
+        );
+        self.tasks.spawn(task);
+        writer
+    }
+
+    /// The outbox service for this service's hand-overs.
+    pub fn outbox_admin<S: Store>(&self, writer: &Writer<S>) -> OutboxServiceServer<OutboxAdmin<S>> {
+        OutboxAdmin::server(writer.clone(), self.destinations.clone(), self.clock.clone())
+    }
+
+    /// A token that fires once serving has stopped, for background tasks.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.tasks_stop.clone()
     }
 
     /// Runs a background task; it gets a token that fires after serving stops.
@@ -86,7 +123,9 @@ impl Started {
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?names, "serving");
-        let served = server::serve(listener, routes, names, self.config.shutdown_grace, shutdown).await;
+        let served =
+            server::serve(listener, routes, names, self.config.shutdown_grace, self.config.max_in_flight, shutdown)
+                .await;
         self.tasks_stop.cancel();
         while let Some(joined) = self.tasks.join_next().await {
             if let Err(e) = joined {

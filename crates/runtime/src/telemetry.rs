@@ -86,6 +86,42 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
+/// The W3C `traceparent` to continue from later (a hand-over made by this
+/// call): the current span's when tracing is exported, else the one the
+/// caller sent, else empty.
+pub fn current_traceparent(incoming: &MetadataMap) -> String {
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier
+        .remove("traceparent")
+        .or_else(|| incoming.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Makes `span` a child of the trace `traceparent` names (if any).
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(parent);
+}
+
+/// Puts `span`'s trace context into outgoing metadata; when tracing is not
+/// exported (no context), passes `traceparent` on unchanged.
+pub fn inject(span: &tracing::Span, traceparent: &str, metadata: &mut MetadataMap) {
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(metadata)));
+    if !metadata.contains_key("traceparent")
+        && !traceparent.is_empty()
+        && let Ok(v) = MetadataValue::try_from(traceparent)
+    {
+        metadata.insert("traceparent", v);
+    }
+}
+
 /// Client interceptor that puts the current trace context into the request metadata.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InjectTraceContext;

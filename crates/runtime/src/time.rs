@@ -1,13 +1,12 @@
-//! Time as the services see it: microseconds since the Unix epoch, from a
-//! clock tests can control.
+//! Time as the services see it: microseconds since the Unix epoch
+//! ([`themodel_values::Micros`]), from a clock tests can control, and the
+//! conversions to and from protobuf timestamps.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use prost_types::Timestamp;
-
-/// Microseconds since the Unix epoch.
-pub type Micros = i64;
+pub use themodel_values::time::{HOUR, MAX, MIN, Micros, SECOND};
 
 /// Where "now" comes from. Production uses the system clock; tests pin it.
 #[derive(Clone)]
@@ -67,17 +66,14 @@ impl Clock {
     }
 }
 
-/// Earliest accepted business time (1970-01-01) and latest (9999-12-31).
-pub const MIN_MICROS: Micros = 0;
-pub const MAX_MICROS: Micros = 253_402_300_799_999_999;
-
-/// A protobuf timestamp as microseconds; `None` when it is out of range or malformed.
+/// A protobuf timestamp as microseconds; `None` when it is malformed or
+/// outside the accepted range (1970-01-01 to 9999-12-31, UTC).
 pub fn from_timestamp(ts: &Timestamp) -> Option<Micros> {
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return None;
     }
     let micros = ts.seconds.checked_mul(1_000_000)?.checked_add(i64::from(ts.nanos / 1_000))?;
-    (MIN_MICROS..=MAX_MICROS).contains(&micros).then_some(micros)
+    themodel_values::time::in_range(micros).then_some(micros)
 }
 
 pub fn to_timestamp(micros: Micros) -> Timestamp {
@@ -88,20 +84,19 @@ pub fn to_timestamp_opt(micros: Option<Micros>) -> Option<Timestamp> {
     micros.map(to_timestamp)
 }
 
-pub const HOUR: Micros = 3_600 * 1_000_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn timestamp_round_trip() {
-        for m in [0, 1, 999_999, 1_700_000_000_123_456] {
+        for m in [0, 1, 999_999, 1_700_000_000_123_456, MAX] {
             assert_eq!(from_timestamp(&to_timestamp(m)), Some(m));
         }
         assert_eq!(from_timestamp(&Timestamp { seconds: -1, nanos: 0 }), None);
         assert_eq!(from_timestamp(&Timestamp { seconds: 0, nanos: -1 }), None);
         assert_eq!(from_timestamp(&Timestamp { seconds: i64::MAX, nanos: 0 }), None);
+        assert_eq!(from_timestamp(&Timestamp { seconds: 253_402_300_800, nanos: 0 }), None, "year 10000");
     }
 
     #[test]

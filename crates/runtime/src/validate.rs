@@ -1,11 +1,18 @@
-//! Parsing requests at the edge: collects every field violation of a request
-//! before answering, so a caller fixes all of them in one go.
+//! Parsing requests at the edge: every field violation of a request is
+//! collected before answering, so a caller fixes all of them in one go.
+//!
+//! ```ignore
+//! let mut v = Violations::new();
+//! let lead_id = v.parse("lead_id", LeadId::parse(&req.lead_id));
+//! let at = v.occurred_at("occurred_at", req.occurred_at.as_ref(), &clock);
+//! let touch = v.build(|| Some(Touch { lead_id: lead_id?, at }))?;
+//! ```
 
 use prost_types::Timestamp;
+use themodel_values::{Code, Invalid};
 use tonic_types::FieldViolation;
 
 use crate::error::ApiError;
-use crate::ids;
 use crate::time::{self, Clock, Micros};
 
 /// Field violations found so far.
@@ -28,68 +35,57 @@ impl Violations {
         }
     }
 
-    /// A required, trimmed, length-limited text.
-    pub fn required(&mut self, field: &str, value: &str, max_len: usize) -> String {
-        let v = value.trim();
-        if v.is_empty() {
-            self.add(field, "is required");
-        } else if v.chars().count() > max_len {
-            self.add(field, format!("must be at most {max_len} characters"));
+    /// Keeps a parsed value, or records why it was refused.
+    pub fn parse<T>(&mut self, field: &str, parsed: Result<T, Invalid>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(Invalid(why)) => {
+                self.add(field, why);
+                None
+            }
         }
-        v.to_owned()
     }
 
     /// An optional, trimmed, length-limited text.
-    pub fn optional(&mut self, field: &str, value: &str, max_len: usize) -> String {
+    pub fn text(&mut self, field: &str, value: &str, max_chars: usize) -> String {
         let v = value.trim();
-        if v.chars().count() > max_len {
-            self.add(field, format!("must be at most {max_len} characters"));
+        if v.chars().count() > max_chars {
+            self.add(field, format!("must be at most {max_chars} characters"));
+        } else if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            self.add(field, "must not contain control characters");
         }
         v.to_owned()
     }
 
-    /// The id of an existing entity.
-    pub fn id(&mut self, field: &str, value: &str) -> String {
-        if value.is_empty() {
+    /// A required, trimmed, length-limited text.
+    pub fn required_text(&mut self, field: &str, value: &str, max_chars: usize) -> String {
+        if value.trim().is_empty() {
             self.add(field, "is required");
-        } else if !ids::is_valid_id(value) {
-            self.add(field, "must be 1-64 letters, digits, '.', '_' or '-'");
+            return String::new();
         }
-        value.to_owned()
+        self.text(field, value, max_chars)
     }
 
-    /// An optional client-chosen id; generated with `prefix` when empty.
-    pub fn new_id(&mut self, field: &str, value: &str, prefix: &str) -> String {
-        if value.is_empty() { ids::new_id(prefix) } else { self.id(field, value) }
+    /// An optional code (see [`Code`]); `None` when empty.
+    pub fn optional_code(&mut self, field: &str, value: &str) -> Option<Code> {
+        self.parse(field, Code::parse_optional(value)).flatten()
     }
 
     /// The AIP-155 request id: optional, at most 128 characters.
-    pub fn request_id(&mut self, value: &str) -> String {
+    pub fn request_id(&mut self, value: &str) {
         if value.len() > 128 {
             self.add("request_id", "must be at most 128 characters");
         }
-        value.to_owned()
     }
 
-    /// A reason / source code (lower-case letters, digits, '_').
-    pub fn code(&mut self, field: &str, value: &str) -> String {
-        let v = value.trim().to_lowercase().replace([' ', '-'], "_");
-        if v.is_empty() {
-            self.add(field, "is required");
-        } else if !themodel_quality::is_code(&v) {
-            self.add(field, "must be a code of letters, digits and '_'");
-        }
-        v
-    }
-
-    /// When a fact happened: the given time, or now. Any valid time from 1970
-    /// to 9999 is taken: history is imported with past times, and planned or
-    /// synthetic scenarios may carry future ones.
+    /// When a fact happened: the given time, or now. Any valid time from
+    /// 1970-01-01 to 9999-12-31 is taken: history is imported with past
+    /// times, and planned or synthetic scenarios may carry future ones.
     pub fn occurred_at(&mut self, field: &str, value: Option<&Timestamp>, clock: &Clock) -> Micros {
         match value {
             None => clock.now(),
             Some(ts) => time::from_timestamp(ts).unwrap_or_else(|| {
-                self.add(field, "must be a valid time between 1970 and 9999");
+                self.add(field, "must be a valid time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z");
                 clock.now()
             }),
         }
@@ -99,33 +95,17 @@ impl Violations {
     pub fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(self.0)) }
     }
+
+    /// The violations found, or the value `make` builds from the parsed
+    /// fields (it sees every `Option` from [`Violations::parse`] filled when
+    /// nothing was refused).
+    pub fn build<T>(self, make: impl FnOnce() -> Option<T>) -> Result<T, ApiError> {
+        self.finish()?;
+        make().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a parsed field is missing without a violation")))
+    }
 }
 
-/// An e-mail address: something@domain.tld, lower-cased domain.
-pub fn email(v: &mut Violations, field: &str, value: &str) -> String {
-    let e = value.trim();
-    if e.is_empty() {
-        v.add(field, "is required");
-        return String::new();
-    }
-    let ok = e.len() <= 254
-        && !e.contains(char::is_whitespace)
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-        });
-    if !ok {
-        v.add(field, "must be an e-mail address like name@example.com");
-        return e.to_owned();
-    }
-    let (local, domain) = e.split_once('@').unwrap_or((e, ""));
-    format!("{local}@{}", domain.to_lowercase())
-}
-
-/// A page size: 0 means `default`, anything above `max` is clamped (AIP-158).
+/// A page size: 0 means `default`, anything above `max` is lowered to it (AIP-158).
 pub fn page_size(v: &mut Violations, value: i32, default: i64, max: i64) -> i64 {
     if value < 0 {
         v.add("page_size", "must not be negative");
@@ -136,19 +116,9 @@ pub fn page_size(v: &mut Violations, value: i32, default: i64, max: i64) -> i64 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use themodel_values::LeadId;
 
-    #[test]
-    fn emails() {
-        let mut v = Violations::new();
-        assert_eq!(email(&mut v, "email", " Ada@Example.COM "), "Ada@example.com");
-        assert!(v.finish().is_ok());
-        for bad in ["", "ada", "ada@", "@x.com", "a b@x.com", "ada@localhost", "a@x.com."] {
-            let mut v = Violations::new();
-            email(&mut v, "email", bad);
-            assert!(v.finish().is_err(), "{bad:?} accepted");
-        }
-    }
+    use super::*;
 
     #[test]
     fn occurred_at_rules() {
@@ -161,21 +131,27 @@ mod tests {
         let mut v = Violations::new();
         v.occurred_at("t", Some(&Timestamp { seconds: -5, nanos: 0 }), &clock);
         v.occurred_at("t", Some(&Timestamp { seconds: 5, nanos: 2_000_000_000 }), &clock);
+        v.occurred_at("t", Some(&Timestamp { seconds: 253_402_300_800, nanos: 0 }), &clock);
         match v.finish() {
-            Err(ApiError::InvalidArgument(vs)) => assert_eq!(vs.len(), 2),
+            Err(ApiError::InvalidArgument(vs)) => assert_eq!(vs.len(), 3),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn collects_all_violations() {
+    fn collects_all_violations_then_builds() {
         let mut v = Violations::new();
-        v.required("a", "", 10);
-        v.required("b", "xxxxxxxxxxxx", 10);
-        v.code("c", "No Budget");
-        match v.finish() {
-            Err(ApiError::InvalidArgument(vs)) => assert_eq!(vs.len(), 2),
+        let id = v.parse("lead_id", LeadId::parse(""));
+        v.text("note", &"x".repeat(11), 10);
+        v.optional_code("source", "web/form");
+        match v.build(|| id) {
+            Err(ApiError::InvalidArgument(vs)) => {
+                assert_eq!(vs.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(), ["lead_id", "note", "source"])
+            }
             other => panic!("{other:?}"),
         }
+        let mut v = Violations::new();
+        let id = v.parse("lead_id", LeadId::parse("ld-1"));
+        assert_eq!(v.build(|| id).expect("valid").as_str(), "ld-1");
     }
 }

@@ -205,7 +205,7 @@ impl Suite {
         loop {
             let last = match kpi.get_funnel(req.clone()).await {
                 Ok(f) => {
-                    let f = f.into_inner();
+                    let f = f.into_inner().funnel.unwrap_or_default();
                     let applied = |name: &str| f.sources.iter().find(|s| s.service == name).map(|s| s.applied_seq);
                     if heads.iter().all(|(name, head)| applied(name) >= Some(*head)) {
                         return Ok(f);

@@ -6,15 +6,19 @@
 //! caller-facing sentence ([`Invalid`]); the API layer attaches the field name.
 
 mod code;
+mod department;
 mod email;
 mod ids;
 mod money;
+mod term;
 pub mod time;
 
-pub use code::Code;
+pub use code::{Code, is_code};
+pub use department::Department;
 pub use email::Email;
 pub use ids::{AccountId, HandoverId, LeadId, OpportunityId, VisitorId, is_valid_id, new_id};
 pub use money::{Currency, Money, MoneyError};
+pub use term::Term;
 pub use time::Micros;
 
 /// Why a value was refused: a sentence that completes "<field> …".

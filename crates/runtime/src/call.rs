@@ -1,0 +1,87 @@
+//! What the runtime keeps of an incoming mutating call: its idempotency key,
+//! its deadline and its trace context.
+
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tonic::metadata::MetadataMap;
+
+use crate::error::ApiError;
+use crate::idempotency;
+use crate::telemetry;
+
+/// A mutating call on its way to the writer.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// AIP-155 key; `None` when the caller sent no `request_id`.
+    pub(crate) key: Option<idempotency::Key>,
+    /// When the caller stops waiting (`grpc-timeout`); work not started by
+    /// then is not done.
+    pub(crate) deadline: Option<Instant>,
+    /// W3C `traceparent` of the call, kept with any hand-over it causes.
+    pub(crate) trace: String,
+}
+
+impl Call {
+    /// A call to `method` (the full gRPC path) carrying `request_id`.
+    pub fn new<T: Message>(request: &tonic::Request<T>, method: &str, request_id: &str) -> Result<Call, ApiError> {
+        if request_id.len() > 128 {
+            return Err(ApiError::field("request_id", "must be at most 128 characters"));
+        }
+        Ok(Call {
+            key: idempotency::Key::new(method, request_id, request.get_ref()),
+            deadline: deadline(request.metadata()),
+            trace: telemetry::current_traceparent(request.metadata()),
+        })
+    }
+
+    /// Work the service does on its own behalf: no key, no deadline.
+    pub fn system() -> Call {
+        Call { trace: telemetry::current_traceparent(&MetadataMap::new()), ..Call::default() }
+    }
+
+    /// Whether the caller's deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// The deadline a `grpc-timeout` header sets, counted from now.
+pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_timeout(value).map(|d| Instant::now() + d)
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout("5000u"), Some(Duration::from_micros(5000)));
+        for bad in ["", "m", "100", "100x", "123456789S", "-1S"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
+    }
+}
