@@ -1,22 +1,31 @@
-//! `themodel-bench`: starts the whole suite in this process (SQLite under a
-//! temporary directory, ephemeral ports), then over real gRPC:
-//! 1. captures `--leads` leads,
-//! 2. sends RecordTouch (or, with `--batch N`, RecordTouches of N touches)
-//!    from `--concurrency` concurrent callers for `--seconds`, and reports
-//!    touches per second and call latency percentiles,
-//! 3. records `--visits` anonymous visits from `--visitors` visitors, spread
-//!    over the year 2026, from the same callers,
-//! 4. waits until kpi has applied every event, then calls GetFunnel
-//!    `--funnel-calls` times for a month and for the whole range, one call
-//!    after another, and reports its latency percentiles.
+//! `themodel-bench`: one run measures the suite against a bare tonic echo
+//! server started beside it in the same process, on the same machine:
 //!
-//! Run it optimised: `cargo run --release -p themodel-bench -- --seconds 10`.
+//! 1. echo, then CaptureLead, RecordTouch, RecordVisit and GetLead, each at
+//!    `--concurrency` callers for `--seconds`: throughput and its ratio to echo;
+//! 2. streaming ingest (`IngestBehaviour`, `--streams` streams of `--batch`
+//!    touches per message, with event ids): touches per second, checked
+//!    afterwards (every lead's touch count equals the touches it was sent, a
+//!    repeated message is all duplicates), against the rate of inserting the
+//!    same rows into the same kind of SQLite database through the same driver;
+//! 3. GetFunnel latency at 8 concurrent callers, over a month and all time;
+//! 4. overload: `--overload-callers` callers from a second process for
+//!    `--overload-seconds`, with the suite's resident memory before, at its
+//!    peak and after.
+//!
+//! Run it optimised: `cargo run --release -p themodel-bench`.
 
 #![allow(clippy::print_stdout)]
 
+mod load;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use load::{Stats, closed_loop};
 use themodel::{ServiceName, Suite, SuiteOptions};
 use themodel_proto::kpi::v1 as kpi;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
@@ -24,197 +33,349 @@ use themodel_proto::marketing::v1 as mk;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
 use tonic::transport::Channel;
 
+/// The same allocator as the `themodel` binary, so the suite is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+pub mod echo {
+    tonic::include_proto!("themodel.bench.v1");
+}
+
 #[derive(Parser)]
 struct Args {
-    /// Leads to capture before the touch load.
-    #[arg(long, default_value_t = 1000)]
-    leads: usize,
-    /// Concurrent RecordTouch callers.
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Length of each throughput phase.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent callers in the throughput phases.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Length of the touch load.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// GetFunnel calls after the load.
-    #[arg(long, default_value_t = 2000)]
-    funnel_calls: usize,
-    /// Touches per call: 1 uses RecordTouch, more uses RecordTouches.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
-    /// Anonymous visits to record after the touch load.
-    #[arg(long, default_value_t = 20_000)]
-    visits: usize,
-    /// Distinct visitors those visits come from.
-    #[arg(long, default_value_t = 5_000)]
-    visitors: usize,
     /// gRPC connections the callers share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Leads the touch, read and ingest phases pick from (the first captured);
+    /// 0 means every lead captured.
+    #[arg(long, default_value_t = 2000)]
+    active_leads: usize,
+    /// Ingest streams.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Touches per ingest message.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Distinct visitors in the visit phase.
+    #[arg(long, default_value_t = 20_000)]
+    visitors: u64,
+    /// GetFunnel calls per period.
+    #[arg(long, default_value_t = 2000)]
+    funnel_calls: usize,
+    /// Callers in the overload burst (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    overload_callers: usize,
+    /// Length of the overload burst.
+    #[arg(long, default_value_t = 20)]
+    overload_seconds: u64,
+    /// Phases to run, comma-separated: echo, capture, touch, visit, get,
+    /// ingest, funnel, overload (capture always runs: the others need its leads).
+    #[arg(long, default_value = "echo,capture,touch,visit,get,ingest,funnel,overload")]
+    phases: String,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+#[derive(Subcommand)]
+enum Mode {
+    /// The overload burst's callers (run by the bench in a second process).
+    OverloadClient {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        callers: usize,
+        #[arg(long)]
+        seconds: u64,
+        #[arg(long)]
+        leads: u64,
+    },
+}
+
+fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    (0..n.max(1)).map(|_| Ok(Channel::from_shared(url.to_owned())?.connect_lazy())).collect()
+}
+
+/// A capture of a lead that scores below the promising threshold, so the
+/// touch phases never hand it over (hand-overs are measured by the tests).
+fn capture(id: &str) -> mk::CaptureLeadRequest {
+    mk::CaptureLeadRequest {
+        request_id: format!("capture-{id}"),
+        lead_id: id.to_owned(),
+        email: format!("{id}@bench.example"),
+        company_size: 40,
+        industry: "retail".into(),
+        job_title: "analyst".into(),
+        source: "web_form".into(),
+        ..Default::default()
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn report(name: &str, lat: Vec<Duration>, elapsed: Duration) {
-    report_items(name, lat, elapsed, 1);
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
-/// Prints calls, items (calls x per_call) per second, and call latency.
-fn report_items(name: &str, mut lat: Vec<Duration>, elapsed: Duration, per_call: usize) {
-    lat.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{name:<13} {:>8} calls {:>10.0} items/s   p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms",
-        lat.len(),
-        (lat.len() * per_call) as f64 / elapsed.as_secs_f64(),
-        ms(percentile(&lat, 0.50)),
-        ms(percentile(&lat, 0.99)),
-        ms(lat.last().copied().unwrap_or_default()),
-    );
+/// Resident memory of this process now and at its peak since the last reset, in MiB.
+fn rss() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Mode::OverloadClient { addr, callers, seconds, leads }) = args.mode {
+        return load::overload_client(&addr, callers, seconds, leads).await;
+    }
     let dir = tempfile::tempdir()?;
     let mut options = SuiteOptions::ephemeral(dir.path());
     options.poll_interval = Duration::from_millis(100);
     let suite = Suite::start(options).await?;
-    let channels: Vec<Channel> = (0..args.connections.max(1))
-        .map(|_| Channel::from_shared(suite.url(ServiceName::Marketing)).map(|e| e.connect_lazy()))
-        .collect::<Result<_, _>>()?;
+    let marketing_url = suite.url(ServiceName::Marketing);
+    let marketing = channels(&marketing_url, args.connections)?;
+    let phase = Duration::from_secs(args.seconds);
+    let conc = args.concurrency;
+    let run = |p: &str| args.phases.split(',').any(|x| x.trim() == p);
+    println!("themodel-bench: {conc} callers over {} connections, {} s per phase", args.connections, args.seconds);
 
-    let started = Instant::now();
-    let mut m = MarketingServiceClient::new(channels[0].clone());
-    let mut lat = Vec::with_capacity(args.leads);
-    for n in 0..args.leads {
-        let t = Instant::now();
-        m.capture_lead(mk::CaptureLeadRequest {
-            request_id: format!("bench-capture-{n}"),
-            lead_id: format!("bench-{n}"),
-            email: format!("bench-{n}@bench.example"),
-            company_size: 40,
-            industry: "retail".into(),
-            job_title: "analyst".into(),
-            source: "web_form".into(),
-            ..Default::default()
-        })
-        .await?;
-        lat.push(t.elapsed());
-    }
-    report("CaptureLead", lat, started.elapsed());
-
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let started = Instant::now();
-    let mut callers = tokio::task::JoinSet::new();
-    for c in 0..args.concurrency.max(1) {
-        let mut m = MarketingServiceClient::new(channels[c % channels.len()].clone());
-        let leads = args.leads.max(1);
-        let batch = args.batch.max(1);
-        callers.spawn(async move {
-            let mut lat = Vec::new();
-            let mut n = 0usize;
-            while Instant::now() < deadline {
-                let lead = |k: usize| format!("bench-{}", (c * 7919 + n * batch + k) % leads);
-                let t = Instant::now();
-                let ok = if batch == 1 {
-                    m.record_touch(mk::RecordTouchRequest {
-                        request_id: format!("bench-touch-{c}-{n}"),
-                        lead_id: lead(0),
-                        kind: mk::TouchKind::EmailOpen as i32,
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok()
-                } else {
-                    let touches = (0..batch)
-                        .map(|k| mk::TouchInput {
-                            lead_id: lead(k),
-                            kind: mk::TouchKind::EmailOpen as i32,
-                            ..Default::default()
-                        })
-                        .collect();
-                    m.record_touches(mk::RecordTouchesRequest { request_id: format!("bench-touches-{c}-{n}"), touches })
-                        .await
-                        .is_ok()
-                };
-                if ok {
-                    lat.push(t.elapsed());
-                }
-                n += 1;
+    // The yardstick, measured right before each phase it is compared with:
+    // on a shared machine the rate drifts between phases.
+    let echo_url = load::start_echo().await?;
+    let echo_channels = channels(&echo_url, args.connections)?;
+    let echo = |label: &'static str| {
+        let echo_channels = echo_channels.clone();
+        let enabled = run("echo");
+        async move {
+            if !enabled {
+                return None;
             }
-            lat
-        });
-    }
-    let mut lat = Vec::new();
-    while let Some(part) = callers.join_next().await {
-        lat.extend(part?);
-    }
-    let name = if args.batch > 1 { "RecordTouches" } else { "RecordTouch" };
-    report_items(name, lat, started.elapsed(), args.batch.max(1));
-
-    let started = Instant::now();
-    let mut callers = tokio::task::JoinSet::new();
-    let callers_n = args.concurrency.max(1);
-    for c in 0..callers_n {
-        let mut m = MarketingServiceClient::new(channels[c % channels.len()].clone());
-        let (visits, visitors) = (args.visits, args.visitors.max(1) as u64);
-        callers.spawn(async move {
-            let mut lat = Vec::new();
-            for n in (c..visits).step_by(callers_n) {
-                // A fixed scatter of visitors over the days of 2026.
-                let h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let day = (h >> 40) % 365;
-                let t = Instant::now();
-                m.record_visit(mk::RecordVisitRequest {
-                    request_id: format!("bench-visit-{n}"),
-                    visitor_id: format!("visitor-{}", (h >> 8) % visitors),
-                    page: "/pricing".into(),
-                    occurred_at: Some(prost_types::Timestamp {
-                        // 1_767_225_600 is 2026-01-01T00:00:00Z.
-                        seconds: 1_767_225_600 + day as i64 * 86_400 + (h % 86_400) as i64,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                })
-                .await?;
-                lat.push(t.elapsed());
-            }
-            anyhow::Ok(lat)
-        });
-    }
-    let mut lat = Vec::new();
-    while let Some(part) = callers.join_next().await {
-        lat.extend(part??);
-    }
-    if !lat.is_empty() {
-        report("RecordVisit", lat, started.elapsed());
-    }
-
-    let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
-    let started = Instant::now();
-    let whole = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
-    let f = suite.settled_funnel(whole.clone(), Duration::from_secs(600)).await?;
-    println!(
-        "kpi          caught up in {:.1} s: {} leads, {} visitors",
-        started.elapsed().as_secs_f64(),
-        f.leads,
-        f.visitors
-    );
-    let month = kpi::GetFunnelRequest { start_date: "2026-06-01".into(), end_date: "2026-07-01".into() };
-    for (name, req) in [("GetFunnel 1mo", month), ("GetFunnel all", whole)] {
-        let started = Instant::now();
-        let mut lat = Vec::with_capacity(args.funnel_calls);
-        for _ in 0..args.funnel_calls {
-            let t = Instant::now();
-            k.get_funnel(req.clone()).await?;
-            lat.push(t.elapsed());
+            let stats = closed_loop(conc, phase, move |c, _| {
+                let mut client =
+                    echo::echo_service_client::EchoServiceClient::new(echo_channels[c % echo_channels.len()].clone());
+                async move { client.echo(echo::EchoRequest { payload: vec![7; 96] }).await.map(|_| ()) }
+            })
+            .await;
+            stats.print(&format!("  echo before {label}"), None);
+            Some(stats.rate())
         }
-        report(name, lat, started.elapsed());
+    };
+    let echo_rps = echo("CaptureLead").await;
+
+    // Captures: every call a new lead.
+    let leads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let captured = leads.clone();
+    let chans = marketing.clone();
+    let stats = closed_loop(conc, phase, move |c, n| {
+        let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
+        let id = format!("b{c}-{n}");
+        let captured = captured.clone();
+        async move {
+            m.capture_lead(capture(&id)).await?;
+            captured.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id);
+            Ok(())
+        }
+    })
+    .await;
+    stats.print("CaptureLead", echo_rps);
+    let leads: Arc<Vec<String>> =
+        Arc::new(std::mem::take(&mut *leads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)));
+    anyhow::ensure!(!leads.is_empty(), "no lead was captured");
+    // Touches sent to each lead (counted when acknowledged), to check scores after.
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..leads.len()).map(|_| AtomicU64::new(0)).collect());
+
+    let echo_rps = if run("touch") { echo("RecordTouch").await } else { None };
+    let (chans, ids, counts) = (marketing.clone(), leads.clone(), sent.clone());
+    let stats = if !run("touch") {
+        Stats::default()
+    } else {
+        closed_loop(conc, phase, move |c, n| {
+            let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
+            let i = load::spread(c, n, ids.len());
+            let req = mk::RecordTouchRequest {
+                request_id: format!("touch-{c}-{n}"),
+                lead_id: ids[i].clone(),
+                kind: mk::TouchKind::EmailOpen as i32,
+                ..Default::default()
+            };
+            let counts = counts.clone();
+            async move {
+                m.record_touch(req).await?;
+                counts[i].fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await
+    };
+    if run("touch") {
+        stats.print("RecordTouch", echo_rps);
+    }
+
+    let echo_rps = if run("visit") { echo("RecordVisit").await } else { None };
+    let (chans, visitors) = (marketing.clone(), args.visitors.max(1));
+    let stats = if !run("visit") {
+        Stats::default()
+    } else {
+        closed_loop(conc, phase, move |c, n| {
+            let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
+            // A fixed scatter of visitors over the days of 2026.
+            let h = ((c as u64) << 40 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let req = mk::RecordVisitRequest {
+                request_id: format!("visit-{c}-{n}"),
+                visitor_id: format!("visitor-{}", (h >> 8) % visitors),
+                page: "/pricing".into(),
+                // 1_767_225_600 is 2026-01-01T00:00:00Z.
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: 1_767_225_600 + ((h >> 40) % 365) as i64 * 86_400 + (h % 86_400) as i64,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            };
+            async move { m.record_visit(req).await.map(|_| ()) }
+        })
+        .await
+    };
+    if run("visit") {
+        stats.print("RecordVisit", echo_rps);
+    }
+
+    let echo_rps = if run("get") { echo("GetLead").await } else { None };
+    let (chans, ids) = (marketing.clone(), leads.clone());
+    let stats = if !run("get") {
+        Stats::default()
+    } else {
+        closed_loop(conc, phase, move |c, n| {
+            let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
+            let req = mk::GetLeadRequest { lead_id: ids[load::spread(c, n, ids.len())].clone() };
+            async move { m.get_lead(req).await.map(|_| ()) }
+        })
+        .await
+    };
+    if run("get") {
+        stats.print("GetLead", echo_rps);
+    }
+
+    // Streaming ingest.
+    if run("ingest") {
+        let ingest = load::ingest(&marketing, &leads, &sent, args.streams, args.batch, phase).await?;
+        let raw = load::raw_insert_rate(args.batch, ingest.touches.max(args.batch as u64 * 20)).await?;
+        println!(
+            "{:<22} {:>10} touches {:>10.0} touches/s   {:.2}x raw inserts ({raw:.0} rows/s of touches and events)   \
+         p50 {:>7.3} ms   p99 {:>7.3} ms per {}-touch message",
+            "IngestBehaviour",
+            ingest.touches,
+            ingest.rate,
+            ingest.rate / raw,
+            ms(ingest.p50),
+            ms(ingest.p99),
+            args.batch,
+        );
+        let checked = load::check_scores(&marketing[0], &leads, &sent).await?;
+        println!("{:<22} {checked} leads' touch counts equal the touches acknowledged to them", "  scores current");
+        let dup = load::repeat_message(&marketing[0], &leads, args.batch).await?;
+        println!(
+            "{:<22} a repeated {}-touch message: {dup} duplicates, 0 recorded",
+            "  duplicates ignored", args.batch
+        );
+    }
+
+    // GetFunnel at 8 concurrent callers, once kpi has caught up.
+    if run("funnel") {
+        let whole = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
+        let started = Instant::now();
+        let f = suite.settled_funnel(whole.clone(), Duration::from_secs(600)).await?;
+        println!(
+            "{:<22} caught up in {:.1} s: {} leads, {} visitors",
+            "kpi",
+            started.elapsed().as_secs_f64(),
+            f.leads,
+            f.visitors
+        );
+        let kpi_channel = Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy();
+        let month = kpi::GetFunnelRequest { start_date: "2026-06-01".into(), end_date: "2026-07-01".into() };
+        for (name, req) in [("GetFunnel 1 month", month), ("GetFunnel all time", whole)] {
+            let per_caller = (args.funnel_calls / 8).max(1) as u64;
+            let ch = kpi_channel.clone();
+            let stats = load::fixed_calls(8, per_caller, move |_, _| {
+                let mut k = KpiServiceClient::new(ch.clone());
+                let req = req.clone();
+                async move { k.get_funnel(req).await.map(|_| ()) }
+            })
+            .await;
+            stats.print(name, None);
+        }
+    }
+
+    if run("overload") && args.overload_callers > 0 {
+        overload(&marketing_url, &args, leads.len() as u64).await?;
     }
     suite.shutdown().await
+}
+
+/// The overload burst from a second process, and the suite's memory around it.
+async fn overload(url: &str, args: &Args, leads: u64) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, _) = rss();
+    reset_peak_rss();
+    let exe = std::env::current_exe()?;
+    let out = tokio::process::Command::new(exe)
+        .args(["overload-client", "--addr", url])
+        .args(["--callers", &args.overload_callers.to_string()])
+        .args(["--seconds", &args.overload_seconds.to_string()])
+        .args(["--leads", &leads.to_string()])
+        .output()
+        .await?;
+    let (during, peak) = rss();
+    anyhow::ensure!(out.status.success(), "overload client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut after = during;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = rss().0;
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "{:<22} suite RSS before {before:.0} MiB, peak {peak:.0} MiB, 10 s after {after:.0} MiB ({:+.0}%)",
+        "  memory",
+        (after - before) / before * 100.0
+    );
+    Ok(())
+}
+
+/// Codes by count, for a report line.
+pub fn codes(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    format!("   errors: {}", parts.join(", "))
+}
+
+impl Stats {
+    fn print(&self, name: &str, echo: Option<f64>) {
+        let ratio = echo.map(|e| format!("{:.2}x echo", self.rate() / e)).unwrap_or_default();
+        println!(
+            "{name:<22} {:>10} calls {:>10.0} calls/s {ratio:>11}   p50 {:>7.3} ms   p99 {:>7.3} ms{}",
+            self.ok,
+            self.rate(),
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.99)),
+            codes(&self.errors),
+        );
+    }
 }

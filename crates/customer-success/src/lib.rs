@@ -32,11 +32,12 @@ pub async fn run(
     let db = started.db.clone();
     let writer = started.writer(store::CustomerSuccess { db: db.clone() });
     let accounts = Loader::spawn(
-        move |ids| {
-            let db = db.clone();
-            async move { store::accounts_by_id(&db, ids).await }
-        },
+        db.clone(),
         2,
+        move |conn, ids| {
+            let db = db.clone();
+            Box::pin(async move { store::accounts_by_id(conn, &db, ids).await })
+        },
         started.stop_token(),
     );
     let api = api::Api { writer: writer.clone(), accounts, clock: started.clock.clone() };

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
+use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db};
 use themodel_runtime::time::Micros;
-use themodel_runtime::{ApiResult, Rows, Store, Tx};
+use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
 
 use crate::domain::{Account, Status};
@@ -114,11 +115,11 @@ impl Store for CustomerSuccess {
     type Change = Change;
     type Event = themodel_proto::customersuccess::v1::CustomerSuccessEvent;
 
-    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+    async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
         let ids: Vec<&AccountId> = keys.iter().map(|Key::Account(id)| id).collect();
         let wanted: Vec<&str> = state.accounts.missing(ids).into_iter().map(AccountId::as_str).collect();
         let rows =
-            db::select_in(tx, &self.db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &wanted)
+            db::select_in(conn, &self.db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &wanted)
                 .await?;
         let mut found: HashMap<String, Account> =
             accounts(rows)?.into_iter().map(|a| (a.account_id.to_string(), a)).collect();
@@ -135,11 +136,11 @@ impl Store for CustomerSuccess {
         }
     }
 
-    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
         let db = &self.db;
         let changed: Vec<&Account> = state.accounts.changed().collect();
         db::insert_rows(
-            tx,
+            conn,
             db,
             &format!("INSERT INTO accounts ({COLUMNS}) VALUES "),
             17,
@@ -172,7 +173,7 @@ impl Store for CustomerSuccess {
         )
         .await?;
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO renewals (renewal_id, account_id, term_months, contract_currency, contract_units, \
              contract_nanos, occurred_at) VALUES ",
@@ -194,11 +195,10 @@ impl Store for CustomerSuccess {
 }
 
 /// Accounts by id, for the batched reader.
-pub async fn accounts_by_id(db: &Db, ids: Vec<AccountId>) -> ApiResult<Vec<(AccountId, Account)>> {
+pub async fn accounts_by_id(conn: &mut Conn, db: &Db, ids: Vec<AccountId>) -> ApiResult<Vec<(AccountId, Account)>> {
     let keys: Vec<&str> = ids.iter().map(AccountId::as_str).collect();
-    let mut conn = db.reader().acquire().await?;
-    let rows = db::select_in(&mut conn, db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &keys)
-        .await?;
+    let rows =
+        db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &keys).await?;
     Ok(accounts(rows)?.into_iter().map(|a| (a.account_id.clone(), a)).collect())
 }
 

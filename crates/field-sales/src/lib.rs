@@ -34,11 +34,12 @@ pub async fn run(
     let db = started.db.clone();
     let writer = started.writer(store::FieldSales { db: db.clone() });
     let opportunities = Loader::spawn(
-        move |ids| {
-            let db = db.clone();
-            async move { store::opportunities_by_id(&db, ids).await }
-        },
+        db.clone(),
         2,
+        move |conn, ids| {
+            let db = db.clone();
+            Box::pin(async move { store::opportunities_by_id(conn, &db, ids).await })
+        },
         started.stop_token(),
     );
     let api = api::Api { writer: writer.clone(), opportunities, clock: started.clock.clone() };

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use themodel_quality::{Bant, BantRecord, Phase};
+use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db};
-use themodel_runtime::{ApiResult, Rows, Store, Tx};
+use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
 
 use crate::domain::{Opportunity, PhaseChange};
@@ -172,11 +173,11 @@ impl Store for FieldSales {
     type Change = Change;
     type Event = themodel_proto::fieldsales::v1::FieldSalesEvent;
 
-    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+    async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
         let ids: Vec<&OpportunityId> = keys.iter().map(|Key::Opportunity(id)| id).collect();
         let wanted: Vec<&str> = state.opportunities.missing(ids).into_iter().map(OpportunityId::as_str).collect();
         let mut found: HashMap<String, Opportunity> =
-            fetch(tx, &self.db, &wanted).await?.into_iter().map(|o| (o.opportunity_id.to_string(), o)).collect();
+            fetch(conn, &self.db, &wanted).await?.into_iter().map(|o| (o.opportunity_id.to_string(), o)).collect();
         for id in wanted {
             let o = found.remove(id);
             let id = OpportunityId::from_stored(id.to_owned());
@@ -190,7 +191,7 @@ impl Store for FieldSales {
         state.opportunities.put(o.opportunity_id.clone(), o);
     }
 
-    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
         let db = &self.db;
         type Columns = ((Option<String>, Option<i64>, Option<i64>), (Option<String>, Option<i64>, Option<i64>));
         let changed: Vec<(&Opportunity, Columns)> = state
@@ -199,7 +200,7 @@ impl Store for FieldSales {
             .map(|o| (o, (money_columns(o.estimated_value.as_ref()), money_columns(o.contract_value.as_ref()))))
             .collect();
         db::insert_rows(
-            tx,
+            conn,
             db,
             &format!("INSERT INTO opportunities ({COLUMNS}) VALUES "),
             28,
@@ -254,7 +255,7 @@ impl Store for FieldSales {
             }
         }
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO phase_changes (opportunity_id, position, from_phase, to_phase, occurred_at) VALUES ",
             5,
@@ -267,10 +268,13 @@ impl Store for FieldSales {
 }
 
 /// Opportunities by id, for the batched reader.
-pub async fn opportunities_by_id(db: &Db, ids: Vec<OpportunityId>) -> ApiResult<Vec<(OpportunityId, Opportunity)>> {
+pub async fn opportunities_by_id(
+    conn: &mut Conn,
+    db: &Db,
+    ids: Vec<OpportunityId>,
+) -> ApiResult<Vec<(OpportunityId, Opportunity)>> {
     let keys: Vec<&str> = ids.iter().map(OpportunityId::as_str).collect();
-    let mut conn = db.reader().acquire().await?;
-    Ok(fetch(&mut conn, db, &keys).await?.into_iter().map(|o| (o.opportunity_id.clone(), o)).collect())
+    Ok(fetch(conn, db, &keys).await?.into_iter().map(|o| (o.opportunity_id.clone(), o)).collect())
 }
 
 /// A page of opportunities, newest first, after the keyset `after`.

@@ -35,11 +35,12 @@ pub async fn run(
     let db = started.db.clone();
     let writer = started.writer(store::InsideSales { db: db.clone() });
     let items = Loader::spawn(
-        move |ids| {
-            let db = db.clone();
-            async move { store::items_by_id(&db, ids).await }
-        },
+        db.clone(),
         2,
+        move |conn, ids| {
+            let db = db.clone();
+            Box::pin(async move { store::items_by_id(conn, &db, ids).await })
+        },
         started.stop_token(),
     );
     let api = api::Api { writer: writer.clone(), items, clock: started.clock.clone() };

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use themodel_quality::{Bant, BantRecord};
+use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db};
 use themodel_runtime::time::Micros;
-use themodel_runtime::{ApiResult, Rows, Store, Tx};
+use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{Code, Email, LeadId, OpportunityId};
 
 use crate::domain::{QueueItem, Status};
@@ -164,13 +165,13 @@ impl Store for InsideSales {
     type Change = Change;
     type Event = themodel_proto::insidesales::v1::InsideSalesEvent;
 
-    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+    async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
         let db = &self.db;
         let leads: Vec<&LeadId> =
             keys.iter().filter_map(|k| if let Key::Item(id) = k { Some(id) } else { None }).collect();
         let wanted: Vec<&str> = state.items.missing(leads).into_iter().map(LeadId::as_str).collect();
         let rows =
-            db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &wanted).await?;
+            db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &wanted).await?;
         let mut found: HashMap<String, QueueItem> =
             items(rows)?.into_iter().map(|i| (i.lead_id.to_string(), i)).collect();
         for id in wanted {
@@ -180,7 +181,7 @@ impl Store for InsideSales {
             keys.iter().filter_map(|k| if let Key::Conversion(id) = k { Some(id) } else { None }).collect();
         let wanted: Vec<&str> = state.conversions.missing(opps).into_iter().map(OpportunityId::as_str).collect();
         let rows: Vec<(String, String)> = db::select_in(
-            tx,
+            conn,
             db,
             "SELECT opportunity_id, lead_id FROM conversions WHERE opportunity_id IN ",
             "",
@@ -207,12 +208,12 @@ impl Store for InsideSales {
         }
     }
 
-    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
         let db = &self.db;
         let changed: Vec<(&QueueItem, BantRecord)> =
             state.items.changed().map(|i| (i, i.bant.clone().unwrap_or_default())).collect();
         db::insert_rows(
-            tx,
+            conn,
             db,
             &format!("INSERT INTO queue ({COLUMNS}) VALUES "),
             29,
@@ -264,7 +265,7 @@ impl Store for InsideSales {
         )
         .await?;
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO activities (activity_id, lead_id, kind, outcome, note, occurred_at) VALUES ",
             6,
@@ -276,7 +277,7 @@ impl Store for InsideSales {
         )
         .await?;
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO conversions (opportunity_id, lead_id, quality, converted_at) VALUES ",
             4,
@@ -289,11 +290,13 @@ impl Store for InsideSales {
 }
 
 /// Queue items by lead id, for the batched reader.
-pub async fn items_by_id(db: &Db, ids: Vec<LeadId>) -> themodel_runtime::ApiResult<Vec<(LeadId, QueueItem)>> {
+pub async fn items_by_id(
+    conn: &mut Conn,
+    db: &Db,
+    ids: Vec<LeadId>,
+) -> themodel_runtime::ApiResult<Vec<(LeadId, QueueItem)>> {
     let keys: Vec<&str> = ids.iter().map(LeadId::as_str).collect();
-    let mut conn = db.reader().acquire().await?;
-    let rows =
-        db::select_in(&mut conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &keys).await?;
+    let rows = db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &keys).await?;
     Ok(items(rows)?.into_iter().map(|i| (i.lead_id.clone(), i)).collect())
 }
 

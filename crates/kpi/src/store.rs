@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use sqlx::{Any, Executor};
 use themodel_quality::Definition;
+use themodel_runtime::Db;
+use themodel_runtime::db::Conn;
 use themodel_runtime::time::Micros;
-use themodel_runtime::{Db, Tx};
 
 use crate::domain::{Counts, Metric};
 use crate::visitors::{self, Cells};
@@ -68,7 +69,7 @@ pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, Cursor>> {
 /// consumer applying the same page blocks on the row, then finds the cursor
 /// moved and gets `false`, so a page is never counted twice.
 pub async fn apply(
-    tx: &mut Tx,
+    conn: &mut Conn,
     source: &str,
     expected: Option<&Cursor>,
     new: &Cursor,
@@ -82,7 +83,7 @@ pub async fn apply(
         .bind(source)
         .bind(new.applied_seq)
         .bind(&new.stream_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected(),
         Some(old) => sqlx::query(
@@ -94,7 +95,7 @@ pub async fn apply(
         .bind(source)
         .bind(old.applied_seq)
         .bind(&old.stream_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected(),
     };
@@ -109,7 +110,7 @@ pub async fn apply(
         .bind(*day)
         .bind(metric.code())
         .bind(*n)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     }
     let mut cells = Cells::default();
@@ -119,7 +120,7 @@ pub async fn apply(
         )
         .bind(visitor)
         .bind(*day)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
             == 1;
@@ -131,13 +132,13 @@ pub async fn apply(
         )
         .bind(visitor)
         .bind(*day)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let next: Option<i64> =
             sqlx::query_scalar("SELECT day FROM visitor_days WHERE visitor_id = $1 AND day > $2 ORDER BY day LIMIT 1")
                 .bind(visitor)
                 .bind(*day)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *conn)
                 .await?;
         cells.first_visit_on(*day, prev, next);
     }
@@ -149,7 +150,7 @@ pub async fn apply(
         .bind(node)
         .bind(day)
         .bind(n)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(true)
@@ -202,19 +203,19 @@ pub async fn definition(db: &Db, version: i64) -> anyhow::Result<Option<(Definit
 }
 
 /// The latest published version (0 when none is).
-pub async fn latest_version(tx: &mut Tx) -> Result<i64, sqlx::Error> {
-    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions").fetch_one(&mut **tx).await?;
+pub async fn latest_version(conn: &mut Conn) -> Result<i64, sqlx::Error> {
+    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions").fetch_one(&mut *conn).await?;
     Ok(latest.unwrap_or(0))
 }
 
 /// Stores `d` (its version set) as published at `at`.
-pub async fn insert_definition(tx: &mut Tx, d: &Definition, at: Micros) -> Result<(), sqlx::Error> {
+pub async fn insert_definition(conn: &mut Conn, d: &Definition, at: Micros) -> Result<(), sqlx::Error> {
     let body = serde_json::to_string(d).map_err(|e| sqlx::Error::Encode(e.into()))?;
     sqlx::query("INSERT INTO definitions (version, body, published_at) VALUES ($1, $2, $3)")
         .bind(d.version)
         .bind(body)
         .bind(at)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
@@ -260,9 +261,9 @@ impl themodel_runtime::Store for Definitions {
     type Change = (Definition, Micros);
     type Event = themodel_proto::kpi::v1::KpiEvent;
 
-    async fn load(&self, tx: &mut Tx, keys: &[Latest], state: &mut Published) -> Result<(), sqlx::Error> {
+    async fn load(&self, conn: &mut Conn, keys: &[Latest], state: &mut Published) -> Result<(), sqlx::Error> {
         if !keys.is_empty() && state.latest.is_none() {
-            state.latest = Some(latest_version(tx).await?);
+            state.latest = Some(latest_version(conn).await?);
         }
         Ok(())
     }
@@ -272,9 +273,9 @@ impl themodel_runtime::Store for Definitions {
         state.new.push((d, at));
     }
 
-    async fn flush(&self, tx: &mut Tx, state: &mut Published) -> Result<(), sqlx::Error> {
+    async fn flush(&self, conn: &mut Conn, state: &mut Published) -> Result<(), sqlx::Error> {
         for (d, at) in &state.new {
-            insert_definition(tx, d, *at).await?;
+            insert_definition(conn, d, *at).await?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! into domain values, hands the writer a unit of work (the rows it needs and
 //! the domain step), and maps the outcome. Reads go through a batched reader.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -342,17 +342,13 @@ struct InFlight {
 fn ingest(cx: &Ctx<'_, Marketing>, items: &[Ingested]) -> ApiResult<Done<Marketing>> {
     let mut s = Session::new(cx);
     let mut resp = pb::IngestBehaviourResponse::default();
+    // Event ids recorded by this unit so far (earlier units' are in `cx.state`).
+    let (mut touches, mut visits) = (HashSet::new(), HashSet::new());
     for Ingested { index, event_id, item } in items {
         let id = event_id.as_deref();
         let duplicate = match (item, id) {
-            (Item::Touch(_), Some(e)) => {
-                cx.state.touch_seen(e)?
-                    || s.rows.iter().any(|r| matches!(r, Change::Touch(t) if t.event_id.as_deref() == Some(e)))
-            }
-            (Item::Visit(_), Some(e)) => {
-                cx.state.visit_seen(e)?
-                    || s.rows.iter().any(|r| matches!(r, Change::Visit(v) if v.event_id.as_deref() == Some(e)))
-            }
+            (Item::Touch(_), Some(e)) => cx.state.touch_seen(e)? || !touches.insert(e),
+            (Item::Visit(_), Some(e)) => cx.state.visit_seen(e)? || !visits.insert(e),
             (_, None) => false,
         };
         if duplicate {

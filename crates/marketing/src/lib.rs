@@ -34,11 +34,12 @@ pub async fn run(
     let db = started.db.clone();
     let writer = started.writer(store::Marketing { db: db.clone() });
     let leads = Loader::spawn(
-        move |ids| {
-            let db = db.clone();
-            async move { store::leads_by_id(&db, ids).await }
-        },
+        db.clone(),
         2,
+        move |conn, ids| {
+            let db = db.clone();
+            Box::pin(async move { store::leads_by_id(conn, &db, ids).await })
+        },
         started.stop_token(),
     );
     let api = api::Api { writer: writer.clone(), leads, clock: started.clock.clone() };

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use themodel_quality::{Score, TouchKind};
+use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db};
 use themodel_runtime::time::Micros;
-use themodel_runtime::{ApiError, ApiResult, Rows, Store, Tx};
+use themodel_runtime::{ApiError, ApiResult, Rows, Store};
 use themodel_values::{Code, Department, Email, LeadId, VisitorId};
 
 use crate::domain::{Lead, Status, Visitor, relationship_code, relationship_from_code};
@@ -221,7 +222,7 @@ impl Store for Marketing {
     type Change = Change;
     type Event = themodel_proto::marketing::v1::MarketingEvent;
 
-    async fn load(&self, tx: &mut Tx, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
+    async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
         let db = &self.db;
         let mut lead_ids: Vec<LeadId> = Vec::new();
         let mut emails: Vec<&str> = Vec::new();
@@ -240,7 +241,7 @@ impl Store for Marketing {
         // Visitors first: a visitor's lead is loaded with the leads.
         let wanted: Vec<&str> = state.visitors.missing(visitors).into_iter().map(VisitorId::as_str).collect();
         let rows: Vec<(String, String, i64, i64, i64)> = db::select_in(
-        tx,
+                conn,
             db,
             "SELECT visitor_id, lead_id, lead_captured_at, page_views, product_views FROM visitors WHERE visitor_id IN ",
             "",
@@ -267,7 +268,7 @@ impl Store for Marketing {
 
         let wanted: Vec<&str> = state.leads.missing(&lead_ids).into_iter().map(LeadId::as_str).collect();
         let rows =
-            db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &wanted).await?;
+            db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &wanted).await?;
         let mut found: HashMap<String, Lead> = leads(rows)?.into_iter().map(|l| (l.lead_id.to_string(), l)).collect();
         for id in wanted {
             state.leads.loaded(LeadId::from_stored(id.to_owned()), found.remove(id));
@@ -275,7 +276,7 @@ impl Store for Marketing {
 
         let wanted: Vec<&str> = emails.into_iter().filter(|e| !state.by_email.contains_key(*e)).collect();
         let rows =
-            db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM leads WHERE email_key IN "), "", &wanted).await?;
+            db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE email_key IN "), "", &wanted).await?;
         for lead in leads(rows)? {
             state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
             state.leads.loaded(lead.lead_id.clone(), Some(lead));
@@ -290,7 +291,8 @@ impl Store for Marketing {
         ] {
             let wanted: Vec<&str> = ids.into_iter().filter(|e| !loaded.contains(*e)).collect();
             let rows: Vec<(String,)> =
-                db::select_in(tx, db, &format!("SELECT event_id FROM {table} WHERE event_id IN "), "", &wanted).await?;
+                db::select_in(conn, db, &format!("SELECT event_id FROM {table} WHERE event_id IN "), "", &wanted)
+                    .await?;
             recorded.extend(rows.into_iter().map(|(e,)| e));
             loaded.extend(wanted.into_iter().map(str::to_owned));
         }
@@ -321,12 +323,12 @@ impl Store for Marketing {
         }
     }
 
-    async fn flush(&self, tx: &mut Tx, state: &mut State) -> Result<(), sqlx::Error> {
+    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
         let db = &self.db;
         let leads: Vec<(&Lead, String)> =
             state.leads.changed().map(|l| (l, touches_to_text(&l.scored_touches))).collect();
         db::insert_rows(
-            tx,
+            conn,
             db,
             &format!("INSERT INTO leads ({COLUMNS}, email_key) VALUES "),
             25,
@@ -372,7 +374,7 @@ impl Store for Marketing {
         .await?;
         let visitors: Vec<&Visitor> = state.visitors.changed().collect();
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO visitors (visitor_id, lead_id, lead_captured_at, page_views, product_views) VALUES ",
             5,
@@ -390,7 +392,7 @@ impl Store for Marketing {
         )
         .await?;
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO visits (visit_id, visitor_id, page, product_page, channel, campaign, occurred_at, lead_id, \
              event_id) VALUES ",
@@ -411,7 +413,7 @@ impl Store for Marketing {
         )
         .await?;
         db::insert_rows(
-            tx,
+            conn,
             db,
             "INSERT INTO touches (lead_id, kind, detail, occurred_at, event_id) VALUES ",
             5,
@@ -426,11 +428,9 @@ impl Store for Marketing {
 }
 
 /// Leads by id, for the batched reader.
-pub async fn leads_by_id(db: &Db, ids: Vec<LeadId>) -> ApiResult<Vec<(LeadId, Lead)>> {
+pub async fn leads_by_id(conn: &mut Conn, db: &Db, ids: Vec<LeadId>) -> ApiResult<Vec<(LeadId, Lead)>> {
     let keys: Vec<&str> = ids.iter().map(LeadId::as_str).collect();
-    let mut conn = db.reader().acquire().await?;
-    let rows =
-        db::select_in(&mut conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &keys).await?;
+    let rows = db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &keys).await?;
     Ok(leads(rows)?.into_iter().map(|l| (l.lead_id.clone(), l)).collect())
 }
 

@@ -14,7 +14,7 @@ use themodel_proto::common::v1 as pb;
 use themodel_proto::common::v1::event_stream_service_server::{EventStreamService, EventStreamServiceServer};
 use tonic::{Request, Response, Status};
 
-use crate::db::{self, Db, Tx};
+use crate::db::{self, Conn, Db};
 use crate::error::ApiError;
 use crate::time::{self, Micros};
 
@@ -24,18 +24,18 @@ pub fn pack<E: Message + Name>(event: &E) -> Any {
 }
 
 /// Appends events in order; returns the seq of the last one.
-pub async fn append(tx: &mut Tx, db: &Db, events: &[Any], now: Micros) -> Result<i64, sqlx::Error> {
+pub async fn append(conn: &mut Conn, db: &Db, events: &[Any], now: Micros) -> Result<i64, sqlx::Error> {
     if events.is_empty() {
-        return sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut **tx).await;
+        return sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut *conn).await;
     }
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let last: i64 = sqlx::query_scalar("UPDATE stream_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
         .bind(n)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await?;
     let numbered: Vec<(i64, &Any)> = (last - n + 1..).zip(events).collect();
     db::insert_rows(
-        tx,
+        conn,
         db,
         "INSERT INTO events (seq, recorded_at, type_url, payload) VALUES ",
         4,

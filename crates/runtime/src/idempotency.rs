@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
-use crate::db::{self, Db, Tx};
+use crate::db::{self, Conn, Db};
 use crate::time::Micros;
 
 /// One request's key (scoped by method) and fingerprint.
@@ -50,12 +50,12 @@ struct Row {
 }
 
 /// The stored records of `keys`.
-pub async fn load(tx: &mut Tx, db: &Db, keys: &[&str]) -> Result<HashMap<String, Record>, sqlx::Error> {
+pub async fn load(conn: &mut Conn, db: &Db, keys: &[&str]) -> Result<HashMap<String, Record>, sqlx::Error> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
     let rows: Vec<Row> = db::select_in(
-        tx,
+        conn,
         db,
         "SELECT request_key, fingerprint, response FROM idempotency WHERE request_key IN ",
         "",
@@ -66,9 +66,9 @@ pub async fn load(tx: &mut Tx, db: &Db, keys: &[&str]) -> Result<HashMap<String,
 }
 
 /// Records first responses, in the transaction that made their changes.
-pub async fn insert(tx: &mut Tx, db: &Db, rows: &[(&Key, &[u8])], now: Micros) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut Conn, db: &Db, rows: &[(&Key, &[u8])], now: Micros) -> Result<(), sqlx::Error> {
     db::insert_rows(
-        tx,
+        conn,
         db,
         "INSERT INTO idempotency (request_key, fingerprint, response, created_at) VALUES ",
         4,

@@ -13,12 +13,16 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::db::{Conn, Db};
 use crate::error::{ApiError, ApiResult};
 
 type Ask<K, V> = (K, oneshot::Sender<ApiResult<Option<Arc<V>>>>);
+
+/// A boxed future borrowing a connection.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A handle to a batched reader of `V` by `K`.
 pub struct Loader<K, V> {
@@ -47,20 +51,29 @@ where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    /// Starts a loader that answers with `fetch(keys) -> rows by key`,
-    /// running at most `parallel` queries at once, until `shutdown`.
-    pub fn spawn<F, Fut>(fetch: F, parallel: usize, shutdown: CancellationToken) -> Self
+    /// Starts a loader that answers with `fetch(connection, keys) -> rows by
+    /// key`, on `parallel` read connections of its own (outside the pool: see
+    /// [`crate::db::Db`]), until `shutdown`.
+    pub fn spawn<F>(db: Db, parallel: usize, fetch: F, shutdown: CancellationToken) -> Self
     where
-        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ApiResult<Vec<(K, V)>>> + Send + 'static,
+        F: for<'c> Fn(&'c mut Conn, Vec<K>) -> BoxFuture<'c, ApiResult<Vec<(K, V)>>> + Send + Sync + 'static,
     {
         let (queue, mut rx) = mpsc::channel::<Ask<K, V>>(QUEUE);
         let fetch = Arc::new(fetch);
-        let permits = Arc::new(Semaphore::new(parallel.max(1)));
+        let parallel = parallel.max(1);
+        // Idle connections (`None`: not opened yet, or dropped after failing).
+        let (idle, mut idle_rx) = mpsc::channel::<Option<Conn>>(parallel);
+        for _ in 0..parallel {
+            let _ = idle.try_send(None);
+        }
         tokio::spawn(async move {
             let mut asks = Vec::with_capacity(MAX_KEYS);
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let slot = tokio::select! {
+                    slot = idle_rx.recv() => slot,
+                    _ = shutdown.cancelled() => None,
+                };
+                let Some(slot) = slot else { break };
                 let n = tokio::select! {
                     n = rx.recv_many(&mut asks, MAX_KEYS) => n,
                     _ = shutdown.cancelled() => 0,
@@ -69,31 +82,46 @@ where
                     break;
                 }
                 let batch: Vec<Ask<K, V>> = asks.drain(..).filter(|(_, reply)| !reply.is_closed()).collect();
-                let fetch = fetch.clone();
+                let (fetch, db, idle) = (fetch.clone(), db.clone(), idle.clone());
                 tokio::spawn(async move {
                     let mut seen = std::collections::HashSet::new();
                     let keys: Vec<K> =
                         batch.iter().map(|(k, _)| k.clone()).filter(|k| seen.insert(k.clone())).collect();
-                    if keys.is_empty() {
-                        return;
-                    }
-                    match fetch(keys).await {
+                    let mut conn = match slot {
+                        Some(c) => c,
+                        None => match db.open_reader().await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let e = ApiError::from(e);
+                                for (_, reply) in batch {
+                                    let _ = reply.send(Err(e.duplicate()));
+                                }
+                                let _ = idle.send(None).await;
+                                return;
+                            }
+                        },
+                    };
+                    let result = if keys.is_empty() { Ok(Vec::new()) } else { fetch(&mut conn, keys).await };
+                    let keep = match result {
                         Ok(rows) => {
                             let by_key: HashMap<K, Arc<V>> = rows.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
                             for (key, reply) in batch {
                                 let _ = reply.send(Ok(by_key.get(&key).cloned()));
                             }
+                            true
                         }
                         Err(e) => {
                             for (_, reply) in batch {
                                 let _ = reply.send(Err(e.duplicate()));
                             }
-                            if let ApiError::Internal(e) = e {
+                            if let ApiError::Internal(e) = &e {
                                 tracing::error!(error = ?e, "batched read failed");
                             }
+                            // A connection that failed is not trusted again.
+                            false
                         }
-                    }
-                    drop(permit);
+                    };
+                    let _ = idle.send(keep.then_some(conn)).await;
                 });
             }
         });
@@ -123,17 +151,20 @@ mod tests {
 
     #[tokio::test]
     async fn overlapping_reads_share_queries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&format!("sqlite://{}/l.db", dir.path().display())).await.expect("db");
         let queries = Arc::new(AtomicUsize::new(0));
         let counted = queries.clone();
         let loader: Loader<u32, u32> = Loader::spawn(
-            move |keys: Vec<u32>| {
+            db,
+            1,
+            move |_conn: &mut Conn, keys: Vec<u32>| {
                 counted.fetch_add(1, Ordering::SeqCst);
-                async move {
+                Box::pin(async move {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     Ok(keys.into_iter().filter(|k| k % 2 == 0).map(|k| (k, k * 10)).collect())
-                }
+                })
             },
-            1,
             CancellationToken::new(),
         );
         let mut calls = tokio::task::JoinSet::new();

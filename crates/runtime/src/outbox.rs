@@ -34,7 +34,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
 use crate::call::Call;
-use crate::db::{self, Db, Tx};
+use crate::db::{self, Conn, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::{self, PeerChannel};
 use crate::time::{self, Clock, Micros};
@@ -207,19 +207,24 @@ impl Change {
 }
 
 /// The hand-overs `ids`, by id.
-pub(crate) async fn load(tx: &mut Tx, db: &Db, ids: &[&str]) -> Result<HashMap<String, Row>, sqlx::Error> {
+pub(crate) async fn load(conn: &mut Conn, db: &Db, ids: &[&str]) -> Result<HashMap<String, Row>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows: Vec<RawRow> =
-        db::select_in(tx, db, &format!("SELECT {COLUMNS} FROM outbox WHERE id IN "), "", ids).await?;
+        db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM outbox WHERE id IN "), "", ids).await?;
     rows.into_iter().map(|r| Row::try_from(r).map(|r| (r.id.clone(), r))).collect()
 }
 
 /// Writes new hand-overs (each with the trace context of the call that made it).
-pub(crate) async fn insert(tx: &mut Tx, db: &Db, rows: &[(Handover, &str)], now: Micros) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert(
+    conn: &mut Conn,
+    db: &Db,
+    rows: &[(Handover, &str)],
+    now: Micros,
+) -> Result<(), sqlx::Error> {
     db::insert_rows(
-        tx,
+        conn,
         db,
         "INSERT INTO outbox (id, destination, method, type_url, body, subject_id, trace, state, attempts, \
          created_at, next_attempt_at, last_error_code, last_error) VALUES ",
@@ -246,7 +251,7 @@ pub(crate) async fn insert(tx: &mut Tx, db: &Db, rows: &[(Handover, &str)], now:
 }
 
 /// Writes operators' changes.
-pub(crate) async fn update(tx: &mut Tx, changes: &[Change], now: Micros) -> Result<(), sqlx::Error> {
+pub(crate) async fn update(conn: &mut Conn, changes: &[Change], now: Micros) -> Result<(), sqlx::Error> {
     for c in changes {
         let sql = match c.to {
             State::Pending => {
@@ -255,7 +260,7 @@ pub(crate) async fn update(tx: &mut Tx, changes: &[Change], now: Micros) -> Resu
             }
             _ => "UPDATE outbox SET state = $1, lease_until = NULL, next_attempt_at = $2 WHERE id = $3",
         };
-        sqlx::query(sql).bind(c.to.code()).bind(now).bind(&c.id).execute(&mut **tx).await?;
+        sqlx::query(sql).bind(c.to.code()).bind(now).bind(&c.id).execute(&mut *conn).await?;
     }
     Ok(())
 }

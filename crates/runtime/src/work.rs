@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
-use crate::db::{Db, Tx};
+use crate::db::{Conn, Db};
 use crate::definition::SharedDefinition;
 use crate::error::{ApiError, ApiResult};
 use crate::outbox::{self, Handover, Outbox};
@@ -62,7 +62,7 @@ pub trait Store: Send + Sync + 'static {
     /// Loads the rows `keys` name into `state`, in the batch's transaction.
     fn load(
         &self,
-        tx: &mut Tx,
+        conn: &mut Conn,
         keys: &[Self::Key],
         state: &mut Self::State,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
@@ -72,7 +72,7 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, state: &mut Self::State, change: Self::Change);
 
     /// Writes every change applied to `state`.
-    fn flush(&self, tx: &mut Tx, state: &mut Self::State) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn flush(&self, conn: &mut Conn, state: &mut Self::State) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
 /// What a unit asks to have loaded.
@@ -304,6 +304,9 @@ enum Outcome {
 impl<S: Store> Shared<S> {
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job<S>>, shutdown: CancellationToken) {
         let mut jobs = Vec::with_capacity(self.max_batch);
+        // The writer's own connection, opened on first use and again after
+        // it broke.
+        let mut conn: Option<Conn> = None;
         loop {
             let received = tokio::select! {
                 n = rx.recv_many(&mut jobs, self.max_batch) => n,
@@ -329,12 +332,12 @@ impl<S: Store> Shared<S> {
             if batch.is_empty() {
                 continue;
             }
-            match self.write(&batch).await {
+            match self.write(&mut conn, &batch).await {
                 Ok(outcomes) => self.reply(batch, outcomes),
                 Err(e) if batch.len() > 1 => {
                     tracing::warn!(error = %e, units = batch.len(), "batch failed; committing its units one by one");
                     for job in batch {
-                        let outcome = match self.write(std::slice::from_ref(&job)).await {
+                        let outcome = match self.write(&mut conn, std::slice::from_ref(&job)).await {
                             Ok(mut o) => o.pop().unwrap_or(Outcome::Done(Err(ApiError::Internal(anyhow::anyhow!(
                                 "a unit without an outcome"
                             ))))),
@@ -345,6 +348,10 @@ impl<S: Store> Shared<S> {
                 }
                 Err(e) => self.reply(batch, vec![Outcome::Done(Err(ApiError::from(e)))]),
             }
+        }
+        if let Some(c) = conn {
+            use sqlx::Connection;
+            let _ = c.close().await;
         }
         // Whatever is still queued is refused, not dropped silently.
         rx.close();
@@ -374,10 +381,30 @@ impl<S: Store> Shared<S> {
         }
     }
 
-    /// Runs and commits a batch; an `Err` means nothing of it was committed.
-    async fn write(&self, batch: &[Job<S>]) -> Result<Vec<Outcome>, sqlx::Error> {
+    /// Runs and commits a batch on the writer's connection (opening it if
+    /// needed, and dropping it if it broke); an `Err` means nothing of the
+    /// batch was committed.
+    async fn write(&self, conn: &mut Option<Conn>, batch: &[Job<S>]) -> Result<Vec<Outcome>, sqlx::Error> {
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(self.db.open_writer().await?),
+        };
+        let result = self.write_on(c, batch).await;
+        if let Err(e) = &result
+            && matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+            )
+        {
+            tracing::warn!(error = %e, "the writer's connection broke; opening a new one");
+            *conn = None;
+        }
+        result
+    }
+
+    async fn write_on(&self, conn: &mut Conn, batch: &[Job<S>]) -> Result<Vec<Outcome>, sqlx::Error> {
         let db = &self.db;
-        let mut tx = db.begin().await?;
+        let mut tx = db.begin_on(conn).await?;
 
         let keys: Vec<&str> =
             batch.iter().filter_map(|j| j.call.key.as_ref().map(|k| k.request_key.as_str())).collect();
@@ -557,11 +584,12 @@ mod tests {
         type Change = (String, i64);
         type Event = KpiEvent;
 
-        async fn load(&self, tx: &mut Tx, keys: &[String], state: &mut CounterRows) -> Result<(), sqlx::Error> {
+        async fn load(&self, conn: &mut Conn, keys: &[String], state: &mut CounterRows) -> Result<(), sqlx::Error> {
             self.loads.fetch_add(1, Ordering::SeqCst);
             let wanted: Vec<&str> = state.0.missing(keys).into_iter().map(String::as_str).collect();
             let rows: Vec<(String, i64)> =
-                crate::db::select_in(tx, &self.db, "SELECT name, n FROM counters WHERE name IN ", "", &wanted).await?;
+                crate::db::select_in(conn, &self.db, "SELECT name, n FROM counters WHERE name IN ", "", &wanted)
+                    .await?;
             let found: HashMap<String, i64> = rows.into_iter().collect();
             for k in wanted {
                 state.0.loaded(k.to_owned(), found.get(k).copied());
@@ -573,7 +601,7 @@ mod tests {
             state.0.put(name, n);
         }
 
-        async fn flush(&self, tx: &mut Tx, state: &mut CounterRows) -> Result<(), sqlx::Error> {
+        async fn flush(&self, conn: &mut Conn, state: &mut CounterRows) -> Result<(), sqlx::Error> {
             let rows: Vec<(String, i64)> = state
                 .0
                 .dirty
@@ -581,7 +609,7 @@ mod tests {
                 .filter_map(|k| state.0.get(k.as_str()).ok().flatten().map(|n| (k.clone(), *n)))
                 .collect();
             crate::db::insert_rows(
-                tx,
+                conn,
                 &self.db,
                 "INSERT INTO counters (name, n) VALUES ",
                 2,
