@@ -260,6 +260,16 @@ impl Db {
         s
     }
 
+    /// The placeholder of parameter `n` (from 1): `?` or `$n`. Statements
+    /// built with [`Db::values`] or [`Db::list`] must use it for their other
+    /// parameters too: SQLite binds `?` by position and `$n` by number, and a
+    /// mix of the two binds the wrong values.
+    pub fn param(&self, n: usize) -> String {
+        let mut s = String::new();
+        self.placeholder(&mut s, n);
+        s
+    }
+
     fn placeholder(&self, s: &mut String, n: usize) {
         match self.backend {
             Backend::Sqlite => s.push('?'),

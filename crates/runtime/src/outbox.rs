@@ -476,8 +476,9 @@ impl Relay {
         if !delivered.is_empty() {
             for part in delivered.chunks(db::CHUNKS[0]) {
                 let sql = format!(
-                    "UPDATE outbox SET state = 'delivered', delivered_at = $1, attempts = attempts + 1, \
+                    "UPDATE outbox SET state = 'delivered', delivered_at = {}, attempts = attempts + 1, \
                      lease_until = NULL WHERE id IN {}",
+                    self.db.param(1),
                     self.db.list(part.len(), 2)
                 );
                 let mut q = sqlx::query(&sql).bind(self.clock.now());

@@ -114,6 +114,12 @@ pub struct SuiteOptions {
     pub poll_interval: Duration,
     pub definition_refresh: Duration,
     pub shutdown_grace: Duration,
+    /// Calls in flight per service beyond which calls are refused.
+    pub max_in_flight: usize,
+    /// Writes waiting per service beyond which writes are refused.
+    pub writer_queue: usize,
+    /// Refusals after which a hand-over becomes a dead letter.
+    pub dead_letter_after: u32,
     pub clock: Clock,
 }
 
@@ -129,6 +135,9 @@ impl SuiteOptions {
             poll_interval: Duration::from_millis(250),
             definition_refresh: Duration::from_secs(10),
             shutdown_grace: Duration::ZERO,
+            max_in_flight: 1024,
+            writer_queue: 2048,
+            dead_letter_after: 5,
             clock: Clock::system(),
         }
     }
@@ -239,6 +248,9 @@ impl Suite {
         c.poll_interval = o.poll_interval;
         c.definition_refresh = o.definition_refresh;
         c.shutdown_grace = o.shutdown_grace;
+        c.max_in_flight = o.max_in_flight;
+        c.writer.queue = o.writer_queue;
+        c.dead_letter_after = o.dead_letter_after;
         c
     }
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the README's grpcurl walkthrough word for word against a fresh
+# `themodel up`, and fails if any step fails (the one step that shows an
+# error must fail, with INVALID_ARGUMENT). Needs grpcurl and a built binary
+# (THEMODEL_BIN, default target/debug/themodel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${THEMODEL_BIN:-target/debug/themodel}"
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+"$bin" up --data-dir "$work/data" >"$work/up.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  grpcurl -plaintext -d '{}' localhost:50055 grpc.health.v1.Health/Check >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+# Every grpcurl line of the walkthrough section, in order.
+awk '/^## Walk a lead/{on=1} /^## Test it/{on=0} on && /^grpcurl /' README.md >"$work/steps"
+[ -s "$work/steps" ] || { echo "no walkthrough steps found in README.md" >&2; exit 1; }
+n=0
+while IFS= read -r step; do
+  n=$((n + 1))
+  if [[ "$step" == *'"request_id": "oops"'* ]]; then
+    if out=$(bash -c "$step" 2>&1); then
+      echo "step $n should have failed: $step" >&2; exit 1
+    fi
+    grep -q "InvalidArgument" <<<"$out" || { echo "step $n: expected InvalidArgument, got: $out" >&2; exit 1; }
+  else
+    bash -c "$step" >"$work/out" 2>&1 || { echo "step $n failed: $step" >&2; cat "$work/out" >&2; exit 1; }
+  fi
+done <"$work/steps"
+
+# The funnel the README promises.
+funnel=$(grpcurl -plaintext -emit-defaults -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
+  localhost:50055 themodel.kpi.v1.KpiService/GetFunnel)
+for want in '"visitors": "2"' '"leads": "2"' '"excludedLeads": "1"' '"opportunities": "1"' '"wins": "1"' '"retained": "1"'; do
+  grep -q "$want" <<<"$funnel" || { echo "funnel lacks $want: $funnel" >&2; exit 1; }
+done
+echo "README walkthrough: $n steps as written, funnel as promised"
