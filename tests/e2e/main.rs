@@ -7,6 +7,7 @@
 mod bad_input;
 mod chain;
 mod concurrency;
+mod dead_letters;
 mod definitions;
 mod durability;
 mod flows;
