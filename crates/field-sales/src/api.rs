@@ -10,7 +10,7 @@ use themodel_runtime::time::{to_timestamp, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::wire::enums::{phase_from_proto, phase_to_proto};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
-use themodel_values::{AccountId, Code, LeadId, OpportunityId, Term};
+use themodel_values::{AccountId, LeadId, OpportunityId, Term};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{IncomingOpportunity, Opportunity, Refused, Win};
@@ -228,10 +228,12 @@ impl Api {
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = opportunity_id(&mut v, &r.opportunity_id);
-        let reason = v.parse("reason", Code::parse(&r.reason));
+        // Matched exactly against the definition's lost_reasons by the
+        // domain, which lists the accepted ones when it refuses.
+        let reason = r.reason.clone();
         let note = v.text("note", &r.note, 4000);
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
-        let (id, reason) = v.build(|| Some((id?, reason?)))?;
+        let id = v.build(|| id)?;
         let needs = vec![Need::Row(Key::Opportunity(id.clone()))];
         self.writer
             .execute(call, needs, move |cx| {

@@ -12,7 +12,7 @@ use themodel_runtime::outbox::Handover;
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::enums::phase_to_proto;
 use themodel_runtime::wire::{department_to_proto, money_to_proto};
-use themodel_values::{AccountId, Code, Department, LeadId, Money, OpportunityId, Term, time};
+use themodel_values::{AccountId, Department, LeadId, Money, OpportunityId, Term, time};
 
 /// Field sales' effects: its events and hand-overs.
 pub type Out = Effects<pb::FieldSalesEvent>;
@@ -210,11 +210,11 @@ impl Opportunity {
 
     /// Closes lost from any open phase, with one of the definition's lost
     /// reasons, and sends the lead back to marketing on that reason's track.
-    pub fn close_lost(&mut self, reason: &Code, note: &str, at: Micros, def: &Definition) -> Result<Out, Refused> {
+    pub fn close_lost(&mut self, reason: &str, note: &str, at: Micros, def: &Definition) -> Result<Out, Refused> {
         if !self.phase.is_open() {
             return Err(Refused::Closed(self.phase));
         }
-        def.check_lost_reason(reason.as_str())?;
+        def.check_lost_reason(reason)?;
         let lost_in = self.phase;
         self.lost_reason = reason.to_string();
         self.closed_at = Some(at);
@@ -295,8 +295,7 @@ mod tests {
         assert_eq!(out.handovers[0].destination, "customer-success");
         assert_eq!(o.phase, Phase::Won);
         assert_eq!(o.history.len(), 5);
-        let lost = Code::parse("lost_price").expect("code");
-        assert_eq!(o.close_lost(&lost, "", 400, &def), Err(Refused::Closed(Phase::Won)));
+        assert_eq!(o.close_lost("lost_price", "", 400, &def), Err(Refused::Closed(Phase::Won)));
     }
 
     #[test]
@@ -341,10 +340,10 @@ mod tests {
     fn lost_reasons_are_the_definitions_and_are_kept_as_given() {
         let def = Definition::default();
         let mut o = opp(ALL);
-        let e = o.close_lost(&Code::parse("competitor").expect("code"), "", 2, &def).unwrap_err();
+        let e = o.close_lost("competitor", "", 2, &def).unwrap_err();
         assert!(e.to_string().contains("accepted: lost_to_competitor"), "{e}");
         assert_eq!(o.phase, Phase::PreOpportunity, "refused, not mapped to lost_other");
-        let out = o.close_lost(&Code::parse("lost_price").expect("code"), "too dear", 3, &def).expect("listed");
+        let out = o.close_lost("lost_price", "too dear", 3, &def).expect("listed");
         assert_eq!(o.lost_reason, "lost_price");
         assert_eq!(o.phase, Phase::Lost);
         assert_eq!(out.handovers[0].destination, "marketing");

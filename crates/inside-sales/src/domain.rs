@@ -263,14 +263,14 @@ impl QueueItem {
     /// Sends the lead back to marketing with one of the definition's reasons.
     pub fn recycle(
         &mut self,
-        reason: &Code,
+        reason: &str,
         timing_months: i32,
         note: &str,
         at: Micros,
         def: &Definition,
     ) -> Result<Out, Refused> {
         self.ensure_open()?;
-        def.check_recycle(reason.as_str(), timing_months)?;
+        def.check_recycle(reason, timing_months)?;
         self.status = Status::Recycled;
         self.recycle_reason = reason.to_string();
         let handover = Handover::new(RecycleLeadRequest {
@@ -404,13 +404,13 @@ mod tests {
     fn recycle_reasons_come_from_the_definition() {
         let def = Definition::default();
         let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def);
-        let bored = Code::parse("bored").expect("code");
-        let e = item.recycle(&bored, 0, "", 2_000, &def).unwrap_err();
+        let e = item.recycle("bored", 0, "", 2_000, &def).unwrap_err();
         assert!(e.to_string().contains("accepted: not_contacted, timing, no_budget, no_need"), "{e}");
         assert_eq!(item.status, Status::Open, "a refused recycle changes nothing");
-        let timing = Code::parse("timing").expect("code");
-        assert!(item.recycle(&timing, 0, "", 2_000, &def).is_err(), "timing needs months");
-        let out = item.recycle(&timing, 3, "", 2_000, &def).expect("valid");
+        let e = item.recycle("Timing", 3, "", 2_000, &def).unwrap_err();
+        assert!(e.to_string().contains("\"Timing\" is not a reason"), "exactly as listed: {e}");
+        assert!(item.recycle("timing", 0, "", 2_000, &def).is_err(), "timing needs months");
+        let out = item.recycle("timing", 3, "", 2_000, &def).expect("valid");
         assert_eq!(out.handovers[0].destination, "marketing");
         assert_eq!(item.status, Status::Recycled);
     }
@@ -420,7 +420,7 @@ mod tests {
         let def = Definition::default();
         let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho-1", &def);
         item.log_activity("ac", pb::ActivityKind::Call, pb::ActivityOutcome::NoAnswer, 2_000);
-        item.recycle(&Code::parse("no_budget").expect("code"), 0, "", 3_000, &def).expect("open");
+        item.recycle("no_budget", 0, "", 3_000, &def).expect("open");
         let (again, _) = QueueItem::accept(incoming("web_form"), Some(&item), "ho-2", &def);
         assert_eq!(again.status, Status::Open);
         assert_eq!(again.first_contact_at, None, "a new hand-over gets a new SLA clock");

@@ -40,7 +40,7 @@ impl Definition {
     /// its rule requires it.
     pub fn check_recycle(&self, reason: &str, timing_months: i32) -> Result<(), ReasonRefused> {
         let rule = self.recycle_reasons.iter().find(|r| r.code == reason).ok_or_else(|| ReasonRefused::Unknown {
-            reason: reason.to_owned(),
+            reason: shown(reason),
             version: self.version,
             accepted: self.recycle_reasons.iter().map(|r| r.code.clone()).collect(),
         })?;
@@ -65,11 +65,20 @@ impl Definition {
             Ok(())
         } else {
             Err(ReasonRefused::Unknown {
-                reason: reason.to_owned(),
+                reason: shown(reason),
                 version: self.version,
                 accepted: self.lost_reasons.clone(),
             })
         }
+    }
+}
+
+/// The refused text as quoted back: at most 64 characters, so a hostile
+/// megabyte does not come back in the error.
+fn shown(reason: &str) -> String {
+    match reason.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &reason[..end]),
+        None => reason.to_owned(),
     }
 }
 
@@ -116,10 +125,18 @@ mod tests {
     fn lost_reasons_are_taken_as_listed_never_mapped() {
         let d = Definition::default();
         assert_eq!(d.check_lost_reason("lost_price"), Ok(()));
-        for near_miss in ["price", "competitor", "lost_"] {
+        for near_miss in ["price", "competitor", "lost_", "Lost_Price", " lost_price"] {
             let e = d.check_lost_reason(near_miss).unwrap_err();
             assert!(e.to_string().contains("accepted: lost_to_competitor, lost_price"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_long_refused_reason_is_quoted_short() {
+        let d = Definition::default();
+        let e = d.check_lost_reason(&"é".repeat(100_000)).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        assert!(e.to_string().contains("accepted: lost_to_competitor"), "{e}");
     }
 
     #[test]
