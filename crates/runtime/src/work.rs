@@ -445,6 +445,12 @@ impl<S: Store> Shared<S> {
                     continue;
                 }
             }
+            // Checked again here: the transaction may have waited for a lock
+            // long after the unit was taken from the queue.
+            if job.reply.is_closed() || job.call.expired() {
+                outcomes.push(Outcome::Done(Err(ApiError::DeadlineExceeded)));
+                continue;
+            }
             let ctx = Ctx::<S> { state: &state, now, definition: &definition, handovers: &handovers };
             let done = match (job.step)(&ctx) {
                 Ok(done) => done,
