@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod bounds;
 mod chain;
 mod concurrency;
 mod dead_letters;
@@ -12,5 +13,7 @@ mod definitions;
 mod durability;
 mod flows;
 mod idempotency;
+mod ingest;
 mod interfaces;
+mod overload;
 mod postgres;
