@@ -5,17 +5,12 @@
 use prost::{Message, Name};
 use themodel_e2e::{Svc, TestSuite, eventually, ts};
 use themodel_proto::common::v1 as common;
-use themodel_proto::common::v1::outbox_service_client::OutboxServiceClient;
 use themodel_proto::common::v1::{Money, OutboxEvent};
 use themodel_proto::customersuccess::v1 as cs;
 use themodel_proto::fieldsales::v1 as fs;
 use tonic::Code;
 
 use crate::flows::*;
-
-fn outbox(t: &TestSuite, svc: Svc) -> OutboxServiceClient<tonic::transport::Channel> {
-    OutboxServiceClient::new(tonic::transport::Channel::from_shared(t.suite.url(svc)).unwrap().connect_lazy())
-}
 
 /// Drives a lead to APPROVAL and closes it won for `value` into `account_id`.
 async fn won_deal(t: &TestSuite, id: &str, account_id: &str, value: Money) {
@@ -47,7 +42,7 @@ fn money(code: &str, units: i64) -> Money {
 
 async fn dead_letters(t: &TestSuite) -> Vec<common::Handover> {
     let req = common::ListDeadLettersRequest::default();
-    outbox(t, Svc::FieldSales).list_dead_letters(req).await.unwrap().into_inner().dead_letters
+    t.outbox(Svc::FieldSales).list_dead_letters(req).await.unwrap().into_inner().dead_letters
 }
 
 /// The outbox events in field sales' stream, in order.
@@ -95,15 +90,14 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
     let shared = account(&t, "acct-shared").await;
     assert_eq!(shared.contract_value, Some(money("JPY", 1_200_000)), "the refused deal changed nothing");
 
-    let stats = outbox(&t, Svc::FieldSales).get_outbox_stats(common::GetOutboxStatsRequest {}).await.unwrap();
-    let to_cs = stats.into_inner().destinations.into_iter().find(|d| d.destination == "customer-success").unwrap();
+    let to_cs = t.outbox_stats(Svc::FieldSales, "customer-success").await;
     assert_eq!((to_cs.dead_letters, to_cs.delivered, to_cs.pending), (1, 2, 0));
 
     // Retry: back in line, attempts from zero; refused again, dead again.
     let retry =
         common::RetryDeadLetterRequest { request_id: "retry-1".into(), handover_id: letter.handover_id.clone() };
-    let retried = outbox(&t, Svc::FieldSales).retry_dead_letter(retry.clone()).await.unwrap().into_inner();
-    let again = outbox(&t, Svc::FieldSales).retry_dead_letter(retry).await.unwrap().into_inner();
+    let retried = t.outbox(Svc::FieldSales).retry_dead_letter(retry.clone()).await.unwrap().into_inner();
+    let again = t.outbox(Svc::FieldSales).retry_dead_letter(retry).await.unwrap().into_inner();
     assert_eq!(retried, again, "a repeated retry is answered from the first");
     let h = retried.handover.unwrap();
     assert_eq!((h.state, h.attempts), (common::HandoverState::Pending as i32, 0));
@@ -119,12 +113,12 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
         handover_id: letter.handover_id.clone(),
         reason: "the customer pays in JPY; re-entered by hand".into(),
     };
-    let dropped = outbox(&t, Svc::FieldSales).drop_dead_letter(drop).await.unwrap().into_inner();
+    let dropped = t.outbox(Svc::FieldSales).drop_dead_letter(drop).await.unwrap().into_inner();
     assert_eq!(dropped.handover.unwrap().state, common::HandoverState::Dropped as i32);
     assert!(dead_letters(&t).await.is_empty());
     let retry =
         common::RetryDeadLetterRequest { request_id: "retry-2".into(), handover_id: letter.handover_id.clone() };
-    let err = outbox(&t, Svc::FieldSales).retry_dead_letter(retry).await.unwrap_err();
+    let err = t.outbox(Svc::FieldSales).retry_dead_letter(retry).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     // Each step is in field sales' stream.

@@ -29,15 +29,30 @@ pub async fn receiver_down_then_up(t: &mut TestSuite) {
     for id in leads {
         convert(t, id, &format!("opp-{id}"), "2026-11-02T11:00:00Z").await;
     }
-    // Let the relay fail a few deliveries against the closed port.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // The relay tries, fails against the closed port, and keeps all three.
+    let backlog = eventually("deliveries to field sales fail while it is down", || async {
+        let s = t.outbox_stats(Svc::InsideSales, "field-sales").await;
+        (s.failed_attempts >= 3).then_some(s)
+    })
+    .await;
+    assert_eq!((backlog.pending, backlog.delivered, backlog.dead_letters), (3, 0, 0));
+    assert!(backlog.oldest_pending_age.is_some());
+
     t.suite.restart(Svc::FieldSales).await.unwrap();
     t.wait_serving().await;
-
     for id in leads {
         let o = opportunity(t, &format!("opp-{id}")).await;
         assert_eq!(o.lead_id, id);
     }
+    let done = eventually("the backlog to field sales is delivered", || async {
+        let s = t.outbox_stats(Svc::InsideSales, "field-sales").await;
+        (s.pending == 0).then_some(s)
+    })
+    .await;
+    assert_eq!((done.delivered, done.dead_letters, done.failed_attempts), (3, 0, 0));
+
+    // Nothing is left to retry, so nothing can arrive twice later: each
+    // hand-over arrived exactly once.
     let all = t
         .field_sales
         .clone()
@@ -46,9 +61,6 @@ pub async fn receiver_down_then_up(t: &mut TestSuite) {
         .unwrap()
         .into_inner();
     assert_eq!(all.opportunities.len(), 3, "each hand-over arrived exactly once");
-
-    // Relays keep retrying in the background; nothing may arrive twice later either.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
     assert_eq!((f.leads, f.opportunities), (3, 3));
     let opened_events = t.head(Svc::FieldSales).await;
@@ -130,20 +142,32 @@ async fn a_sender_that_crashes_with_hand_overs_pending_delivers_them_after_resta
     for id in ["k1", "k2"] {
         convert(&t, id, &format!("opp-{id}"), "2026-11-02T11:00:00Z").await;
     }
-    // Inside sales dies without draining; its hand-overs exist only in its outbox.
+    // Both conversions are committed with their hand-overs pending, and a
+    // delivery has already failed.
+    eventually("the hand-overs are pending after a failed delivery", || async {
+        let s = t.outbox_stats(Svc::InsideSales, "field-sales").await;
+        (s.pending == 2 && s.failed_attempts > 0).then_some(())
+    })
+    .await;
+
+    // Inside sales dies without draining; its hand-overs exist only in its
+    // outbox. Field sales comes back while the sender is still dead.
     t.suite.kill(Svc::InsideSales);
     t.suite.restart(Svc::FieldSales).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let none = t.field_sales.clone().list_opportunities(fs::ListOpportunitiesRequest::default()).await.unwrap();
-    assert!(none.into_inner().opportunities.is_empty(), "nothing can arrive while the sender is down");
-
     t.suite.restart(Svc::InsideSales).await.unwrap();
     t.wait_serving().await;
     for id in ["k1", "k2"] {
         opportunity(&t, &format!("opp-{id}")).await;
     }
+    let done = eventually("the outbox drains after the restart", || async {
+        let s = t.outbox_stats(Svc::InsideSales, "field-sales").await;
+        (s.pending == 0).then_some(s)
+    })
+    .await;
+    assert_eq!((done.delivered, done.dead_letters), (2, 0));
     let all = t.field_sales.clone().list_opportunities(fs::ListOpportunitiesRequest::default()).await.unwrap();
-    assert_eq!(all.into_inner().opportunities.len(), 2);
+    assert_eq!(all.into_inner().opportunities.len(), 2, "each exactly once");
+    assert_eq!(t.head(Svc::FieldSales).await, 2, "two openings recorded, no duplicates");
     let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
     assert_eq!(f.opportunities, 2);
 }
@@ -154,22 +178,26 @@ async fn shutdown_reports_not_serving_before_it_stops() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
-    let mut t = TestSuite::start_with(|o| o.shutdown_grace = std::time::Duration::from_millis(400)).await;
+    // A grace period far longer than a health check takes, so the poll below
+    // cannot miss it on a slow machine.
+    let mut t = TestSuite::start_with(|o| o.shutdown_grace = std::time::Duration::from_secs(3)).await;
     let channel = tonic::transport::Channel::from_shared(t.suite.url(Svc::Kpi)).unwrap().connect_lazy();
-    let mut health = HealthClient::new(channel);
+    let health = HealthClient::new(channel);
     let check = HealthCheckRequest { service: "themodel.kpi.v1.KpiService".into() };
-    assert_eq!(health.check(check.clone()).await.unwrap().into_inner().status, ServingStatus::Serving as i32);
-    let (stopped, saw_not_serving) = tokio::join!(t.suite.stop(Svc::Kpi), async {
-        for _ in 0..200 {
-            if let Ok(r) = health.check(check.clone()).await
-                && r.into_inner().status == ServingStatus::NotServing as i32
-            {
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        false
+    let status = |mut health: HealthClient<_>, check| async move {
+        health.check(check).await.ok().map(|r| r.into_inner().status)
+    };
+    assert_eq!(status(health.clone(), check.clone()).await, Some(ServingStatus::Serving as i32));
+    let started = std::time::Instant::now();
+    let (stopped, ()) = tokio::join!(t.suite.stop(Svc::Kpi), async {
+        eventually("health turns NOT_SERVING during the grace period", || {
+            let (health, check) = (health.clone(), check.clone());
+            async move { (status(health, check).await == Some(ServingStatus::NotServing as i32)).then_some(()) }
+        })
+        .await;
+        // Still answering: the grace period is for callers to notice.
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
     });
     stopped.unwrap();
-    assert!(saw_not_serving, "health turned NOT_SERVING during the grace period");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3), "the service waited out its grace period");
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
 use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel_proto::common::v1 as common;
+use themodel_proto::common::v1::outbox_service_client::OutboxServiceClient;
 use themodel_proto::customersuccess::v1::customer_success_service_client::CustomerSuccessServiceClient;
 use themodel_proto::fieldsales::v1::field_sales_service_client::FieldSalesServiceClient;
 use themodel_proto::insidesales::v1::inside_sales_service_client::InsideSalesServiceClient;
@@ -81,6 +83,18 @@ impl TestSuite {
             })
             .await;
         }
+    }
+
+    /// A service's outbox admin client.
+    pub fn outbox(&self, name: ServiceName) -> OutboxServiceClient<Channel> {
+        OutboxServiceClient::new(channel(self.suite.url(name)))
+    }
+
+    /// A service's outbox backlog towards one destination (all zero when it
+    /// has handed nothing over there yet).
+    pub async fn outbox_stats(&self, name: ServiceName, destination: &str) -> common::DestinationStats {
+        let stats = self.outbox(name).get_outbox_stats(common::GetOutboxStatsRequest {}).await.unwrap().into_inner();
+        stats.destinations.into_iter().find(|d| d.destination == destination).unwrap_or_default()
     }
 
     /// The head of a service's event stream.
