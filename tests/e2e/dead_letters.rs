@@ -63,17 +63,22 @@ async fn outbox_events(t: &TestSuite) -> Vec<common::outbox_event::Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
     let t = TestSuite::start_with(|o| o.dead_letter_after = 2).await;
-    won_deal(&t, "yen", "acct-shared", money("JPY", 1_200_000)).await;
-    account(&t, "acct-shared").await;
+    dead_letter_lifecycle(&t).await;
+}
+
+/// The scenario, on a fresh suite whose hand-overs die after two refusals.
+pub async fn dead_letter_lifecycle(t: &TestSuite) {
+    won_deal(t, "yen", "acct-shared", money("JPY", 1_200_000)).await;
+    account(t, "acct-shared").await;
     // A second deal for the same account in another currency: customer
     // success refuses it (FAILED_PRECONDITION), every time.
-    won_deal(&t, "usd", "acct-shared", money("USD", 10_000)).await;
+    won_deal(t, "usd", "acct-shared", money("USD", 10_000)).await;
     // A deal made after it, for another account, is not held back.
-    won_deal(&t, "later", "acct-later", money("JPY", 500_000)).await;
-    assert_eq!(account(&t, "acct-later").await.opportunity_id, "opp-later");
+    won_deal(t, "later", "acct-later", money("JPY", 500_000)).await;
+    assert_eq!(account(t, "acct-later").await.opportunity_id, "opp-later");
 
     let dead = eventually("the refused hand-over is a dead letter", || async {
-        let dead = dead_letters(&t).await;
+        let dead = dead_letters(t).await;
         (!dead.is_empty()).then_some(dead)
     })
     .await;
@@ -87,7 +92,7 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
     let request = letter.request.as_ref().unwrap();
     let sent = cs::AcceptWonDealRequest::decode(request.value.as_slice()).unwrap();
     assert_eq!((sent.opportunity_id.as_str(), sent.request_id.as_str()), ("opp-usd", letter.handover_id.as_str()));
-    let shared = account(&t, "acct-shared").await;
+    let shared = account(t, "acct-shared").await;
     assert_eq!(shared.contract_value, Some(money("JPY", 1_200_000)), "the refused deal changed nothing");
 
     let to_cs = t.outbox_stats(Svc::FieldSales, "customer-success").await;
@@ -102,7 +107,7 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
     let h = retried.handover.unwrap();
     assert_eq!((h.state, h.attempts), (common::HandoverState::Pending as i32, 0));
     eventually("tried again and dead again", || async {
-        let dead = dead_letters(&t).await;
+        let dead = dead_letters(t).await;
         (dead.len() == 1 && dead[0].attempts == 2).then_some(())
     })
     .await;
@@ -115,7 +120,7 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
     };
     let dropped = t.outbox(Svc::FieldSales).drop_dead_letter(drop).await.unwrap().into_inner();
     assert_eq!(dropped.handover.unwrap().state, common::HandoverState::Dropped as i32);
-    assert!(dead_letters(&t).await.is_empty());
+    assert!(dead_letters(t).await.is_empty());
     let retry =
         common::RetryDeadLetterRequest { request_id: "retry-2".into(), handover_id: letter.handover_id.clone() };
     let err = t.outbox(Svc::FieldSales).retry_dead_letter(retry).await.unwrap_err();
@@ -123,7 +128,7 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
 
     // Each step is in field sales' stream.
     use common::outbox_event::Event as E;
-    let kinds: Vec<&str> = outbox_events(&t)
+    let kinds: Vec<&str> = outbox_events(t)
         .await
         .iter()
         .map(|e| match e {
@@ -137,18 +142,23 @@ async fn a_refused_hand_over_becomes_a_dead_letter_and_the_rest_still_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expansion_that_would_overflow_is_refused_never_wrapped() {
-    let t = TestSuite::start_with(|o| o.dead_letter_after = 1).await;
-    won_deal(&t, "max1", "acct-max", money("JPY", i64::MAX)).await;
-    assert_eq!(account(&t, "acct-max").await.contract_value, Some(money("JPY", i64::MAX)));
-    won_deal(&t, "max2", "acct-max", money("JPY", i64::MAX)).await;
+    let t = TestSuite::start_with(|o| o.dead_letter_after = 2).await;
+    overflow_is_refused(&t).await;
+}
+
+/// The scenario, on a fresh suite.
+pub async fn overflow_is_refused(t: &TestSuite) {
+    won_deal(t, "max1", "acct-max", money("JPY", i64::MAX)).await;
+    assert_eq!(account(t, "acct-max").await.contract_value, Some(money("JPY", i64::MAX)));
+    won_deal(t, "max2", "acct-max", money("JPY", i64::MAX)).await;
     let dead = eventually("the overflowing deal is a dead letter", || async {
-        let dead = dead_letters(&t).await;
+        let dead = dead_letters(t).await;
         (!dead.is_empty()).then_some(dead)
     })
     .await;
     assert_eq!(dead[0].last_error_code, "FAILED_PRECONDITION");
     assert!(dead[0].last_error.contains("largest amount"), "{}", dead[0].last_error);
-    let a = account(&t, "acct-max").await;
+    let a = account(t, "acct-max").await;
     assert_eq!(a.contract_value, Some(money("JPY", i64::MAX)), "not wrapped to a negative amount");
     assert_eq!(a.expansions, 0);
     // Both wins count: the deals were won; the account just could not take the second.

@@ -98,11 +98,15 @@ async fn get(t: &TestSuite, id: &str) -> mk::Lead {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_event_ids_are_ignored_and_the_stream_equals_a_one_by_one_replay() {
-    let streamed = TestSuite::start().await;
-    let replayed = TestSuite::start().await;
+    streamed_equals_replayed(&TestSuite::start().await, &TestSuite::start().await).await;
+}
+
+/// The scenario: `streamed` takes the behaviour on the stream, `replayed`
+/// one request at a time; both fresh.
+pub async fn streamed_equals_replayed(streamed: &TestSuite, replayed: &TestSuite) {
     for req in leads() {
-        capture(&streamed, req.clone()).await;
-        capture(&replayed, req).await;
+        capture(streamed, req.clone()).await;
+        capture(replayed, req).await;
     }
     let items = behaviour();
 
@@ -149,7 +153,7 @@ async fn repeated_event_ids_are_ignored_and_the_stream_equals_a_one_by_one_repla
             }
         }
         for (id, n) in &counts {
-            assert_eq!(get(&streamed, id).await.touch_count, *n, "{id} after {upto} items");
+            assert_eq!(get(streamed, id).await.touch_count, *n, "{id} after {upto} items");
         }
     }
     drop(tx);
@@ -196,7 +200,7 @@ async fn repeated_event_ids_are_ignored_and_the_stream_equals_a_one_by_one_repla
 
     let mut replay_handed_over = BTreeSet::new();
     for i in 0..LEADS {
-        let (a, b) = (get(&streamed, &lead_id(i)).await, get(&replayed, &lead_id(i)).await);
+        let (a, b) = (get(streamed, &lead_id(i)).await, get(replayed, &lead_id(i)).await);
         assert_eq!(
             (a.status, a.attribute_score, a.behaviour_score, a.score, a.touch_count, a.handed_over_at),
             (b.status, b.attribute_score, b.behaviour_score, b.score, b.touch_count, b.handed_over_at),

@@ -1,52 +1,97 @@
-//! The same chain on PostgreSQL, a database per service. Runs when
+//! The same scenarios on PostgreSQL, a database per service. Runs when
 //! THEMODEL_TEST_POSTGRES_URL points at a server (e.g.
 //! postgres://postgres@127.0.0.1:5432/postgres); `.ci/run` starts one.
 
 use sqlx::Connection;
+use themodel::SuiteOptions;
 use themodel_e2e::{Svc, TestSuite};
 
 use crate::chain::{assert_november_funnel, november, returning_visitors};
 use crate::concurrency::concurrent_touches_on_one_lead;
+use crate::dead_letters::{dead_letter_lifecycle, overflow_is_refused};
 use crate::durability::receiver_down_then_up;
+use crate::ingest::streamed_equals_replayed;
+
+/// Five databases on one server, created afresh for each round.
+struct Databases {
+    admin: sqlx::PgConnection,
+    urls: Vec<(Svc, String)>,
+}
+
+impl Databases {
+    async fn new(admin_url: &str) -> Databases {
+        let admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+        let run = format!("t{:08x}", rand::random::<u32>());
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let urls = Svc::ALL
+            .into_iter()
+            .map(|name| (name, format!("{base}/{run}_{}", name.as_str().replace('-', "_"))))
+            .collect();
+        Databases { admin, urls }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.urls.iter().map(|(_, u)| u.rsplit('/').next().unwrap().to_owned()).collect()
+    }
+
+    async fn drop_all(&mut self) {
+        for db in self.names() {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut self.admin).await.unwrap();
+        }
+    }
+
+    /// A suite on empty databases.
+    async fn suite(&mut self, configure: impl FnOnce(&mut SuiteOptions)) -> TestSuite {
+        self.drop_all().await;
+        for db in self.names() {
+            sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut self.admin).await.unwrap();
+        }
+        let urls = self.urls.clone();
+        TestSuite::start_with(|o| {
+            o.database_urls = urls.into_iter().collect();
+            configure(o);
+        })
+        .await
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_chain_on_postgres_gives_the_same_funnel() {
+async fn the_scenarios_on_postgres_give_the_same_results() {
     let Ok(admin_url) = std::env::var("THEMODEL_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: set THEMODEL_TEST_POSTGRES_URL to run the chain on PostgreSQL");
+        eprintln!("skipped: set THEMODEL_TEST_POSTGRES_URL to run the scenarios on PostgreSQL");
         return;
     };
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    let run = format!("t{:08x}", rand::random::<u32>());
-    let mut urls = Vec::new();
-    for name in Svc::ALL {
-        let db = format!("{run}_{}", name.as_str().replace('-', "_"));
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await.unwrap();
-        let (base, _) = admin_url.rsplit_once('/').unwrap();
-        urls.push((name, format!("{base}/{db}")));
-    }
-    let databases: Vec<String> = urls.iter().map(|(_, u)| u.rsplit('/').next().unwrap().to_owned()).collect();
-    let suite_urls = urls.clone();
-    let mut t = TestSuite::start_with(|o| o.database_urls = suite_urls.into_iter().collect()).await;
+    let mut dbs = Databases::new(&admin_url).await;
+
+    let mut t = dbs.suite(|_| {}).await;
     november(&t).await;
     assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
-
     // kpi restarts from its stored cursors without double counting.
     t.suite.restart(Svc::Kpi).await.unwrap();
     t.wait_serving().await;
     assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
     t.suite.shutdown().await.unwrap();
 
-    // Hand-overs to a stopped receiver, and concurrent writers, on fresh databases.
-    for db in &databases {
-        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await.unwrap();
-    }
-    let mut t = TestSuite::start_with(|o| o.database_urls = urls.into_iter().collect()).await;
+    // Hand-overs to a stopped receiver, and concurrent writers.
+    let mut t = dbs.suite(|_| {}).await;
     receiver_down_then_up(&mut t).await;
     concurrent_touches_on_one_lead(&t, 40).await;
     returning_visitors(&t).await;
     t.suite.shutdown().await.unwrap();
-    for db in &databases {
-        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).await.unwrap();
-    }
+
+    // Dead letters, and amounts that would overflow.
+    let t = dbs.suite(|o| o.dead_letter_after = 2).await;
+    dead_letter_lifecycle(&t).await;
+    t.suite.shutdown().await.unwrap();
+    let t = dbs.suite(|o| o.dead_letter_after = 2).await;
+    overflow_is_refused(&t).await;
+    t.suite.shutdown().await.unwrap();
+
+    // The stream on PostgreSQL equals the one-by-one replay on SQLite.
+    let t = dbs.suite(|_| {}).await;
+    let replayed = TestSuite::start().await;
+    streamed_equals_replayed(&t, &replayed).await;
+    t.suite.shutdown().await.unwrap();
+
+    dbs.drop_all().await;
 }
