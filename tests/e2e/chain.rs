@@ -1,4 +1,4 @@
-//! A month of the revenue chain, then the exact funnel DOMAIN.md §8 gives for it.
+//! A month of the revenue chain, then the exact funnel the flow rules of docs/domain.md give for it.
 
 use themodel_e2e::{TestSuite, ts};
 use themodel_proto::customersuccess::v1 as cs;
@@ -117,7 +117,7 @@ pub async fn november(t: &TestSuite) {
     assert_eq!(carl.recycle_reason, "lost_price");
 }
 
-/// The November funnel of [`november`], computed by hand from DOMAIN.md §8.
+/// The November funnel of [`november`], computed by hand from the flow rules of docs/domain.md.
 pub fn assert_november_funnel(f: &kpi::Funnel) {
     assert_eq!(f.view, kpi::View::Flow as i32);
     assert_eq!(f.time_zone, "UTC");

@@ -1,4 +1,4 @@
-//! BANT gates (DOMAIN.md §4) and field-sales phase exit criteria (§5).
+//! BANT gates (docs/domain.md, "Inside sales") and field-sales phase exit criteria ("Field sales").
 
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +100,7 @@ impl Phase {
         !matches!(self, Phase::Won | Phase::Lost)
     }
 
-    /// The phase number of DOMAIN.md §5 (won and lost are both 6).
+    /// The phase number of docs/domain.md, "Field sales" (won and lost are both 6).
     pub fn number(self) -> i32 {
         match self {
             Phase::PreOpportunity => 1,

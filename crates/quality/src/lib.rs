@@ -1,4 +1,4 @@
-//! The shared quality-lead definitions (DOMAIN.md §1 "rules left implicit") and
+//! The shared quality-lead definitions (docs/domain.md, "The shared definition") and
 //! the one implementation of every rule they contain: lead scoring, never-buy
 //! exclusion, the promising-lead threshold, BANT gates, phase exit criteria,
 //! recycle reasons and follow-up SLAs.
@@ -225,7 +225,7 @@ impl Default for Definition {
 }
 
 impl Definition {
-    /// Checks the rules that make a definition usable. The one DOMAIN.md insists
+    /// Checks the rules that make a definition usable. The one the domain insists
     /// on: attribute fit weighs more than behaviour.
     pub fn validate(&self) -> Result<(), InvalidDefinition> {
         let a = &self.attribute;

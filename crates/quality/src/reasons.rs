@@ -1,5 +1,5 @@
 //! Recycle and lost reasons: the definition lists them, and only those are
-//! accepted, each exactly as listed (DOMAIN: classify the reason, then put
+//! accepted, each exactly as listed (docs/domain.md: classify the reason, then put
 //! the lead on that reason's content track).
 
 use serde::{Deserialize, Serialize};

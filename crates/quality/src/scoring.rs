@@ -1,4 +1,4 @@
-//! Lead score = attribute score + behaviour score (DOMAIN.md §3), and the
+//! Lead score = attribute score + behaviour score (docs/domain.md, "Marketing"), and the
 //! never-buy classification.
 
 use std::collections::BTreeMap;
@@ -170,7 +170,7 @@ impl Definition {
         Score { attribute: self.attribute_score(lead), behaviour: self.behaviour_score(touches) }
     }
 
-    /// Partners, competitors and students are the never-buy class (DOMAIN.md §3).
+    /// Partners, competitors and students are the never-buy class (docs/domain.md, "Marketing").
     pub fn classify(&self, lead: &LeadFacts<'_>) -> Classification {
         use ExclusionReason::*;
         match lead.relationship {
