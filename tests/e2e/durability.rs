@@ -152,7 +152,7 @@ async fn a_sender_that_crashes_with_hand_overs_pending_delivers_them_after_resta
 
     // Inside sales dies without draining; its hand-overs exist only in its
     // outbox. Field sales comes back while the sender is still dead.
-    t.suite.kill(Svc::InsideSales);
+    t.suite.kill(Svc::InsideSales).await;
     t.suite.restart(Svc::FieldSales).await.unwrap();
     t.suite.restart(Svc::InsideSales).await.unwrap();
     t.wait_serving().await;

@@ -284,10 +284,13 @@ impl Suite {
         Ok(())
     }
 
-    /// Stops a service without waiting for it to drain: as if the process died.
-    pub fn kill(&mut self, name: ServiceName) {
+    /// Stops a service without letting it drain, as if the process died;
+    /// returns once its task is gone (and its port free).
+    pub async fn kill(&mut self, name: ServiceName) {
         if let Some(r) = self.running.remove(&name) {
             r.task.abort();
+            // Cancelled: the error says so, and is the point.
+            let _ = r.task.await;
         }
     }
 
