@@ -248,7 +248,7 @@ impl Lead {
             lead.status = Status::Excluded;
             lead.exclusion_reason = reason.code().to_owned();
         }
-        lead.rescore(def);
+        lead.score = def.score(&lead.facts(), &lead.scored_touches);
         let mut out = Out::default().event(event(
             lead.captured_at,
             pb::marketing_event::Event::LeadCaptured(pb::LeadCaptured {
@@ -285,9 +285,16 @@ impl Lead {
         }
     }
 
+    /// Scores the lead by `def`. The attribute score depends only on the
+    /// lead's facts and the definition, and a version never changes, so it
+    /// is recomputed only when the version moved; behaviour is recounted.
     fn rescore(&mut self, def: &Definition) {
-        self.score = def.score(&self.facts(), &self.scored_touches);
-        self.definition_version = def.version;
+        if self.definition_version == def.version {
+            self.score.behaviour = def.behaviour_score(&self.scored_touches);
+        } else {
+            self.score = def.score(&self.facts(), &self.scored_touches);
+            self.definition_version = def.version;
+        }
     }
 
     /// Records one touch and rescores; hands the lead over if that made it
@@ -451,6 +458,23 @@ mod tests {
         assert_eq!(lead.status, Status::HandedOver);
         assert_eq!(lead.handed_over_at, Some(12));
         assert!(lead.touch(&touch(TouchKind::Inquiry, 13), "", &def).handovers.is_empty(), "handed over only once");
+    }
+
+    #[test]
+    fn a_new_definition_rescores_fit_at_the_next_touch() {
+        let def = Definition::default();
+        let (mut lead, _) = Lead::capture(new_lead("CTO", Relationship::Prospect), BTreeMap::new(), &def);
+        let before = lead.score.attribute;
+        lead.touch(&touch(TouchKind::PageView, 11), "", &def);
+        assert_eq!((lead.score.attribute, lead.definition_version), (before, 1));
+        let mut next = def.clone();
+        next.version = 2;
+        next.attribute.other_title_points = 0;
+        next.attribute.job_title_rules.clear();
+        lead.touch(&touch(TouchKind::PageView, 12), "", &next);
+        assert!(lead.score.attribute < before, "titles count for nothing in version 2");
+        assert_eq!(lead.definition_version, 2);
+        assert_eq!(lead.score, next.score(&lead.facts(), &lead.scored_touches));
     }
 
     #[test]
