@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use themodel_proto::marketing::v1 as mk;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
-use themodel_runtime::db::{self, Db};
+use themodel_runtime::db::{Db, Script};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -274,36 +274,40 @@ pub async fn raw_insert_rate(batch: usize, touches: u64) -> anyhow::Result<f64> 
     ] {
         sqlx::query(ddl).execute(db.writer()).await?;
     }
+    let mut conn = db.open_writer().await?;
     let started = Instant::now();
     let mut done = 0u64;
     while done < touches {
         let rows: Vec<(i64, String, String, Vec<u8>)> = (done..done + batch as u64)
             .map(|n| (n as i64 + 1, format!("b0-{}", n % 2000), format!("raw-{n:012}"), vec![7u8; 90]))
             .collect();
-        let mut tx = db.begin().await?;
-        db::insert_rows(
-            &mut tx,
-            &db,
-            "INSERT INTO touches (lead_id, kind, detail, occurred_at, event_id) VALUES ",
+        // The way the suite's writer runs a batch: its own connection, one
+        // script for the inserts and the commit.
+        sqlx::Executor::execute(&mut conn, "BEGIN IMMEDIATE").await?;
+        let mut script = Script::new(&db);
+        script.insert_rows(
+            "INSERT INTO touches (lead_id, kind, detail, occurred_at, event_id)",
             5,
             "",
             &rows,
-            |q, (seq, lead, event, _)| q.bind(lead).bind("EMAIL_OPEN").bind("").bind(*seq).bind(event),
-        )
-        .await?;
-        db::insert_rows(
-            &mut tx,
-            &db,
-            "INSERT INTO events (seq, recorded_at, type_url, payload) VALUES ",
+            |q, (seq, lead, event, _)| {
+                q.bind(lead.as_str()).bind("EMAIL_OPEN").bind("").bind(*seq).bind(event.as_str())
+            },
+        );
+        script.insert_rows(
+            "INSERT INTO events (seq, recorded_at, type_url, payload)",
             4,
             "",
             &rows,
             |q, (seq, _, _, payload)| {
-                q.bind(*seq).bind(*seq).bind("type.googleapis.com/themodel.marketing.v1.MarketingEvent").bind(payload)
+                q.bind(*seq)
+                    .bind(*seq)
+                    .bind("type.googleapis.com/themodel.marketing.v1.MarketingEvent")
+                    .bind(payload.as_slice())
             },
-        )
-        .await?;
-        tx.commit().await?;
+        );
+        script.push("COMMIT", |q| q);
+        script.run(&mut conn).await?;
         done += batch as u64;
     }
     let rate = done as f64 / started.elapsed().as_secs_f64();

@@ -30,7 +30,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
     let db = started.db.clone();
-    let writer = started.writer(store::CustomerSuccess { db: db.clone() });
+    let writer = started.writer(store::CustomerSuccess::new(db.clone()));
     let accounts = Loader::spawn(
         db.clone(),
         2,

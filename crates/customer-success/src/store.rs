@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
-use themodel_runtime::db::{self, Db};
+use themodel_runtime::db::{self, Db, Script, Table, Value};
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
@@ -72,6 +73,53 @@ const COLUMNS: &str = "account_id, opportunity_id, lead_id, company, contact_nam
     contract_currency, contract_units, contract_nanos, term_months, started_at, term_ends_at, renewals, expansions, \
     churned_at, churn_reason";
 
+/// The accounts table as written: [`COLUMNS`].
+const ACCOUNTS: Table = Table {
+    name: "accounts",
+    columns: &[
+        "account_id",
+        "opportunity_id",
+        "lead_id",
+        "company",
+        "contact_name",
+        "contact_email",
+        "status",
+        "contract_currency",
+        "contract_units",
+        "contract_nanos",
+        "term_months",
+        "started_at",
+        "term_ends_at",
+        "renewals",
+        "expansions",
+        "churned_at",
+        "churn_reason",
+    ],
+    key: 1,
+};
+
+fn account_values(a: &Account) -> Vec<Value<'_>> {
+    vec![
+        a.account_id.as_str().into(),
+        a.opportunity_id.as_str().into(),
+        a.lead_id.as_str().into(),
+        a.company.as_str().into(),
+        a.contact_name.as_str().into(),
+        a.contact_email.as_str().into(),
+        a.status.code().into(),
+        a.contract_value.currency().to_string().into(),
+        a.contract_value.units().into(),
+        a.contract_value.nanos().into(),
+        i64::from(a.term.months()).into(),
+        a.started_at.into(),
+        a.term_ends_at.into(),
+        a.renewals.into(),
+        a.expansions.into(),
+        a.churned_at.into(),
+        a.churn_reason.as_str().into(),
+    ]
+}
+
 impl TryFrom<Row> for Account {
     type Error = anyhow::Error;
 
@@ -104,12 +152,27 @@ fn accounts(rows: Vec<Row>) -> Result<Vec<Account>, sqlx::Error> {
 }
 
 /// Customer success' store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CustomerSuccess {
     pub db: Db,
+    accounts: Cache<AccountId, Account>,
+}
+
+impl CustomerSuccess {
+    pub fn new(db: Db) -> Self {
+        CustomerSuccess { db, accounts: Cache::new(cache::ROWS) }
+    }
 }
 
 impl Store for CustomerSuccess {
+    fn remember(&self, state: State) {
+        self.accounts.remember(state.accounts);
+    }
+
+    fn forget(&self) {
+        self.accounts.forget();
+    }
+
     type Key = Key;
     type State = State;
     type Change = Change;
@@ -117,7 +180,9 @@ impl Store for CustomerSuccess {
 
     async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
         let ids: Vec<&AccountId> = keys.iter().map(|Key::Account(id)| id).collect();
-        let wanted: Vec<&str> = state.accounts.missing(ids).into_iter().map(AccountId::as_str).collect();
+        let missing = state.accounts.missing(ids);
+        let wanted: Vec<&str> =
+            self.accounts.fill(&mut state.accounts, missing).into_iter().map(AccountId::as_str).collect();
         let rows =
             db::select_in(conn, &self.db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &wanted)
                 .await?;
@@ -136,47 +201,14 @@ impl Store for CustomerSuccess {
         }
     }
 
-    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
-        let db = &self.db;
-        let changed: Vec<&Account> = state.accounts.changed().collect();
-        db::insert_rows(
-            conn,
-            db,
-            &format!("INSERT INTO accounts ({COLUMNS}) VALUES "),
-            17,
-            " ON CONFLICT (account_id) DO UPDATE SET opportunity_id = excluded.opportunity_id, \
-             lead_id = excluded.lead_id, status = excluded.status, contract_currency = excluded.contract_currency, \
-             contract_units = excluded.contract_units, contract_nanos = excluded.contract_nanos, \
-             term_months = excluded.term_months, started_at = excluded.started_at, \
-             term_ends_at = excluded.term_ends_at, renewals = excluded.renewals, expansions = excluded.expansions, \
-             churned_at = excluded.churned_at, churn_reason = excluded.churn_reason",
-            &changed,
-            |q, a| {
-                q.bind(a.account_id.as_str())
-                    .bind(a.opportunity_id.as_str())
-                    .bind(a.lead_id.as_str())
-                    .bind(&a.company)
-                    .bind(&a.contact_name)
-                    .bind(&a.contact_email)
-                    .bind(a.status.code())
-                    .bind(a.contract_value.currency().to_string())
-                    .bind(a.contract_value.units())
-                    .bind(i64::from(a.contract_value.nanos()))
-                    .bind(i64::from(a.term.months()))
-                    .bind(a.started_at)
-                    .bind(a.term_ends_at)
-                    .bind(i64::from(a.renewals))
-                    .bind(i64::from(a.expansions))
-                    .bind(a.churned_at)
-                    .bind(&a.churn_reason)
-            },
-        )
-        .await?;
-        db::insert_rows(
-            conn,
-            db,
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s State) {
+        script.upsert(
+            &ACCOUNTS,
+            state.accounts.changes().map(|(before, after)| (before.map(account_values), account_values(after))),
+        );
+        script.insert_rows(
             "INSERT INTO renewals (renewal_id, account_id, term_months, contract_currency, contract_units, \
-             contract_nanos, occurred_at) VALUES ",
+             contract_nanos, occurred_at)",
             7,
             "",
             &state.renewals,
@@ -189,8 +221,7 @@ impl Store for CustomerSuccess {
                     .bind(i64::from(r.value.nanos()))
                     .bind(r.at)
             },
-        )
-        .await
+        );
     }
 }
 
@@ -238,4 +269,14 @@ pub async fn list(
         }
     };
     Ok(accounts(rows)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_columns_are_the_read_ones() {
+        assert_eq!(COLUMNS, ACCOUNTS.columns.join(", "));
+    }
 }

@@ -32,7 +32,7 @@ pub async fn run(
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
     started.relay_to(&[("customer-success", "--customer-success-addr"), ("marketing", "--marketing-addr")])?;
     let db = started.db.clone();
-    let writer = started.writer(store::FieldSales { db: db.clone() });
+    let writer = started.writer(store::FieldSales::new(db.clone()));
     let opportunities = Loader::spawn(
         db.clone(),
         2,

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use themodel_quality::{Bant, BantRecord, Phase};
+use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
-use themodel_runtime::db::{self, Db};
+use themodel_runtime::db::{self, Db, Script, Table, Value};
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
 
@@ -155,9 +156,87 @@ async fn fetch(conn: &mut sqlx::AnyConnection, db: &Db, ids: &[&str]) -> Result<
 }
 
 /// Field sales' store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FieldSales {
     pub db: Db,
+    opportunities: Cache<OpportunityId, Opportunity>,
+}
+
+impl FieldSales {
+    pub fn new(db: Db) -> Self {
+        FieldSales { db, opportunities: Cache::new(cache::ROWS) }
+    }
+}
+
+/// The opportunities table as written: [`COLUMNS`].
+const OPPORTUNITIES: Table = Table {
+    name: "opportunities",
+    columns: &[
+        "opportunity_id",
+        "lead_id",
+        "company",
+        "contact_name",
+        "contact_email",
+        "source",
+        "phase",
+        "bant_budget",
+        "bant_authority",
+        "bant_need",
+        "bant_timeline",
+        "budget_note",
+        "authority_note",
+        "need_note",
+        "timeline_note",
+        "estimated_currency",
+        "estimated_units",
+        "estimated_nanos",
+        "contract_currency",
+        "contract_units",
+        "contract_nanos",
+        "term_months",
+        "account_id",
+        "lost_reason",
+        "quality",
+        "opened_at",
+        "closed_at",
+        "definition_version",
+    ],
+    key: 1,
+};
+
+fn opportunity_values(o: &Opportunity) -> Vec<Value<'_>> {
+    let b = &o.bant;
+    let (est, con) = (money_columns(o.estimated_value.as_ref()), money_columns(o.contract_value.as_ref()));
+    vec![
+        o.opportunity_id.as_str().into(),
+        o.lead_id.as_str().into(),
+        o.company.as_str().into(),
+        o.contact_name.as_str().into(),
+        o.contact_email.as_str().into(),
+        o.source.as_str().into(),
+        o.phase.name().into(),
+        i64::from(b.bant.budget).into(),
+        i64::from(b.bant.authority).into(),
+        i64::from(b.bant.need).into(),
+        i64::from(b.bant.timeline).into(),
+        b.budget_note.as_str().into(),
+        b.authority_note.as_str().into(),
+        b.need_note.as_str().into(),
+        b.timeline_note.as_str().into(),
+        est.0.into(),
+        est.1.into(),
+        est.2.into(),
+        con.0.into(),
+        con.1.into(),
+        con.2.into(),
+        o.term.map_or(0, |t| i64::from(t.months())).into(),
+        o.account_id.as_ref().map_or("", AccountId::as_str).into(),
+        o.lost_reason.as_str().into(),
+        i64::from(o.quality).into(),
+        o.opened_at.into(),
+        o.closed_at.into(),
+        o.definition_version.into(),
+    ]
 }
 
 fn money_columns(m: Option<&Money>) -> (Option<String>, Option<i64>, Option<i64>) {
@@ -168,6 +247,14 @@ fn money_columns(m: Option<&Money>) -> (Option<String>, Option<i64>, Option<i64>
 }
 
 impl Store for FieldSales {
+    fn remember(&self, state: State) {
+        self.opportunities.remember(state.opportunities);
+    }
+
+    fn forget(&self) {
+        self.opportunities.forget();
+    }
+
     type Key = Key;
     type State = State;
     type Change = Change;
@@ -175,7 +262,15 @@ impl Store for FieldSales {
 
     async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
         let ids: Vec<&OpportunityId> = keys.iter().map(|Key::Opportunity(id)| id).collect();
-        let wanted: Vec<&str> = state.opportunities.missing(ids).into_iter().map(OpportunityId::as_str).collect();
+        let asked = state.opportunities.missing(ids);
+        let missing = self.opportunities.fill(&mut state.opportunities, asked.clone());
+        // A cached opportunity's history is all stored, as a loaded one's.
+        for id in asked {
+            if let Ok(Some(o)) = state.opportunities.get(id.as_str()) {
+                state.stored_history.insert(id.clone(), o.history.len());
+            }
+        }
+        let wanted: Vec<&str> = missing.into_iter().map(OpportunityId::as_str).collect();
         let mut found: HashMap<String, Opportunity> =
             fetch(conn, &self.db, &wanted).await?.into_iter().map(|o| (o.opportunity_id.to_string(), o)).collect();
         for id in wanted {
@@ -191,62 +286,14 @@ impl Store for FieldSales {
         state.opportunities.put(o.opportunity_id.clone(), o);
     }
 
-    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
-        let db = &self.db;
-        type Columns = ((Option<String>, Option<i64>, Option<i64>), (Option<String>, Option<i64>, Option<i64>));
-        let changed: Vec<(&Opportunity, Columns)> = state
-            .opportunities
-            .changed()
-            .map(|o| (o, (money_columns(o.estimated_value.as_ref()), money_columns(o.contract_value.as_ref()))))
-            .collect();
-        db::insert_rows(
-            conn,
-            db,
-            &format!("INSERT INTO opportunities ({COLUMNS}) VALUES "),
-            28,
-            " ON CONFLICT (opportunity_id) DO UPDATE SET phase = excluded.phase, bant_budget = excluded.bant_budget, \
-             bant_authority = excluded.bant_authority, bant_need = excluded.bant_need, \
-             bant_timeline = excluded.bant_timeline, budget_note = excluded.budget_note, \
-             authority_note = excluded.authority_note, need_note = excluded.need_note, \
-             timeline_note = excluded.timeline_note, contract_currency = excluded.contract_currency, \
-             contract_units = excluded.contract_units, contract_nanos = excluded.contract_nanos, \
-             term_months = excluded.term_months, account_id = excluded.account_id, \
-             lost_reason = excluded.lost_reason, closed_at = excluded.closed_at, \
-             definition_version = excluded.definition_version",
-            &changed,
-            |q, (o, (est, con))| {
-                let b = &o.bant;
-                q.bind(o.opportunity_id.as_str())
-                    .bind(o.lead_id.as_str())
-                    .bind(&o.company)
-                    .bind(&o.contact_name)
-                    .bind(&o.contact_email)
-                    .bind(&o.source)
-                    .bind(o.phase.name())
-                    .bind(i64::from(b.bant.budget))
-                    .bind(i64::from(b.bant.authority))
-                    .bind(i64::from(b.bant.need))
-                    .bind(i64::from(b.bant.timeline))
-                    .bind(&b.budget_note)
-                    .bind(&b.authority_note)
-                    .bind(&b.need_note)
-                    .bind(&b.timeline_note)
-                    .bind(est.0.as_deref())
-                    .bind(est.1)
-                    .bind(est.2)
-                    .bind(con.0.as_deref())
-                    .bind(con.1)
-                    .bind(con.2)
-                    .bind(o.term.map_or(0, |t| i64::from(t.months())))
-                    .bind(o.account_id.as_ref().map_or("", AccountId::as_str))
-                    .bind(&o.lost_reason)
-                    .bind(i64::from(o.quality))
-                    .bind(o.opened_at)
-                    .bind(o.closed_at)
-                    .bind(o.definition_version)
-            },
-        )
-        .await?;
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s State) {
+        script.upsert(
+            &OPPORTUNITIES,
+            state
+                .opportunities
+                .changes()
+                .map(|(before, after)| (before.map(opportunity_values), opportunity_values(after))),
+        );
         let mut new_history = Vec::new();
         for o in state.opportunities.changed() {
             let stored = state.stored_history.get(&o.opportunity_id).copied().unwrap_or(0);
@@ -254,16 +301,13 @@ impl Store for FieldSales {
                 new_history.push((o.opportunity_id.as_str(), position as i64, change));
             }
         }
-        db::insert_rows(
-            conn,
-            db,
-            "INSERT INTO phase_changes (opportunity_id, position, from_phase, to_phase, occurred_at) VALUES ",
+        script.insert_rows(
+            "INSERT INTO phase_changes (opportunity_id, position, from_phase, to_phase, occurred_at)",
             5,
             "",
-            &new_history,
-            |q, (id, position, c)| q.bind(*id).bind(*position).bind(c.from.name()).bind(c.to.name()).bind(c.at),
-        )
-        .await
+            new_history,
+            |q, (id, position, c)| q.bind(id).bind(position).bind(c.from.name()).bind(c.to.name()).bind(c.at),
+        );
     }
 }
 
@@ -317,4 +361,14 @@ pub async fn list(
     let mut found: HashMap<String, Opportunity> =
         fetch(&mut conn, db, &keys).await?.into_iter().map(|o| (o.opportunity_id.to_string(), o)).collect();
     Ok(ids.into_iter().filter_map(|(id,)| found.remove(&id)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_columns_are_the_read_ones() {
+        assert_eq!(COLUMNS, OPPORTUNITIES.columns.join(", "));
+    }
 }

@@ -33,7 +33,7 @@ pub async fn run(
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
     started.relay_to(&[("field-sales", "--field-sales-addr"), ("marketing", "--marketing-addr")])?;
     let db = started.db.clone();
-    let writer = started.writer(store::InsideSales { db: db.clone() });
+    let writer = started.writer(store::InsideSales::new(db.clone()));
     let items = Loader::spawn(
         db.clone(),
         2,

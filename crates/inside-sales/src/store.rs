@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use themodel_quality::{Bant, BantRecord};
+use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
-use themodel_runtime::db::{self, Db};
+use themodel_runtime::db::{self, Db, Script, Table, Value};
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{Code, Email, LeadId, OpportunityId};
@@ -106,6 +107,80 @@ const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, jo
     bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, activity_count, opportunity_id, \
     recycle_reason, disqualify_reason, definition_version";
 
+/// The queue table as written: [`COLUMNS`].
+const QUEUE: Table = Table {
+    name: "queue",
+    columns: &[
+        "lead_id",
+        "email",
+        "name",
+        "company",
+        "company_size",
+        "industry",
+        "job_title",
+        "source",
+        "campaign",
+        "channel",
+        "score",
+        "status",
+        "handed_over_at",
+        "follow_up_due_at",
+        "first_contact_at",
+        "bant_recorded",
+        "bant_budget",
+        "bant_authority",
+        "bant_need",
+        "bant_timeline",
+        "budget_note",
+        "authority_note",
+        "need_note",
+        "timeline_note",
+        "activity_count",
+        "opportunity_id",
+        "recycle_reason",
+        "disqualify_reason",
+        "definition_version",
+    ],
+    key: 1,
+};
+
+fn item_values(i: &QueueItem) -> Vec<Value<'_>> {
+    let bant = i.bant.as_ref();
+    let flag = |f: fn(&BantRecord) -> bool| Value::from(i64::from(bant.is_some_and(f)));
+    let note = |f: fn(&BantRecord) -> &str| Value::from(bant.map_or("", f));
+    vec![
+        i.lead_id.as_str().into(),
+        i.email.as_str().into(),
+        i.name.as_str().into(),
+        i.company.as_str().into(),
+        i.company_size.into(),
+        i.industry.as_str().into(),
+        i.job_title.as_str().into(),
+        i.source.as_str().into(),
+        i.campaign.as_str().into(),
+        i.channel.as_ref().map_or("", Code::as_str).into(),
+        i.score.into(),
+        i.status.code().into(),
+        i.handed_over_at.into(),
+        i.follow_up_due_at.into(),
+        i.first_contact_at.into(),
+        i64::from(bant.is_some()).into(),
+        flag(|b| b.bant.budget),
+        flag(|b| b.bant.authority),
+        flag(|b| b.bant.need),
+        flag(|b| b.bant.timeline),
+        note(|b| &b.budget_note),
+        note(|b| &b.authority_note),
+        note(|b| &b.need_note),
+        note(|b| &b.timeline_note),
+        i.activity_count.into(),
+        i.opportunity_id.as_ref().map_or("", OpportunityId::as_str).into(),
+        i.recycle_reason.as_str().into(),
+        i.disqualify_reason.as_str().into(),
+        i.definition_version.into(),
+    ]
+}
+
 impl TryFrom<Row> for QueueItem {
     type Error = anyhow::Error;
 
@@ -154,12 +229,27 @@ fn items(rows: Vec<Row>) -> Result<Vec<QueueItem>, sqlx::Error> {
 }
 
 /// Inside sales' store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct InsideSales {
     pub db: Db,
+    items: Cache<LeadId, QueueItem>,
+}
+
+impl InsideSales {
+    pub fn new(db: Db) -> Self {
+        InsideSales { db, items: Cache::new(cache::ROWS) }
+    }
 }
 
 impl Store for InsideSales {
+    fn remember(&self, state: State) {
+        self.items.remember(state.items);
+    }
+
+    fn forget(&self) {
+        self.items.forget();
+    }
+
     type Key = Key;
     type State = State;
     type Change = Change;
@@ -169,7 +259,8 @@ impl Store for InsideSales {
         let db = &self.db;
         let leads: Vec<&LeadId> =
             keys.iter().filter_map(|k| if let Key::Item(id) = k { Some(id) } else { None }).collect();
-        let wanted: Vec<&str> = state.items.missing(leads).into_iter().map(LeadId::as_str).collect();
+        let missing = state.items.missing(leads);
+        let wanted: Vec<&str> = self.items.fill(&mut state.items, missing).into_iter().map(LeadId::as_str).collect();
         let rows =
             db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &wanted).await?;
         let mut found: HashMap<String, QueueItem> =
@@ -208,84 +299,25 @@ impl Store for InsideSales {
         }
     }
 
-    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
-        let db = &self.db;
-        let changed: Vec<(&QueueItem, BantRecord)> =
-            state.items.changed().map(|i| (i, i.bant.clone().unwrap_or_default())).collect();
-        db::insert_rows(
-            conn,
-            db,
-            &format!("INSERT INTO queue ({COLUMNS}) VALUES "),
-            29,
-            " ON CONFLICT (lead_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
-             company = excluded.company, company_size = excluded.company_size, industry = excluded.industry, \
-             job_title = excluded.job_title, source = excluded.source, campaign = excluded.campaign, \
-             channel = excluded.channel, score = excluded.score, status = excluded.status, \
-             handed_over_at = excluded.handed_over_at, follow_up_due_at = excluded.follow_up_due_at, \
-             first_contact_at = excluded.first_contact_at, bant_recorded = excluded.bant_recorded, \
-             bant_budget = excluded.bant_budget, bant_authority = excluded.bant_authority, \
-             bant_need = excluded.bant_need, bant_timeline = excluded.bant_timeline, \
-             budget_note = excluded.budget_note, authority_note = excluded.authority_note, \
-             need_note = excluded.need_note, timeline_note = excluded.timeline_note, \
-             activity_count = excluded.activity_count, opportunity_id = excluded.opportunity_id, \
-             recycle_reason = excluded.recycle_reason, disqualify_reason = excluded.disqualify_reason, \
-             definition_version = excluded.definition_version",
-            &changed,
-            |q, (i, b)| {
-                q.bind(i.lead_id.as_str())
-                    .bind(i.email.as_str())
-                    .bind(&i.name)
-                    .bind(&i.company)
-                    .bind(i64::from(i.company_size))
-                    .bind(&i.industry)
-                    .bind(&i.job_title)
-                    .bind(i.source.as_str())
-                    .bind(&i.campaign)
-                    .bind(i.channel.as_ref().map_or("", Code::as_str))
-                    .bind(i64::from(i.score))
-                    .bind(i.status.code())
-                    .bind(i.handed_over_at)
-                    .bind(i.follow_up_due_at)
-                    .bind(i.first_contact_at)
-                    .bind(i64::from(i.bant.is_some()))
-                    .bind(i64::from(b.bant.budget))
-                    .bind(i64::from(b.bant.authority))
-                    .bind(i64::from(b.bant.need))
-                    .bind(i64::from(b.bant.timeline))
-                    .bind(&b.budget_note)
-                    .bind(&b.authority_note)
-                    .bind(&b.need_note)
-                    .bind(&b.timeline_note)
-                    .bind(i64::from(i.activity_count))
-                    .bind(i.opportunity_id.as_ref().map_or("", OpportunityId::as_str))
-                    .bind(&i.recycle_reason)
-                    .bind(&i.disqualify_reason)
-                    .bind(i.definition_version)
-            },
-        )
-        .await?;
-        db::insert_rows(
-            conn,
-            db,
-            "INSERT INTO activities (activity_id, lead_id, kind, outcome, note, occurred_at) VALUES ",
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s State) {
+        script
+            .upsert(&QUEUE, state.items.changes().map(|(before, after)| (before.map(item_values), item_values(after))));
+        script.insert_rows(
+            "INSERT INTO activities (activity_id, lead_id, kind, outcome, note, occurred_at)",
             6,
             "",
             &state.activities,
             |q, a| {
                 q.bind(&a.activity_id).bind(a.lead_id.as_str()).bind(a.kind).bind(a.outcome).bind(&a.note).bind(a.at)
             },
-        )
-        .await?;
-        db::insert_rows(
-            conn,
-            db,
-            "INSERT INTO conversions (opportunity_id, lead_id, quality, converted_at) VALUES ",
+        );
+        script.insert_rows(
+            "INSERT INTO conversions (opportunity_id, lead_id, quality, converted_at)",
             4,
             "",
             &state.new_conversions,
             |q, c| q.bind(c.opportunity_id.as_str()).bind(c.lead_id.as_str()).bind(i64::from(c.quality)).bind(c.at),
-        )
-        .await
+        );
     }
 }
 
@@ -322,4 +354,14 @@ pub async fn call_list(
     .fetch_all(db.reader())
     .await?;
     Ok(items(rows)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_columns_are_the_read_ones() {
+        assert_eq!(COLUMNS, QUEUE.columns.join(", "));
+    }
 }

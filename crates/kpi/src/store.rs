@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::{Any, Executor};
 use themodel_quality::Definition;
 use themodel_runtime::Db;
-use themodel_runtime::db::Conn;
+use themodel_runtime::db::{Conn, Script};
 use themodel_runtime::time::Micros;
 
 use crate::domain::{Counts, Metric};
@@ -273,10 +273,15 @@ impl themodel_runtime::Store for Definitions {
         state.new.push((d, at));
     }
 
-    async fn flush(&self, conn: &mut Conn, state: &mut Published) -> Result<(), sqlx::Error> {
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s Published) {
         for (d, at) in &state.new {
-            insert_definition(conn, d, *at).await?;
+            let sql = format!(
+                "INSERT INTO definitions (version, body, published_at) VALUES ({}, {}, {})",
+                script.param(1),
+                script.param(2),
+                script.param(3)
+            );
+            script.push(&sql, |b| b.bind(d.version).bind_ok(serde_json::to_string(d)).bind(*at));
         }
-        Ok(())
     }
 }

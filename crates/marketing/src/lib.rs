@@ -32,7 +32,7 @@ pub async fn run(
     let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
     started.relay_to(&[("inside-sales", "--inside-sales-addr")])?;
     let db = started.db.clone();
-    let writer = started.writer(store::Marketing { db: db.clone() });
+    let writer = started.writer(store::Marketing::new(db.clone()));
     let leads = Loader::spawn(
         db.clone(),
         2,

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use themodel_quality::{Score, TouchKind};
+use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
-use themodel_runtime::db::{self, Db};
+use themodel_runtime::db::{self, Db, Script, Table, Value};
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiError, ApiResult, Rows, Store};
 use themodel_values::{Code, Department, Email, LeadId, VisitorId};
@@ -144,6 +145,85 @@ const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, jo
     visitor_id, relationship, status, exclusion_reason, attribute_score, behaviour_score, scored_touches, \
     touch_count, definition_version, recycle_reason, recycled_by, captured_at, handed_over_at, recycled_at";
 
+/// The leads table as written: [`COLUMNS`], then the e-mail key.
+const LEADS: Table = Table {
+    name: "leads",
+    columns: &[
+        "lead_id",
+        "email",
+        "name",
+        "company",
+        "company_size",
+        "industry",
+        "job_title",
+        "source",
+        "campaign",
+        "channel",
+        "visitor_id",
+        "relationship",
+        "status",
+        "exclusion_reason",
+        "attribute_score",
+        "behaviour_score",
+        "scored_touches",
+        "touch_count",
+        "definition_version",
+        "recycle_reason",
+        "recycled_by",
+        "captured_at",
+        "handed_over_at",
+        "recycled_at",
+        "email_key",
+    ],
+    key: 1,
+};
+
+fn lead_values(l: &Lead) -> Vec<Value<'_>> {
+    vec![
+        l.lead_id.as_str().into(),
+        l.email.as_str().into(),
+        l.name.as_str().into(),
+        l.company.as_str().into(),
+        l.company_size.into(),
+        l.industry.as_str().into(),
+        l.job_title.as_str().into(),
+        l.source.as_str().into(),
+        l.campaign.as_str().into(),
+        l.channel.as_ref().map_or("", Code::as_str).into(),
+        l.visitor_id.as_ref().map_or("", VisitorId::as_str).into(),
+        relationship_code(l.relationship).into(),
+        l.status.code().into(),
+        l.exclusion_reason.as_str().into(),
+        l.score.attribute.into(),
+        l.score.behaviour.into(),
+        touches_to_text(&l.scored_touches).into(),
+        l.touch_count.into(),
+        l.definition_version.into(),
+        l.recycle_reason.as_str().into(),
+        l.recycled_by.map_or("", Department::code).into(),
+        l.captured_at.into(),
+        l.handed_over_at.into(),
+        l.recycled_at.into(),
+        l.email.key().into(),
+    ]
+}
+
+const VISITORS: Table = Table {
+    name: "visitors",
+    columns: &["visitor_id", "lead_id", "lead_captured_at", "page_views", "product_views"],
+    key: 1,
+};
+
+fn visitor_values(v: &Visitor) -> Vec<Value<'_>> {
+    vec![
+        v.visitor_id.as_str().into(),
+        v.lead.as_ref().map_or("", |(l, _)| l.as_str()).into(),
+        v.lead.as_ref().map_or(0, |(_, at)| *at).into(),
+        v.page_views.into(),
+        v.product_views.into(),
+    ]
+}
+
 fn optional<T>(s: String, make: impl FnOnce(String) -> T) -> Option<T> {
     (!s.is_empty()).then(|| make(s))
 }
@@ -211,12 +291,30 @@ fn leads(rows: Vec<LeadRow>) -> Result<Vec<Lead>, sqlx::Error> {
 }
 
 /// Marketing's store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Marketing {
     pub db: Db,
+    leads: Cache<LeadId, Lead>,
+    visitors: Cache<VisitorId, Visitor>,
+}
+
+impl Marketing {
+    pub fn new(db: Db) -> Self {
+        Marketing { db, leads: Cache::new(cache::ROWS), visitors: Cache::new(cache::ROWS) }
+    }
 }
 
 impl Store for Marketing {
+    fn remember(&self, state: State) {
+        self.leads.remember(state.leads);
+        self.visitors.remember(state.visitors);
+    }
+
+    fn forget(&self) {
+        self.leads.forget();
+        self.visitors.forget();
+    }
+
     type Key = Key;
     type State = State;
     type Change = Change;
@@ -239,7 +337,14 @@ impl Store for Marketing {
             }
         }
         // Visitors first: a visitor's lead is loaded with the leads.
-        let wanted: Vec<&str> = state.visitors.missing(visitors).into_iter().map(VisitorId::as_str).collect();
+        let asked = state.visitors.missing(visitors);
+        let missing = self.visitors.fill(&mut state.visitors, asked.clone());
+        for id in asked {
+            if let Ok(Some(Visitor { lead: Some((l, _)), .. })) = state.visitors.get(id.as_str()) {
+                lead_ids.push(l.clone());
+            }
+        }
+        let wanted: Vec<&str> = missing.into_iter().map(VisitorId::as_str).collect();
         let rows: Vec<(String, String, i64, i64, i64)> = db::select_in(
                 conn,
             db,
@@ -266,7 +371,8 @@ impl Store for Marketing {
             state.visitors.loaded(VisitorId::from_stored(id.to_owned()), found.remove(id));
         }
 
-        let wanted: Vec<&str> = state.leads.missing(&lead_ids).into_iter().map(LeadId::as_str).collect();
+        let missing = state.leads.missing(&lead_ids);
+        let wanted: Vec<&str> = self.leads.fill(&mut state.leads, missing).into_iter().map(LeadId::as_str).collect();
         let rows =
             db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &wanted).await?;
         let mut found: HashMap<String, Lead> = leads(rows)?.into_iter().map(|l| (l.lead_id.to_string(), l)).collect();
@@ -302,7 +408,11 @@ impl Store for Marketing {
     fn apply(&self, state: &mut State, change: Change) {
         match change {
             Change::Lead(lead) => {
-                state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+                // A lead's address never changes: only a new lead is news
+                // to the e-mail index.
+                if !matches!(state.leads.get(lead.lead_id.as_str()), Ok(Some(_))) {
+                    state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+                }
                 state.leads.put(lead.lead_id.clone(), lead);
             }
             Change::Visitor(v) => state.visitors.put(v.visitor_id.clone(), v),
@@ -323,79 +433,16 @@ impl Store for Marketing {
         }
     }
 
-    async fn flush(&self, conn: &mut Conn, state: &mut State) -> Result<(), sqlx::Error> {
-        let db = &self.db;
-        let leads: Vec<(&Lead, String)> =
-            state.leads.changed().map(|l| (l, touches_to_text(&l.scored_touches))).collect();
-        db::insert_rows(
-            conn,
-            db,
-            &format!("INSERT INTO leads ({COLUMNS}, email_key) VALUES "),
-            25,
-            " ON CONFLICT (lead_id) DO UPDATE SET email = excluded.email, name = excluded.name, \
-             company = excluded.company, company_size = excluded.company_size, industry = excluded.industry, \
-             job_title = excluded.job_title, source = excluded.source, campaign = excluded.campaign, \
-             channel = excluded.channel, visitor_id = excluded.visitor_id, relationship = excluded.relationship, \
-             status = excluded.status, exclusion_reason = excluded.exclusion_reason, \
-             attribute_score = excluded.attribute_score, behaviour_score = excluded.behaviour_score, \
-             scored_touches = excluded.scored_touches, touch_count = excluded.touch_count, \
-             definition_version = excluded.definition_version, recycle_reason = excluded.recycle_reason, \
-             recycled_by = excluded.recycled_by, handed_over_at = excluded.handed_over_at, \
-             recycled_at = excluded.recycled_at",
-            &leads,
-            |q, (l, touches)| {
-                q.bind(l.lead_id.as_str())
-                    .bind(l.email.as_str())
-                    .bind(&l.name)
-                    .bind(&l.company)
-                    .bind(i64::from(l.company_size))
-                    .bind(&l.industry)
-                    .bind(&l.job_title)
-                    .bind(l.source.as_str())
-                    .bind(&l.campaign)
-                    .bind(l.channel.as_ref().map_or("", Code::as_str))
-                    .bind(l.visitor_id.as_ref().map_or("", VisitorId::as_str))
-                    .bind(relationship_code(l.relationship))
-                    .bind(l.status.code())
-                    .bind(&l.exclusion_reason)
-                    .bind(i64::from(l.score.attribute))
-                    .bind(i64::from(l.score.behaviour))
-                    .bind(touches.as_str())
-                    .bind(i64::from(l.touch_count))
-                    .bind(l.definition_version)
-                    .bind(&l.recycle_reason)
-                    .bind(l.recycled_by.map_or("", Department::code))
-                    .bind(l.captured_at)
-                    .bind(l.handed_over_at)
-                    .bind(l.recycled_at)
-                    .bind(l.email.key())
-            },
-        )
-        .await?;
-        let visitors: Vec<&Visitor> = state.visitors.changed().collect();
-        db::insert_rows(
-            conn,
-            db,
-            "INSERT INTO visitors (visitor_id, lead_id, lead_captured_at, page_views, product_views) VALUES ",
-            5,
-            " ON CONFLICT (visitor_id) DO UPDATE SET lead_id = excluded.lead_id, \
-             lead_captured_at = excluded.lead_captured_at, page_views = excluded.page_views, \
-             product_views = excluded.product_views",
-            &visitors,
-            |q, v| {
-                q.bind(v.visitor_id.as_str())
-                    .bind(v.lead.as_ref().map_or("", |(l, _)| l.as_str()))
-                    .bind(v.lead.as_ref().map_or(0, |(_, at)| *at))
-                    .bind(i64::from(v.page_views))
-                    .bind(i64::from(v.product_views))
-            },
-        )
-        .await?;
-        db::insert_rows(
-            conn,
-            db,
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s State) {
+        script
+            .upsert(&LEADS, state.leads.changes().map(|(before, after)| (before.map(lead_values), lead_values(after))));
+        script.upsert(
+            &VISITORS,
+            state.visitors.changes().map(|(before, after)| (before.map(visitor_values), visitor_values(after))),
+        );
+        script.insert_rows(
             "INSERT INTO visits (visit_id, visitor_id, page, product_page, channel, campaign, occurred_at, lead_id, \
-             event_id) VALUES ",
+             event_id)",
             9,
             "",
             &state.visits,
@@ -410,20 +457,16 @@ impl Store for Marketing {
                     .bind(v.lead_id.as_ref().map_or("", LeadId::as_str))
                     .bind(v.event_id.as_deref())
             },
-        )
-        .await?;
-        db::insert_rows(
-            conn,
-            db,
-            "INSERT INTO touches (lead_id, kind, detail, occurred_at, event_id) VALUES ",
+        );
+        script.insert_rows(
+            "INSERT INTO touches (lead_id, kind, detail, occurred_at, event_id)",
             5,
             "",
             &state.touches,
             |q, t| {
                 q.bind(t.lead_id.as_str()).bind(t.kind.name()).bind(&t.detail).bind(t.at).bind(t.event_id.as_deref())
             },
-        )
-        .await
+        );
     }
 }
 
@@ -482,5 +525,10 @@ mod tests {
         assert_eq!(touches_from_text(&touches_to_text(&t)).expect("parse"), t);
         assert_eq!(touches_from_text("").expect("empty"), BTreeMap::new());
         assert!(touches_from_text("TELEPATHY=1").is_err());
+    }
+
+    #[test]
+    fn the_written_columns_are_the_read_ones_and_the_key() {
+        assert_eq!(format!("{COLUMNS}, email_key"), LEADS.columns.join(", "));
     }
 }

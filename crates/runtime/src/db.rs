@@ -13,9 +13,20 @@
 //! connection's worker thread; bulk inserts ran at 82k vs 85k rows/s with
 //! indexes and 523k vs 513k without. A typed driver would not make the write
 //! path faster; issuing fewer statements does. Hence the writer (see
-//! [`crate::work`]) loads a whole batch's rows in a few `IN (...)` queries and
-//! writes them back with multi-row statements, and reads of single records are
-//! batched the same way ([`crate::loader`]).
+//! [`crate::work`]) begins its transaction and loads a whole batch's rows in
+//! one round trip ([`begin_and_select_in`]), and writes the batch back, commit
+//! included, as one [`Script`] of multi-row statements; reads of single
+//! records are batched the same way ([`crate::loader`]).
+//!
+//! One round trip for many statements relies on sqlx's SQLite driver running
+//! every statement of a query string, each with its share of the bound
+//! parameters, in order. sqlx 0.8 does this but calls it deprecated for
+//! prepared queries (launchbadge/sqlx#3108); the workspace pins sqlx
+//! exactly, and `db::tests` check that a script writes every row, binds
+//! each statement's own parameters, and that a failing statement leaves the
+//! transaction to roll back whole. If a later sqlx drops it, the SQLite arm
+//! of [`Script::push`] stops joining statements and each becomes its own
+//! round trip, as on PostgreSQL; nothing else changes.
 //!
 //! Placeholders: PostgreSQL needs `$1, $2, ...`; SQLite accepts those too but
 //! looks each numbered parameter up by name, which is quadratic in the number
@@ -36,11 +47,13 @@
 //! PostgreSQL database (their writers take turns); scaling writes out later
 //! means partitioning the stream (say, by subject), which nothing here rules out.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::Arguments;
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
@@ -76,10 +89,12 @@ pub struct Db {
     options: AnyConnectOptions,
 }
 
-/// Rows per multi-row statement, largest first. A fixed set keeps the number
-/// of distinct statements (each prepared and cached per connection) small:
-/// any count is a sum of at most three of each.
-pub const CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+/// Row counts a statement is built for, largest first: a batch's rows go in
+/// one statement per 256, padded up to the next size here. Powers of two keep
+/// the distinct statements (each prepared and cached per connection) few and
+/// the padding under half; one statement per batch and table keeps the round
+/// trips to SQLite's worker thread few (each costs ~46 µs).
+pub const CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 impl Db {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file and its
@@ -119,16 +134,18 @@ impl Db {
         // memory (a multi-row upsert would otherwise write one to disk).
         //
         // Checkpoints: every commit appends the pages it dirtied to the WAL,
-        // and a checkpoint copies them into the database file. Random keys
-        // (ids, e-mail keys, request ids) dirty a page per index per insert,
-        // so how often a hot page is copied decides write throughput:
-        // measured with the capture workload (a lead, its indexes, an event
-        // and an idempotency record per unit, 64 units a commit), checkpoints
-        // every 1,000 pages (SQLite's default) gave 14k units/s, every 10,000
-        // pages 21k. The price: a WAL of up to ~40 MB per service, and a
-        // commit that checkpoints takes tens of milliseconds (75 ms at worst
-        // in that run) instead of ~15.
-        let pool = |max: u32, cache_kib: i64, autocheckpoint: i64| {
+        // and a checkpoint copies them into the database file, on the thread
+        // of the commit that crossed the threshold. Random keys (ids, e-mail
+        // keys, request ids) dirty a page per index per insert, and a hot
+        // page written many times between two checkpoints is copied once,
+        // so the interval decides write throughput. Measured with the bench
+        // (64 callers): every 1,000 pages (SQLite's default) 14k captures/s;
+        // every 10,000, 15-16k captures/s and 20k touches/s with a p99 of
+        // 32-36 ms (the checkpointing commits); every 40,000, 17-18k and
+        // 22-24k with a p99 of 6-8 ms. The price is disk: a WAL of up to
+        // 160 MB per busy service, cut back to 64 MB after each checkpoint
+        // (journal_size_limit).
+        let pool = |max: u32, cache_kib: i64| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .min_connections(1)
@@ -137,11 +154,11 @@ impl Db {
                 // before every acquire cost a worker round trip per batch and
                 // per read (~10% of a write batch).
                 .test_before_acquire(false)
-                .after_connect(move |conn, _| Box::pin(sqlite_settings(conn, cache_kib, autocheckpoint)))
+                .after_connect(move |conn, _| Box::pin(sqlite_settings(conn, cache_kib)))
                 .connect_with(options.clone())
         };
-        let write = pool(1, 2_048, 10_000).await.context("opening sqlite database")?;
-        let read = pool(2, 2_048, 10_000).await.context("opening sqlite database")?;
+        let write = pool(1, 2_048).await.context("opening sqlite database")?;
+        let read = pool(2, 2_048).await.context("opening sqlite database")?;
         Ok(Db { write, read, backend: Backend::Sqlite, options })
     }
 
@@ -170,14 +187,27 @@ impl Db {
     }
 
     /// Begins a write transaction on a connection of the caller's own (see
-    /// [`Db::open_writer`]), holding the write lock like [`Db::begin`].
-    pub async fn begin_on<'c>(&self, conn: &'c mut Conn) -> Result<sqlx::Transaction<'c, sqlx::Any>, sqlx::Error> {
-        use sqlx::Connection;
-        let mut tx = conn.begin_with(self.begin_statement()).await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("UPDATE stream_head SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
+    /// [`Db::open_writer`]), holding the write lock like [`Db::begin`], and
+    /// counts it in `stream_head.writes`; returns the count (see
+    /// [`crate::cache`]). The transaction is managed by hand, so that its
+    /// `COMMIT` can end a [`Script`] (one round trip for a batch's writes and
+    /// its commit); end it with a script that commits, or
+    /// [`Db::rollback_writes`].
+    pub async fn begin_writes(&self, conn: &mut Conn) -> Result<i64, sqlx::Error> {
+        let (writes, _) = begin_and_select_in::<(String,)>(conn, self, "", "", &[]).await?;
+        Ok(writes)
+    }
+
+    /// Ends a transaction [`Db::begin_writes`] began, undoing it. Harmless
+    /// when none is open (the failure was the commit itself).
+    pub async fn rollback_writes(&self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        match conn.execute("ROLLBACK").await {
+            Ok(_) => Ok(()),
+            // SQLite: "cannot rollback - no transaction is active"; PostgreSQL
+            // only warns.
+            Err(sqlx::Error::Database(e)) if e.message().contains("no transaction") => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(tx)
     }
 
     /// SQLite takes the write lock when the transaction begins (IMMEDIATE),
@@ -204,7 +234,7 @@ impl Db {
         match self.backend {
             Backend::Sqlite => {
                 let mut conn = self.options.connect().await?;
-                sqlite_settings(&mut conn, cache_kib, 10_000).await?;
+                sqlite_settings(&mut conn, cache_kib).await?;
                 Ok(conn)
             }
             Backend::Postgres => self.options.connect().await,
@@ -228,21 +258,7 @@ impl Db {
     /// Placeholders for `rows` rows of `cols` values each, numbered from
     /// `first` on PostgreSQL: `(?, ?), (?, ?)` or `($1, $2), ($3, $4)`.
     pub fn values(&self, rows: usize, cols: usize, first: usize) -> String {
-        let mut s = String::with_capacity(rows * (cols * 4 + 4));
-        for r in 0..rows {
-            if r > 0 {
-                s.push_str(", ");
-            }
-            s.push('(');
-            for c in 0..cols {
-                if c > 0 {
-                    s.push_str(", ");
-                }
-                self.placeholder(&mut s, first + r * cols + c);
-            }
-            s.push(')');
-        }
-        s
+        values(self.backend, rows, cols, first)
     }
 
     /// Placeholders for an `IN` list of `n` values numbered from `first`:
@@ -271,13 +287,7 @@ impl Db {
     }
 
     fn placeholder(&self, s: &mut String, n: usize) {
-        match self.backend {
-            Backend::Sqlite => s.push('?'),
-            Backend::Postgres => {
-                s.push('$');
-                s.push_str(&n.to_string());
-            }
-        }
+        placeholder(self.backend, s, n);
     }
 
     /// Closes both pools, waiting for connections to be returned.
@@ -287,51 +297,330 @@ impl Db {
     }
 }
 
-/// Splits `n` rows into chunks of the sizes in [`CHUNKS`], largest first.
-pub fn chunks(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        let size = CHUNKS.into_iter().find(|c| *c <= n)?;
-        n -= size;
-        Some(size)
-    })
+fn placeholder(backend: Backend, s: &mut String, n: usize) {
+    match backend {
+        Backend::Sqlite => s.push('?'),
+        Backend::Postgres => {
+            s.push('$');
+            s.push_str(&n.to_string());
+        }
+    }
 }
 
-/// The smallest size in [`CHUNKS`] that holds `n` keys (capped at the
-/// largest): an `IN` list is padded to it by repeating its last key, so
-/// lookups use few distinct statements too.
+/// See [`Db::values`].
+fn values(backend: Backend, rows: usize, cols: usize, first: usize) -> String {
+    let mut s = String::with_capacity(rows * (cols * 4 + 4));
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            placeholder(backend, &mut s, first + r * cols + c);
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// The smallest size in [`CHUNKS`] that holds `n` rows or keys (capped at
+/// the largest).
 pub fn padded(n: usize) -> usize {
     CHUNKS.into_iter().rev().find(|c| *c >= n).unwrap_or(CHUNKS[0])
 }
 
-/// Runs one multi-row statement per chunk of `rows`: `head` is the text
-/// before the placeholders (`INSERT INTO t (a, b) VALUES `), `tail` what
-/// follows them (an `ON CONFLICT` clause, or empty), `bind` binds one row's
-/// `cols` values.
-pub async fn insert_rows<T: Sync>(
-    conn: &mut Conn,
-    db: &Db,
-    head: &str,
-    cols: usize,
-    tail: &str,
-    rows: &[T],
-    bind: impl for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
-) -> Result<(), sqlx::Error> {
-    let mut start = 0;
-    for size in chunks(rows.len()) {
-        let sql = format!("{head}{}{tail}", db.values(size, cols, 1));
-        let mut q = sqlx::query(&sql);
-        for row in &rows[start..start + size] {
-            q = bind(q, row);
-        }
-        q.execute(&mut *conn).await?;
-        start += size;
+/// Parameters bound to a [`Script`] statement, in order.
+pub struct Binds<'q> {
+    args: AnyArguments<'q>,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl<'q> Binds<'q> {
+    fn new() -> Self {
+        Binds { args: AnyArguments::default(), error: None }
     }
-    Ok(())
+
+    /// Binds the next parameter. An encoding error is reported when the
+    /// script runs, as with `sqlx::query(...).bind(...)`.
+    pub fn bind<T>(mut self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        if self.error.is_none()
+            && let Err(e) = self.args.add(value)
+        {
+            self.error = Some(e);
+        }
+        self
+    }
+
+    /// Binds `value` if it was produced; otherwise the script fails with
+    /// the error when it runs.
+    pub fn bind_ok<T, E>(self, value: Result<T, E>) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+        E: Into<sqlx::error::BoxDynError>,
+    {
+        match value {
+            Ok(v) => self.bind(v),
+            Err(e) => {
+                let mut b = self;
+                b.error.get_or_insert(e.into());
+                b
+            }
+        }
+    }
+}
+
+/// A column's value, as [`Script::upsert`] compares and binds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'q> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(Cow<'q, str>),
+    OptText(Option<Cow<'q, str>>),
+    Bytes(Cow<'q, [u8]>),
+}
+
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<i32> for Value<'_> {
+    fn from(v: i32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Value::OptInt(v)
+    }
+}
+
+impl<'q> From<&'q str> for Value<'q> {
+    fn from(v: &'q str) -> Self {
+        Value::Text(Cow::Borrowed(v))
+    }
+}
+
+impl From<String> for Value<'_> {
+    fn from(v: String) -> Self {
+        Value::Text(Cow::Owned(v))
+    }
+}
+
+impl<'q> From<Option<&'q str>> for Value<'q> {
+    fn from(v: Option<&'q str>) -> Self {
+        Value::OptText(v.map(Cow::Borrowed))
+    }
+}
+
+impl From<Option<String>> for Value<'_> {
+    fn from(v: Option<String>) -> Self {
+        Value::OptText(v.map(Cow::Owned))
+    }
+}
+
+impl<'q> Binds<'q> {
+    /// Binds a [`Value`].
+    pub fn value(self, v: Value<'q>) -> Self {
+        match v {
+            Value::Int(i) => self.bind(i),
+            Value::OptInt(i) => self.bind(i),
+            Value::Text(Cow::Borrowed(t)) => self.bind(t),
+            Value::Text(Cow::Owned(t)) => self.bind(t),
+            Value::OptText(None) => self.bind(Option::<String>::None),
+            Value::OptText(Some(Cow::Borrowed(t))) => self.bind(Some(t)),
+            Value::OptText(Some(Cow::Owned(t))) => self.bind(Some(t)),
+            Value::Bytes(Cow::Borrowed(b)) => self.bind(b),
+            Value::Bytes(Cow::Owned(b)) => self.bind(b),
+        }
+    }
+}
+
+/// A table [`Script::upsert`] writes: its columns, the first `key` of which
+/// are its primary key.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [&'static str],
+    pub key: usize,
+}
+
+/// The writes of one transaction, collected and then run in order.
+///
+/// On SQLite the statements are joined into one multi-statement query: one
+/// round trip to the connection's worker thread for the whole script (sqlx
+/// binds the parameters of each statement in turn), where a round trip per
+/// statement made the waits, not SQLite's work, most of a batch's time. On
+/// PostgreSQL, whose protocol prepares one statement at a time, they run one
+/// by one. Statements use `?` placeholders on SQLite ([`Db::values`],
+/// [`Db::list`], [`Db::param`]): numbered ones would count from the start of
+/// the whole script.
+pub struct Script<'q> {
+    backend: Backend,
+    statements: Vec<(String, Binds<'q>)>,
+}
+
+impl<'q> Script<'q> {
+    pub fn new(db: &Db) -> Self {
+        Script { backend: db.backend, statements: Vec::new() }
+    }
+
+    /// Adds a statement; `bind` binds its parameters.
+    pub fn push(&mut self, sql: &str, bind: impl FnOnce(Binds<'q>) -> Binds<'q>) {
+        match (self.backend, self.statements.last_mut()) {
+            (Backend::Sqlite, Some((text, binds))) => {
+                text.push_str(";\n");
+                text.push_str(sql);
+                let taken = std::mem::replace(binds, Binds::new());
+                *binds = bind(taken);
+            }
+            _ => self.statements.push((sql.to_owned(), bind(Binds::new()))),
+        }
+    }
+
+    /// Inserts `rows`, one statement per 256: `into` is `INSERT INTO t (a, b)`,
+    /// `tail` what follows the rows (an `ON CONFLICT` clause, or empty), `bind`
+    /// binds one row's `cols` values.
+    ///
+    /// Each statement is padded to a size in [`CHUNKS`] so that its text, and
+    /// so its prepared form, is shared by every batch of that size: the rows
+    /// are selected from a `VALUES` list whose first column is the row's
+    /// position in the statement (from 1), or 0 for a padding row, which
+    /// repeats the last row. `INSERT INTO t (a, b) SELECT column2, column3
+    /// FROM (VALUES (?, ?, ?), …) AS v WHERE column1 > 0` reads the same on
+    /// SQLite and PostgreSQL (both name the columns of a `VALUES` list
+    /// `column1`, `column2`, …; SQLite needs the `WHERE` before an
+    /// `ON CONFLICT`).
+    pub fn insert_rows<R: Clone>(
+        &mut self,
+        into: &str,
+        cols: usize,
+        tail: &str,
+        rows: impl IntoIterator<Item = R>,
+        bind: impl Fn(Binds<'q>, R) -> Binds<'q>,
+    ) {
+        let select: Vec<String> = (2..cols + 2).map(|c| format!("column{c}")).collect();
+        self.insert_select(into, &select.join(", "), cols, tail, rows, bind);
+    }
+
+    /// Writes changed rows of `table`, each given as what the database holds
+    /// (`None` for a new row) and what it should hold, column by column.
+    ///
+    /// New rows are inserted (a key that exists after all is an error, not
+    /// an overwrite). A changed row sets only the columns that changed: on
+    /// SQLite an `UPDATE` rewrites the entries of every index on a column it
+    /// sets, changed or not, and setting every column tripled the pages a
+    /// touch dirtied (a lead's status index, for one). Rows with the same
+    /// changed columns share a statement; unchanged rows are skipped.
+    pub fn upsert(&mut self, table: &Table, rows: impl IntoIterator<Item = (Option<Vec<Value<'q>>>, Vec<Value<'q>>)>) {
+        let mut inserts: Vec<Vec<Value<'q>>> = Vec::new();
+        let mut updates: std::collections::BTreeMap<u64, Vec<Vec<Value<'q>>>> = Default::default();
+        for (before, after) in rows {
+            match before {
+                None => inserts.push(after),
+                Some(before) => {
+                    let changed = before
+                        .iter()
+                        .zip(&after)
+                        .enumerate()
+                        .skip(table.key)
+                        .filter(|(_, (b, a))| b != a)
+                        .fold(0u64, |mask, (i, _)| mask | 1 << i);
+                    if changed != 0 {
+                        updates.entry(changed).or_default().push(after);
+                    }
+                }
+            }
+        }
+        let into = format!("INSERT INTO {} ({})", table.name, table.columns.join(", "));
+        let cols = table.columns.len();
+        let bind = |b: Binds<'q>, row: Vec<Value<'q>>| row.into_iter().fold(b, Binds::value);
+        self.insert_rows(&into, cols, "", inserts, bind);
+        for (mask, rows) in updates {
+            let set: Vec<String> = (0..cols)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| format!("{c} = excluded.{c}", c = table.columns[i]))
+                .collect();
+            let tail =
+                format!(" ON CONFLICT ({}) DO UPDATE SET {}", table.columns[..table.key].join(", "), set.join(", "));
+            self.insert_rows(&into, cols, &tail, rows, bind);
+        }
+    }
+
+    /// [`Script::insert_rows`] with the select list written out: `select`
+    /// names the row's values `column2` to `column<cols + 1>`, and may use
+    /// its position, `column1`.
+    pub fn insert_select<R: Clone>(
+        &mut self,
+        into: &str,
+        select: &str,
+        cols: usize,
+        tail: &str,
+        rows: impl IntoIterator<Item = R>,
+        bind: impl Fn(Binds<'q>, R) -> Binds<'q>,
+    ) {
+        let rows: Vec<R> = rows.into_iter().collect();
+        for part in rows.chunks(CHUNKS[0]) {
+            let size = padded(part.len());
+            let sql = format!(
+                "{into} SELECT {select} FROM (VALUES {}) AS v WHERE column1 > 0{tail}",
+                values(self.backend, size, cols + 1, 1)
+            );
+            self.push(&sql, |mut b| {
+                for i in 0..size {
+                    let position = if i < part.len() { i64::try_from(i + 1).unwrap_or(0) } else { 0 };
+                    b = bind(b.bind(position), part[i.min(part.len() - 1)].clone());
+                }
+                b
+            });
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// The placeholder of parameter `n` of a statement (see [`Db::param`]).
+    pub fn param(&self, n: usize) -> String {
+        let mut s = String::new();
+        placeholder(self.backend, &mut s, n);
+        s
+    }
+
+    /// Runs the statements in order on `conn`, stopping at the first error.
+    pub async fn run(self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        for (sql, binds) in self.statements {
+            if let Some(e) = binds.error {
+                return Err(sqlx::Error::Encode(e));
+            }
+            sqlx::query_with(&sql, binds.args).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Keys per `IN (...)` list, at most; a lookup's list is padded to a power
+/// of two up to it by repeating its last key, so lookups use few distinct
+/// statements.
+pub const KEYS: usize = 1024;
+
+/// The smallest power of two that holds `n` keys (capped at [`KEYS`]).
+pub fn padded_keys(n: usize) -> usize {
+    n.max(1).next_power_of_two().min(KEYS)
 }
 
 /// Runs `SELECT ... WHERE <col> IN (...)` over `keys` in padded chunks and
 /// collects every row: `sql` holds the text before the list, `after` the text
 /// after it (may be empty). `conn` is a transaction or a pooled connection.
+/// On SQLite the chunks go in one multi-statement query (one round trip).
 pub async fn select_in<R>(
     conn: &mut Conn,
     db: &Db,
@@ -342,26 +631,97 @@ pub async fn select_in<R>(
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
-    let mut out = Vec::new();
-    for part in keys.chunks(CHUNKS[0]) {
-        let size = padded(part.len());
-        let text = format!("{sql}{}{after}", db.list(size, 1));
-        let mut q = sqlx::query_as::<_, R>(&text);
-        for i in 0..size {
-            q = q.bind(part[i.min(part.len() - 1)]);
-        }
-        out.extend(q.fetch_all(&mut *conn).await?);
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    if db.backend == Backend::Postgres {
+        let mut out = Vec::new();
+        for part in keys.chunks(KEYS) {
+            let size = padded_keys(part.len());
+            let text = format!("{sql}{}{after}", db.list(size, 1));
+            let mut q = sqlx::query_as::<_, R>(&text);
+            for i in 0..size {
+                q = q.bind(part[i.min(part.len() - 1)]);
+            }
+            out.extend(q.fetch_all(&mut *conn).await?);
+        }
+        return Ok(out);
+    }
+    let (text, binds) = lookup_text(db, sql, after, keys);
+    let mut q = sqlx::query_as::<_, R>(&text);
+    for key in binds {
+        q = q.bind(key);
+    }
+    q.fetch_all(&mut *conn).await
+}
+
+/// [`select_in`] as the first statement of the writer's transaction: begins
+/// it ([`Db::begin_writes`]) in the same round trip on SQLite, and returns
+/// the transaction's `stream_head.writes` with the rows.
+pub async fn begin_and_select_in<R>(
+    conn: &mut Conn,
+    db: &Db,
+    sql: &str,
+    after: &str,
+    keys: &[&str],
+) -> Result<(i64, Vec<R>), sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    const COUNT: &str = "UPDATE stream_head SET writes = writes + 1 WHERE id = 1 RETURNING writes";
+    if db.backend == Backend::Postgres {
+        // One round trip (the simple-query protocol takes several
+        // statements when they have no parameters), then the lookup.
+        let counted = conn.fetch_all(format!("BEGIN; {COUNT}").as_str()).await?;
+        let writes = writes(counted.first())?;
+        return Ok((writes, select_in(conn, db, sql, after, keys).await?));
+    }
+    let (text, binds) = lookup_text(db, sql, after, keys);
+    let text = if text.is_empty() {
+        format!("BEGIN IMMEDIATE;\n{COUNT}")
+    } else {
+        format!("BEGIN IMMEDIATE;\n{COUNT};\n{text}")
+    };
+    let mut q = sqlx::query(&text);
+    for key in binds {
+        q = q.bind(key);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let writes = writes(rows.first())?;
+    let found = rows.iter().skip(1).map(R::from_row).collect::<Result<_, _>>()?;
+    Ok((writes, found))
+}
+
+fn writes(row: Option<&sqlx::any::AnyRow>) -> Result<i64, sqlx::Error> {
+    use sqlx::Row;
+    row.ok_or_else(|| sqlx::Error::RowNotFound)?.try_get(0)
+}
+
+/// On SQLite: the statements of a lookup of `keys`, one per chunk, as one
+/// query, and its parameters.
+fn lookup_text<'k>(db: &Db, sql: &str, after: &str, keys: &[&'k str]) -> (String, Vec<&'k str>) {
+    let mut text = String::new();
+    let mut binds = Vec::new();
+    for part in keys.chunks(KEYS) {
+        let size = padded_keys(part.len());
+        if !text.is_empty() {
+            text.push_str(";\n");
+        }
+        text.push_str(sql);
+        text.push_str(&db.list(size, 1));
+        text.push_str(after);
+        binds.extend((0..size).map(|i| part[i.min(part.len() - 1)]));
+    }
+    (text, binds)
 }
 
 /// The settings every SQLite connection of a service runs with.
-async fn sqlite_settings(conn: &mut Conn, cache_kib: i64, autocheckpoint: i64) -> Result<(), sqlx::Error> {
+async fn sqlite_settings(conn: &mut Conn, cache_kib: i64) -> Result<(), sqlx::Error> {
     conn.execute(
         format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
              PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib}; PRAGMA temp_store = MEMORY; \
-             PRAGMA wal_autocheckpoint = {autocheckpoint};"
+             PRAGMA wal_autocheckpoint = 40000; PRAGMA journal_size_limit = 67108864;"
         )
         .as_str(),
     )
@@ -424,13 +784,84 @@ mod tests {
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 
+    const T: Table = Table { name: "t", columns: &["k", "a", "b", "c"], key: 1 };
+
+    fn row(k: &str, a: i64, b: &str, c: Option<i64>) -> Vec<Value<'static>> {
+        vec![Value::from(k.to_owned()), a.into(), Value::from(b.to_owned()), c.into()]
+    }
+
+    async fn count(db: &Db, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(db.reader()).await.expect("query")
+    }
+
+    /// Runs `script` and commits, on the writer's own connection.
+    async fn commit(db: &Db, conn: &mut Conn, mut script: Script<'_>) -> Result<(), sqlx::Error> {
+        conn.execute("BEGIN IMMEDIATE").await?;
+        script.push("COMMIT", |b| b);
+        let result = script.run(conn).await;
+        if result.is_err() {
+            db.rollback_writes(conn).await?;
+        }
+        result
+    }
+
+    #[tokio::test]
+    async fn scripts_insert_in_padded_chunks_and_update_only_what_changed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("db");
+        for ddl in [
+            "CREATE TABLE t (k TEXT PRIMARY KEY, a BIGINT NOT NULL, b TEXT NOT NULL, c BIGINT)",
+            // Counts the updates that set column a, changed or not.
+            "CREATE TABLE sets_of_a (n BIGINT NOT NULL)",
+            "CREATE TRIGGER count_a AFTER UPDATE OF a ON t BEGIN INSERT INTO sets_of_a VALUES (1); END",
+        ] {
+            sqlx::query(ddl).execute(db.writer()).await.expect("ddl");
+        }
+        let mut conn = db.open_writer().await.expect("conn");
+
+        // 300 rows: a statement of 256 and one of 44 padded to 64.
+        let rows: Vec<Vec<Value<'static>>> = (0..300).map(|i| row(&format!("k{i:03}"), i, "x", None)).collect();
+        let mut script = Script::new(&db);
+        script.upsert(&T, rows.iter().map(|r| (None, r.clone())));
+        assert_eq!(script.statements.len(), 1, "on SQLite, one query");
+        assert_eq!(script.statements[0].0.matches("INSERT INTO t ").count(), 2, "of two statements");
+        commit(&db, &mut conn, script).await.expect("insert");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM t").await, 300, "padding rows are not inserted");
+        assert_eq!(count(&db, "SELECT SUM(a) FROM t").await, (0..300).sum::<i64>());
+
+        // k000 changes b, k001 changes c, k002 is put back unchanged, k300 is new.
+        let mut script = Script::new(&db);
+        script.upsert(
+            &T,
+            [
+                (Some(rows[0].clone()), row("k000", 0, "y", None)),
+                (Some(rows[1].clone()), row("k001", 1, "x", Some(7))),
+                (Some(rows[2].clone()), rows[2].clone()),
+                (None, row("k300", 300, "z", None)),
+            ],
+        );
+        commit(&db, &mut conn, script).await.expect("upsert");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM t").await, 301);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM t WHERE b = 'y' OR c = 7").await, 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM sets_of_a").await, 0, "no update set the unchanged column");
+
+        // A "new" row whose key exists is an error, not an overwrite, and
+        // what the script did before it is rolled back.
+        let mut script = Script::new(&db);
+        script.upsert(&T, [(Some(rows[3].clone()), row("k003", 3, "w", None))]);
+        script.upsert(&T, [(None, row("k004", -1, "w", None))]);
+        assert!(commit(&db, &mut conn, script).await.is_err());
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM t WHERE b = 'w' OR a = -1").await, 0);
+    }
+
     #[test]
-    fn chunking() {
-        assert_eq!(chunks(0).collect::<Vec<_>>(), Vec::<usize>::new());
-        assert_eq!(chunks(100).collect::<Vec<_>>(), [64, 16, 16, 4]);
-        assert_eq!(chunks(600).sum::<usize>(), 600);
+    fn padding() {
+        assert_eq!(padded_keys(0), 1);
+        assert_eq!(padded_keys(3), 4);
+        assert_eq!(padded_keys(5000), KEYS);
         assert_eq!(padded(1), 1);
-        assert_eq!(padded(5), 16);
+        assert_eq!(padded(5), 8);
+        assert_eq!(padded(30), 32);
         assert_eq!(padded(300), 256);
     }
 }

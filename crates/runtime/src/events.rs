@@ -14,7 +14,7 @@ use themodel_proto::common::v1 as pb;
 use themodel_proto::common::v1::event_stream_service_server::{EventStreamService, EventStreamServiceServer};
 use tonic::{Request, Response, Status};
 
-use crate::db::{self, Conn, Db};
+use crate::db::{self, Db, Script};
 use crate::error::ApiError;
 use crate::time::{self, Micros};
 
@@ -23,28 +23,23 @@ pub fn pack<E: Message + Name>(event: &E) -> Any {
     Any { type_url: E::type_url(), value: event.encode_to_vec() }
 }
 
-/// Appends events in order; returns the seq of the last one.
-pub async fn append(conn: &mut Conn, db: &Db, events: &[Any], now: Micros) -> Result<i64, sqlx::Error> {
-    if events.is_empty() {
-        return sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut *conn).await;
+/// Appends events in order, numbered on from the stream's head inside the
+/// statements (the transaction holds the head's lock, see the module docs):
+/// each insert numbers its rows from the head by position, then moves the
+/// head past them.
+pub fn append<'q>(script: &mut Script<'q>, db: &Db, events: &'q [Any], now: Micros) {
+    for part in events.chunks(db::CHUNKS[0]) {
+        script.insert_select(
+            "INSERT INTO events (seq, recorded_at, type_url, payload)",
+            "(SELECT seq FROM stream_head WHERE id = 1) + column1, column2, column3, column4",
+            3,
+            "",
+            part,
+            |b, e| b.bind(now).bind(e.type_url.as_str()).bind(e.value.as_slice()),
+        );
+        let n = i64::try_from(part.len()).unwrap_or(i64::MAX);
+        script.push(&format!("UPDATE stream_head SET seq = seq + {} WHERE id = 1", db.param(1)), |b| b.bind(n));
     }
-    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let last: i64 = sqlx::query_scalar("UPDATE stream_head SET seq = seq + $1 WHERE id = 1 RETURNING seq")
-        .bind(n)
-        .fetch_one(&mut *conn)
-        .await?;
-    let numbered: Vec<(i64, &Any)> = (last - n + 1..).zip(events).collect();
-    db::insert_rows(
-        conn,
-        db,
-        "INSERT INTO events (seq, recorded_at, type_url, payload) VALUES ",
-        4,
-        "",
-        &numbered,
-        |q, (seq, e)| q.bind(*seq).bind(now).bind(&e.type_url).bind(&e.value),
-    )
-    .await?;
-    Ok(last)
 }
 
 /// Gives the stream its id the first time the database is migrated (or

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
-use crate::db::{self, Conn, Db};
+use crate::db::{self, Conn, Db, Script};
 use crate::time::Micros;
 
 /// One request's key (scoped by method) and fingerprint.
@@ -49,12 +49,15 @@ struct Row {
     response: Vec<u8>,
 }
 
-/// The stored records of `keys`.
-pub async fn load(conn: &mut Conn, db: &Db, keys: &[&str]) -> Result<HashMap<String, Record>, sqlx::Error> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<Row> = db::select_in(
+/// Begins the writer's transaction and reads the stored records of `keys`,
+/// in one round trip on SQLite; returns the transaction's count of writer
+/// transactions (see [`crate::cache`]) and the records.
+pub async fn begin_and_load(
+    conn: &mut Conn,
+    db: &Db,
+    keys: &[&str],
+) -> Result<(i64, HashMap<String, Record>), sqlx::Error> {
+    let (writes, rows): (i64, Vec<Row>) = db::begin_and_select_in(
         conn,
         db,
         "SELECT request_key, fingerprint, response FROM idempotency WHERE request_key IN ",
@@ -62,21 +65,22 @@ pub async fn load(conn: &mut Conn, db: &Db, keys: &[&str]) -> Result<HashMap<Str
         keys,
     )
     .await?;
-    Ok(rows.into_iter().map(|r| (r.request_key, Record { fingerprint: r.fingerprint, response: r.response })).collect())
+    let records = rows
+        .into_iter()
+        .map(|r| (r.request_key, Record { fingerprint: r.fingerprint, response: r.response }))
+        .collect();
+    Ok((writes, records))
 }
 
 /// Records first responses, in the transaction that made their changes.
-pub async fn insert(conn: &mut Conn, db: &Db, rows: &[(&Key, &[u8])], now: Micros) -> Result<(), sqlx::Error> {
-    db::insert_rows(
-        conn,
-        db,
-        "INSERT INTO idempotency (request_key, fingerprint, response, created_at) VALUES ",
+pub fn insert<'q>(script: &mut Script<'q>, rows: &'q [(&'q Key, &'q [u8])], now: Micros) {
+    script.insert_rows(
+        "INSERT INTO idempotency (request_key, fingerprint, response, created_at)",
         4,
         "",
         rows,
-        |q, (key, response)| q.bind(&key.request_key).bind(&key.fingerprint).bind(*response).bind(now),
-    )
-    .await
+        |b, (key, response)| b.bind(key.request_key.as_str()).bind(key.fingerprint.as_str()).bind(*response).bind(now),
+    );
 }
 
 /// FNV-1a, 64 bit: stable across builds and platforms, unlike std's hasher.

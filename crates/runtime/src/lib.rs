@@ -4,6 +4,7 @@
 //!
 //! - [`work`]: the unit of work, and the writer that commits concurrent units
 //!   of a service together (group commit), idempotent on `request_id`.
+//! - [`cache`]: the writer's cache of the rows it committed.
 //! - [`loader`]: batched point reads on the read pool.
 //! - [`db`]: one connection layer for SQLite and PostgreSQL (sqlx `Any`),
 //!   migrations, and multi-row statement helpers.
@@ -18,6 +19,7 @@
 //!   statuses, and field violations for bad input.
 //! - [`definition`]: the shared quality definition as a service follows it.
 
+pub mod cache;
 pub mod call;
 pub mod config;
 pub mod db;
@@ -37,6 +39,7 @@ pub mod validate;
 pub mod wire;
 pub mod work;
 
+pub use cache::Cache;
 pub use call::Call;
 pub use config::{Peers, ServiceConfig};
 pub use db::{Db, Tx};

@@ -34,7 +34,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
 use crate::call::Call;
-use crate::db::{self, Conn, Db};
+use crate::db::{self, Conn, Db, Script};
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::{self, PeerChannel};
 use crate::time::{self, Clock, Micros};
@@ -217,27 +217,20 @@ pub(crate) async fn load(conn: &mut Conn, db: &Db, ids: &[&str]) -> Result<HashM
 }
 
 /// Writes new hand-overs (each with the trace context of the call that made it).
-pub(crate) async fn insert(
-    conn: &mut Conn,
-    db: &Db,
-    rows: &[(Handover, &str)],
-    now: Micros,
-) -> Result<(), sqlx::Error> {
-    db::insert_rows(
-        conn,
-        db,
+pub(crate) fn insert<'q>(script: &mut Script<'q>, rows: &'q [(Handover, &'q str)], now: Micros) {
+    script.insert_rows(
         "INSERT INTO outbox (id, destination, method, type_url, body, subject_id, trace, state, attempts, \
-         created_at, next_attempt_at, last_error_code, last_error) VALUES ",
+         created_at, next_attempt_at, last_error_code, last_error)",
         13,
         "",
         rows,
-        |q, (h, trace)| {
-            q.bind(&h.id)
+        |b, (h, trace)| {
+            b.bind(h.id.as_str())
                 .bind(h.destination)
                 .bind(h.method)
-                .bind(&h.type_url)
-                .bind(&h.body)
-                .bind(&h.subject_id)
+                .bind(h.type_url.as_str())
+                .bind(h.body.as_slice())
+                .bind(h.subject_id.as_str())
                 .bind(*trace)
                 .bind(State::Pending.code())
                 .bind(0i64)
@@ -246,23 +239,22 @@ pub(crate) async fn insert(
                 .bind("")
                 .bind("")
         },
-    )
-    .await
+    );
 }
 
 /// Writes operators' changes.
-pub(crate) async fn update(conn: &mut Conn, changes: &[Change], now: Micros) -> Result<(), sqlx::Error> {
+pub(crate) fn update<'q>(script: &mut Script<'q>, db: &Db, changes: &'q [Change], now: Micros) {
     for c in changes {
+        let (p1, p2, p3) = (db.param(1), db.param(2), db.param(3));
         let sql = match c.to {
-            State::Pending => {
-                "UPDATE outbox SET state = $1, attempts = 0, dead_at = NULL, lease_until = NULL, next_attempt_at = $2 \
-                 WHERE id = $3"
-            }
-            _ => "UPDATE outbox SET state = $1, lease_until = NULL, next_attempt_at = $2 WHERE id = $3",
+            State::Pending => format!(
+                "UPDATE outbox SET state = {p1}, attempts = 0, dead_at = NULL, lease_until = NULL, \
+                 next_attempt_at = {p2} WHERE id = {p3}"
+            ),
+            _ => format!("UPDATE outbox SET state = {p1}, lease_until = NULL, next_attempt_at = {p2} WHERE id = {p3}"),
         };
-        sqlx::query(sql).bind(c.to.code()).bind(now).bind(&c.id).execute(&mut *conn).await?;
+        script.push(&sql, |b| b.bind(c.to.code()).bind(now).bind(c.id.as_str()));
     }
-    Ok(())
 }
 
 /// What handlers hold to learn when the hand-overs they made were tried.
@@ -533,7 +525,10 @@ impl Relay {
                     subject_id: row.subject_id.clone(),
                 })),
             };
-            events::append(&mut tx, &self.db, &[events::pack(&event)], now).await?;
+            let packed = [events::pack(&event)];
+            let mut script = Script::new(&self.db);
+            events::append(&mut script, &self.db, &packed, now);
+            script.run(&mut tx).await?;
         }
         tx.commit().await
     }

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
-use crate::db::{Conn, Db};
+use crate::db::{Conn, Db, Script};
 use crate::definition::SharedDefinition;
 use crate::error::{ApiError, ApiResult};
 use crate::outbox::{self, Handover, Outbox};
@@ -71,8 +71,19 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::flush`]).
     fn apply(&self, state: &mut Self::State, change: Self::Change);
 
-    /// Writes every change applied to `state`.
-    fn flush(&self, conn: &mut Conn, state: &mut Self::State) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Adds the writes of every change applied to `state` to the batch's
+    /// script (run, with the batch's other writes and its commit, after).
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s Self::State);
+
+    /// Called with a batch's rows once it committed: what the database now
+    /// holds, to keep for later batches (see [`crate::cache`]).
+    fn remember(&self, state: Self::State) {
+        let _ = state;
+    }
+
+    /// Called when another writer may have changed the service's rows:
+    /// drop whatever was kept.
+    fn forget(&self) {}
 }
 
 /// What a unit asks to have loaded.
@@ -307,6 +318,8 @@ impl<S: Store> Shared<S> {
         // The writer's own connection, opened on first use and again after
         // it broke.
         let mut conn: Option<Conn> = None;
+        // `stream_head.writes` as this writer's last commit left it.
+        let mut last_writes: Option<i64> = None;
         loop {
             let received = tokio::select! {
                 n = rx.recv_many(&mut jobs, self.max_batch) => n,
@@ -332,12 +345,12 @@ impl<S: Store> Shared<S> {
             if batch.is_empty() {
                 continue;
             }
-            match self.write(&mut conn, &batch).await {
+            match self.write(&mut conn, &mut last_writes, &batch).await {
                 Ok(outcomes) => self.reply(batch, outcomes),
                 Err(e) if batch.len() > 1 => {
                     tracing::warn!(error = %e, units = batch.len(), "batch failed; committing its units one by one");
                     for job in batch {
-                        let outcome = match self.write(&mut conn, std::slice::from_ref(&job)).await {
+                        let outcome = match self.write(&mut conn, &mut last_writes, std::slice::from_ref(&job)).await {
                             Ok(mut o) => o.pop().unwrap_or(Outcome::Done(Err(ApiError::Internal(anyhow::anyhow!(
                                 "a unit without an outcome"
                             ))))),
@@ -384,12 +397,27 @@ impl<S: Store> Shared<S> {
     /// Runs and commits a batch on the writer's connection (opening it if
     /// needed, and dropping it if it broke); an `Err` means nothing of the
     /// batch was committed.
-    async fn write(&self, conn: &mut Option<Conn>, batch: &[Job<S>]) -> Result<Vec<Outcome>, sqlx::Error> {
+    async fn write(
+        &self,
+        conn: &mut Option<Conn>,
+        last_writes: &mut Option<i64>,
+        batch: &[Job<S>],
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
         let c = match conn {
             Some(c) => c,
             None => conn.insert(self.db.open_writer().await?),
         };
-        let result = self.write_on(c, batch).await;
+        let result = match self.write_on(c, batch, last_writes).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(e) => {
+                // The transaction is still open unless the failure was the
+                // commit itself; either way nothing of it stays.
+                if let Err(rollback) = self.db.rollback_writes(c).await {
+                    tracing::debug!(error = %rollback, "rollback after a failed batch");
+                }
+                Err(e)
+            }
+        };
         if let Err(e) = &result
             && matches!(
                 e,
@@ -402,13 +430,21 @@ impl<S: Store> Shared<S> {
         result
     }
 
-    async fn write_on(&self, conn: &mut Conn, batch: &[Job<S>]) -> Result<Vec<Outcome>, sqlx::Error> {
+    async fn write_on(
+        &self,
+        conn: &mut Conn,
+        batch: &[Job<S>],
+        last_writes: &mut Option<i64>,
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
         let db = &self.db;
-        let mut tx = db.begin_on(conn).await?;
-
         let keys: Vec<&str> =
             batch.iter().filter_map(|j| j.call.key.as_ref().map(|k| k.request_key.as_str())).collect();
-        let stored = idempotency::load(&mut tx, db, &keys).await?;
+        let (writes, stored) = idempotency::begin_and_load(conn, db, &keys).await?;
+        if *last_writes != Some(writes - 1) {
+            // Not the first batch after our own last commit: someone else
+            // wrote (or this is the first batch), so cached rows may be stale.
+            self.store.forget();
+        }
 
         let mut rows = Vec::new();
         let mut handover_ids = Vec::new();
@@ -419,8 +455,8 @@ impl<S: Store> Shared<S> {
             }
         }
         let mut state = S::State::default();
-        self.store.load(&mut tx, &rows, &mut state).await?;
-        let mut handovers = outbox::load(&mut tx, db, &handover_ids).await?;
+        self.store.load(conn, &rows, &mut state).await?;
+        let mut handovers = outbox::load(conn, db, &handover_ids).await?;
 
         let definition = self.definition.current();
         let now = self.clock.now();
@@ -478,14 +514,19 @@ impl<S: Store> Shared<S> {
             outcomes.push(Outcome::Done(Ok(Committed { response: done.response, handovers: ids })));
         }
 
-        self.store.flush(&mut tx, &mut state).await?;
-        outbox::update(&mut tx, &outbox_changes, now).await?;
-        outbox::insert(&mut tx, db, &new_handovers, now).await?;
-        events::append(&mut tx, db, &events, now).await?;
+        // Every write of the batch, and the commit, in one script.
+        let mut script = Script::new(db);
+        self.store.flush(&mut script, &state);
+        outbox::update(&mut script, db, &outbox_changes, now);
+        outbox::insert(&mut script, &new_handovers, now);
+        events::append(&mut script, db, &events, now);
         let record_rows: Vec<(&idempotency::Key, &[u8])> =
             records.iter().map(|(key, i)| (*key, responses[*i].as_slice())).collect();
-        idempotency::insert(&mut tx, db, &record_rows, now).await?;
-        tx.commit().await?;
+        idempotency::insert(&mut script, &record_rows, now);
+        script.push("COMMIT", |b| b);
+        script.run(conn).await?;
+        *last_writes = Some(writes);
+        self.store.remember(state);
         Ok(outcomes)
     }
 }
@@ -509,11 +550,12 @@ pub struct Rows<K, V> {
     slots: HashMap<K, Option<V>>,
     dirty: Vec<K>,
     dirty_set: HashSet<K>,
+    originals: HashMap<K, V>,
 }
 
 impl<K, V> Default for Rows<K, V> {
     fn default() -> Self {
-        Rows { slots: HashMap::new(), dirty: Vec::new(), dirty_set: HashSet::new() }
+        Rows { slots: HashMap::new(), dirty: Vec::new(), dirty_set: HashSet::new(), originals: HashMap::new() }
     }
 }
 
@@ -546,15 +588,31 @@ impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display, V> Rows<K, V> {
 
     /// Sets the row for `key`; it is written at flush.
     pub fn put(&mut self, key: K, value: V) {
-        if self.dirty_set.insert(key.clone()) {
-            self.dirty.push(key.clone());
+        let first = self.dirty_set.insert(key.clone());
+        let before = self.slots.insert(key.clone(), Some(value)).flatten();
+        if first {
+            // What the database holds, to write only what changed.
+            if let Some(before) = before {
+                self.originals.insert(key.clone(), before);
+            }
+            self.dirty.push(key);
         }
-        self.slots.insert(key, Some(value));
     }
 
     /// The rows changed since loading, in the order first changed.
     pub fn changed(&self) -> impl Iterator<Item = &V> {
         self.dirty.iter().filter_map(|k| self.slots.get(k).and_then(Option::as_ref))
+    }
+
+    /// The rows changed since loading, each with what the database holds
+    /// (`None` for a new row), in the order first changed.
+    pub fn changes(&self) -> impl Iterator<Item = (Option<&V>, &V)> {
+        self.dirty.iter().filter_map(|k| Some((self.originals.get(k), self.slots.get(k)?.as_ref()?)))
+    }
+
+    /// Every row held (loaded or changed), for the cache once committed.
+    pub fn into_present(self) -> impl Iterator<Item = (K, V)> {
+        self.slots.into_iter().filter_map(|(k, v)| Some((k, v?)))
     }
 
     /// Keys of `keys` not loaded yet, each once.
@@ -579,6 +637,13 @@ mod tests {
     struct Counters {
         db: Db,
         loads: Arc<AtomicUsize>,
+        cache: crate::Cache<String, i64>,
+    }
+
+    impl Counters {
+        fn new(db: &Db, loads: &Arc<AtomicUsize>) -> Self {
+            Counters { db: db.clone(), loads: loads.clone(), cache: crate::Cache::new(100) }
+        }
     }
 
     #[derive(Default)]
@@ -591,8 +656,11 @@ mod tests {
         type Event = KpiEvent;
 
         async fn load(&self, conn: &mut Conn, keys: &[String], state: &mut CounterRows) -> Result<(), sqlx::Error> {
-            self.loads.fetch_add(1, Ordering::SeqCst);
-            let wanted: Vec<&str> = state.0.missing(keys).into_iter().map(String::as_str).collect();
+            let missing = state.0.missing(keys);
+            let wanted: Vec<&str> = self.cache.fill(&mut state.0, missing).into_iter().map(String::as_str).collect();
+            if !wanted.is_empty() {
+                self.loads.fetch_add(1, Ordering::SeqCst);
+            }
             let rows: Vec<(String, i64)> =
                 crate::db::select_in(conn, &self.db, "SELECT name, n FROM counters WHERE name IN ", "", &wanted)
                     .await?;
@@ -607,23 +675,23 @@ mod tests {
             state.0.put(name, n);
         }
 
-        async fn flush(&self, conn: &mut Conn, state: &mut CounterRows) -> Result<(), sqlx::Error> {
-            let rows: Vec<(String, i64)> = state
-                .0
-                .dirty
-                .iter()
-                .filter_map(|k| state.0.get(k.as_str()).ok().flatten().map(|n| (k.clone(), *n)))
-                .collect();
-            crate::db::insert_rows(
-                conn,
-                &self.db,
-                "INSERT INTO counters (name, n) VALUES ",
+        fn remember(&self, state: CounterRows) {
+            self.cache.remember(state.0);
+        }
+
+        fn forget(&self) {
+            self.cache.forget();
+        }
+
+        fn flush<'s>(&self, script: &mut Script<'s>, state: &'s CounterRows) {
+            let rows = state.0.dirty.iter().filter_map(|k| state.0.get(k.as_str()).ok().flatten().map(|n| (k, *n)));
+            script.insert_rows(
+                "INSERT INTO counters (name, n)",
                 2,
                 " ON CONFLICT (name) DO UPDATE SET n = excluded.n",
-                &rows,
-                |q, (name, n)| q.bind(name).bind(*n),
-            )
-            .await
+                rows,
+                |q, (name, n)| q.bind(name.as_str()).bind(n),
+            );
         }
     }
 
@@ -665,7 +733,7 @@ mod tests {
     /// Queues every call before the writer starts, so they share one batch.
     async fn one_batch(calls: Vec<(Call, String)>) -> (Vec<ApiResult<KpiEvent>>, Db, usize, tempfile::TempDir) {
         let (dir, db, loads) = counters().await;
-        let store = Counters { db: db.clone(), loads: loads.clone() };
+        let store = Counters::new(&db, &loads);
         let stop = CancellationToken::new();
         let (w, task) = Writer::new(
             store,
@@ -697,6 +765,37 @@ mod tests {
             .fetch_optional(db.reader())
             .await
             .expect("read")
+    }
+
+    fn running_writer(db: &Db, loads: &Arc<AtomicUsize>, stop: &CancellationToken) -> Writer<Counters> {
+        let (w, task) = Writer::new(
+            Counters::new(db, loads),
+            db.clone(),
+            Clock::manual(0),
+            SharedDefinition::default(),
+            Outbox::none(),
+            WriterConfig::default(),
+            stop.clone(),
+        );
+        tokio::spawn(task);
+        w
+    }
+
+    #[tokio::test]
+    async fn a_writer_keeps_what_it_committed_until_another_writer_writes() {
+        let (_dir, db, loads) = counters().await;
+        let other_loads = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let (w1, w2) = (running_writer(&db, &loads, &stop), running_writer(&db, &other_loads, &stop));
+        add(&w1, Call::default(), "a".into()).await.expect("a = 1");
+        add(&w1, Call::default(), "a".into()).await.expect("a = 2");
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "the second batch took a from memory");
+        // Another writer on the same database (a replica, say) changes a.
+        add(&w2, Call::default(), "a".into()).await.expect("a = 3");
+        add(&w1, Call::default(), "a".into()).await.expect("a = 4");
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "the first writer noticed and read a again");
+        assert_eq!(counter(&db, "a").await, Some(4), "no update lost");
+        stop.cancel();
     }
 
     #[tokio::test]
@@ -748,7 +847,7 @@ mod tests {
         let (_dir, db, loads) = counters().await;
         let config = WriterConfig { queue: 2, max_batch: 8 };
         let (w, _task) = Writer::new(
-            Counters { db: db.clone(), loads },
+            Counters::new(&db, &loads),
             db,
             Clock::manual(0),
             SharedDefinition::default(),
