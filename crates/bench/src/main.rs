@@ -194,9 +194,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     stats.print("CaptureLead", echo_rps);
-    let leads: Arc<Vec<String>> =
-        Arc::new(std::mem::take(&mut *leads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)));
+    let mut leads = std::mem::take(&mut *leads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     anyhow::ensure!(!leads.is_empty(), "no lead was captured");
+    if args.active_leads > 0 {
+        leads.truncate(args.active_leads);
+    }
+    let leads: Arc<Vec<String>> = Arc::new(leads);
     // Touches sent to each lead (counted when acknowledged), to check scores after.
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..leads.len()).map(|_| AtomicU64::new(0)).collect());
 
@@ -276,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
         let ingest = load::ingest(&marketing, &leads, &sent, args.streams, args.batch, phase).await?;
         let raw = load::raw_insert_rate(args.batch, ingest.touches.max(args.batch as u64 * 20)).await?;
         println!(
-            "{:<22} {:>10} touches {:>10.0} touches/s   {:.2}x raw inserts ({raw:.0} rows/s of touches and events)   \
+            "{:<22} {:>10} touches {:>10.0} touches/s   {:.2}x raw inserts ({raw:.0} touches/s inserted raw: a touch row and an event row each)   \
          p50 {:>7.3} ms   p99 {:>7.3} ms per {}-touch message",
             "IngestBehaviour",
             ingest.touches,
