@@ -9,9 +9,11 @@
 //!    repeated message is all duplicates), against the rate of inserting the
 //!    same rows into the same kind of SQLite database through the same driver;
 //! 3. GetFunnel latency at 8 concurrent callers, over a month and all time;
-//! 4. overload: `--overload-callers` callers from a second process for
-//!    `--overload-seconds`, with the suite's resident memory before, at its
-//!    peak and after.
+//! 4. overload: the suite restarted alone in a child process on the data
+//!    the phases above left, warmed up with `--concurrency` callers of
+//!    RecordTouch, then `--overload-callers` callers from another process
+//!    for `--overload-seconds`: refusals, and the suite process's resident
+//!    memory before, at its peak and 10 s after.
 //!
 //! Run it optimised: `cargo run --release -p themodel-bench`.
 
@@ -95,6 +97,13 @@ enum Mode {
         #[arg(long)]
         leads: u64,
     },
+    /// The suite on an existing data directory, alone in its process (run
+    /// by the bench for the overload burst, so its memory is the suite's
+    /// own): prints marketing's address, runs until stdin closes.
+    Suite {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
@@ -120,9 +129,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Resident memory of this process now and at its peak since the last reset, in MiB.
-fn rss() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident memory of process `pid` now and at its peak since the last reset, in MiB.
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -134,15 +143,19 @@ fn rss() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Mode::OverloadClient { addr, callers, seconds, leads }) = args.mode {
-        return load::overload_client(&addr, callers, seconds, leads).await;
+    match args.mode {
+        Some(Mode::OverloadClient { addr, callers, seconds, leads }) => {
+            return load::overload_client(&addr, callers, seconds, leads).await;
+        }
+        Some(Mode::Suite { data_dir }) => return serve(data_dir).await,
+        None => {}
     }
     let dir = tempfile::tempdir()?;
     let mut options = SuiteOptions::ephemeral(dir.path());
@@ -325,38 +338,88 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    suite.shutdown().await?;
     if run("overload") && args.overload_callers > 0 {
-        overload(&marketing_url, &args, leads.len() as u64).await?;
+        overload(dir.path(), &args, &leads).await?;
     }
+    Ok(())
+}
+
+/// [`Mode::Suite`].
+async fn serve(data_dir: std::path::PathBuf) -> anyhow::Result<()> {
+    let mut options = SuiteOptions::ephemeral(data_dir);
+    options.poll_interval = Duration::from_millis(100);
+    let suite = Suite::start(options).await?;
+    println!("{}", suite.url(ServiceName::Marketing));
+    // Block-buffered when piped: the parent waits for this line.
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tokio::task::spawn_blocking(|| std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())).await??;
     suite.shutdown().await
 }
 
-/// The overload burst from a second process, and the suite's memory around it.
-async fn overload(url: &str, args: &Args, leads: u64) -> anyhow::Result<()> {
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (before, _) = rss();
-    reset_peak_rss();
+/// The overload burst, against the suite alone in a process of its own on
+/// the data the other phases left, so the memory measured is the suite's:
+/// first warmed up with the throughput phases' touch load (its caches
+/// full), then the burst from a third process, then ten quiet seconds.
+async fn overload(data_dir: &std::path::Path, args: &Args, leads: &Arc<Vec<String>>) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe()?;
-    let out = tokio::process::Command::new(exe)
-        .args(["overload-client", "--addr", url])
+    let mut child = tokio::process::Command::new(&exe)
+        .arg("suite")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("the suite process exited at once"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let url = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the suite process did not start"))?;
+
+    let chans = channels(&url, args.connections)?;
+    let ids = leads.clone();
+    let warm = closed_loop(args.concurrency, Duration::from_secs(args.seconds), move |c, n| {
+        let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
+        let req = mk::RecordTouchRequest {
+            request_id: format!("warm-{c}-{n}"),
+            lead_id: ids[load::spread(c, n, ids.len())].clone(),
+            kind: mk::TouchKind::EmailOpen as i32,
+            ..Default::default()
+        };
+        async move { m.record_touch(req).await.map(|_| ()) }
+    })
+    .await;
+    anyhow::ensure!(warm.ok > 0, "the suite process accepted no touch while warming up");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (before, _) = rss(pid);
+    reset_peak_rss(pid);
+    let out = tokio::process::Command::new(&exe)
+        .args(["overload-client", "--addr", &url])
         .args(["--callers", &args.overload_callers.to_string()])
         .args(["--seconds", &args.overload_seconds.to_string()])
-        .args(["--leads", &leads.to_string()])
+        .args(["--leads", &leads.len().to_string()])
         .output()
         .await?;
-    let (during, peak) = rss();
+    let (during, peak) = rss(pid);
     anyhow::ensure!(out.status.success(), "overload client failed: {}", String::from_utf8_lossy(&out.stderr));
     let mut after = during;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        after = rss().0;
+        after = rss(pid).0;
     }
     print!("{}", String::from_utf8_lossy(&out.stdout));
     println!(
-        "{:<22} suite RSS before {before:.0} MiB, peak {peak:.0} MiB, 10 s after {after:.0} MiB ({:+.0}%)",
+        "{:<22} suite process RSS warmed up {before:.0} MiB, peak {peak:.0} MiB, 10 s after {after:.0} MiB ({:+.0}%)",
         "  memory",
         (after - before) / before * 100.0
     );
+    drop(child.stdin.take());
+    child.wait().await?;
     Ok(())
 }
 
