@@ -315,9 +315,12 @@ pub async fn raw_insert_rate(batch: usize, touches: u64) -> anyhow::Result<f64> 
     Ok(rate)
 }
 
-/// The overload burst: `callers` callers sending RecordTouch for `seconds`
-/// over 16 connections; prints what came back and how fast.
-pub async fn overload_client(addr: &str, callers: usize, seconds: u64, leads: u64) -> anyhow::Result<()> {
+/// The overload burst: `callers` callers sending RecordTouch to `leads`
+/// (ids, one per line) for `seconds` over 16 connections; prints what came
+/// back and how fast.
+pub async fn overload_client(addr: &str, callers: usize, seconds: u64, leads: &std::path::Path) -> anyhow::Result<()> {
+    let leads: Vec<String> = std::fs::read_to_string(leads)?.lines().map(str::to_owned).collect();
+    anyhow::ensure!(!leads.is_empty(), "no lead ids to touch");
     let chans: Vec<Channel> =
         (0..16).map(|_| Ok(Channel::from_shared(addr.to_owned())?.connect_lazy())).collect::<anyhow::Result<_>>()?;
     let refusals = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -326,7 +329,7 @@ pub async fn overload_client(addr: &str, callers: usize, seconds: u64, leads: u6
         let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
         let req = mk::RecordTouchRequest {
             request_id: format!("burst-{c}-{n}"),
-            lead_id: format!("b{}-{}", c % 64, n % leads.max(1)),
+            lead_id: leads[spread(c, n, leads.len())].clone(),
             kind: mk::TouchKind::EmailOpen as i32,
             ..Default::default()
         };

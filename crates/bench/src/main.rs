@@ -94,8 +94,9 @@ enum Mode {
         callers: usize,
         #[arg(long)]
         seconds: u64,
+        /// A file of the lead ids to touch, one per line.
         #[arg(long)]
-        leads: u64,
+        leads: std::path::PathBuf,
     },
     /// The suite on an existing data directory, alone in its process (run
     /// by the bench for the overload burst, so its memory is the suite's
@@ -152,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode {
         Some(Mode::OverloadClient { addr, callers, seconds, leads }) => {
-            return load::overload_client(&addr, callers, seconds, leads).await;
+            return load::overload_client(&addr, callers, seconds, &leads).await;
         }
         Some(Mode::Suite { data_dir }) => return serve(data_dir).await,
         None => {}
@@ -396,13 +397,17 @@ async fn overload(data_dir: &std::path::Path, args: &Args, leads: &Arc<Vec<Strin
     anyhow::ensure!(warm.ok > 0, "the suite process accepted no touch while warming up");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // The burst touches the leads the warm-up did: the pipeline's working set.
+    let ids_file = data_dir.join("burst-leads.txt");
+    std::fs::write(&ids_file, leads.join("\n"))?;
     let (before, _) = rss(pid);
     reset_peak_rss(pid);
     let out = tokio::process::Command::new(&exe)
         .args(["overload-client", "--addr", &url])
         .args(["--callers", &args.overload_callers.to_string()])
         .args(["--seconds", &args.overload_seconds.to_string()])
-        .args(["--leads", &leads.len().to_string()])
+        .arg("--leads")
+        .arg(&ids_file)
         .output()
         .await?;
     let (during, peak) = rss(pid);
