@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
+use themodel_runtime::paging::NewestFirst;
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
@@ -240,34 +241,8 @@ pub async fn list(
     after: Option<(i64, String)>,
     limit: i64,
 ) -> ApiResult<Vec<Account>> {
-    let (at, id) = after.unwrap_or((i64::MAX, String::new()));
-    let rows: Vec<Row> = match status {
-        Some(s) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM accounts WHERE status = $1 \
-             AND (started_at < $2 OR (started_at = $2 AND ($3 = '' OR account_id < $3))) \
-             ORDER BY started_at DESC, account_id DESC LIMIT $4"
-            ))
-            .bind(s.code())
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(db.reader())
-            .await?
-        }
-        None => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM accounts \
-             WHERE (started_at < $1 OR (started_at = $1 AND ($2 = '' OR account_id < $2))) \
-             ORDER BY started_at DESC, account_id DESC LIMIT $3"
-            ))
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(db.reader())
-            .await?
-        }
-    };
+    let list = NewestFirst { select: &format!("SELECT {COLUMNS} FROM accounts"), time: "started_at", id: "account_id" };
+    let rows: Vec<Row> = list.page(db, status.map(|s| ("status", s.code())), after, limit).await?;
     Ok(accounts(rows)?)
 }
 

@@ -7,6 +7,7 @@ use themodel_quality::{Bant, BantRecord, Phase};
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
+use themodel_runtime::paging::NewestFirst;
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
 
@@ -328,34 +329,9 @@ pub async fn list(
     after: Option<(i64, String)>,
     limit: i64,
 ) -> ApiResult<Vec<Opportunity>> {
-    let (at, id) = after.unwrap_or((i64::MAX, String::new()));
-    let ids: Vec<(String,)> = match phase {
-        Some(p) => {
-            sqlx::query_as(
-                "SELECT opportunity_id FROM opportunities WHERE phase = $1 \
-             AND (opened_at < $2 OR (opened_at = $2 AND ($3 = '' OR opportunity_id < $3))) \
-             ORDER BY opened_at DESC, opportunity_id DESC LIMIT $4",
-            )
-            .bind(p.name())
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(db.reader())
-            .await?
-        }
-        None => {
-            sqlx::query_as(
-                "SELECT opportunity_id FROM opportunities \
-             WHERE (opened_at < $1 OR (opened_at = $1 AND ($2 = '' OR opportunity_id < $2))) \
-             ORDER BY opened_at DESC, opportunity_id DESC LIMIT $3",
-            )
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(db.reader())
-            .await?
-        }
-    };
+    let list =
+        NewestFirst { select: "SELECT opportunity_id FROM opportunities", time: "opened_at", id: "opportunity_id" };
+    let ids: Vec<(String,)> = list.page(db, phase.map(|p| ("phase", p.name())), after, limit).await?;
     let keys: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
     let mut conn = db.reader().acquire().await?;
     let mut found: HashMap<String, Opportunity> =

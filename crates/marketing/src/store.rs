@@ -7,6 +7,7 @@ use themodel_quality::{Score, TouchKind};
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
+use themodel_runtime::paging::NewestFirst;
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiError, ApiResult, Rows, Store};
 use themodel_values::{Code, Department, Email, LeadId, VisitorId};
@@ -484,34 +485,8 @@ pub async fn list_leads(
     after: Option<(i64, String)>,
     limit: i64,
 ) -> ApiResult<Vec<Lead>> {
-    let (at, id) = after.unwrap_or((i64::MAX, String::new()));
-    let rows: Vec<LeadRow> = match status {
-        Some(s) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM leads WHERE status = $1 \
-             AND (captured_at < $2 OR (captured_at = $2 AND ($3 = '' OR lead_id < $3))) \
-             ORDER BY captured_at DESC, lead_id DESC LIMIT $4"
-            ))
-            .bind(s.code())
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(db.reader())
-            .await?
-        }
-        None => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM leads \
-             WHERE (captured_at < $1 OR (captured_at = $1 AND ($2 = '' OR lead_id < $2))) \
-             ORDER BY captured_at DESC, lead_id DESC LIMIT $3"
-            ))
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(db.reader())
-            .await?
-        }
-    };
+    let list = NewestFirst { select: &format!("SELECT {COLUMNS} FROM leads"), time: "captured_at", id: "lead_id" };
+    let rows: Vec<LeadRow> = list.page(db, status.map(|s| ("status", s.code())), after, limit).await?;
     Ok(leads(rows)?)
 }
 
