@@ -184,11 +184,8 @@ impl Store for CustomerSuccess {
         let missing = state.accounts.missing(ids);
         let wanted: Vec<&str> =
             self.accounts.fill(&mut state.accounts, missing).into_iter().map(AccountId::as_str).collect();
-        let rows =
-            db::select_in(conn, &self.db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &wanted)
-                .await?;
         let mut found: HashMap<String, Account> =
-            accounts(rows)?.into_iter().map(|a| (a.account_id.to_string(), a)).collect();
+            fetch(conn, &self.db, &wanted).await?.into_iter().map(|a| (a.account_id.to_string(), a)).collect();
         for id in wanted {
             state.accounts.loaded(AccountId::from_stored(id.to_owned()), found.remove(id));
         }
@@ -229,9 +226,12 @@ impl Store for CustomerSuccess {
 /// Accounts by id, for the batched reader.
 pub async fn accounts_by_id(conn: &mut Conn, db: &Db, ids: Vec<AccountId>) -> ApiResult<Vec<(AccountId, Account)>> {
     let keys: Vec<&str> = ids.iter().map(AccountId::as_str).collect();
-    let rows =
-        db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", &keys).await?;
-    Ok(accounts(rows)?.into_iter().map(|a| (a.account_id.clone(), a)).collect())
+    Ok(fetch(conn, db, &keys).await?.into_iter().map(|a| (a.account_id.clone(), a)).collect())
+}
+
+/// Accounts by id on `conn`: the writer's load and the batched reader's.
+async fn fetch(conn: &mut Conn, db: &Db, ids: &[&str]) -> Result<Vec<Account>, sqlx::Error> {
+    accounts(db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM accounts WHERE account_id IN "), "", ids).await?)
 }
 
 /// A page of accounts, newest first, after the keyset `after`.

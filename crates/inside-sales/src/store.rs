@@ -261,10 +261,8 @@ impl Store for InsideSales {
             keys.iter().filter_map(|k| if let Key::Item(id) = k { Some(id) } else { None }).collect();
         let missing = state.items.missing(leads);
         let wanted: Vec<&str> = self.items.fill(&mut state.items, missing).into_iter().map(LeadId::as_str).collect();
-        let rows =
-            db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &wanted).await?;
         let mut found: HashMap<String, QueueItem> =
-            items(rows)?.into_iter().map(|i| (i.lead_id.to_string(), i)).collect();
+            fetch(conn, db, &wanted).await?.into_iter().map(|i| (i.lead_id.to_string(), i)).collect();
         for id in wanted {
             state.items.loaded(LeadId::from_stored(id.to_owned()), found.remove(id));
         }
@@ -328,8 +326,12 @@ pub async fn items_by_id(
     ids: Vec<LeadId>,
 ) -> themodel_runtime::ApiResult<Vec<(LeadId, QueueItem)>> {
     let keys: Vec<&str> = ids.iter().map(LeadId::as_str).collect();
-    let rows = db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", &keys).await?;
-    Ok(items(rows)?.into_iter().map(|i| (i.lead_id.clone(), i)).collect())
+    Ok(fetch(conn, db, &keys).await?.into_iter().map(|i| (i.lead_id.clone(), i)).collect())
+}
+
+/// Queue items by lead id on `conn`: the writer's load and the batched reader's.
+async fn fetch(conn: &mut Conn, db: &Db, ids: &[&str]) -> Result<Vec<QueueItem>, sqlx::Error> {
+    items(db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", ids).await?)
 }
 
 /// The call list: by follow-up deadline, then highest score, then id.

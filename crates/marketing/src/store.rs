@@ -374,17 +374,14 @@ impl Store for Marketing {
 
         let missing = state.leads.missing(&lead_ids);
         let wanted: Vec<&str> = self.leads.fill(&mut state.leads, missing).into_iter().map(LeadId::as_str).collect();
-        let rows =
-            db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &wanted).await?;
-        let mut found: HashMap<String, Lead> = leads(rows)?.into_iter().map(|l| (l.lead_id.to_string(), l)).collect();
+        let mut found: HashMap<String, Lead> =
+            fetch(conn, db, "lead_id", &wanted).await?.into_iter().map(|l| (l.lead_id.to_string(), l)).collect();
         for id in wanted {
             state.leads.loaded(LeadId::from_stored(id.to_owned()), found.remove(id));
         }
 
         let wanted: Vec<&str> = emails.into_iter().filter(|e| !state.by_email.contains_key(*e)).collect();
-        let rows =
-            db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE email_key IN "), "", &wanted).await?;
-        for lead in leads(rows)? {
+        for lead in fetch(conn, db, "email_key", &wanted).await? {
             state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
             state.leads.loaded(lead.lead_id.clone(), Some(lead));
         }
@@ -474,8 +471,13 @@ impl Store for Marketing {
 /// Leads by id, for the batched reader.
 pub async fn leads_by_id(conn: &mut Conn, db: &Db, ids: Vec<LeadId>) -> ApiResult<Vec<(LeadId, Lead)>> {
     let keys: Vec<&str> = ids.iter().map(LeadId::as_str).collect();
-    let rows = db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE lead_id IN "), "", &keys).await?;
-    Ok(leads(rows)?.into_iter().map(|l| (l.lead_id.clone(), l)).collect())
+    Ok(fetch(conn, db, "lead_id", &keys).await?.into_iter().map(|l| (l.lead_id.clone(), l)).collect())
+}
+
+/// Leads whose `column` (`lead_id` or `email_key`) is one of `keys`, on
+/// `conn`: the writer's load and the batched reader's.
+async fn fetch(conn: &mut Conn, db: &Db, column: &str, keys: &[&str]) -> Result<Vec<Lead>, sqlx::Error> {
+    leads(db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM leads WHERE {column} IN "), "", keys).await?)
 }
 
 /// A page of leads, newest capture first, after the keyset `after`.

@@ -565,15 +565,6 @@ impl<K: std::hash::Hash + Eq + Clone + std::fmt::Display, V> Rows<K, V> {
         self.slots.entry(key).or_insert(value);
     }
 
-    /// Whether `key` is loaded (present or known absent).
-    pub fn is_loaded<Q>(&self, key: &Q) -> bool
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        self.slots.contains_key(key)
-    }
-
     /// The row for `key`; an error if the unit did not ask for it.
     pub fn get<Q>(&self, key: &Q) -> ApiResult<Option<&V>>
     where
