@@ -100,3 +100,39 @@ async fn a_call_whose_deadline_has_passed_is_not_executed() {
     req.set_timeout(Duration::from_secs(10));
     m.capture_lead(req).await.unwrap();
 }
+
+/// Thousands of refusals on one connection: HTTP/2 servers close a
+/// connection that resets too many streams, so a refusal sent while its
+/// request was still arriving (a reset) would, after enough of them, fail the
+/// calls that had been accepted on that connection with a transport error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_run_of_refusals_leaves_the_connection_working() {
+    let t = TestSuite::start_with(|o| o.max_in_flight = 1).await;
+    capture(&t, lead("read-me", "2026-11-02T09:00:00Z")).await;
+    const REFUSALS: u64 = 30_000;
+    let channel = tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy();
+    let client = mk::marketing_service_client::MarketingServiceClient::new(channel);
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (mut c, refused) = (client.clone(), refused.clone());
+        callers.spawn(async move {
+            let mut accepted = 0u64;
+            while refused.load(std::sync::atomic::Ordering::Relaxed) < REFUSALS {
+                match c.get_lead(mk::GetLeadRequest { lead_id: "read-me".into() }).await {
+                    Ok(_) => accepted += 1,
+                    Err(s) if s.code() == Code::ResourceExhausted => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(s) => return Err(s),
+                }
+            }
+            Ok(accepted)
+        });
+    }
+    let mut accepted = 0;
+    while let Some(joined) = callers.join_next().await {
+        accepted += joined.unwrap().expect("only RESOURCE_EXHAUSTED refusals, never a broken connection");
+    }
+    assert!(accepted > 0, "some calls were accepted between the refusals");
+}

@@ -62,7 +62,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Send + 'static,
     ResBody: Default + Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -81,7 +81,10 @@ where
                 Ok(p) => Some(p),
                 Err(_) => {
                     let status = Status::from(ApiError::overloaded("this service", RETRY_AFTER));
-                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                    return Box::pin(async move {
+                        read_off(req.into_body()).await;
+                        Ok(status.into_http())
+                    });
                 }
             }
         };
@@ -93,6 +96,31 @@ where
             Ok(response)
         })
     }
+}
+
+/// Most of a refused request read before answering, and how long it may take.
+const READ_OFF_BYTES: usize = 64 * 1024;
+const READ_OFF_TIME: Duration = Duration::from_millis(20);
+
+/// Reads a refused request to its end (within bounds) and drops it.
+///
+/// Answering while the request is still arriving ends the HTTP/2 stream with
+/// a reset, and the server closes a connection after 1,024 such resets (its
+/// guard against reset floods): under a long burst of refusals, calls that
+/// had been accepted on that connection then failed with "broken pipe"
+/// (UNKNOWN). A unary request is small and mostly arrived already.
+async fn read_off<B: http_body::Body>(body: B) {
+    let mut body = std::pin::pin!(body);
+    let mut read = 0;
+    let _ = tokio::time::timeout(READ_OFF_TIME, async {
+        while read < READ_OFF_BYTES {
+            match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Buf::remaining),
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// tonic's "decoded message length too large" (OUT_OF_RANGE) as RESOURCE_EXHAUSTED.
