@@ -45,7 +45,8 @@ pub struct ServiceConfig {
     /// Time between reporting NOT_SERVING and refusing new connections on
     /// shutdown, so load balancers stop routing first.
     pub shutdown_grace: Duration,
-    /// Calls in flight beyond which a call is refused with RESOURCE_EXHAUSTED.
+    /// Calls in flight beyond which a call is refused with RESOURCE_EXHAUSTED
+    /// (256 by default: see `docs/architecture.md`, "Overload and deadlines").
     pub max_in_flight: usize,
     /// The writer's queue and batch sizes.
     pub writer: WriterConfig,
@@ -63,7 +64,7 @@ impl ServiceConfig {
             poll_interval: Duration::from_millis(500),
             time_zone: "UTC".to_owned(),
             shutdown_grace: Duration::ZERO,
-            max_in_flight: 1024,
+            max_in_flight: 256,
             writer: WriterConfig::default(),
             dead_letter_after: 5,
         }

@@ -135,7 +135,7 @@ impl SuiteOptions {
             poll_interval: Duration::from_millis(250),
             definition_refresh: Duration::from_secs(10),
             shutdown_grace: Duration::ZERO,
-            max_in_flight: 1024,
+            max_in_flight: 256,
             writer_queue: 2048,
             dead_letter_after: 5,
             clock: Clock::system(),

@@ -53,7 +53,7 @@ struct Common {
     poll_interval_ms: u64,
     /// Calls in flight per service beyond which a call is refused at once
     /// with RESOURCE_EXHAUSTED (health checks and reflection are never refused).
-    #[arg(long, env = "THEMODEL_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "THEMODEL_MAX_IN_FLIGHT", default_value_t = 256)]
     max_in_flight: usize,
     /// Writes waiting for a service's writer beyond which a write is refused
     /// at once with RESOURCE_EXHAUSTED.
