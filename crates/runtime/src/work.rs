@@ -724,17 +724,8 @@ mod tests {
     /// Queues every call before the writer starts, so they share one batch.
     async fn one_batch(calls: Vec<(Call, String)>) -> (Vec<ApiResult<KpiEvent>>, Db, usize, tempfile::TempDir) {
         let (dir, db, loads) = counters().await;
-        let store = Counters::new(&db, &loads);
         let stop = CancellationToken::new();
-        let (w, task) = Writer::new(
-            store,
-            db.clone(),
-            Clock::manual(0),
-            SharedDefinition::default(),
-            Outbox::none(),
-            WriterConfig::default(),
-            stop.clone(),
-        );
+        let (w, task) = writer(&db, &loads, &stop);
         let n = calls.len();
         let pending: Vec<_> = calls.into_iter().map(|(call, name)| tokio::spawn(add(&w, call, name))).collect();
         while w.queue.max_capacity() - w.queue.capacity() < n {
@@ -758,8 +749,13 @@ mod tests {
             .expect("read")
     }
 
-    fn running_writer(db: &Db, loads: &Arc<AtomicUsize>, stop: &CancellationToken) -> Writer<Counters> {
-        let (w, task) = Writer::new(
+    /// A writer of counters on `db`, and its task (not yet running).
+    fn writer(
+        db: &Db,
+        loads: &Arc<AtomicUsize>,
+        stop: &CancellationToken,
+    ) -> (Writer<Counters>, impl Future<Output = ()> + Send + 'static) {
+        Writer::new(
             Counters::new(db, loads),
             db.clone(),
             Clock::manual(0),
@@ -767,7 +763,11 @@ mod tests {
             Outbox::none(),
             WriterConfig::default(),
             stop.clone(),
-        );
+        )
+    }
+
+    fn running_writer(db: &Db, loads: &Arc<AtomicUsize>, stop: &CancellationToken) -> Writer<Counters> {
+        let (w, task) = writer(db, loads, stop);
         tokio::spawn(task);
         w
     }
