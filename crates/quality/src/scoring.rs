@@ -125,6 +125,17 @@ pub enum Classification {
     Excluded(ExclusionReason),
 }
 
+/// What [`Definition::title_rule`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TitleMatch {
+    /// The rule at this index of `attribute.job_title_rules`.
+    Rule(usize),
+    /// A title no rule matches.
+    Other,
+    /// No title.
+    Blank,
+}
+
 fn email_domain(email: &str) -> String {
     email.rsplit_once('@').map(|(_, d)| d.trim().to_lowercase()).unwrap_or_default()
 }
@@ -133,28 +144,41 @@ impl Definition {
     /// Fit with the ideal target, capped at `attribute.max`.
     pub fn attribute_score(&self, lead: &LeadFacts<'_>) -> i32 {
         let a = &self.attribute;
-        let size = a
-            .company_size_bands
-            .iter()
-            .filter(|(min, _)| lead.company_size >= *min && lead.company_size > 0)
-            .max_by_key(|(min, _)| *min)
-            .map_or(0, |(_, p)| *p);
+        let size = self.size_band(lead.company_size).map_or(0, |i| a.company_size_bands[i].1);
         let industry = lead.industry.trim().to_lowercase();
         let industry = if industry.is_empty() {
             0
         } else {
             a.industry_points.get(&industry).copied().unwrap_or(a.other_industry_points)
         };
-        let title = lead.job_title.trim().to_lowercase();
-        let title = if title.is_empty() {
-            0
-        } else {
-            a.job_title_rules
-                .iter()
-                .find(|(words, _)| words.iter().any(|w| title_has_word(&title, &w.to_lowercase())))
-                .map_or(a.other_title_points, |(_, p)| *p)
+        let title = match self.title_rule(lead.job_title) {
+            TitleMatch::Rule(i) => a.job_title_rules[i].1,
+            TitleMatch::Other => a.other_title_points,
+            TitleMatch::Blank => 0,
         };
         (size + industry + title).min(a.max)
+    }
+
+    /// The company-size band `size` falls in (an index into
+    /// `attribute.company_size_bands`): the highest band whose minimum is at
+    /// or below it. `None` for an unknown size (0) or one below every band.
+    pub fn size_band(&self, size: i32) -> Option<usize> {
+        let bands = &self.attribute.company_size_bands;
+        (size > 0).then(|| (0..bands.len()).filter(|&i| bands[i].0 <= size).max_by_key(|&i| bands[i].0)).flatten()
+    }
+
+    /// Which job-title rule a title meets: the first with a word in the
+    /// lower-cased title.
+    pub fn title_rule(&self, job_title: &str) -> TitleMatch {
+        let title = job_title.trim().to_lowercase();
+        if title.is_empty() {
+            return TitleMatch::Blank;
+        }
+        self.attribute
+            .job_title_rules
+            .iter()
+            .position(|(words, _)| words.iter().any(|w| title_has_word(&title, &w.to_lowercase())))
+            .map_or(TitleMatch::Other, TitleMatch::Rule)
     }
 
     /// Intent from behaviour: points per touch, by kind, capped at `behaviour.max`.
