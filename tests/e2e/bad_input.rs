@@ -144,12 +144,20 @@ async fn bad_input_is_refused_with_the_right_code_and_field() {
     // KPI: bad periods.
     let mut k = t.kpi.clone();
     let err = k
-        .get_funnel(kpi::GetFunnelRequest { start_date: "2026-13-01".into(), end_date: String::new() })
+        .get_funnel(kpi::GetFunnelRequest {
+            start_date: "2026-13-01".into(),
+            end_date: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["start_date", "end_date"]);
     let err = k
-        .get_funnel(kpi::GetFunnelRequest { start_date: "2026-11-02".into(), end_date: "2026-11-01".into() })
+        .get_funnel(kpi::GetFunnelRequest {
+            start_date: "2026-11-02".into(),
+            end_date: "2026-11-01".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["end_date"]);

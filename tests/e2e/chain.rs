@@ -253,7 +253,11 @@ async fn what_a_call_hands_over_is_there_when_the_call_returns() {
     let f = t
         .kpi
         .clone()
-        .get_funnel(kpi::GetFunnelRequest { start_date: "2026-11-01".into(), end_date: "2026-12-01".into() })
+        .get_funnel(kpi::GetFunnelRequest {
+            start_date: "2026-11-01".into(),
+            end_date: "2026-12-01".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -114,7 +114,11 @@ async fn a_replaced_database_is_a_new_stream_that_kpi_reads_from_its_start() {
         let mut kpi = t.kpi.clone();
         let old = old.clone();
         async move {
-            let req = kpi::GetFunnelRequest { start_date: "2026-11-01".into(), end_date: "2026-12-01".into() };
+            let req = kpi::GetFunnelRequest {
+                start_date: "2026-11-01".into(),
+                end_date: "2026-12-01".into(),
+                ..Default::default()
+            };
             let f = kpi.get_funnel(req).await.ok()?.into_inner().funnel?;
             let m = f.sources.iter().find(|s| s.service == "marketing")?;
             (m.stream_id != old.stream_id && m.applied_seq == 1).then_some(f)

@@ -17,3 +17,4 @@ mod ingest;
 mod interfaces;
 mod overload;
 mod postgres;
+mod views;

@@ -11,6 +11,7 @@ use crate::concurrency::concurrent_touches_on_one_lead;
 use crate::dead_letters::{dead_letter_lifecycle, overflow_is_refused};
 use crate::durability::receiver_down_then_up;
 use crate::ingest::streamed_equals_replayed;
+use crate::views::{assert_autumn_splits, assert_autumn_views, autumn};
 
 /// Five databases on one server, created afresh for each round.
 struct Databases {
@@ -70,6 +71,13 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     t.suite.restart(Svc::Kpi).await.unwrap();
     t.wait_serving().await;
     assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
+    t.suite.shutdown().await.unwrap();
+
+    // The cohort view and the splits.
+    let t = dbs.suite(|_| {}).await;
+    autumn(&t).await;
+    assert_autumn_views(&t).await;
+    assert_autumn_splits(&t).await;
     t.suite.shutdown().await.unwrap();
 
     // Hand-overs to a stopped receiver, and concurrent writers.

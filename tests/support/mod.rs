@@ -104,7 +104,7 @@ impl TestSuite {
 
     /// The funnel once kpi has applied every event the four streams hold now.
     pub async fn settled_funnel(&self, start: &str, end: &str) -> kpi::Funnel {
-        let req = kpi::GetFunnelRequest { start_date: start.into(), end_date: end.into() };
+        let req = kpi::GetFunnelRequest { start_date: start.into(), end_date: end.into(), ..Default::default() };
         self.suite.settled_funnel(req, Duration::from_secs(20)).await.unwrap()
     }
 }

@@ -114,14 +114,19 @@ fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 /// A capture of a lead that scores below the promising threshold, so the
 /// touch phases never hand it over (hand-overs are measured by the tests).
 fn capture(id: &str) -> mk::CaptureLeadRequest {
+    // Spread over sources and campaigns, so that the funnel's splits have
+    // values to group.
+    const SOURCES: [&str; 6] = ["web_form", "trade_show", "seminar", "download", "referral", "ads"];
+    let n = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
     mk::CaptureLeadRequest {
+        campaign: format!("campaign-{}", n % 40),
         request_id: format!("capture-{id}"),
         lead_id: id.to_owned(),
         email: format!("{id}@bench.example"),
         company_size: 40,
         industry: "retail".into(),
         job_title: "analyst".into(),
-        source: "web_form".into(),
+        source: SOURCES[n % SOURCES.len()].into(),
         ..Default::default()
     }
 }
@@ -314,7 +319,11 @@ async fn main() -> anyhow::Result<()> {
 
     // GetFunnel at 8 concurrent callers, once kpi has caught up.
     if run("funnel") {
-        let whole = kpi::GetFunnelRequest { start_date: "2000-01-01".into(), end_date: "2100-01-01".into() };
+        let whole = kpi::GetFunnelRequest {
+            start_date: "2000-01-01".into(),
+            end_date: "2100-01-01".into(),
+            ..Default::default()
+        };
         let started = Instant::now();
         let f = suite.settled_funnel(whole.clone(), Duration::from_secs(600)).await?;
         println!(
@@ -325,8 +334,24 @@ async fn main() -> anyhow::Result<()> {
             f.visitors
         );
         let kpi_channel = Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy();
-        let month = kpi::GetFunnelRequest { start_date: "2026-06-01".into(), end_date: "2026-07-01".into() };
-        for (name, req) in [("GetFunnel 1 month", month), ("GetFunnel all time", whole)] {
+        // The month the leads were captured in (now: captures carry no time).
+        use chrono::{Datelike, Months};
+        let first = chrono::Utc::now().date_naive().with_day(1).unwrap_or_default();
+        let month = kpi::GetFunnelRequest {
+            start_date: first.to_string(),
+            end_date: (first + Months::new(1)).to_string(),
+            ..Default::default()
+        };
+        let cohort = kpi::GetFunnelRequest { view: kpi::View::Cohort as i32, ..month.clone() };
+        let by_source = kpi::GetFunnelRequest { split_by: kpi::Dimension::Source as i32, ..month.clone() };
+        let cohort_by_campaign = kpi::GetFunnelRequest { split_by: kpi::Dimension::Campaign as i32, ..cohort.clone() };
+        for (name, req) in [
+            ("GetFunnel 1 month", month),
+            ("GetFunnel all time", whole),
+            ("  cohort, 1 month", cohort),
+            ("  flow by source", by_source),
+            ("  cohort by campaign", cohort_by_campaign),
+        ] {
             let per_caller = (args.funnel_calls / 8).max(1) as u64;
             let ch = kpi_channel.clone();
             let stats = load::fixed_calls(8, per_caller, move |_, _| {

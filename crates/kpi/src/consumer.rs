@@ -2,18 +2,24 @@
 //! the aggregates. A page is applied and the cursor moved in one transaction,
 //! so stopping, crashing or rebuilding from zero always ends at the same numbers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use chrono_tz::Tz;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::common::v1::{ListEventsRequest, ListEventsResponse};
+use themodel_quality::Definition;
 use themodel_runtime::Db;
+use themodel_runtime::db::Conn;
 use themodel_runtime::telemetry::PeerChannel;
+use themodel_runtime::time::Micros;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{self, Effect, Source};
+use crate::journey::{Deltas, Journey};
 use crate::store::{self, Cursor};
 
 const PAGE: i32 = 2000;
@@ -87,6 +93,103 @@ impl Consumer {
         }
     }
 
+    /// The definitions the captures among `effects` were made with, for
+    /// their size bands and title classes (a version kpi does not hold is
+    /// left out: those dimensions stay empty).
+    async fn definitions(&self, effects: &[(Micros, Effect)]) -> anyhow::Result<HashMap<i64, Definition>> {
+        let versions: BTreeSet<i64> = effects
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Effect::Captured { capture, .. } => Some(capture.definition_version),
+                _ => None,
+            })
+            .collect();
+        let mut out = HashMap::new();
+        for v in versions.into_iter().filter(|v| *v > 0) {
+            if let Some((d, _)) = store::definition(&self.db, v).await? {
+                out.insert(v, d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a page's effects to the journeys they concern and the
+    /// journeys' changed contributions to the aggregates, in `tx`.
+    async fn apply(
+        &self,
+        tx: &mut Conn,
+        effects: &[(Micros, Effect)],
+        definitions: &HashMap<i64, Definition>,
+    ) -> anyhow::Result<()> {
+        // Which leads the page's account events reach: those that joined
+        // the account before this page, and those joining in it.
+        let accounts: BTreeSet<&str> = effects
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Effect::Account { account, .. } => Some(account.as_str()),
+                _ => None,
+            })
+            .collect();
+        let accounts: Vec<&str> = accounts.into_iter().collect();
+        let mut members: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+        for (account, lead, opening) in store::account_leads(tx, &self.db, &accounts).await? {
+            members.entry(account).or_default().push((lead, opening));
+        }
+        let mut leads: BTreeSet<String> = members.values().flatten().map(|(l, _)| l.clone()).collect();
+        for (_, e) in effects {
+            match e {
+                Effect::Captured { lead, .. } | Effect::Reached { lead, .. } | Effect::Joined { lead, .. } => {
+                    leads.insert(lead.clone());
+                }
+                Effect::Visit(_) | Effect::Account { .. } => {}
+            }
+        }
+        let keys: Vec<&str> = leads.iter().map(String::as_str).collect();
+        let mut stored = store::journeys(tx, &self.db, &keys).await?;
+        let mut journeys: BTreeMap<String, Journey> = leads
+            .into_iter()
+            .map(|l| {
+                let j = stored.remove(&l).unwrap_or_default();
+                (l, j)
+            })
+            .collect();
+        let mut deltas = Deltas::default();
+        for journey in journeys.values() {
+            deltas.add(&journey.contribution(self.tz), -1);
+        }
+
+        let mut visits = Vec::new();
+        let mut joins = Vec::new();
+        for (at, effect) in effects {
+            let at = *at;
+            match effect {
+                Effect::Visit(visitor) => visits.push((domain::business_day(at, self.tz), visitor.clone())),
+                Effect::Captured { lead, capture } => {
+                    loaded(&mut journeys, lead)?.capture(at, capture, definitions.get(&capture.definition_version));
+                }
+                Effect::Reached { lead, metric } => loaded(&mut journeys, lead)?.reach(*metric, at),
+                Effect::Joined { account, lead, opening } => {
+                    let list = members.entry(account.clone()).or_default();
+                    if !list.iter().any(|(l, _)| l == lead) {
+                        list.push((lead.clone(), *opening));
+                        joins.push((account.clone(), lead.clone(), *opening));
+                    }
+                }
+                Effect::Account { account, metric } => {
+                    for (lead, opening) in members.get(account).into_iter().flatten() {
+                        loaded(&mut journeys, lead)?.account(*metric, at, *opening);
+                    }
+                }
+            }
+        }
+        for journey in journeys.values() {
+            deltas.add(&journey.contribution(self.tz), 1);
+        }
+        deltas.settle();
+        store::write_page(tx, &self.db, &journeys, &joins, &deltas).await?;
+        store::add_visits(tx, &visits).await
+    }
+
     async fn page(&self, after_seq: i64) -> anyhow::Result<ListEventsResponse> {
         let req = ListEventsRequest { after_seq, page_size: PAGE };
         Ok(self.client.clone().list_events(req).await?.into_inner())
@@ -137,8 +240,7 @@ impl Consumer {
             stream_id: if page.stream_id.is_empty() { known.to_owned() } else { page.stream_id.clone() },
         };
 
-        let mut counts: BTreeMap<(i64, domain::Metric), i64> = BTreeMap::new();
-        let mut visits = Vec::new();
+        let mut effects = Vec::new();
         let mut expected = after;
         for e in &page.events {
             anyhow::ensure!(
@@ -154,21 +256,24 @@ impl Consumer {
             let decoded = domain::decode(self.source, e.seq, e.event.as_ref())?;
             let at =
                 decoded.occurred_at().ok_or(domain::Undecodable::NoTime { stream: self.source.name(), seq: e.seq })?;
-            let day = domain::business_day(at, self.tz);
-            for effect in decoded.effects() {
-                match effect {
-                    Effect::Count(m) => *counts.entry((day, m)).or_insert(0) += 1,
-                    Effect::Visit(visitor) => visits.push((day, visitor)),
-                }
-            }
+            effects.extend(decoded.effects().into_iter().map(|effect| (at, effect)));
         }
+        let definitions = self.definitions(&effects).await?;
+
         let mut tx = self.db.begin().await?;
-        if !store::apply(&mut tx, self.source.name(), stored.as_ref(), &new, &counts, &visits).await? {
+        if !store::move_cursor(&mut tx, self.source.name(), stored.as_ref(), &new).await? {
             tx.rollback().await?;
             return Ok(true);
         }
+        self.apply(&mut tx, &effects, &definitions).await?;
         tx.commit().await?;
         tracing::debug!(source = self.source.name(), applied_seq = last, events = page.events.len(), "events applied");
         Ok(last < page.head_seq)
     }
+}
+
+/// A journey the page loaded: every lead a page's effects name, and every
+/// member of the accounts they name, is loaded before they are applied.
+fn loaded<'j>(journeys: &'j mut BTreeMap<String, Journey>, lead: &str) -> anyhow::Result<&'j mut Journey> {
+    journeys.get_mut(lead).with_context(|| format!("journey of {lead} not loaded"))
 }

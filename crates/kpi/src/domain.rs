@@ -39,11 +39,14 @@ impl Source {
 /// The services whose streams kpi reads, by name.
 pub const SOURCES: [&str; 4] = ["marketing", "inside-sales", "field-sales", "customer-success"];
 
-/// Flow counters.
+/// What the funnel counts: in the flow view the events of each kind, in the
+/// cohort view the distinct cohort leads that reached each stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Metric {
     Leads,
     ExcludedLeads,
+    /// Handed over to inside sales (promising, ≈ MQL).
+    Promising,
     Opportunities,
     Wins,
     Losses,
@@ -52,9 +55,10 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::Leads,
         Metric::ExcludedLeads,
+        Metric::Promising,
         Metric::Opportunities,
         Metric::Wins,
         Metric::Losses,
@@ -66,6 +70,7 @@ impl Metric {
         match self {
             Metric::Leads => "leads",
             Metric::ExcludedLeads => "excluded_leads",
+            Metric::Promising => "promising_leads",
             Metric::Opportunities => "opportunities",
             Metric::Wins => "wins",
             Metric::Losses => "losses",
@@ -79,11 +84,34 @@ impl Metric {
     }
 }
 
-/// What one event does to the numbers.
+/// What one event tells kpi. Counts are not kept per event but per lead
+/// (see [`crate::journey`]): an event adds a fact to its lead's journey, or
+/// to the journeys of the leads whose deals went into an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Count(Metric),
+    /// A visit by an anonymous visitor (counted distinct over a period).
     Visit(String),
+    /// A lead was captured, with the facts its KPIs are split by.
+    Captured { lead: String, capture: Capture },
+    /// A lead's event counted at its time: handed over, converted, won, lost.
+    Reached { lead: String, metric: Metric },
+    /// A lead's won deal opened (`opening`) or expanded an account.
+    Joined { account: String, lead: String, opening: bool },
+    /// A renewal ([`Metric::Retained`]) or churn ([`Metric::Churned`]) of an account.
+    Account { account: String, metric: Metric },
+}
+
+/// What a lead's capture says about it, as published.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capture {
+    pub source: String,
+    pub campaign: String,
+    pub channel: String,
+    pub industry: String,
+    pub company_size: i32,
+    pub job_title: String,
+    pub definition_version: i64,
+    pub excluded: bool,
 }
 
 /// An event from a source's stream, decoded with the generated types.
@@ -158,34 +186,52 @@ impl Decoded {
         ts.and_then(time::from_timestamp)
     }
 
-    /// What the event does to the flow counts (docs/domain.md, "KPIs").
+    /// What the event tells kpi (docs/domain.md, "KPIs").
     pub fn effects(&self) -> Vec<Effect> {
         use cs::customer_success_event::Event as C;
         use fs::field_sales_event::Event as F;
         use is::inside_sales_event::Event as I;
         use mk::marketing_event::Event as M;
+        let reached = |lead: &str, metric| vec![Effect::Reached { lead: lead.to_owned(), metric }];
+        let account = |account: &str, metric| vec![Effect::Account { account: account.to_owned(), metric }];
         match self {
             Decoded::Marketing(e) => match &e.event {
                 Some(M::VisitRecorded(v)) => vec![Effect::Visit(v.visitor_id.clone())],
-                Some(M::LeadCaptured(c)) if c.excluded => {
-                    vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)]
-                }
-                Some(M::LeadCaptured(_)) => vec![Effect::Count(Metric::Leads)],
-                Some(M::TouchRecorded(_) | M::LeadPromoted(_) | M::LeadRecycled(_)) | None => Vec::new(),
+                Some(M::LeadCaptured(c)) => vec![Effect::Captured {
+                    lead: c.lead_id.clone(),
+                    capture: Capture {
+                        source: c.source.clone(),
+                        campaign: c.campaign.clone(),
+                        channel: c.channel.clone(),
+                        industry: c.industry.clone(),
+                        company_size: c.company_size,
+                        job_title: c.job_title.clone(),
+                        definition_version: c.definition_version,
+                        excluded: c.excluded,
+                    },
+                }],
+                Some(M::LeadPromoted(p)) => reached(&p.lead_id, Metric::Promising),
+                Some(M::TouchRecorded(_) | M::LeadRecycled(_)) | None => Vec::new(),
             },
             Decoded::InsideSales(e) => match &e.event {
-                Some(I::OpportunityConverted(_)) => vec![Effect::Count(Metric::Opportunities)],
+                Some(I::OpportunityConverted(c)) => reached(&c.lead_id, Metric::Opportunities),
                 _ => Vec::new(),
             },
             Decoded::FieldSales(e) => match &e.event {
-                Some(F::OpportunityWon(_)) => vec![Effect::Count(Metric::Wins)],
-                Some(F::OpportunityLost(_)) => vec![Effect::Count(Metric::Losses)],
+                Some(F::OpportunityWon(w)) => reached(&w.lead_id, Metric::Wins),
+                Some(F::OpportunityLost(l)) => reached(&l.lead_id, Metric::Losses),
                 _ => Vec::new(),
             },
             Decoded::CustomerSuccess(e) => match &e.event {
-                Some(C::RenewalRecorded(_)) => vec![Effect::Count(Metric::Retained)],
-                Some(C::ChurnRecorded(_)) => vec![Effect::Count(Metric::Churned)],
-                _ => Vec::new(),
+                Some(C::AccountOpened(o)) => {
+                    vec![Effect::Joined { account: o.account_id.clone(), lead: o.lead_id.clone(), opening: true }]
+                }
+                Some(C::AccountExpanded(x)) => {
+                    vec![Effect::Joined { account: x.account_id.clone(), lead: x.lead_id.clone(), opening: false }]
+                }
+                Some(C::RenewalRecorded(r)) => account(&r.account_id, Metric::Retained),
+                Some(C::ChurnRecorded(c)) => account(&c.account_id, Metric::Churned),
+                None => Vec::new(),
             },
             Decoded::Outbox(_) => Vec::new(),
         }
@@ -216,6 +262,7 @@ pub struct Counts {
     pub visitors: i64,
     pub leads: i64,
     pub excluded_leads: i64,
+    pub promising_leads: i64,
     pub opportunities: i64,
     pub wins: i64,
     pub losses: i64,
@@ -228,6 +275,7 @@ impl Counts {
         let slot = match metric {
             Metric::Leads => &mut self.leads,
             Metric::ExcludedLeads => &mut self.excluded_leads,
+            Metric::Promising => &mut self.promising_leads,
             Metric::Opportunities => &mut self.opportunities,
             Metric::Wins => &mut self.wins,
             Metric::Losses => &mut self.losses,
@@ -242,6 +290,7 @@ impl Counts {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Rates {
     pub acquisition: Option<f64>,
+    pub promising: Option<f64>,
     pub opportunity: Option<f64>,
     pub win: Option<f64>,
     pub renewal: Option<f64>,
@@ -260,6 +309,7 @@ impl Counts {
     pub fn rates(&self) -> Rates {
         Rates {
             acquisition: ratio(self.leads, self.visitors),
+            promising: ratio(self.promising_leads, self.leads),
             opportunity: ratio(self.opportunities, self.leads),
             win: ratio(self.wins, self.wins + self.losses),
             renewal: ratio(self.retained, self.retained + self.churned),
@@ -278,6 +328,7 @@ mod tests {
             visitors: 10,
             leads: 4,
             excluded_leads: 1,
+            promising_leads: 3,
             opportunities: 2,
             wins: 1,
             losses: 3,
@@ -286,6 +337,7 @@ mod tests {
         };
         let r = c.rates();
         assert_eq!(r.acquisition, Some(0.4));
+        assert_eq!(r.promising, Some(0.75));
         assert_eq!(r.opportunity, Some(0.5));
         assert_eq!(r.win, Some(0.25));
         assert_eq!(r.renewal, Some(0.75));
@@ -312,69 +364,100 @@ mod tests {
 
     #[test]
     fn effects_table() {
+        use cs::customer_success_event::Event as C;
+        use fs::field_sales_event::Event as F;
+        use is::inside_sales_event::Event as I;
         use mk::marketing_event::Event as M;
         let m = |e: M| pack(&mk::MarketingEvent { occurred_at: at(), event: Some(e) });
-        let captured = |excluded| M::LeadCaptured(mk::LeadCaptured { excluded, ..Default::default() });
+        let i = |e: I| pack(&is::InsideSalesEvent { occurred_at: at(), event: Some(e) });
+        let f = |e: F| pack(&fs::FieldSalesEvent { occurred_at: at(), event: Some(e) });
+        let c = |e: C| pack(&cs::CustomerSuccessEvent { occurred_at: at(), event: Some(e) });
+        let reached = |metric| vec![Effect::Reached { lead: "l1".into(), metric }];
+        let account = |metric| vec![Effect::Account { account: "a1".into(), metric }];
+        let captured = M::LeadCaptured(mk::LeadCaptured {
+            lead_id: "l1".into(),
+            source: "web_form".into(),
+            campaign: "autumn".into(),
+            channel: "ads".into(),
+            industry: "Software".into(),
+            company_size: 120,
+            job_title: "CTO".into(),
+            definition_version: 3,
+            excluded: true,
+            ..Default::default()
+        });
         let cases = [
             (
                 Source::Marketing,
                 m(M::VisitRecorded(mk::VisitRecorded { visitor_id: "v1".into(), ..Default::default() })),
                 vec![Effect::Visit("v1".into())],
             ),
-            (Source::Marketing, m(captured(false)), vec![Effect::Count(Metric::Leads)]),
             (
                 Source::Marketing,
-                m(captured(true)),
-                vec![Effect::Count(Metric::Leads), Effect::Count(Metric::ExcludedLeads)],
+                m(captured),
+                vec![Effect::Captured {
+                    lead: "l1".into(),
+                    capture: Capture {
+                        source: "web_form".into(),
+                        campaign: "autumn".into(),
+                        channel: "ads".into(),
+                        industry: "Software".into(),
+                        company_size: 120,
+                        job_title: "CTO".into(),
+                        definition_version: 3,
+                        excluded: true,
+                    },
+                }],
             ),
             (Source::Marketing, m(M::TouchRecorded(Default::default())), vec![]),
             (
+                Source::Marketing,
+                m(M::LeadPromoted(mk::LeadPromoted { lead_id: "l1".into(), ..Default::default() })),
+                reached(Metric::Promising),
+            ),
+            (
                 Source::InsideSales,
-                pack(&is::InsideSalesEvent {
-                    occurred_at: at(),
-                    event: Some(is::inside_sales_event::Event::OpportunityConverted(Default::default())),
-                }),
-                vec![Effect::Count(Metric::Opportunities)],
+                i(I::OpportunityConverted(is::OpportunityConverted { lead_id: "l1".into(), ..Default::default() })),
+                reached(Metric::Opportunities),
+            ),
+            (Source::FieldSales, f(F::OpportunityOpened(Default::default())), vec![]),
+            (
+                Source::FieldSales,
+                f(F::OpportunityWon(fs::OpportunityWon { lead_id: "l1".into(), ..Default::default() })),
+                reached(Metric::Wins),
             ),
             (
                 Source::FieldSales,
-                pack(&fs::FieldSalesEvent {
-                    occurred_at: at(),
-                    event: Some(fs::field_sales_event::Event::OpportunityOpened(Default::default())),
-                }),
-                vec![],
-            ),
-            (
-                Source::FieldSales,
-                pack(&fs::FieldSalesEvent {
-                    occurred_at: at(),
-                    event: Some(fs::field_sales_event::Event::OpportunityWon(Default::default())),
-                }),
-                vec![Effect::Count(Metric::Wins)],
-            ),
-            (
-                Source::FieldSales,
-                pack(&fs::FieldSalesEvent {
-                    occurred_at: at(),
-                    event: Some(fs::field_sales_event::Event::OpportunityLost(Default::default())),
-                }),
-                vec![Effect::Count(Metric::Losses)],
+                f(F::OpportunityLost(fs::OpportunityLost { lead_id: "l1".into(), ..Default::default() })),
+                reached(Metric::Losses),
             ),
             (
                 Source::CustomerSuccess,
-                pack(&cs::CustomerSuccessEvent {
-                    occurred_at: at(),
-                    event: Some(cs::customer_success_event::Event::RenewalRecorded(Default::default())),
-                }),
-                vec![Effect::Count(Metric::Retained)],
+                c(C::AccountOpened(cs::AccountOpened {
+                    account_id: "a1".into(),
+                    lead_id: "l1".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::Joined { account: "a1".into(), lead: "l1".into(), opening: true }],
             ),
             (
                 Source::CustomerSuccess,
-                pack(&cs::CustomerSuccessEvent {
-                    occurred_at: at(),
-                    event: Some(cs::customer_success_event::Event::ChurnRecorded(Default::default())),
-                }),
-                vec![Effect::Count(Metric::Churned)],
+                c(C::AccountExpanded(cs::AccountExpanded {
+                    account_id: "a1".into(),
+                    lead_id: "l1".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::Joined { account: "a1".into(), lead: "l1".into(), opening: false }],
+            ),
+            (
+                Source::CustomerSuccess,
+                c(C::RenewalRecorded(cs::RenewalRecorded { account_id: "a1".into(), ..Default::default() })),
+                account(Metric::Retained),
+            ),
+            (
+                Source::CustomerSuccess,
+                c(C::ChurnRecorded(cs::ChurnRecorded { account_id: "a1".into(), ..Default::default() })),
+                account(Metric::Churned),
             ),
             (Source::Marketing, pack(&common::OutboxEvent { occurred_at: at(), event: None }), vec![]),
         ];

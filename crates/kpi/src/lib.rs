@@ -4,13 +4,15 @@
 //!
 //! Same layout as every service: [`domain`] (rules: effects of events, days,
 //! formulas), [`store`] (SQL), [`api`] (tonic handlers), plus [`consumer`],
-//! which reads the other services' streams, and [`visitors`], the index that
-//! counts distinct visitors over any period. It never reads another service's
+//! which reads the other services' streams, [`journey`], each lead's facts
+//! and what they add to the flow and cohort counts, and [`visitors`], the
+//! index that counts distinct visitors over any period. It never reads another service's
 //! tables; it only sees what their streams publish.
 
 pub mod api;
 pub mod consumer;
 pub mod domain;
+pub mod journey;
 pub mod store;
 pub mod visitors;
 

@@ -1,14 +1,17 @@
 //! The kpi service's tables. The only module with SQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use anyhow::Context;
+use prost::Message;
 use sqlx::{Any, Executor};
 use themodel_quality::Definition;
 use themodel_runtime::Db;
-use themodel_runtime::db::{Conn, Script};
+use themodel_runtime::db::{Conn, Script, select_in};
 use themodel_runtime::time::Micros;
 
 use crate::domain::{Counts, Metric};
+use crate::journey::{Deltas, Dimension, Journey};
 use crate::visitors::{self, Cells};
 
 pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
@@ -25,7 +28,10 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
         return Ok(false);
     }
     for sql in [
-        "DELETE FROM daily_counts",
+        "DELETE FROM flow_counts",
+        "DELETE FROM cohort_counts",
+        "DELETE FROM journeys",
+        "DELETE FROM account_leads",
         "DELETE FROM visitor_days",
         "DELETE FROM visitor_spans",
         "DELETE FROM cursors",
@@ -61,20 +67,16 @@ pub async fn cursors(db: &Db) -> anyhow::Result<BTreeMap<String, Cursor>> {
     Ok(rows.into_iter().map(|(source, applied_seq, stream_id)| (source, Cursor { applied_seq, stream_id })).collect())
 }
 
-/// Applies one page of a source's events: moves the cursor from `expected`
-/// to `new`, then adds the count deltas and the visitor days (with their
-/// index cells), all in the caller's transaction.
-///
-/// The cursor moves first, as a compare-and-set: on PostgreSQL a second
-/// consumer applying the same page blocks on the row, then finds the cursor
-/// moved and gets `false`, so a page is never counted twice.
-pub async fn apply(
+/// Moves a source's cursor from `expected` to `new`, in the caller's
+/// transaction, before anything of the page is applied: a compare-and-set,
+/// so on PostgreSQL a second consumer applying the same page blocks on the
+/// row, then finds the cursor moved and gets `false` (a page is never
+/// counted twice).
+pub async fn move_cursor(
     conn: &mut Conn,
     source: &str,
     expected: Option<&Cursor>,
     new: &Cursor,
-    counts: &BTreeMap<(i64, Metric), i64>,
-    visits: &[(i64, String)],
 ) -> anyhow::Result<bool> {
     let moved = match expected {
         None => sqlx::query(
@@ -99,20 +101,80 @@ pub async fn apply(
         .await?
         .rows_affected(),
     };
-    if moved != 1 {
-        return Ok(false);
-    }
-    for ((day, metric), n) in counts {
-        sqlx::query(
-            "INSERT INTO daily_counts (day, metric, n) VALUES ($1, $2, $3) \
-             ON CONFLICT (day, metric) DO UPDATE SET n = daily_counts.n + excluded.n",
-        )
-        .bind(*day)
-        .bind(metric.code())
-        .bind(*n)
-        .execute(&mut *conn)
-        .await?;
-    }
+    Ok(moved == 1)
+}
+
+/// The leads whose deals went into `accounts`: (account, lead, opening).
+pub async fn account_leads(conn: &mut Conn, db: &Db, accounts: &[&str]) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let rows: Vec<(String, String, i64)> = select_in(
+        conn,
+        db,
+        "SELECT account_id, lead_id, opening FROM account_leads WHERE account_id IN ",
+        "",
+        accounts,
+    )
+    .await?;
+    Ok(rows.into_iter().map(|(a, l, opening)| (a, l, opening != 0)).collect())
+}
+
+/// The stored journeys of `leads` (a lead kpi has read nothing about has none).
+pub async fn journeys(conn: &mut Conn, db: &Db, leads: &[&str]) -> anyhow::Result<HashMap<String, Journey>> {
+    let rows: Vec<(String, Vec<u8>)> =
+        select_in(conn, db, "SELECT lead_id, body FROM journeys WHERE lead_id IN ", "", leads).await?;
+    rows.into_iter()
+        .map(|(lead, body)| {
+            let journey = Journey::decode(body.as_slice()).with_context(|| format!("stored journey of {lead}"))?;
+            Ok((lead, journey))
+        })
+        .collect()
+}
+
+/// Writes a page's changes, in the caller's transaction: the journeys it
+/// changed, the accounts the leads joined, and the aggregates' deltas.
+pub async fn write_page(
+    conn: &mut Conn,
+    db: &Db,
+    journeys: &BTreeMap<String, Journey>,
+    joins: &[(String, String, bool)],
+    deltas: &Deltas,
+) -> anyhow::Result<()> {
+    let mut script = Script::new(db);
+    script.insert_rows(
+        "INSERT INTO journeys (lead_id, body)",
+        2,
+        " ON CONFLICT (lead_id) DO UPDATE SET body = excluded.body",
+        journeys.iter(),
+        |b, (lead, j)| b.bind(lead.as_str()).bind(j.encode_to_vec()),
+    );
+    script.insert_rows(
+        "INSERT INTO account_leads (account_id, lead_id, opening)",
+        3,
+        " ON CONFLICT (account_id, lead_id) DO NOTHING",
+        joins.iter(),
+        |b, (account, lead, opening)| b.bind(account.as_str()).bind(lead.as_str()).bind(i64::from(*opening)),
+    );
+    script.insert_rows(
+        "INSERT INTO flow_counts (dim, value, day, metric, n)",
+        5,
+        " ON CONFLICT (dim, value, day, metric) DO UPDATE SET n = flow_counts.n + excluded.n",
+        deltas.flow.iter(),
+        |b, ((dim, value, day, metric), n)| b.bind(*dim).bind(value.as_str()).bind(*day).bind(metric.code()).bind(*n),
+    );
+    script.insert_rows(
+        "INSERT INTO cohort_counts (dim, value, capture_day, stage, reached_day, n)",
+        6,
+        " ON CONFLICT (dim, value, capture_day, stage, reached_day) DO UPDATE SET n = cohort_counts.n + excluded.n",
+        deltas.cohort.iter(),
+        |b, ((dim, value, captured, stage, reached), n)| {
+            b.bind(*dim).bind(value.as_str()).bind(*captured).bind(stage.code()).bind(*reached).bind(*n)
+        },
+    );
+    script.run(conn).await?;
+    Ok(())
+}
+
+/// Adds visitor days (with their index cells), in the caller's transaction.
+pub async fn add_visits(conn: &mut Conn, visits: &[(i64, String)]) -> anyhow::Result<()> {
     let mut cells = Cells::default();
     for (day, visitor) in visits {
         let new = sqlx::query(
@@ -153,19 +215,74 @@ pub async fn apply(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
-/// Flow counts over business days `[start, end)`.
-pub async fn counts(db: &Db, start: i64, end: i64) -> anyhow::Result<Counts> {
+/// Which counts a funnel reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// Events in the period.
+    Flow,
+    /// The leads captured in the period, by the stages they reached on or
+    /// before business day `as_of` (`None`: whenever).
+    Cohort { as_of: Option<i64> },
+}
+
+/// The funnel's counts over business days `[start, end)`: the totals under
+/// the value "" (`split` `None`), or one entry per value of `split`.
+/// Visitors are counted in the totals only.
+pub async fn counts(
+    db: &Db,
+    basis: Basis,
+    split: Option<Dimension>,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<BTreeMap<String, Counts>> {
     let mut conn = db.reader().acquire().await?;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT metric, CAST(SUM(n) AS BIGINT) FROM daily_counts WHERE day >= $1 AND day < $2 GROUP BY metric",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(&mut *conn)
-    .await?;
+    // The totals are one (dim, value) prefix of the key, so their day range
+    // is an index range; a split reads every value of its dimension.
+    let which = if split.is_some() { "dim = $1" } else { "dim = $1 AND value = ''" };
+    let dim = split.map_or("", Dimension::code);
+    let rows: Vec<(String, String, i64)> = match basis {
+        Basis::Flow => {
+            let sql = format!(
+                "SELECT value, metric, CAST(SUM(n) AS BIGINT) FROM flow_counts \
+                 WHERE {which} AND day >= $2 AND day < $3 GROUP BY value, metric"
+            );
+            sqlx::query_as(&sql).bind(dim).bind(start).bind(end).fetch_all(&mut *conn).await?
+        }
+        Basis::Cohort { as_of } => {
+            let sql = format!(
+                "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
+                 WHERE {which} AND capture_day >= $2 AND capture_day < $3 AND reached_day <= $4 \
+                 GROUP BY value, stage"
+            );
+            sqlx::query_as(&sql)
+                .bind(dim)
+                .bind(start)
+                .bind(end)
+                .bind(as_of.unwrap_or(i64::MAX))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for (value, metric, n) in rows {
+        if let Some(m) = Metric::from_code(&metric) {
+            out.entry(value).or_default().add(m, n);
+        }
+    }
+    // Retracted contributions leave zero rows behind; a value with nothing
+    // left is not a row of the split.
+    out.retain(|_, c| *c != Counts::default());
+    if split.is_none() {
+        out.entry(String::new()).or_default().visitors = visitors(&mut conn, start, end).await?;
+    }
+    Ok(out)
+}
+
+/// Distinct visitors over business days `[start, end)`.
+async fn visitors(conn: &mut Conn, start: i64, end: i64) -> anyhow::Result<i64> {
     let nodes = visitors::prefix_nodes(start);
     let placeholders: Vec<String> = (0..nodes.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
@@ -177,14 +294,7 @@ pub async fn counts(db: &Db, start: i64, end: i64) -> anyhow::Result<Counts> {
     for node in nodes {
         query = query.bind(node);
     }
-    let visitors: i64 = query.fetch_one(&mut *conn).await?;
-    let mut c = Counts { visitors, ..Counts::default() };
-    for (metric, n) in rows {
-        if let Some(m) = Metric::from_code(&metric) {
-            c.add(m, n);
-        }
-    }
-    Ok(c)
+    Ok(query.fetch_one(&mut *conn).await?)
 }
 
 /// A definition version (0: the latest) and when it was published.

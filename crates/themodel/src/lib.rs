@@ -18,7 +18,7 @@ use anyhow::Context;
 use themodel_proto::common::v1::ListEventsRequest;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
-use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest};
+use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
 use themodel_runtime::{Clock, Peers, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -205,6 +205,15 @@ impl Suite {
     /// hold when the call begins. Polls GetFunnel (errors while a service
     /// restarts included) for at most `within`.
     pub async fn settled_funnel(&self, req: GetFunnelRequest, within: Duration) -> anyhow::Result<Funnel> {
+        Ok(self.settled_funnel_response(req, within).await?.funnel.unwrap_or_default())
+    }
+
+    /// [`Suite::settled_funnel`], the whole response (with its splits).
+    pub async fn settled_funnel_response(
+        &self,
+        req: GetFunnelRequest,
+        within: Duration,
+    ) -> anyhow::Result<GetFunnelResponse> {
         let mut heads = Vec::new();
         for name in ServiceName::ALL.into_iter().filter(|n| *n != ServiceName::Kpi) {
             heads.push((name.as_str(), self.stream_head(name).await?));
@@ -213,11 +222,12 @@ impl Suite {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let last = match kpi.get_funnel(req.clone()).await {
-                Ok(f) => {
-                    let f = f.into_inner().funnel.unwrap_or_default();
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let f = response.funnel.clone().unwrap_or_default();
                     let applied = |name: &str| f.sources.iter().find(|s| s.service == name).map(|s| s.applied_seq);
                     if heads.iter().all(|(name, head)| applied(name) >= Some(*head)) {
-                        return Ok(f);
+                        return Ok(response);
                     }
                     format!("sources {:?}, stream heads {heads:?}", f.sources)
                 }

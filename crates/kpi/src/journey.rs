@@ -1,0 +1,403 @@
+//! A lead's journey: every fact kpi has read about one lead, from capture to
+//! renewal, and what the journey adds to the funnel (docs/domain.md, "KPIs").
+//!
+//! The four streams are read independently, so a lead's conversion can be
+//! read before its capture. Counts are therefore derived from journeys, not
+//! from events: when a fact joins a journey, the journey's old contribution
+//! is taken out of the aggregates and its new one put in. Whatever order the
+//! streams are read in, the aggregates end as the sum of the journeys'
+//! contributions. Until its capture is read, a lead's events count in the
+//! totals and under the empty value of every split dimension.
+//!
+//! No SQL here: [`crate::store`] keeps journeys and aggregates.
+
+use chrono_tz::Tz;
+use themodel_quality::{Definition, TitleMatch};
+
+use crate::domain::{Capture, Metric, business_day};
+
+/// What a funnel can be split by: facts of the lead, as captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Source,
+    Campaign,
+    Channel,
+    Industry,
+    CompanySizeBand,
+    JobTitleClass,
+    DefinitionVersion,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 7] = [
+        Dimension::Source,
+        Dimension::Campaign,
+        Dimension::Channel,
+        Dimension::Industry,
+        Dimension::CompanySizeBand,
+        Dimension::JobTitleClass,
+        Dimension::DefinitionVersion,
+    ];
+
+    /// The name aggregates are stored under.
+    pub fn code(self) -> &'static str {
+        match self {
+            Dimension::Source => "source",
+            Dimension::Campaign => "campaign",
+            Dimension::Channel => "channel",
+            Dimension::Industry => "industry",
+            Dimension::CompanySizeBand => "company_size_band",
+            Dimension::JobTitleClass => "job_title_class",
+            Dimension::DefinitionVersion => "definition_version",
+        }
+    }
+}
+
+/// The journey as stored (encoded with prost; the tags are the storage
+/// format). Times are microseconds since the Unix epoch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Journey {
+    /// When the lead was captured; unset until its capture is read.
+    #[prost(int64, optional, tag = "1")]
+    pub captured_at: Option<i64>,
+    /// The split values, in [`Dimension::ALL`]'s order (empty until captured).
+    #[prost(string, repeated, tag = "2")]
+    pub dims: Vec<String>,
+    /// Classed never-buy at capture.
+    #[prost(bool, tag = "3")]
+    pub excluded: bool,
+    /// Each hand-over to inside sales.
+    #[prost(int64, repeated, tag = "4")]
+    pub promoted: Vec<i64>,
+    /// Each conversion into an opportunity.
+    #[prost(int64, repeated, tag = "5")]
+    pub opportunities: Vec<i64>,
+    /// Each deal won.
+    #[prost(int64, repeated, tag = "6")]
+    pub wins: Vec<i64>,
+    /// Each deal lost.
+    #[prost(int64, repeated, tag = "7")]
+    pub losses: Vec<i64>,
+    /// Renewals of accounts this lead's deal opened (the flow view counts a
+    /// renewal under the account's original lead).
+    #[prost(int64, repeated, tag = "8")]
+    pub renewals: Vec<i64>,
+    /// Churns of accounts this lead's deal opened.
+    #[prost(int64, repeated, tag = "9")]
+    pub churns: Vec<i64>,
+    /// The first renewal of an account this lead's won deal went into,
+    /// after it did (the cohort view's "retained").
+    #[prost(int64, optional, tag = "10")]
+    pub retained_at: Option<i64>,
+    /// The first churn of such an account, after the deal went into it.
+    #[prost(int64, optional, tag = "11")]
+    pub churned_at: Option<i64>,
+}
+
+/// The values of a capture's split dimensions. The company-size band and
+/// the job-title class are those of the definition version the lead was
+/// captured with (`definition`, when kpi has it).
+pub fn dims(capture: &Capture, definition: Option<&Definition>) -> Vec<String> {
+    Dimension::ALL
+        .iter()
+        .map(|d| match d {
+            Dimension::Source => capture.source.clone(),
+            Dimension::Campaign => capture.campaign.clone(),
+            Dimension::Channel => capture.channel.clone(),
+            Dimension::Industry => capture.industry.trim().to_lowercase(),
+            Dimension::CompanySizeBand => definition.map(|d| size_band(d, capture.company_size)).unwrap_or_default(),
+            Dimension::JobTitleClass => definition.map(|d| title_class(d, &capture.job_title)).unwrap_or_default(),
+            Dimension::DefinitionVersion => capture.definition_version.to_string(),
+        })
+        .collect()
+}
+
+/// A company size's band in `d`, as "50-249" or, for the top band, "1000+";
+/// empty for an unknown size (0).
+pub fn size_band(d: &Definition, size: i32) -> String {
+    if size <= 0 {
+        return String::new();
+    }
+    let bands = &d.attribute.company_size_bands;
+    let lowest = bands.iter().map(|b| b.0).min();
+    let (from, to) = match d.size_band(size) {
+        Some(i) => {
+            let min = bands[i].0;
+            (min, bands.iter().map(|b| b.0).filter(|&m| m > min).min())
+        }
+        None => (1, lowest),
+    };
+    match to {
+        Some(to) => format!("{from}-{}", to - 1),
+        None => format!("{from}+"),
+    }
+}
+
+/// A job title's class in `d`: the first word of the title rule it meets
+/// ("ceo" for a rule that starts with it), "other" when it meets none, empty
+/// when there is no title.
+pub fn title_class(d: &Definition, title: &str) -> String {
+    match d.title_rule(title) {
+        TitleMatch::Rule(i) => d.attribute.job_title_rules[i].0.first().map(|w| w.to_lowercase()).unwrap_or_default(),
+        TitleMatch::Other => "other".into(),
+        TitleMatch::Blank => String::new(),
+    }
+}
+
+impl Journey {
+    /// Records the capture. A second capture of the same lead (which the
+    /// stream does not publish) would replace the first.
+    pub fn capture(&mut self, at: i64, capture: &Capture, definition: Option<&Definition>) {
+        self.captured_at = Some(at);
+        self.excluded = capture.excluded;
+        self.dims = dims(capture, definition);
+    }
+
+    /// Records an event of the lead counted at its time.
+    pub fn reach(&mut self, metric: Metric, at: i64) {
+        match metric {
+            Metric::Promising => self.promoted.push(at),
+            Metric::Opportunities => self.opportunities.push(at),
+            Metric::Wins => self.wins.push(at),
+            Metric::Losses => self.losses.push(at),
+            Metric::Retained => self.renewals.push(at),
+            Metric::Churned => self.churns.push(at),
+            Metric::Leads | Metric::ExcludedLeads => {}
+        }
+    }
+
+    /// Records a renewal or churn of an account this lead's deal went into
+    /// (`opening`: the deal that opened it).
+    pub fn account(&mut self, metric: Metric, at: i64, opening: bool) {
+        if opening {
+            self.reach(metric, at);
+        }
+        let first = match metric {
+            Metric::Retained => &mut self.retained_at,
+            Metric::Churned => &mut self.churned_at,
+            _ => return,
+        };
+        first.get_or_insert(at);
+    }
+
+    /// What the journey adds to the aggregates, in business days of `tz`.
+    pub fn contribution(&self, tz: Tz) -> Contribution {
+        let day = |at: i64| business_day(at, tz);
+        let mut flow = Vec::new();
+        let mut cohort = Vec::new();
+        if let Some(captured) = self.captured_at {
+            flow.push((Metric::Leads, day(captured)));
+            if self.excluded {
+                flow.push((Metric::ExcludedLeads, day(captured)));
+            }
+        }
+        let lists = [
+            (Metric::Promising, &self.promoted),
+            (Metric::Opportunities, &self.opportunities),
+            (Metric::Wins, &self.wins),
+            (Metric::Losses, &self.losses),
+            (Metric::Retained, &self.renewals),
+            (Metric::Churned, &self.churns),
+        ];
+        for (metric, times) in lists {
+            flow.extend(times.iter().map(|&at| (metric, day(at))));
+        }
+        if let Some(captured) = self.captured_at {
+            let cohort_day = day(captured);
+            let mut reached = |metric, at: Option<i64>| {
+                if let Some(at) = at {
+                    // A fact dated before the capture counts as reached on
+                    // the capture day: the lead was in the cohort by then.
+                    cohort.push((metric, cohort_day, day(at).max(cohort_day)));
+                }
+            };
+            reached(Metric::Leads, Some(captured));
+            reached(Metric::ExcludedLeads, self.excluded.then_some(captured));
+            let first = |times: &Vec<i64>| times.iter().copied().min();
+            reached(Metric::Promising, first(&self.promoted));
+            reached(Metric::Opportunities, first(&self.opportunities));
+            reached(Metric::Wins, first(&self.wins));
+            reached(Metric::Losses, first(&self.losses));
+            reached(Metric::Retained, self.retained_at);
+            reached(Metric::Churned, self.churned_at);
+        }
+        let values = if self.captured_at.is_some() && self.dims.len() == Dimension::ALL.len() {
+            self.dims.clone()
+        } else {
+            vec![String::new(); Dimension::ALL.len()]
+        };
+        Contribution { values, flow, cohort }
+    }
+}
+
+/// What one journey adds to the aggregates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Contribution {
+    /// The lead's value of each dimension, in [`Dimension::ALL`]'s order.
+    pub values: Vec<String>,
+    /// Flow events: what, on which business day.
+    pub flow: Vec<(Metric, i64)>,
+    /// Cohort stages reached: what, the capture day, the day first reached.
+    pub cohort: Vec<(Metric, i64, i64)>,
+}
+
+/// A flow aggregate's key: dimension ("" for the totals), value, day, metric.
+pub type FlowKey = (&'static str, String, i64, Metric);
+/// A cohort aggregate's key: dimension, value, capture day, stage, day reached.
+pub type CohortKey = (&'static str, String, i64, Metric, i64);
+
+/// Sums of contributions, added and taken away: what a page of events does
+/// to the stored aggregates.
+#[derive(Debug, Default)]
+pub struct Deltas {
+    pub flow: std::collections::BTreeMap<FlowKey, i64>,
+    pub cohort: std::collections::BTreeMap<CohortKey, i64>,
+}
+
+impl Deltas {
+    /// Adds `c` (`sign` 1) or takes it away (`sign` -1), under the totals and
+    /// under each dimension's value.
+    pub fn add(&mut self, c: &Contribution, sign: i64) {
+        let series = std::iter::once(("", String::new()))
+            .chain(Dimension::ALL.iter().zip(&c.values).map(|(d, v)| (d.code(), v.clone())));
+        for (dim, value) in series {
+            for &(metric, day) in &c.flow {
+                *self.flow.entry((dim, value.clone(), day, metric)).or_insert(0) += sign;
+            }
+            for &(metric, captured, reached) in &c.cohort {
+                *self.cohort.entry((dim, value.clone(), captured, metric, reached)).or_insert(0) += sign;
+            }
+        }
+    }
+
+    /// Drops the keys whose additions and removals cancelled out.
+    pub fn settle(&mut self) {
+        self.flow.retain(|_, n| *n != 0);
+        self.cohort.retain(|_, n| *n != 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::parse_day;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn day(s: &str) -> i64 {
+        parse_day(s).expect("date")
+    }
+
+    fn at(s: &str) -> i64 {
+        day(s) * DAY + 10 * 3_600_000_000
+    }
+
+    fn capture() -> Capture {
+        Capture {
+            source: "web_form".into(),
+            campaign: "autumn".into(),
+            channel: "ads".into(),
+            industry: " Software ".into(),
+            company_size: 120,
+            job_title: "VP Sales".into(),
+            definition_version: 1,
+            excluded: false,
+        }
+    }
+
+    #[test]
+    fn dimensions_of_a_capture() {
+        let d = Definition::default();
+        assert_eq!(
+            dims(&capture(), Some(&d)),
+            ["web_form", "autumn", "ads", "software", "50-249", "ceo", "1"].map(String::from)
+        );
+        assert_eq!(size_band(&d, 0), "");
+        assert_eq!(size_band(&d, 1), "1-9");
+        assert_eq!(size_band(&d, 999), "250-999");
+        assert_eq!(size_band(&d, 5000), "1000+");
+        assert_eq!(title_class(&d, ""), "");
+        assert_eq!(title_class(&d, "gardener"), "other");
+        let mut high = d.clone();
+        high.attribute.company_size_bands = vec![(10, 5), (100, 10)];
+        assert_eq!(size_band(&high, 3), "1-9", "below every band");
+        assert_eq!(dims(&capture(), None)[4], "", "no band without the definition");
+    }
+
+    #[test]
+    fn contribution_of_a_whole_journey() {
+        let mut j = Journey::default();
+        j.capture(at("2026-11-02"), &capture(), Some(&Definition::default()));
+        j.reach(Metric::Promising, at("2026-11-03"));
+        j.reach(Metric::Opportunities, at("2026-11-05"));
+        j.reach(Metric::Losses, at("2026-11-20"));
+        j.reach(Metric::Promising, at("2026-12-01"));
+        j.reach(Metric::Opportunities, at("2026-12-02"));
+        j.reach(Metric::Wins, at("2026-12-10"));
+        j.account(Metric::Retained, at("2027-12-10"), true);
+        j.account(Metric::Retained, at("2028-12-10"), true);
+        let c = j.contribution(chrono_tz::UTC);
+        let flow = |m| c.flow.iter().filter(|(metric, _)| *metric == m).count();
+        assert_eq!(flow(Metric::Promising), 2, "the flow view counts every hand-over");
+        assert_eq!(flow(Metric::Opportunities), 2);
+        assert_eq!(flow(Metric::Retained), 2);
+        let cohort: Vec<_> = c.cohort.iter().map(|&(m, captured, reached)| (m, captured, reached)).collect();
+        let c0 = day("2026-11-02");
+        assert_eq!(
+            cohort,
+            vec![
+                (Metric::Leads, c0, c0),
+                (Metric::Promising, c0, day("2026-11-03")),
+                (Metric::Opportunities, c0, day("2026-11-05")),
+                (Metric::Wins, c0, day("2026-12-10")),
+                (Metric::Losses, c0, day("2026-11-20")),
+                (Metric::Retained, c0, day("2027-12-10")),
+            ],
+            "the cohort view counts the lead once per stage, on the day it first got there"
+        );
+    }
+
+    #[test]
+    fn a_journey_read_out_of_order_ends_at_the_same_aggregates() {
+        let d = Definition::default();
+        let facts = [
+            (0, at("2026-11-02")),
+            (1, at("2026-11-03")),
+            (2, at("2026-11-04")),
+            (3, at("2026-11-20")),
+            (4, at("2027-11-20")),
+        ];
+        let apply = |j: &mut Journey, (kind, t): (i32, i64)| match kind {
+            0 => j.capture(t, &capture(), Some(&d)),
+            1 => j.reach(Metric::Opportunities, t),
+            2 => j.reach(Metric::Wins, t),
+            3 => j.account(Metric::Churned, t, false),
+            _ => j.account(Metric::Retained, t, true),
+        };
+        let run = |order: &[usize]| {
+            let mut deltas = Deltas::default();
+            let mut j = Journey::default();
+            for &i in order {
+                let before = j.contribution(chrono_tz::UTC);
+                apply(&mut j, facts[i]);
+                deltas.add(&before, -1);
+                deltas.add(&j.contribution(chrono_tz::UTC), 1);
+            }
+            deltas.settle();
+            deltas
+        };
+        let in_order = run(&[0, 1, 2, 3, 4]);
+        let reversed = run(&[4, 3, 2, 1, 0]);
+        assert_eq!(in_order.flow, reversed.flow);
+        assert_eq!(in_order.cohort, reversed.cohort);
+        assert!(in_order.flow.keys().all(|(dim, value, ..)| dim.is_empty() || !value.is_empty()));
+        assert_eq!(
+            in_order.flow.get(&("source", "web_form".into(), day("2026-11-03"), Metric::Opportunities)),
+            Some(&1)
+        );
+        assert_eq!(
+            in_order.cohort.get(&("", String::new(), day("2026-11-02"), Metric::Churned, day("2026-11-20"))),
+            Some(&1)
+        );
+    }
+}
