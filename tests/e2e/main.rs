@@ -16,5 +16,6 @@ mod idempotency;
 mod ingest;
 mod interfaces;
 mod overload;
+mod planning;
 mod postgres;
 mod views;

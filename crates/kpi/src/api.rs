@@ -8,6 +8,7 @@ use themodel_proto::kpi::v1::kpi_service_server::KpiService;
 use themodel_runtime::definition::{from_proto, to_proto};
 use themodel_runtime::time::to_timestamp;
 use themodel_runtime::validate::Violations;
+use themodel_runtime::wire::required_money;
 use themodel_runtime::{ApiError, ApiResult, Call, Done, Effects, Need, Writer};
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::consumer::Consumer;
 use crate::domain;
 use crate::journey::Dimension;
+use crate::planning::{self, Factor, PlanRates, Rate, RateSource};
 use crate::store::{self, Definitions, Latest};
 
 /// The kpi service's handlers.
@@ -39,27 +41,8 @@ struct FunnelQuery {
 impl FunnelQuery {
     fn parse(req: &pb::GetFunnelRequest) -> ApiResult<FunnelQuery> {
         let mut v = Violations::new();
-        let mut day = |field: &str, value: &str, required: bool| {
-            if value.is_empty() {
-                if required {
-                    v.add(field, "is required (YYYY-MM-DD)");
-                }
-                return None;
-            }
-            let d = domain::parse_day(value);
-            if d.is_none() {
-                v.add(field, "must be a date YYYY-MM-DD");
-            }
-            d
-        };
-        let start = day("start_date", &req.start_date, true);
-        let end = day("end_date", &req.end_date, true);
-        let as_of = day("as_of_date", &req.as_of_date, false);
-        if let (Some(s), Some(e)) = (start, end)
-            && e <= s
-        {
-            v.add("end_date", "must be after start_date (the period is [start_date, end_date))");
-        }
+        let period = period(&mut v, ("start_date", &req.start_date), ("end_date", &req.end_date));
+        let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
         let view = match pb::View::try_from(req.view) {
             Ok(pb::View::Unspecified | pb::View::Flow) => Some(pb::View::Flow),
             Ok(pb::View::Cohort) => Some(pb::View::Cohort),
@@ -89,9 +72,69 @@ impl FunnelQuery {
                 pb::View::Cohort => store::Basis::Cohort { as_of },
                 _ => store::Basis::Flow,
             };
-            Some(FunnelQuery { start: start?, end: end?, view, basis, split: split.ok()? })
+            let (start, end) = period?;
+            Some(FunnelQuery { start, end, view, basis, split: split.ok()? })
         })
     }
+}
+
+/// A required period `[start, end)` of business days.
+fn period(v: &mut Violations, start: (&str, &str), end: (&str, &str)) -> Option<(i64, i64)> {
+    let s = day(v, start, true);
+    let e = day(v, end, true);
+    let (s, e) = (s?, e?);
+    if e <= s {
+        v.add(end.0, format!("must be after {} (the period is [{}, {}))", start.0, start.0, end.0));
+        return None;
+    }
+    Some((s, e))
+}
+
+/// A window given by two optional dates, both or neither; neither is the
+/// [`DEFAULT_WINDOW_DAYS`] days before `period`.
+fn window(
+    v: &mut Violations,
+    start: (&str, &str),
+    end: (&str, &str),
+    period: Option<(i64, i64)>,
+) -> Option<(i64, i64)> {
+    if start.1.is_empty() && end.1.is_empty() {
+        return period.map(|(s, _)| (s - DEFAULT_WINDOW_DAYS, s));
+    }
+    if start.1.is_empty() || end.1.is_empty() {
+        let missing = if start.1.is_empty() { start.0 } else { end.0 };
+        v.add(
+            missing,
+            format!(
+                "give both {} and {}, or neither (the {DEFAULT_WINDOW_DAYS} days before start_date)",
+                start.0, end.0
+            ),
+        );
+        return None;
+    }
+    self::period(v, start, end)
+}
+
+/// Days in a window when none is given.
+const DEFAULT_WINDOW_DAYS: i64 = 90;
+
+/// A `YYYY-MM-DD` field: business days since 1970-01-01.
+fn day(v: &mut Violations, (field, value): (&str, &str), required: bool) -> Option<i64> {
+    if value.is_empty() {
+        if required {
+            v.add(field, "is required (YYYY-MM-DD)");
+        }
+        return None;
+    }
+    let d = domain::parse_day(value);
+    if d.is_none() {
+        v.add(field, "must be a date YYYY-MM-DD");
+    }
+    d
+}
+
+fn days((start, end): (i64, i64)) -> i64 {
+    end - start
 }
 
 /// The dimension a split asks for (`None`: no split).
@@ -112,13 +155,10 @@ fn dimension(d: pb::Dimension) -> Option<Dimension> {
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Api {
-    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date, view = req.view))]
-    async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
-        let q = FunnelQuery::parse(&req)?;
-
-        // Read-your-writes: everything the services committed before this call
-        // is in the answer. A source that is down is reported through
-        // `sources` (its applied_seq stops moving), not as an error.
+    /// Read-your-writes: everything the services committed before this call
+    /// is in the answer. A source that is down is reported through
+    /// `sources` (its applied_seq stops moving), not as an error.
+    async fn catch_up(&self) {
         let mut catching_up = JoinSet::new();
         for c in self.consumers.iter().cloned() {
             catching_up.spawn(async move { (c.source, c.catch_up().await) });
@@ -137,7 +177,154 @@ impl Api {
         if tokio::time::timeout(CATCH_UP_TIMEOUT, all).await.is_err() {
             tracing::warn!("event streams did not catch up in time; answering with what is applied");
         }
+    }
 
+    /// The flow totals over business days `[start, end)`.
+    async fn flow_totals(&self, (start, end): (i64, i64)) -> ApiResult<domain::Counts> {
+        let mut all = store::counts(self.writer.db(), store::Basis::Flow, None, start, end).await?;
+        Ok(all.remove("").unwrap_or_default())
+    }
+
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn plan_from_revenue(&self, req: pb::PlanFromRevenueRequest) -> ApiResult<pb::PlanFromRevenueResponse> {
+        let mut v = Violations::new();
+        let target = required_money(&mut v, "revenue_target", req.revenue_target.as_ref());
+        let deal = required_money(&mut v, "average_deal_size", req.average_deal_size.as_ref());
+        if let Some(t) = &target {
+            v.check(t.total_nanos() > 0, "revenue_target", "must be above 0");
+        }
+        if let Some(d) = &deal {
+            v.check(d.total_nanos() > 0, "average_deal_size", "must be above 0");
+        }
+        if let (Some(t), Some(d)) = (&target, &deal)
+            && t.currency() != d.currency()
+        {
+            v.add("average_deal_size.currency_code", format!("must be the target's currency, {}", t.currency()));
+        }
+        let period = period(&mut v, ("start_date", &req.start_date), ("end_date", &req.end_date));
+        let window = window(
+            &mut v,
+            ("trailing_start_date", &req.trailing_start_date),
+            ("trailing_end_date", &req.trailing_end_date),
+            period,
+        );
+        let mut given = |field: &str, rate: Option<f64>, at_most_one: bool| {
+            let r = rate?;
+            let ok = r.is_finite() && r > 0.0 && (!at_most_one || r <= 1.0);
+            v.check(ok, field, if at_most_one { "must be above 0 and at most 1" } else { "must be above 0" });
+            ok.then(|| (Rate::given(r), RateSource::Given))
+        };
+        let given_win = given("win_rate", req.win_rate, true);
+        let given_opportunity = given("opportunity_rate", req.opportunity_rate, false);
+        let given_acquisition = given("acquisition_rate", req.acquisition_rate, false);
+        let wins = match (&target, &deal) {
+            (Some(t), Some(d)) if d.total_nanos() > 0 => {
+                let wins = planning::wins_for(t.total_nanos(), d.total_nanos());
+                if wins.is_none() {
+                    v.add("revenue_target", "needs more wins than can be counted (over 2^63) at this deal size");
+                }
+                wins
+            }
+            _ => None,
+        };
+        let (period, window, wins) = v.build(|| Some((period?, window?, wins?)))?;
+
+        self.catch_up().await;
+        let t = self.flow_totals(window).await?;
+        let trailing = |num, den| Rate::of(num, den).map(|r| (r, RateSource::Trailing));
+        let rates = PlanRates {
+            win: given_win.or_else(|| trailing(t.wins, t.wins + t.losses)),
+            opportunity: given_opportunity.or_else(|| trailing(t.opportunities, t.leads)),
+            acquisition: given_acquisition.or_else(|| trailing(t.leads, t.visitors)),
+        };
+        let scale = days(period) as f64 / days(window) as f64;
+        let stages = planning::plan(wins, rates);
+        let paces = [
+            (pb::Stage::Wins, t.wins),
+            (pb::Stage::Opportunities, t.opportunities),
+            (pb::Stage::Leads, t.leads),
+            (pb::Stage::Visitors, t.visitors),
+        ];
+        Ok(pb::PlanFromRevenueResponse {
+            stages: stages
+                .into_iter()
+                .zip(paces)
+                .map(|(s, (stage, count))| {
+                    let run_rate = count as f64 * scale;
+                    pb::PlanStage {
+                        stage: stage as i32,
+                        needed: s.needed,
+                        rate: s.rate.map(|(r, _)| r.value()),
+                        rate_source: match s.rate {
+                            Some((_, RateSource::Given)) => pb::RateSource::Given,
+                            Some((_, RateSource::Trailing)) => pb::RateSource::Trailing,
+                            None => pb::RateSource::Unspecified,
+                        } as i32,
+                        run_rate,
+                        gap: s.needed.map(|n| n as f64 - run_rate),
+                        unknown_reason: s.unknown.unwrap_or_default(),
+                    }
+                })
+                .collect(),
+            trailing_start_date: domain::format_day(window.0),
+            trailing_end_date: domain::format_day(window.1),
+            time_zone: self.time_zone.clone(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn get_bottleneck(&self, req: pb::GetBottleneckRequest) -> ApiResult<pb::GetBottleneckResponse> {
+        let mut v = Violations::new();
+        let period = period(&mut v, ("start_date", &req.start_date), ("end_date", &req.end_date));
+        let baseline = window(
+            &mut v,
+            ("baseline_start_date", &req.baseline_start_date),
+            ("baseline_end_date", &req.baseline_end_date),
+            period,
+        );
+        let (period, baseline) = v.build(|| Some((period?, baseline?)))?;
+
+        self.catch_up().await;
+        let actual = self.flow_totals(period).await?;
+        let base = self.flow_totals(baseline).await?;
+        let b = planning::bottleneck(&actual, &base, days(period) as f64 / days(baseline) as f64);
+        let factor = |f: Factor| match f {
+            Factor::Visitors => pb::Factor::Visitors,
+            Factor::Leads => pb::Factor::Leads,
+            Factor::AcquisitionRate => pb::Factor::AcquisitionRate,
+            Factor::OpportunityRate => pb::Factor::OpportunityRate,
+            Factor::WinRate => pb::Factor::WinRate,
+        };
+        Ok(pb::GetBottleneckResponse {
+            factors: b
+                .factors
+                .iter()
+                .map(|f| pb::FactorCheck {
+                    factor: factor(f.factor) as i32,
+                    actual: f.actual,
+                    plan: f.plan,
+                    ratio: f.ratio,
+                })
+                .collect(),
+            bottleneck: b.bottleneck.map_or(pb::Factor::Unspecified, factor) as i32,
+            problem: match b.bottleneck {
+                None => pb::Problem::Unspecified,
+                Some(f) if f.is_volume() => pb::Problem::Volume,
+                Some(_) => pb::Problem::Rate,
+            } as i32,
+            actual_wins: b.actual_wins,
+            planned_wins: b.planned_wins,
+            baseline_start_date: domain::format_day(baseline.0),
+            baseline_end_date: domain::format_day(baseline.1),
+            time_zone: self.time_zone.clone(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date, view = req.view))]
+    async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
+        let q = FunnelQuery::parse(&req)?;
+
+        self.catch_up().await;
         let db = self.writer.db();
         let totals = store::counts(db, q.basis, None, q.start, q.end).await?.remove("").unwrap_or_default();
         let splits = match q.split {
@@ -262,6 +449,20 @@ impl KpiService for Api {
         request: Request<pb::GetFunnelRequest>,
     ) -> Result<Response<pb::GetFunnelResponse>, Status> {
         Ok(Response::new(Api::get_funnel(self, request.into_inner()).await?))
+    }
+
+    async fn plan_from_revenue(
+        &self,
+        request: Request<pb::PlanFromRevenueRequest>,
+    ) -> Result<Response<pb::PlanFromRevenueResponse>, Status> {
+        Ok(Response::new(Api::plan_from_revenue(self, request.into_inner()).await?))
+    }
+
+    async fn get_bottleneck(
+        &self,
+        request: Request<pb::GetBottleneckRequest>,
+    ) -> Result<Response<pb::GetBottleneckResponse>, Status> {
+        Ok(Response::new(Api::get_bottleneck(self, request.into_inner()).await?))
     }
 
     async fn get_quality_definition(

@@ -256,6 +256,11 @@ pub fn parse_day(s: &str) -> Option<i64> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| (d - EPOCH).num_days())
 }
 
+/// The `YYYY-MM-DD` of business day `day` (days since 1970-01-01).
+pub fn format_day(day: i64) -> String {
+    EPOCH.checked_add_signed(chrono::TimeDelta::days(day)).map(|d| d.to_string()).unwrap_or_default()
+}
+
 /// Flow counts for a period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {

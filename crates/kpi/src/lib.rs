@@ -13,6 +13,7 @@ pub mod api;
 pub mod consumer;
 pub mod domain;
 pub mod journey;
+pub mod planning;
 pub mod store;
 pub mod visitors;
 

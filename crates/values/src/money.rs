@@ -83,7 +83,8 @@ impl Money {
         self.nanos
     }
 
-    fn total_nanos(&self) -> i128 {
+    /// The amount in billionths of a unit.
+    pub fn total_nanos(&self) -> i128 {
         i128::from(self.units) * NANOS_PER_UNIT + i128::from(self.nanos)
     }
 
