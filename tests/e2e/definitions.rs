@@ -3,6 +3,7 @@
 use themodel_e2e::{TestSuite, eventually};
 use themodel_proto::kpi::v1 as kpi;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::flows::*;
 
@@ -32,6 +33,20 @@ async fn a_published_definition_is_used_and_recorded_by_version() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A blank school suffix would end every address: every lead excluded.
+    let mut bad = v1.clone();
+    bad.exclusion.as_mut().unwrap().student_domain_suffixes.push(String::new());
+    let err = k
+        .publish_quality_definition(kpi::PublishQualityDefinitionRequest {
+            request_id: "blank-suffix".into(),
+            definition: Some(bad),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let violations = err.get_error_details().bad_request().unwrap().field_violations.clone();
+    assert_eq!(violations[0].field, "definition.exclusion.student_domain_suffixes", "{violations:?}");
 
     // v2: a good fit alone is promising.
     let mut v2 = v1.clone();

@@ -224,6 +224,11 @@ impl Default for Definition {
     }
 }
 
+/// Entries a list of a definition may have.
+pub const MAX_ENTRIES: usize = 1_000;
+/// Characters a word, name or domain of a definition may have.
+pub const MAX_TEXT: usize = 200;
+
 impl Definition {
     /// Checks the rules that make a definition usable. The one the domain insists
     /// on: attribute fit weighs more than behaviour.
@@ -272,6 +277,8 @@ impl Definition {
         if let Some(source) = self.follow_up_sla_hours.keys().find(|s| !themodel_values::is_code(s)) {
             return Err(invalid("follow_up_sla_hours", format!("{source:?} is not a source code")));
         }
+        self.validate_exclusion()?;
+        self.validate_sizes()?;
         let mut seen = Vec::new();
         for exit in &self.phase_exits {
             if !exit.phase.is_open() {
@@ -281,6 +288,79 @@ impl Definition {
                 return Err(invalid("phase_exits", format!("{} is listed twice", exit.phase.name())));
             }
             seen.push(exit.phase);
+        }
+        Ok(())
+    }
+
+    /// The never-buy rules must single leads out: a blank entry would match
+    /// too much (a blank domain suffix ends every address, so every lead
+    /// would be excluded) and an address is not a domain.
+    fn validate_exclusion(&self) -> Result<(), InvalidDefinition> {
+        let ex = &self.exclusion;
+        let domains = [
+            ("exclusion.competitor_domains", &ex.competitor_domains),
+            ("exclusion.partner_domains", &ex.partner_domains),
+            ("exclusion.student_domain_suffixes", &ex.student_domain_suffixes),
+        ];
+        for (field, list) in domains {
+            if let Some(d) =
+                list.iter().find(|d| d.trim().is_empty() || d.contains('@') || d.contains(char::is_whitespace))
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{d:?} is not a domain: entries are non-empty domains without '@' or spaces (a blank suffix would exclude every lead)"
+                    ),
+                ));
+            }
+        }
+        if ex.student_title_words.iter().any(|w| w.trim().is_empty()) {
+            return Err(invalid("exclusion.student_title_words", "words must not be blank"));
+        }
+        Ok(())
+    }
+
+    /// A definition is read by every service on every decision: lists and
+    /// words are bounded ([`MAX_ENTRIES`], [`MAX_TEXT`]).
+    fn validate_sizes(&self) -> Result<(), InvalidDefinition> {
+        let a = &self.attribute;
+        let ex = &self.exclusion;
+        let lists = [
+            ("attribute.company_size_bands", a.company_size_bands.len()),
+            ("attribute.industry_points", a.industry_points.len()),
+            ("attribute.job_title_rules", a.job_title_rules.len()),
+            ("exclusion.competitor_domains", ex.competitor_domains.len()),
+            ("exclusion.partner_domains", ex.partner_domains.len()),
+            ("exclusion.student_domain_suffixes", ex.student_domain_suffixes.len()),
+            ("exclusion.student_title_words", ex.student_title_words.len()),
+            ("follow_up_sla_hours", self.follow_up_sla_hours.len()),
+            ("recycle_reasons", self.recycle_reasons.len()),
+            ("lost_reasons", self.lost_reasons.len()),
+        ];
+        if let Some((field, n)) = lists.into_iter().find(|(_, n)| *n > MAX_ENTRIES) {
+            return Err(invalid(field, format!("has {n} entries; at most {MAX_ENTRIES}")));
+        }
+        let rule_words = a.job_title_rules.iter().flat_map(|(words, _)| words);
+        if a.job_title_rules.iter().any(|(words, _)| words.len() > MAX_ENTRIES) {
+            return Err(invalid("attribute.job_title_rules", format!("a rule has more than {MAX_ENTRIES} words")));
+        }
+        let texts = [
+            ("attribute.industry_points", a.industry_points.keys().collect::<Vec<_>>()),
+            ("attribute.job_title_rules", rule_words.collect()),
+            ("exclusion.competitor_domains", ex.competitor_domains.iter().collect()),
+            ("exclusion.partner_domains", ex.partner_domains.iter().collect()),
+            ("exclusion.student_domain_suffixes", ex.student_domain_suffixes.iter().collect()),
+            ("exclusion.student_title_words", ex.student_title_words.iter().collect()),
+            ("follow_up_sla_hours", self.follow_up_sla_hours.keys().collect()),
+            ("lost_reasons", self.lost_reasons.iter().collect()),
+        ];
+        for (field, list) in texts {
+            if let Some(t) = list.iter().find(|t| t.chars().count() > MAX_TEXT) {
+                return Err(invalid(
+                    field,
+                    format!("{:?}… is longer than {MAX_TEXT} characters", t.chars().take(20).collect::<String>()),
+                ));
+            }
         }
         Ok(())
     }
@@ -328,6 +408,36 @@ mod tests {
         let mut d = Definition::default();
         d.phase_exits.push(d.phase_exits[0].clone());
         assert_eq!(d.validate().unwrap_err().field, "phase_exits");
+    }
+
+    #[test]
+    fn exclusion_rules_that_would_match_everyone_are_refused() {
+        let mut d = Definition::default();
+        d.exclusion.student_domain_suffixes.push(String::new());
+        let err = d.validate().unwrap_err();
+        assert_eq!(err.field, "exclusion.student_domain_suffixes");
+        assert!(err.message.contains("every lead"), "{err:?}");
+        let mut d = Definition::default();
+        d.exclusion.competitor_domains.push("rival@rival.example".into());
+        assert_eq!(d.validate().unwrap_err().field, "exclusion.competitor_domains");
+        let mut d = Definition::default();
+        d.exclusion.student_title_words.push("  ".into());
+        assert_eq!(d.validate().unwrap_err().field, "exclusion.student_title_words");
+    }
+
+    #[test]
+    fn absurdly_large_definitions_are_refused() {
+        let mut d = Definition::default();
+        d.exclusion.partner_domains = (0..=MAX_ENTRIES).map(|i| format!("p{i}.example")).collect();
+        let err = d.validate().unwrap_err();
+        assert_eq!(err.field, "exclusion.partner_domains");
+        assert!(err.message.contains("1001 entries"), "{err:?}");
+        let mut d = Definition::default();
+        d.attribute.industry_points.insert("x".repeat(MAX_TEXT + 1), 3);
+        assert_eq!(d.validate().unwrap_err().field, "attribute.industry_points");
+        let mut d = Definition::default();
+        d.attribute.job_title_rules[0].0 = vec!["w".into(); MAX_ENTRIES + 1];
+        assert_eq!(d.validate().unwrap_err().field, "attribute.job_title_rules");
     }
 
     #[test]
