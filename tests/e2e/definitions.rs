@@ -71,6 +71,27 @@ async fn a_published_definition_is_used_and_recorded_by_version() {
         .unwrap();
     assert_eq!(old.promising_threshold, 65, "old versions stay readable");
 
+    // Every version is listed, newest first, page by page.
+    let page = |token: String| {
+        let mut k = k.clone();
+        async move {
+            k.list_quality_definitions(kpi::ListQualityDefinitionsRequest { page_size: 1, page_token: token })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let first = page(String::new()).await;
+    assert_eq!(first.definitions.iter().map(|d| d.version).collect::<Vec<_>>(), [2]);
+    let second = page(first.next_page_token).await;
+    assert_eq!(second.definitions, std::slice::from_ref(&old));
+    assert!(second.next_page_token.is_empty());
+    let err = k
+        .list_quality_definitions(kpi::ListQualityDefinitionsRequest { page_size: 0, page_token: "bogus".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
     // Marketing follows kpi: its next decision uses and records version 2.
     let lead = eventually("marketing applies version 2", || {
         let t = &t;

@@ -6,8 +6,9 @@ use std::time::Duration;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
 use themodel_runtime::definition::{from_proto, to_proto};
+use themodel_runtime::paging;
 use themodel_runtime::time::to_timestamp;
-use themodel_runtime::validate::Violations;
+use themodel_runtime::validate::{Violations, page_size};
 use themodel_runtime::wire::required_money;
 use themodel_runtime::{ApiError, ApiResult, Call, Done, Effects, Need, Writer};
 use tokio::task::JoinSet;
@@ -399,6 +400,31 @@ impl Api {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_quality_definitions(
+        &self,
+        req: pb::ListQualityDefinitionsRequest,
+    ) -> ApiResult<pb::ListQualityDefinitionsResponse> {
+        let mut v = Violations::new();
+        let limit = page_size(&mut v, req.page_size, 20, 100);
+        v.finish()?;
+        let before = match paging::decode(&req.page_token, 1)? {
+            Some(k) => Some(paging::int(&k[0])?),
+            None => None,
+        };
+        let mut page = store::definitions(self.writer.db(), before, limit + 1).await?;
+        let next_page_token = if page.len() as i64 > limit {
+            page.truncate(limit as usize);
+            page.last().map(|(d, _)| paging::encode(&[&d.version.to_string()])).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListQualityDefinitionsResponse {
+            definitions: page.iter().map(|(d, at)| to_proto(d, Some(*at))).collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn publish_quality_definition(
         &self,
         request: Request<pb::PublishQualityDefinitionRequest>,
@@ -470,6 +496,13 @@ impl KpiService for Api {
         request: Request<pb::GetQualityDefinitionRequest>,
     ) -> Result<Response<pb::GetQualityDefinitionResponse>, Status> {
         Ok(Response::new(Api::get_quality_definition(self, request.into_inner()).await?))
+    }
+
+    async fn list_quality_definitions(
+        &self,
+        request: Request<pb::ListQualityDefinitionsRequest>,
+    ) -> Result<Response<pb::ListQualityDefinitionsResponse>, Status> {
+        Ok(Response::new(Api::list_quality_definitions(self, request.into_inner()).await?))
     }
 
     async fn publish_quality_definition(

@@ -312,6 +312,18 @@ pub async fn definition(db: &Db, version: i64) -> anyhow::Result<Option<(Definit
     row.map(|(body, at)| Ok((serde_json::from_str(&body)?, at))).transpose()
 }
 
+/// Published definitions, newest first, below version `before` (all when
+/// `None`), at most `limit`.
+pub async fn definitions(db: &Db, before: Option<i64>, limit: i64) -> anyhow::Result<Vec<(Definition, Micros)>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT body, published_at FROM definitions WHERE version < $1 ORDER BY version DESC LIMIT $2")
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(db.reader())
+            .await?;
+    rows.into_iter().map(|(body, at)| Ok((serde_json::from_str(&body)?, at))).collect()
+}
+
 /// The latest published version (0 when none is).
 pub async fn latest_version(conn: &mut Conn) -> Result<i64, sqlx::Error> {
     let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM definitions").fetch_one(&mut *conn).await?;
