@@ -11,10 +11,18 @@ trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "
 
 "$bin" up --data-dir "$work/data" >"$work/up.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  grpcurl -plaintext -d '{}' localhost:50055 grpc.health.v1.Health/Check >/dev/null 2>&1 && break
+up=""
+for _ in $(seq 1 150); do
+  if grpcurl -plaintext -d '{}' localhost:50055 grpc.health.v1.Health/Check >/dev/null 2>&1; then up=1; break; fi
+  kill -0 "$pid" 2>/dev/null || break
   sleep 0.2
 done
+if [ -z "$up" ]; then
+  echo "themodel up did not come up; its log:" >&2
+  cat "$work/up.log" >&2
+  ss -ltnp 2>/dev/null | grep -E ':5005[0-9]' >&2 || true
+  exit 1
+fi
 
 # Every grpcurl line of the walkthrough section, in order.
 awk '/^## Walk a lead/{on=1} /^## Test it/{on=0} on && /^grpcurl /' README.md >"$work/steps"
