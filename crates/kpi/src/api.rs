@@ -16,8 +16,9 @@ use tonic::{Request, Response, Status};
 
 use crate::consumer::Consumer;
 use crate::domain;
+use crate::domain::Rate;
 use crate::journey::Dimension;
-use crate::planning::{self, Factor, PlanRates, Rate, RateSource};
+use crate::planning::{self, Factor, PlanRates, RateSource};
 use crate::store::{self, Definitions, Latest};
 
 /// The kpi service's handlers.
@@ -232,11 +233,12 @@ impl Api {
 
         self.catch_up().await;
         let t = self.flow_totals(window).await?;
-        let trailing = |num, den| Rate::of(num, den).map(|r| (r, RateSource::Trailing));
+        let counted = t.exact_rates();
+        let trailing = |r: Option<Rate>| r.map(|r| (r, RateSource::Trailing));
         let rates = PlanRates {
-            win: given_win.or_else(|| trailing(t.wins, t.wins + t.losses)),
-            opportunity: given_opportunity.or_else(|| trailing(t.opportunities, t.leads)),
-            acquisition: given_acquisition.or_else(|| trailing(t.leads, t.visitors)),
+            win: given_win.or(trailing(counted.win)),
+            opportunity: given_opportunity.or(trailing(counted.opportunity)),
+            acquisition: given_acquisition.or(trailing(counted.acquisition)),
         };
         let scale = days(period) as f64 / days(window) as f64;
         let stages = planning::plan(wins, rates);

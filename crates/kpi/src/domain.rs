@@ -291,19 +291,65 @@ impl Counts {
     }
 }
 
-/// The funnel's rates; `None` when the denominator is zero.
+/// The funnel's rates; `None` when the denominator is zero. As doubles for
+/// responses ([`Counts::rates`]), or as exact fractions for arithmetic that
+/// must not round ([`Counts::exact_rates`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Rates {
-    pub acquisition: Option<f64>,
-    pub promising: Option<f64>,
-    pub opportunity: Option<f64>,
-    pub win: Option<f64>,
-    pub renewal: Option<f64>,
-    pub churn: Option<f64>,
+pub struct Rates<R = f64> {
+    pub acquisition: Option<R>,
+    pub promising: Option<R>,
+    pub opportunity: Option<R>,
+    pub win: Option<R>,
+    pub renewal: Option<R>,
+    pub churn: Option<R>,
 }
 
-fn ratio(num: i64, den: i64) -> Option<f64> {
-    (den != 0).then(|| num as f64 / den as f64)
+/// A non-negative rate as an exact fraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    num: i128,
+    den: i128,
+}
+
+/// Decimal places a given (not counted) rate is taken to.
+const GIVEN_SCALE: i128 = 1_000_000_000;
+
+impl Rate {
+    /// `num / den`; `None` when `den` is zero (the rate is absent).
+    pub fn of(num: i64, den: i64) -> Option<Rate> {
+        (den != 0).then(|| Rate { num: i128::from(num), den: i128::from(den) })
+    }
+
+    /// A rate a caller gave, to nine decimal places (0.3 is 3/10, not the
+    /// double nearest to it). The caller checks it is finite and positive.
+    pub fn given(r: f64) -> Rate {
+        Rate { num: (r * GIVEN_SCALE as f64).round() as i128, den: GIVEN_SCALE }
+    }
+
+    pub fn value(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
+    /// ⌈out / rate⌉: how many must go in for `out` to come out. `None` when
+    /// the rate is zero (no number is enough) or the answer is past i64.
+    pub fn input_for(self, out: i64) -> Option<i64> {
+        if self.num <= 0 {
+            return None;
+        }
+        let x = i128::from(out).checked_mul(self.den)?;
+        i64::try_from(div_ceil(x, self.num)).ok()
+    }
+
+    /// Whether the rate is 0 (nothing came through).
+    pub fn is_zero(self) -> bool {
+        self.num == 0
+    }
+}
+
+/// ⌈a / b⌉ for b > 0.
+pub fn div_ceil(a: i128, b: i128) -> i128 {
+    let q = a / b;
+    if a % b != 0 && (a > 0) == (b > 0) { q + 1 } else { q }
 }
 
 impl Counts {
@@ -311,14 +357,29 @@ impl Counts {
         self.leads - self.excluded_leads
     }
 
-    pub fn rates(&self) -> Rates {
+    /// The funnel's formulas (docs/domain.md, "KPIs"), exactly.
+    pub fn exact_rates(&self) -> Rates<Rate> {
         Rates {
-            acquisition: ratio(self.leads, self.visitors),
-            promising: ratio(self.promising_leads, self.leads),
-            opportunity: ratio(self.opportunities, self.leads),
-            win: ratio(self.wins, self.wins + self.losses),
-            renewal: ratio(self.retained, self.retained + self.churned),
-            churn: ratio(self.churned, self.retained + self.churned),
+            acquisition: Rate::of(self.leads, self.visitors),
+            promising: Rate::of(self.promising_leads, self.leads),
+            opportunity: Rate::of(self.opportunities, self.leads),
+            win: Rate::of(self.wins, self.wins + self.losses),
+            renewal: Rate::of(self.retained, self.retained + self.churned),
+            churn: Rate::of(self.churned, self.retained + self.churned),
+        }
+    }
+
+    /// [`Counts::exact_rates`] as doubles.
+    pub fn rates(&self) -> Rates {
+        let e = self.exact_rates();
+        let v = |r: Option<Rate>| r.map(Rate::value);
+        Rates {
+            acquisition: v(e.acquisition),
+            promising: v(e.promising),
+            opportunity: v(e.opportunity),
+            win: v(e.win),
+            renewal: v(e.renewal),
+            churn: v(e.churn),
         }
     }
 }

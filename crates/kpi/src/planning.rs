@@ -7,49 +7,7 @@
 //! 3/10 need exactly 10 opportunities, where floating point says 10.000…02
 //! and rounds up to 11).
 
-use crate::domain::Counts;
-
-/// A non-negative rate as an exact fraction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    num: i128,
-    den: i128,
-}
-
-/// Decimal places a given (not trailing) rate is taken to.
-const GIVEN_SCALE: i128 = 1_000_000_000;
-
-impl Rate {
-    /// `num / den`; `None` when `den` is zero (the rate is absent).
-    pub fn of(num: i64, den: i64) -> Option<Rate> {
-        (den != 0).then(|| Rate { num: i128::from(num), den: i128::from(den) })
-    }
-
-    /// A rate a caller gave, to nine decimal places (0.3 is 3/10, not the
-    /// double nearest to it). The caller checks it is finite and positive.
-    pub fn given(r: f64) -> Rate {
-        Rate { num: (r * GIVEN_SCALE as f64).round() as i128, den: GIVEN_SCALE }
-    }
-
-    pub fn value(self) -> f64 {
-        self.num as f64 / self.den as f64
-    }
-
-    /// ⌈out / rate⌉: how many must go in for `out` to come out. `None` when
-    /// the rate is zero (no number is enough) or the answer is past i64.
-    pub fn input_for(self, out: i64) -> Option<i64> {
-        if self.num <= 0 {
-            return None;
-        }
-        let x = i128::from(out).checked_mul(self.den)?;
-        i64::try_from(div_ceil(x, self.num)).ok()
-    }
-}
-
-fn div_ceil(a: i128, b: i128) -> i128 {
-    let q = a / b;
-    if a % b != 0 && (a > 0) == (b > 0) { q + 1 } else { q }
-}
+use crate::domain::{Counts, Rate, div_ceil};
 
 /// ⌈target / deal⌉ for two positive amounts in the same unit (nanos):
 /// the wins a revenue target needs. `None` if past i64.
@@ -97,7 +55,7 @@ pub fn plan(wins: i64, rates: PlanRates) -> [PlanStage; 4] {
         };
         let unknown = needed.is_none().then(|| match rate {
             None => format!("the {name} rate is unknown (nothing to divide by in the trailing window)"),
-            Some((r, _)) if r.num <= 0 => format!("the {name} rate is 0: no number is enough"),
+            Some((r, _)) if r.is_zero() => format!("the {name} rate is 0: no number is enough"),
             Some(_) => "the number needed is too large".to_owned(),
         });
         PlanStage { needed, rate, unknown }
