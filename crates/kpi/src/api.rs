@@ -57,17 +57,14 @@ impl FunnelQuery {
             v.add("as_of_date", "applies to VIEW_COHORT only (the flow view counts the period's events)");
         }
         let split = match pb::Dimension::try_from(req.split_by) {
-            Ok(d) => Ok(dimension(d)),
-            Err(_) => {
-                v.add(
-                    "split_by",
-                    "must be one of DIMENSION_SOURCE, DIMENSION_CAMPAIGN, DIMENSION_CHANNEL, DIMENSION_INDUSTRY, \
-                     DIMENSION_COMPANY_SIZE_BAND, DIMENSION_JOB_TITLE_CLASS, DIMENSION_DEFINITION_VERSION \
-                     (or unset: no split)",
-                );
-                Err(())
-            }
+            Ok(pb::Dimension::Unspecified) => Ok(None),
+            Ok(d) => DIMENSIONS.iter().find(|(wire, _)| *wire == d).map(|(_, dim)| Some(*dim)).ok_or(()),
+            Err(_) => Err(()),
         };
+        if split.is_err() {
+            let accepted: Vec<&str> = DIMENSIONS.iter().map(|(wire, _)| wire.as_str_name()).collect();
+            v.add("split_by", format!("must be one of {} (or unset: no split)", accepted.join(", ")));
+        }
         v.build(|| {
             let view = view?;
             let basis = match view {
@@ -139,19 +136,16 @@ fn days((start, end): (i64, i64)) -> i64 {
     end - start
 }
 
-/// The dimension a split asks for (`None`: no split).
-fn dimension(d: pb::Dimension) -> Option<Dimension> {
-    match d {
-        pb::Dimension::Unspecified => None,
-        pb::Dimension::Source => Some(Dimension::Source),
-        pb::Dimension::Campaign => Some(Dimension::Campaign),
-        pb::Dimension::Channel => Some(Dimension::Channel),
-        pb::Dimension::Industry => Some(Dimension::Industry),
-        pb::Dimension::CompanySizeBand => Some(Dimension::CompanySizeBand),
-        pb::Dimension::JobTitleClass => Some(Dimension::JobTitleClass),
-        pb::Dimension::DefinitionVersion => Some(Dimension::DefinitionVersion),
-    }
-}
+/// The dimensions a funnel can be split by, as the contract names them.
+const DIMENSIONS: [(pb::Dimension, Dimension); 7] = [
+    (pb::Dimension::Source, Dimension::Source),
+    (pb::Dimension::Campaign, Dimension::Campaign),
+    (pb::Dimension::Channel, Dimension::Channel),
+    (pb::Dimension::Industry, Dimension::Industry),
+    (pb::Dimension::CompanySizeBand, Dimension::CompanySizeBand),
+    (pb::Dimension::JobTitleClass, Dimension::JobTitleClass),
+    (pb::Dimension::DefinitionVersion, Dimension::DefinitionVersion),
+];
 
 /// How long a read waits for the streams before answering with what it has.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -512,5 +506,16 @@ impl KpiService for Api {
         request: Request<pb::PublishQualityDefinitionRequest>,
     ) -> Result<Response<pb::PublishQualityDefinitionResponse>, Status> {
         Ok(Response::new(Api::publish_quality_definition(self, request).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dimension_has_its_name_in_the_contract() {
+        let mapped: Vec<Dimension> = DIMENSIONS.iter().map(|(_, d)| *d).collect();
+        assert_eq!(mapped, Dimension::ALL);
     }
 }

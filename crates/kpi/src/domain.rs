@@ -23,8 +23,6 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Marketing, Source::InsideSales, Source::FieldSales, Source::CustomerSuccess];
-
     /// The service's name, as in configuration and `SourcePosition.service`.
     pub fn name(self) -> &'static str {
         match self {
@@ -35,9 +33,6 @@ impl Source {
         }
     }
 }
-
-/// The services whose streams kpi reads, by name.
-pub const SOURCES: [&str; 4] = ["marketing", "inside-sales", "field-sales", "customer-success"];
 
 /// What the funnel counts: in the flow view the events of each kind, in the
 /// cohort view the distinct cohort leads that reached each stage.
