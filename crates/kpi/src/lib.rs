@@ -5,8 +5,9 @@
 //! Same layout as every service: [`domain`] (rules: effects of events, days,
 //! formulas), [`store`] (SQL), [`api`] (tonic handlers), plus [`consumer`],
 //! which reads the other services' streams, [`journey`], each lead's facts
-//! and what they add to the flow and cohort counts, and [`visitors`], the
-//! index that counts distinct visitors over any period. It never reads another service's
+//! and what they add to the flow and cohort counts, [`planning`], the plan
+//! back from revenue and the bottleneck, and [`visitors`], the index that
+//! counts distinct visitors over any period. It never reads another service's
 //! tables; it only sees what their streams publish.
 
 pub mod api;
