@@ -20,7 +20,7 @@ done
 if [ -z "$up" ]; then
   echo "themodel up did not come up; its log:" >&2
   cat "$work/up.log" >&2
-  ss -ltnp 2>/dev/null | grep -E ':5005[0-9]' >&2 || true
+  ss -tanp 2>/dev/null | awk '$4 ~ /:5005[0-9]$/' >&2 || true
   exit 1
 fi
 
