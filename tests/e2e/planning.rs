@@ -56,6 +56,15 @@ async fn the_plan_back_from_a_revenue_target() {
     assert!((wins.run_rate - 2.0 * 31.0 / 61.0).abs() < 1e-9);
     assert!((wins.gap.unwrap() - (10.0 - 2.0 * 31.0 / 61.0)).abs() < 1e-9);
     assert_eq!(p.stages[3].gap, None);
+    assert_eq!((p.start_date.as_str(), p.end_date.as_str()), ("2027-01-01", "2027-02-01"));
+    // The same plan, its period named as the month of a day in it.
+    let by_month = kpi::PlanFromRevenueRequest {
+        start_date: "2027-01-20".into(),
+        end_date: String::new(),
+        period_unit: kpi::PeriodUnit::Month as i32,
+        ..plan_request()
+    };
+    assert_eq!(k.plan_from_revenue(by_month).await.unwrap().into_inner(), p);
 
     // Given rates replace trailing ones.
     let mut req = plan_request();
@@ -153,6 +162,7 @@ async fn the_bottleneck_is_a_rate_or_a_volume_problem() {
             end_date: end.into(),
             baseline_start_date: base_start.into(),
             baseline_end_date: base_end.into(),
+            ..Default::default()
         };
         async move { k.get_bottleneck(req).await.unwrap().into_inner() }
     };

@@ -79,6 +79,47 @@ async fn flow_and_cohort_views_of_the_same_history() {
     let t = TestSuite::start().await;
     autumn(&t).await;
     assert_autumn_views(&t).await;
+    assert_autumn_periods(&t).await;
+}
+
+/// [`autumn`]'s flow funnel over periods named by their unit.
+async fn assert_autumn_periods(t: &TestSuite) {
+    let by_unit = |on: &str, unit: kpi::PeriodUnit, fiscal: i32| {
+        let req = kpi::GetFunnelRequest {
+            start_date: on.into(),
+            period_unit: unit as i32,
+            fiscal_year_start_month: fiscal,
+            ..Default::default()
+        };
+        async move { funnel(t, req).await.funnel.unwrap() }
+    };
+    let bounds = |f: &kpi::Funnel| (f.start_date.clone(), f.end_date.clone());
+    let dates = |s: &str, e: &str| (s.to_owned(), e.to_owned());
+
+    // The month around Nov 17 is November.
+    let month = by_unit("2026-11-17", kpi::PeriodUnit::Month, 0).await;
+    assert_eq!(bounds(&month), dates("2026-11-01", "2026-12-01"));
+    assert_eq!(stages(&month), (2, 1, 1, 2, 2, 1, 0, 0), "as for [2026-11-01, 2026-12-01)");
+    // Tuesday Nov 3's week runs Monday Nov 2 to Sunday Nov 8: late and kim
+    // captured, fair and late converted, early won on the 5th.
+    let week = by_unit("2026-11-03", kpi::PeriodUnit::Week, 0).await;
+    assert_eq!(bounds(&week), dates("2026-11-02", "2026-11-09"));
+    assert_eq!(stages(&week), (2, 1, 1, 2, 1, 0, 0, 0));
+    // The calendar quarter, and the same quarter of a year starting in April
+    // (its third), hold October to December: all four leads.
+    for fiscal in [0, 4] {
+        let q = by_unit("2026-11-17", kpi::PeriodUnit::Quarter, fiscal).await;
+        assert_eq!(bounds(&q), dates("2026-10-01", "2027-01-01"));
+        assert_eq!(stages(&q), (4, 1, 3, 3, 2, 1, 1, 1));
+    }
+    // A year starting in February has its quarter from November to
+    // January: October's two leads are not in it.
+    let q = by_unit("2026-11-17", kpi::PeriodUnit::Quarter, 2).await;
+    assert_eq!(bounds(&q), dates("2026-11-01", "2027-02-01"));
+    assert_eq!(q.leads, 2);
+    let year = by_unit("2027-03-31", kpi::PeriodUnit::Year, 4).await;
+    assert_eq!(bounds(&year), dates("2026-04-01", "2027-04-01"));
+    assert_eq!(year.leads, 4);
 }
 
 /// The flow and cohort funnels of [`autumn`], worked out by hand.
@@ -214,6 +255,18 @@ async fn bad_view_split_and_as_of_are_refused_with_the_accepted_values() {
     let v = refused(req).await;
     assert_eq!(v.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["view", "split_by"]);
     assert!(v[0].1.contains("VIEW_COHORT") && v[1].1.contains("DIMENSION_SOURCE"), "{v:?}");
+
+    // A period named by its unit takes one date, a known unit, and a month.
+    let mut req = period("2026-11-01", "2026-12-01", kpi::View::Flow);
+    req.period_unit = kpi::PeriodUnit::Month as i32;
+    req.fiscal_year_start_month = 13;
+    let v = refused(req).await;
+    assert_eq!(v.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["fiscal_year_start_month", "end_date"]);
+    let mut req = period("2026-11-01", "", kpi::View::Flow);
+    req.period_unit = 9;
+    let v = refused(req).await;
+    assert_eq!(v[0].0, "period_unit");
+    assert!(v[0].1.contains("PERIOD_UNIT_QUARTER"), "{v:?}");
 
     let mut req = period("2026-11-01", "2026-12-01", kpi::View::Flow);
     req.as_of_date = "2026-11-15".into();

@@ -18,6 +18,7 @@ use crate::consumer::Consumer;
 use crate::domain;
 use crate::domain::Rate;
 use crate::journey::Dimension;
+use crate::period;
 use crate::planning::{self, Factor, PlanRates, RateSource};
 use crate::store::{self, Definitions, Latest};
 
@@ -26,6 +27,9 @@ use crate::store::{self, Definitions, Latest};
 pub struct Api {
     pub writer: Writer<Definitions>,
     pub time_zone: String,
+    /// The month (1–12) fiscal quarters and years start in, unless a request
+    /// says otherwise.
+    pub fiscal_year_start_month: u32,
     /// The stream consumers, for catching up before a read.
     pub consumers: Arc<[Arc<Consumer>]>,
 }
@@ -41,9 +45,15 @@ struct FunnelQuery {
 }
 
 impl FunnelQuery {
-    fn parse(req: &pb::GetFunnelRequest) -> ApiResult<FunnelQuery> {
+    fn parse(req: &pb::GetFunnelRequest, fiscal_year_start_month: u32) -> ApiResult<FunnelQuery> {
         let mut v = Violations::new();
-        let period = period(&mut v, ("start_date", &req.start_date), ("end_date", &req.end_date));
+        let period = PeriodFields {
+            start_date: &req.start_date,
+            end_date: &req.end_date,
+            unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+        }
+        .parse(&mut v, fiscal_year_start_month);
         let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
         let view = match pb::View::try_from(req.view) {
             Ok(pb::View::Unspecified | pb::View::Flow) => Some(pb::View::Flow),
@@ -74,6 +84,63 @@ impl FunnelQuery {
             let (start, end) = period?;
             Some(FunnelQuery { start, end, view, basis, split: split.ok()? })
         })
+    }
+}
+
+/// A request's period: `[start_date, end_date)`, or the period of `unit`
+/// around `start_date`.
+struct PeriodFields<'a> {
+    start_date: &'a str,
+    end_date: &'a str,
+    unit: i32,
+    fiscal_year_start_month: i32,
+}
+
+/// The units a period can be named by, as the contract names them.
+const PERIOD_UNITS: [(pb::PeriodUnit, period::Unit); 5] = [
+    (pb::PeriodUnit::Day, period::Unit::Day),
+    (pb::PeriodUnit::Week, period::Unit::Week),
+    (pb::PeriodUnit::Month, period::Unit::Month),
+    (pb::PeriodUnit::Quarter, period::Unit::Quarter),
+    (pb::PeriodUnit::Year, period::Unit::Year),
+];
+
+impl PeriodFields<'_> {
+    /// The period in business days; `default_fiscal` is the deployment's
+    /// fiscal-year start month.
+    fn parse(&self, v: &mut Violations, default_fiscal: u32) -> Option<(i64, i64)> {
+        let fiscal = match self.fiscal_year_start_month {
+            0 => Some(default_fiscal),
+            m @ 1..=12 => Some(m as u32),
+            _ => {
+                v.add("fiscal_year_start_month", format!("must be 1-12 (0: the deployment's, {default_fiscal})"));
+                None
+            }
+        };
+        let unit = match pb::PeriodUnit::try_from(self.unit) {
+            Ok(pb::PeriodUnit::Unspecified) => None,
+            Ok(u) => PERIOD_UNITS.iter().find(|(wire, _)| *wire == u).map(|(_, unit)| *unit),
+            Err(_) => {
+                let accepted: Vec<&str> = PERIOD_UNITS.iter().map(|(wire, _)| wire.as_str_name()).collect();
+                v.add(
+                    "period_unit",
+                    format!("must be one of {} (or unset: [start_date, end_date))", accepted.join(", ")),
+                );
+                return None;
+            }
+        };
+        let Some(unit) = unit else {
+            return period(v, ("start_date", self.start_date), ("end_date", self.end_date));
+        };
+        if !self.end_date.is_empty() {
+            v.add("end_date", "must be empty when period_unit is set (the period ends with its unit)");
+        }
+        let on = day(v, ("start_date", self.start_date), true)?;
+        let bounds = period::around(on, unit, fiscal?);
+        if bounds.is_none() {
+            v.add("start_date", "is outside the calendar's range");
+        }
+        bounds
     }
 }
 
@@ -197,7 +264,13 @@ impl Api {
         {
             v.add("average_deal_size.currency_code", format!("must be the target's currency, {}", t.currency()));
         }
-        let period = period(&mut v, ("start_date", &req.start_date), ("end_date", &req.end_date));
+        let period = PeriodFields {
+            start_date: &req.start_date,
+            end_date: &req.end_date,
+            unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+        }
+        .parse(&mut v, self.fiscal_year_start_month);
         let window = window(
             &mut v,
             ("trailing_start_date", &req.trailing_start_date),
@@ -266,13 +339,21 @@ impl Api {
             trailing_start_date: domain::format_day(window.0),
             trailing_end_date: domain::format_day(window.1),
             time_zone: self.time_zone.clone(),
+            start_date: domain::format_day(period.0),
+            end_date: domain::format_day(period.1),
         })
     }
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_bottleneck(&self, req: pb::GetBottleneckRequest) -> ApiResult<pb::GetBottleneckResponse> {
         let mut v = Violations::new();
-        let period = period(&mut v, ("start_date", &req.start_date), ("end_date", &req.end_date));
+        let period = PeriodFields {
+            start_date: &req.start_date,
+            end_date: &req.end_date,
+            unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+        }
+        .parse(&mut v, self.fiscal_year_start_month);
         let baseline = window(
             &mut v,
             ("baseline_start_date", &req.baseline_start_date),
@@ -314,12 +395,14 @@ impl Api {
             baseline_start_date: domain::format_day(baseline.0),
             baseline_end_date: domain::format_day(baseline.1),
             time_zone: self.time_zone.clone(),
+            start_date: domain::format_day(period.0),
+            end_date: domain::format_day(period.1),
         })
     }
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date, view = req.view))]
     async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
-        let q = FunnelQuery::parse(&req)?;
+        let q = FunnelQuery::parse(&req, self.fiscal_year_start_month)?;
 
         self.catch_up().await;
         let db = self.writer.db();
@@ -333,8 +416,8 @@ impl Api {
             let r = c.rates();
             pb::Funnel {
                 view: q.view as i32,
-                start_date: req.start_date.clone(),
-                end_date: req.end_date.clone(),
+                start_date: domain::format_day(q.start),
+                end_date: domain::format_day(q.end),
                 time_zone: self.time_zone.clone(),
                 visitors: c.visitors,
                 leads: c.leads,

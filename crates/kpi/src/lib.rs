@@ -14,6 +14,7 @@ pub mod api;
 pub mod consumer;
 pub mod domain;
 pub mod journey;
+pub mod period;
 pub mod planning;
 pub mod store;
 pub mod visitors;
@@ -74,7 +75,12 @@ pub async fn run(
         consumers.push(consumer);
     }
     let writer = started.writer(store::Definitions);
-    let api = api::Api { writer: writer.clone(), time_zone: config.time_zone.clone(), consumers: consumers.into() };
+    let api = api::Api {
+        writer: writer.clone(),
+        time_zone: config.time_zone.clone(),
+        fiscal_year_start_month: config.fiscal_year_start_month,
+        consumers: consumers.into(),
+    };
     let routes = Routes::new(KpiServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone()))
         .add_service(started.outbox_admin(&writer));

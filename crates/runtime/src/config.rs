@@ -42,6 +42,8 @@ pub struct ServiceConfig {
     pub poll_interval: Duration,
     /// IANA time zone KPI periods are read in (kpi only).
     pub time_zone: String,
+    /// The month (1–12) fiscal quarters and years start in (kpi only).
+    pub fiscal_year_start_month: u32,
     /// Time between reporting NOT_SERVING and refusing new connections on
     /// shutdown, so load balancers stop routing first.
     pub shutdown_grace: Duration,
@@ -63,6 +65,7 @@ impl ServiceConfig {
             definition_refresh: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
             time_zone: "UTC".to_owned(),
+            fiscal_year_start_month: 1,
             shutdown_grace: Duration::ZERO,
             max_in_flight: 256,
             writer: WriterConfig::default(),

@@ -111,6 +111,8 @@ pub struct SuiteOptions {
     /// Database URL per service, overriding the SQLite file under `data_dir`.
     pub database_urls: BTreeMap<ServiceName, String>,
     pub time_zone: String,
+    /// The month (1–12) fiscal quarters and years start in.
+    pub fiscal_year_start_month: u32,
     pub poll_interval: Duration,
     pub definition_refresh: Duration,
     pub shutdown_grace: Duration,
@@ -132,6 +134,7 @@ impl SuiteOptions {
             ports: ServiceName::ALL.into_iter().map(|s| (s, s.default_port())).collect(),
             database_urls: BTreeMap::new(),
             time_zone: "UTC".to_owned(),
+            fiscal_year_start_month: 1,
             poll_interval: Duration::from_millis(250),
             definition_refresh: Duration::from_secs(10),
             shutdown_grace: Duration::ZERO,
@@ -255,6 +258,7 @@ impl Suite {
             kpi: Some(self.url(ServiceName::Kpi)),
         };
         c.time_zone = o.time_zone.clone();
+        c.fiscal_year_start_month = o.fiscal_year_start_month;
         c.poll_interval = o.poll_interval;
         c.definition_refresh = o.definition_refresh;
         c.shutdown_grace = o.shutdown_grace;

@@ -45,6 +45,11 @@ struct Common {
     /// IANA time zone KPI periods are read in.
     #[arg(long, env = "THEMODEL_TIME_ZONE", default_value = "UTC")]
     time_zone: String,
+    /// The month (1-12) fiscal quarters and years start in, for KPI periods
+    /// named by unit (a request may give its own).
+    #[arg(long, env = "THEMODEL_FISCAL_YEAR_START_MONTH", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=12))]
+    fiscal_year_start_month: u32,
     /// Milliseconds between NOT_SERVING and closing the listener on shutdown.
     #[arg(long, env = "THEMODEL_SHUTDOWN_GRACE_MS", default_value_t = 0)]
     shutdown_grace_ms: u64,
@@ -68,6 +73,7 @@ struct Common {
 impl Common {
     fn apply(&self, c: &mut ServiceConfig) {
         c.time_zone = self.time_zone.clone();
+        c.fiscal_year_start_month = self.fiscal_year_start_month;
         c.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         c.poll_interval = Duration::from_millis(self.poll_interval_ms.max(10));
         c.max_in_flight = self.max_in_flight.max(1);
@@ -165,6 +171,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     .into_iter()
     .collect();
     options.time_zone = up.common.time_zone.clone();
+    options.fiscal_year_start_month = up.common.fiscal_year_start_month;
     options.shutdown_grace = Duration::from_millis(up.common.shutdown_grace_ms);
     options.poll_interval = Duration::from_millis(up.common.poll_interval_ms.max(10));
     options.max_in_flight = up.common.max_in_flight.max(1);
