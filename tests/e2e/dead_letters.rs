@@ -164,4 +164,10 @@ pub async fn overflow_is_refused(t: &TestSuite) {
     // Both wins count: the deals were won; the account just could not take the second.
     let f = t.settled_funnel("2026-11-01", "2026-12-01").await;
     assert_eq!(f.wins, 2);
+    // Their revenue is summed exactly: twice the largest amount is past what
+    // Money holds, so it is given as the largest, and kpi keeps counting.
+    let largest = Some(common::Money { currency_code: "JPY".into(), units: i64::MAX, nanos: 999_999_999 });
+    let r = &f.revenue[0];
+    assert_eq!((r.won.clone(), r.new_business.clone()), (largest, Some(money("JPY", i64::MAX))));
+    assert!(f.sources.iter().all(|s| s.error.is_empty()), "{:?}", f.sources);
 }

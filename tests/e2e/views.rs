@@ -18,15 +18,7 @@ use crate::flows::*;
 /// kim (trade_show): a student captured Nov 4, excluded.
 pub async fn autumn(t: &TestSuite) {
     let deal = async |id: &str, source: &str, captured: &str, converted: &str| {
-        let mut req = lead(id, &format!("{captured}T09:00:00Z"));
-        req.source = source.into();
-        capture(t, req).await;
-        assert!(quote_request(t, id, &format!("{captured}T09:30:00Z")).await.handed_over);
-        in_queue(t, id).await;
-        qualify(t, id, bant_all(), &format!("{converted}T10:00:00Z")).await;
-        convert(t, id, &format!("opp-{id}"), &format!("{converted}T10:30:00Z")).await;
-        opportunity(t, &format!("opp-{id}")).await;
-        walk_to_approval(t, &format!("opp-{id}"), &format!("{converted}T11:00:00Z")).await;
+        to_approval(t, id, source, captured, converted).await
     };
     deal("early", "web_form", "2026-10-20", "2026-10-21").await;
     close_won(t, "opp-early", "acct-early", "2026-11-05T10:00:00Z").await;
@@ -61,6 +53,21 @@ pub async fn autumn(t: &TestSuite) {
     .unwrap();
 }
 
+/// Captures lead `id` from `source` on day `captured`, hands it over,
+/// converts it into opportunity `opp-{id}` on day `converted` and walks that
+/// to the approval phase.
+async fn to_approval(t: &TestSuite, id: &str, source: &str, captured: &str, converted: &str) {
+    let mut req = lead(id, &format!("{captured}T09:00:00Z"));
+    req.source = source.into();
+    capture(t, req).await;
+    assert!(quote_request(t, id, &format!("{captured}T09:30:00Z")).await.handed_over);
+    in_queue(t, id).await;
+    qualify(t, id, bant_all(), &format!("{converted}T10:00:00Z")).await;
+    convert(t, id, &format!("opp-{id}"), &format!("{converted}T10:30:00Z")).await;
+    opportunity(t, &format!("opp-{id}")).await;
+    walk_to_approval(t, &format!("opp-{id}"), &format!("{converted}T11:00:00Z")).await;
+}
+
 async fn funnel(t: &TestSuite, req: kpi::GetFunnelRequest) -> kpi::GetFunnelResponse {
     t.suite.settled_funnel_response(req, Duration::from_secs(20)).await.unwrap()
 }
@@ -80,6 +87,62 @@ async fn flow_and_cohort_views_of_the_same_history() {
     autumn(&t).await;
     assert_autumn_views(&t).await;
     assert_autumn_periods(&t).await;
+}
+
+/// (currency, won, new business, expansion, churned), in whole units and nanos.
+type RevenueRow = (String, (i64, i32), (i64, i32), (i64, i32), (i64, i32));
+
+fn revenue(f: &kpi::Funnel) -> Vec<RevenueRow> {
+    let m = |m: &Option<themodel_proto::common::v1::Money>| m.as_ref().map_or((0, 0), |m| (m.units, m.nanos));
+    f.revenue
+        .iter()
+        .map(|r| (r.currency_code.clone(), m(&r.won), m(&r.new_business), m(&r.expansion), m(&r.churned)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revenue_per_currency_new_expansion_and_churned() {
+    let t = TestSuite::start().await;
+    autumn(&t).await;
+    // Two more November deals: one expands early's account, one in dollars.
+    to_approval(&t, "more", "web_form", "2026-11-06", "2026-11-07").await;
+    close_won(&t, "opp-more", "acct-early", "2026-11-20T10:00:00Z").await;
+    to_approval(&t, "usd", "trade_show", "2026-11-06", "2026-11-07").await;
+    t.field_sales
+        .clone()
+        .close_won(themodel_proto::fieldsales::v1::CloseWonRequest {
+            request_id: "won-usd".into(),
+            opportunity_id: "opp-usd".into(),
+            contract_value: Some(themodel_proto::common::v1::Money {
+                currency_code: "USD".into(),
+                units: 50_000,
+                nanos: 500_000_000,
+            }),
+            term_months: 12,
+            account_id: "acct-usd".into(),
+            occurred_at: ts("2026-11-21T10:00:00Z"),
+        })
+        .await
+        .unwrap();
+    account(&t, "acct-usd").await;
+
+    let jpy = |won, new, expansion, churned| ("JPY".to_owned(), (won, 0), (new, 0), (expansion, 0), (churned, 0));
+    let usd = ("USD".to_owned(), (50_000, 500_000_000), (50_000, 500_000_000), (0, 0), (0, 0));
+    let mut req = period("2026-11-01", "2026-12-01", kpi::View::Flow);
+    req.split_by = kpi::Dimension::Source as i32;
+    let nov = funnel(&t, req).await;
+    // Early, late and more won 1.2M yen each; early's and late's deals opened
+    // accounts, more's expanded early's. Currencies are never added.
+    assert_eq!(revenue(nov.funnel.as_ref().unwrap()), [jpy(3_600_000, 2_400_000, 1_200_000, 0), usd.clone()]);
+    let row = |value: &str| nov.splits.iter().find(|s| s.value == value).and_then(|s| s.funnel.clone()).unwrap();
+    assert_eq!(revenue(&row("web_form")), [jpy(3_600_000, 2_400_000, 1_200_000, 0)]);
+    assert_eq!(revenue(&row("trade_show")), [usd]);
+    // December: late's account churned with its 1.2M.
+    let dec = funnel(&t, period("2026-12-01", "2027-01-01", kpi::View::Flow)).await;
+    assert_eq!(revenue(dec.funnel.as_ref().unwrap()), [jpy(0, 0, 0, 1_200_000)]);
+    // The cohort view gives counts only.
+    let cohort = funnel(&t, period("2026-11-01", "2026-12-01", kpi::View::Cohort)).await;
+    assert_eq!(cohort.funnel.unwrap().revenue, []);
 }
 
 /// [`autumn`]'s flow funnel over periods named by their unit.
@@ -136,6 +199,11 @@ pub async fn assert_autumn_views(t: &TestSuite) {
     assert_eq!(nov.renewal_rate, None, "no renewal or churn in November");
     let dec = flow("2026-12-01", "2027-01-01").await.funnel.unwrap();
     assert_eq!(stages(&dec), (0, 0, 0, 0, 0, 0, 1, 1));
+    // Early's and late's deals, 1.2M yen each, opened accounts in November;
+    // late's churned in December.
+    let yen = |units| (units, 0);
+    assert_eq!(revenue(&nov), [("JPY".to_owned(), yen(2_400_000), yen(2_400_000), yen(0), yen(0))]);
+    assert_eq!(revenue(&dec), [("JPY".to_owned(), yen(0), yen(0), yen(0), yen(1_200_000))]);
     assert_eq!(dec.opportunity_rate, None, "no leads: absent, not 0");
 
     // Cohort, October: early and fair, followed to the end.

@@ -1,5 +1,6 @@
 //! `themodel.kpi.v1.KpiService`: the funnel, and the shared quality definitions.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,6 +215,23 @@ const DIMENSIONS: [(pb::Dimension, Dimension); 7] = [
     (pb::Dimension::DefinitionVersion, Dimension::DefinitionVersion),
 ];
 
+/// Revenue per currency as the contract gives it.
+fn revenue_to_proto(by_currency: &BTreeMap<String, domain::Revenue>) -> Vec<pb::Revenue> {
+    by_currency
+        .iter()
+        .map(|(currency, r)| {
+            let money = |nanos: i128| Some(domain::money(currency, nanos));
+            pb::Revenue {
+                currency_code: currency.clone(),
+                won: money(r.won),
+                new_business: money(r.new_business),
+                expansion: money(r.expansion),
+                churned: money(r.churned),
+            }
+        })
+        .collect()
+}
+
 /// How long a read waits for the streams before answering with what it has.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -411,8 +429,18 @@ impl Api {
             None => Default::default(),
             Some(dim) => store::counts(db, q.basis, Some(dim), q.start, q.end).await?,
         };
+        let (revenue, split_revenue) = match q.basis {
+            store::Basis::Flow => (
+                store::revenue(db, None, q.start, q.end).await?.remove("").unwrap_or_default(),
+                match q.split {
+                    None => Default::default(),
+                    Some(dim) => store::revenue(db, Some(dim), q.start, q.end).await?,
+                },
+            ),
+            store::Basis::Cohort { .. } => Default::default(),
+        };
         let cursors = store::cursors(db).await?;
-        let funnel = |c: &domain::Counts| {
+        let funnel = |c: &domain::Counts, revenue: Option<&BTreeMap<String, domain::Revenue>>| {
             let r = c.rates();
             pb::Funnel {
                 view: q.view as i32,
@@ -437,9 +465,10 @@ impl Api {
                 churn_rate: r.churn,
                 as_of_date: req.as_of_date.clone(),
                 sources: Vec::new(),
+                revenue: revenue.map(revenue_to_proto).unwrap_or_default(),
             }
         };
-        let mut total = funnel(&totals);
+        let mut total = funnel(&totals, Some(&revenue));
         total.sources = self
             .consumers
             .iter()
@@ -459,7 +488,10 @@ impl Api {
             split_by: req.split_by,
             splits: splits
                 .iter()
-                .map(|(value, c)| pb::FunnelSplit { value: value.clone(), funnel: Some(funnel(c)) })
+                .map(|(value, c)| pb::FunnelSplit {
+                    value: value.clone(),
+                    funnel: Some(funnel(c, split_revenue.get(value))),
+                })
                 .collect(),
         })
     }

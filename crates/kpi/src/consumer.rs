@@ -19,7 +19,7 @@ use themodel_runtime::time::Micros;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{self, Effect, Source};
-use crate::journey::{Deltas, Journey};
+use crate::journey::{Contribution, Deltas, Journey};
 use crate::store::{self, Cursor};
 
 const PAGE: i32 = 2000;
@@ -138,7 +138,10 @@ impl Consumer {
         let mut leads: BTreeSet<String> = members.values().flatten().map(|(l, _)| l.clone()).collect();
         for (_, e) in effects {
             match e {
-                Effect::Captured { lead, .. } | Effect::Reached { lead, .. } | Effect::Joined { lead, .. } => {
+                Effect::Captured { lead, .. }
+                | Effect::Reached { lead, .. }
+                | Effect::Joined { lead, .. }
+                | Effect::Money { lead, .. } => {
                     leads.insert(lead.clone());
                 }
                 Effect::Visit(_) | Effect::Account { .. } => {}
@@ -154,8 +157,10 @@ impl Consumer {
             })
             .collect();
         let mut deltas = Deltas::default();
-        for journey in journeys.values() {
-            deltas.add(&journey.contribution(self.tz), -1);
+        let before: BTreeMap<String, Contribution> =
+            journeys.iter().map(|(lead, j)| (lead.clone(), j.contribution(self.tz))).collect();
+        for c in before.values() {
+            deltas.add(c, -1);
         }
 
         let mut visits = Vec::new();
@@ -175,18 +180,29 @@ impl Consumer {
                         joins.push((account.clone(), lead.clone(), *opening));
                     }
                 }
-                Effect::Account { account, metric } => {
+                Effect::Account { account, metric, lost } => {
                     for (lead, opening) in members.get(account).into_iter().flatten() {
-                        loaded(&mut journeys, lead)?.account(*metric, at, *opening);
+                        loaded(&mut journeys, lead)?.account(*metric, at, *opening, lost.as_ref());
                     }
                 }
+                Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
             }
         }
-        for journey in journeys.values() {
-            deltas.add(&journey.contribution(self.tz), 1);
+        // Amounts are kept one row each; a journey's rows are rewritten when
+        // its amounts or its split values changed.
+        let mut money = BTreeMap::new();
+        for (lead, journey) in &journeys {
+            let after = journey.contribution(self.tz);
+            deltas.add(&after, 1);
+            let old = &before[lead];
+            if (old.money != after.money || old.values != after.values)
+                && !(old.money.is_empty() && after.money.is_empty())
+            {
+                money.insert(lead.as_str(), after);
+            }
         }
         deltas.settle();
-        store::write_page(tx, &self.db, &journeys, &joins, &deltas).await?;
+        store::write_page(tx, &self.db, &journeys, &joins, &deltas, &money).await?;
         store::add_visits(tx, &visits).await
     }
 

@@ -92,8 +92,59 @@ pub enum Effect {
     Reached { lead: String, metric: Metric },
     /// A lead's won deal opened (`opening`) or expanded an account.
     Joined { account: String, lead: String, opening: bool },
-    /// A renewal ([`Metric::Retained`]) or churn ([`Metric::Churned`]) of an account.
-    Account { account: String, metric: Metric },
+    /// A renewal ([`Metric::Retained`]) or churn ([`Metric::Churned`]) of
+    /// an account; a churn with the contract value lost.
+    Account { account: String, metric: Metric, lost: Option<Amount> },
+    /// Money a lead's deal moved: its won value, and the account it opened
+    /// or expanded.
+    Money { lead: String, kind: MoneyKind, amount: Amount },
+}
+
+/// What an amount of revenue was (docs/domain.md, "Revenue").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MoneyKind {
+    /// Contract value of a deal won (field sales' bookings).
+    Won,
+    /// Contract value of an account a won deal opened.
+    NewBusiness,
+    /// Value of a won deal that expanded an existing account.
+    Expansion,
+    /// Contract value of an account that churned.
+    Churned,
+}
+
+impl MoneyKind {
+    pub const ALL: [MoneyKind; 4] = [MoneyKind::Won, MoneyKind::NewBusiness, MoneyKind::Expansion, MoneyKind::Churned];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            MoneyKind::Won => "won",
+            MoneyKind::NewBusiness => "new_business",
+            MoneyKind::Expansion => "expansion",
+            MoneyKind::Churned => "churned",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<MoneyKind> {
+        MoneyKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// An amount as an event carries it: a currency code, whole units and
+/// nanos (the sign of both the same). Amounts of different currencies are
+/// never added.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Amount {
+    pub currency: String,
+    pub units: i64,
+    pub nanos: i32,
+}
+
+impl Amount {
+    fn of(m: Option<&common::Money>) -> Option<Amount> {
+        let m = m?;
+        Some(Amount { currency: m.currency_code.clone(), units: m.units, nanos: m.nanos })
+    }
 }
 
 /// What a lead's capture says about it, as published.
@@ -188,7 +239,10 @@ impl Decoded {
         use is::inside_sales_event::Event as I;
         use mk::marketing_event::Event as M;
         let reached = |lead: &str, metric| vec![Effect::Reached { lead: lead.to_owned(), metric }];
-        let account = |account: &str, metric| vec![Effect::Account { account: account.to_owned(), metric }];
+        let account = |account: &str, metric, lost| vec![Effect::Account { account: account.to_owned(), metric, lost }];
+        let money = |lead: &str, kind, amount: Option<&common::Money>| {
+            Amount::of(amount).map(|amount| Effect::Money { lead: lead.to_owned(), kind, amount })
+        };
         match self {
             Decoded::Marketing(e) => match &e.event {
                 Some(M::VisitRecorded(v)) => vec![Effect::Visit(v.visitor_id.clone())],
@@ -213,19 +267,31 @@ impl Decoded {
                 _ => Vec::new(),
             },
             Decoded::FieldSales(e) => match &e.event {
-                Some(F::OpportunityWon(w)) => reached(&w.lead_id, Metric::Wins),
+                Some(F::OpportunityWon(w)) => {
+                    let mut e = reached(&w.lead_id, Metric::Wins);
+                    e.extend(money(&w.lead_id, MoneyKind::Won, w.contract_value.as_ref()));
+                    e
+                }
                 Some(F::OpportunityLost(l)) => reached(&l.lead_id, Metric::Losses),
                 _ => Vec::new(),
             },
             Decoded::CustomerSuccess(e) => match &e.event {
                 Some(C::AccountOpened(o)) => {
-                    vec![Effect::Joined { account: o.account_id.clone(), lead: o.lead_id.clone(), opening: true }]
+                    let mut e =
+                        vec![Effect::Joined { account: o.account_id.clone(), lead: o.lead_id.clone(), opening: true }];
+                    e.extend(money(&o.lead_id, MoneyKind::NewBusiness, o.contract_value.as_ref()));
+                    e
                 }
                 Some(C::AccountExpanded(x)) => {
-                    vec![Effect::Joined { account: x.account_id.clone(), lead: x.lead_id.clone(), opening: false }]
+                    let mut e =
+                        vec![Effect::Joined { account: x.account_id.clone(), lead: x.lead_id.clone(), opening: false }];
+                    e.extend(money(&x.lead_id, MoneyKind::Expansion, x.deal_value.as_ref()));
+                    e
                 }
-                Some(C::RenewalRecorded(r)) => account(&r.account_id, Metric::Retained),
-                Some(C::ChurnRecorded(c)) => account(&c.account_id, Metric::Churned),
+                Some(C::RenewalRecorded(r)) => account(&r.account_id, Metric::Retained, None),
+                Some(C::ChurnRecorded(c)) => {
+                    account(&c.account_id, Metric::Churned, Amount::of(c.contract_value.as_ref()))
+                }
                 None => Vec::new(),
             },
             Decoded::Outbox(_) => Vec::new(),
@@ -284,6 +350,41 @@ impl Counts {
         };
         *slot += n;
     }
+}
+
+/// Revenue of one currency over a period, in nanos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Revenue {
+    pub won: i128,
+    pub new_business: i128,
+    pub expansion: i128,
+    pub churned: i128,
+}
+
+impl Revenue {
+    pub fn add(&mut self, kind: MoneyKind, nanos: i128) {
+        let slot = match kind {
+            MoneyKind::Won => &mut self.won,
+            MoneyKind::NewBusiness => &mut self.new_business,
+            MoneyKind::Expansion => &mut self.expansion,
+            MoneyKind::Churned => &mut self.churned,
+        };
+        *slot += nanos;
+    }
+}
+
+/// `nanos` of `currency` as the contract's Money: whole units and the
+/// nanos left, of the same sign. A sum past what Money holds (2^63 - 1
+/// units, beyond any real revenue) is given as the largest Money of its
+/// sign rather than wrapped.
+pub fn money(currency: &str, nanos: i128) -> common::Money {
+    const NANO: i128 = 1_000_000_000;
+    let (units, nanos) = match i64::try_from(nanos / NANO) {
+        Ok(units) => (units, (nanos % NANO) as i32),
+        Err(_) if nanos < 0 => (i64::MIN, -999_999_999),
+        Err(_) => (i64::MAX, 999_999_999),
+    };
+    common::Money { currency_code: currency.to_owned(), units, nanos }
 }
 
 /// The funnel's rates; `None` when the denominator is zero. As doubles for
@@ -434,7 +535,9 @@ mod tests {
         let f = |e: F| pack(&fs::FieldSalesEvent { occurred_at: at(), event: Some(e) });
         let c = |e: C| pack(&cs::CustomerSuccessEvent { occurred_at: at(), event: Some(e) });
         let reached = |metric| vec![Effect::Reached { lead: "l1".into(), metric }];
-        let account = |metric| vec![Effect::Account { account: "a1".into(), metric }];
+        let account = |metric| vec![Effect::Account { account: "a1".into(), metric, lost: None }];
+        let yen = |units| Some(common::Money { currency_code: "JPY".into(), units, nanos: 0 });
+        let amount = |units| Amount { currency: "JPY".into(), units, nanos: 0 };
         let captured = M::LeadCaptured(mk::LeadCaptured {
             lead_id: "l1".into(),
             source: "web_form".into(),
@@ -484,8 +587,15 @@ mod tests {
             (Source::FieldSales, f(F::OpportunityOpened(Default::default())), vec![]),
             (
                 Source::FieldSales,
-                f(F::OpportunityWon(fs::OpportunityWon { lead_id: "l1".into(), ..Default::default() })),
-                reached(Metric::Wins),
+                f(F::OpportunityWon(fs::OpportunityWon {
+                    lead_id: "l1".into(),
+                    contract_value: yen(1_200_000),
+                    ..Default::default()
+                })),
+                vec![
+                    Effect::Reached { lead: "l1".into(), metric: Metric::Wins },
+                    Effect::Money { lead: "l1".into(), kind: MoneyKind::Won, amount: amount(1_200_000) },
+                ],
             ),
             (
                 Source::FieldSales,
@@ -506,9 +616,14 @@ mod tests {
                 c(C::AccountExpanded(cs::AccountExpanded {
                     account_id: "a1".into(),
                     lead_id: "l1".into(),
+                    deal_value: yen(300_000),
+                    contract_value: yen(1_500_000),
                     ..Default::default()
                 })),
-                vec![Effect::Joined { account: "a1".into(), lead: "l1".into(), opening: false }],
+                vec![
+                    Effect::Joined { account: "a1".into(), lead: "l1".into(), opening: false },
+                    Effect::Money { lead: "l1".into(), kind: MoneyKind::Expansion, amount: amount(300_000) },
+                ],
             ),
             (
                 Source::CustomerSuccess,
@@ -517,8 +632,12 @@ mod tests {
             ),
             (
                 Source::CustomerSuccess,
-                c(C::ChurnRecorded(cs::ChurnRecorded { account_id: "a1".into(), ..Default::default() })),
-                account(Metric::Churned),
+                c(C::ChurnRecorded(cs::ChurnRecorded {
+                    account_id: "a1".into(),
+                    contract_value: yen(1_500_000),
+                    ..Default::default()
+                })),
+                vec![Effect::Account { account: "a1".into(), metric: Metric::Churned, lost: Some(amount(1_500_000)) }],
             ),
             (Source::Marketing, pack(&common::OutboxEvent { occurred_at: at(), event: None }), vec![]),
         ];
@@ -527,6 +646,18 @@ mod tests {
             assert_eq!(decoded.effects(), want, "{source:?} {}", any.type_url);
             assert!(decoded.occurred_at().is_some());
         }
+    }
+
+    #[test]
+    fn sums_of_money_split_into_units_and_nanos() {
+        let m = |n: i128| {
+            let m = money("JPY", n);
+            (m.units, m.nanos)
+        };
+        assert_eq!(m(1_500_000_000), (1, 500_000_000));
+        assert_eq!(m(-1_500_000_000), (-1, -500_000_000), "the same sign");
+        let twice_the_largest = 2 * (i128::from(i64::MAX) * 1_000_000_000 + 999_999_999);
+        assert_eq!(m(twice_the_largest), (i64::MAX, 999_999_999), "held at the largest Money, not wrapped");
     }
 
     #[test]

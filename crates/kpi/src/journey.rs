@@ -14,7 +14,7 @@
 use chrono_tz::Tz;
 use themodel_quality::{Definition, TitleMatch};
 
-use crate::domain::{Capture, Metric, business_day};
+use crate::domain::{Amount, Capture, Metric, MoneyKind, business_day};
 
 /// What a funnel can be split by: facts of the lead, as captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +92,26 @@ pub struct Journey {
     /// The first churn of such an account, after the deal went into it.
     #[prost(int64, optional, tag = "11")]
     pub churned_at: Option<i64>,
+    /// Money the lead's deals moved: won, opened or expanded an account,
+    /// and the value lost when an account its deal opened churned.
+    #[prost(message, repeated, tag = "12")]
+    pub money: Vec<MoneyFact>,
+}
+
+/// An amount in a journey.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MoneyFact {
+    /// A [`MoneyKind`] code.
+    #[prost(string, tag = "1")]
+    pub kind: String,
+    #[prost(int64, tag = "2")]
+    pub at: i64,
+    #[prost(string, tag = "3")]
+    pub currency: String,
+    #[prost(int64, tag = "4")]
+    pub units: i64,
+    #[prost(int32, tag = "5")]
+    pub nanos: i32,
 }
 
 /// The values of a capture's split dimensions. The company-size band and
@@ -166,11 +186,26 @@ impl Journey {
         }
     }
 
+    /// Records money the lead's deal moved.
+    pub fn money(&mut self, kind: MoneyKind, at: i64, amount: &Amount) {
+        self.money.push(MoneyFact {
+            kind: kind.code().to_owned(),
+            at,
+            currency: amount.currency.clone(),
+            units: amount.units,
+            nanos: amount.nanos,
+        });
+    }
+
     /// Records a renewal or churn of an account this lead's deal went into
-    /// (`opening`: the deal that opened it).
-    pub fn account(&mut self, metric: Metric, at: i64, opening: bool) {
+    /// (`opening`: the deal that opened it, under which the account's
+    /// renewals, churns and lost value are counted in the flow view).
+    pub fn account(&mut self, metric: Metric, at: i64, opening: bool, lost: Option<&Amount>) {
         if opening {
             self.reach(metric, at);
+            if let Some(amount) = lost {
+                self.money(MoneyKind::Churned, at, amount);
+            }
         }
         let first = match metric {
             Metric::Retained => &mut self.retained_at,
@@ -221,12 +256,20 @@ impl Journey {
             reached(Metric::Retained, self.retained_at);
             reached(Metric::Churned, self.churned_at);
         }
+        let money = self
+            .money
+            .iter()
+            .filter_map(|m| {
+                let kind = MoneyKind::from_code(&m.kind)?;
+                Some((kind, day(m.at), m.currency.clone(), m.units, m.nanos))
+            })
+            .collect();
         let values = if self.captured_at.is_some() && self.dims.len() == Dimension::ALL.len() {
             self.dims.clone()
         } else {
             vec![String::new(); Dimension::ALL.len()]
         };
-        Contribution { values, flow, cohort }
+        Contribution { values, flow, cohort, money }
     }
 }
 
@@ -239,6 +282,9 @@ pub struct Contribution {
     pub flow: Vec<(Metric, i64)>,
     /// Cohort stages reached: what, the capture day, the day first reached.
     pub cohort: Vec<(Metric, i64, i64)>,
+    /// Flow revenue: what, business day, currency, units, nanos (kept
+    /// per amount, not in [`Deltas`]: sums are made when read).
+    pub money: Vec<(MoneyKind, i64, String, i64, i32)>,
 }
 
 /// A flow aggregate's key: dimension ("" for the totals), value, day, metric.
@@ -334,8 +380,8 @@ mod tests {
         j.reach(Metric::Promising, at("2026-12-01"));
         j.reach(Metric::Opportunities, at("2026-12-02"));
         j.reach(Metric::Wins, at("2026-12-10"));
-        j.account(Metric::Retained, at("2027-12-10"), true);
-        j.account(Metric::Retained, at("2028-12-10"), true);
+        j.account(Metric::Retained, at("2027-12-10"), true, None);
+        j.account(Metric::Retained, at("2028-12-10"), true, None);
         let c = j.contribution(chrono_tz::UTC);
         let flow = |m| c.flow.iter().filter(|(metric, _)| *metric == m).count();
         assert_eq!(flow(Metric::Promising), 2, "the flow view counts every hand-over");
@@ -358,6 +404,26 @@ mod tests {
     }
 
     #[test]
+    fn money_is_kept_per_amount_day_and_currency() {
+        let yen = |units| Amount { currency: "JPY".into(), units, nanos: 0 };
+        let mut j = Journey::default();
+        j.capture(at("2026-11-02"), &capture(), Some(&Definition::default()));
+        j.money(MoneyKind::Won, at("2026-11-10"), &yen(1_200_000));
+        j.account(Metric::Churned, at("2027-01-10"), false, Some(&yen(1_200_000)));
+        assert_eq!(j.money.len(), 1, "an account's lost value is filed under the lead that opened it");
+        j.account(Metric::Churned, at("2027-01-10"), true, Some(&Amount { nanos: 500_000_000, ..yen(7) }));
+        let c = j.contribution(chrono_tz::UTC);
+        assert_eq!(
+            c.money,
+            [
+                (MoneyKind::Won, day("2026-11-10"), "JPY".to_owned(), 1_200_000, 0),
+                (MoneyKind::Churned, day("2027-01-10"), "JPY".to_owned(), 7, 500_000_000),
+            ]
+        );
+        assert_eq!(c.values[0], "web_form", "filed under the lead's values");
+    }
+
+    #[test]
     fn a_journey_read_out_of_order_ends_at_the_same_aggregates() {
         let d = Definition::default();
         let facts = [
@@ -371,8 +437,8 @@ mod tests {
             0 => j.capture(t, &capture(), Some(&d)),
             1 => j.reach(Metric::Opportunities, t),
             2 => j.reach(Metric::Wins, t),
-            3 => j.account(Metric::Churned, t, false),
-            _ => j.account(Metric::Retained, t, true),
+            3 => j.account(Metric::Churned, t, false, None),
+            _ => j.account(Metric::Retained, t, true, None),
         };
         let run = |order: &[usize]| {
             let mut deltas = Deltas::default();

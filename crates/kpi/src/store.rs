@@ -10,8 +10,8 @@ use themodel_runtime::Db;
 use themodel_runtime::db::{Conn, Script, select_in};
 use themodel_runtime::time::Micros;
 
-use crate::domain::{Counts, Metric};
-use crate::journey::{Deltas, Dimension, Journey};
+use crate::domain::{Counts, Metric, MoneyKind, Revenue};
+use crate::journey::{Contribution, Deltas, Dimension, Journey};
 use crate::visitors::{self, Cells};
 
 pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
@@ -30,6 +30,7 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
     for sql in [
         "DELETE FROM flow_counts",
         "DELETE FROM cohort_counts",
+        "DELETE FROM money_facts",
         "DELETE FROM journeys",
         "DELETE FROM account_leads",
         "DELETE FROM visitor_days",
@@ -137,6 +138,7 @@ pub async fn write_page(
     journeys: &BTreeMap<String, Journey>,
     joins: &[(String, String, bool)],
     deltas: &Deltas,
+    money: &BTreeMap<&str, Contribution>,
 ) -> anyhow::Result<()> {
     let mut script = Script::new(db);
     script.insert_rows(
@@ -169,6 +171,34 @@ pub async fn write_page(
             b.bind(*dim).bind(value.as_str()).bind(*captured).bind(stage.code()).bind(*reached).bind(*n)
         },
     );
+    if !money.is_empty() {
+        let leads: Vec<&str> = money.keys().copied().collect();
+        for chunk in leads.chunks(256) {
+            let sql = format!("DELETE FROM money_facts WHERE lead_id IN {}", db.list(chunk.len(), 1));
+            script.push(&sql, |b| chunk.iter().fold(b, |b, lead| b.bind(*lead)));
+        }
+        let rows = money
+            .iter()
+            .flat_map(|(lead, c)| c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, &c.values)));
+        let dims: Vec<&str> = Dimension::ALL.iter().map(|d| d.code()).collect();
+        script.insert_rows(
+            &format!("INSERT INTO money_facts (lead_id, n, day, kind, currency, units, nanos, {})", dims.join(", ")),
+            7 + dims.len(),
+            "",
+            rows,
+            |b, (lead, n, (kind, day, currency, units, nanos), values)| {
+                let b = b
+                    .bind(lead)
+                    .bind(n)
+                    .bind(*day)
+                    .bind(kind.code())
+                    .bind(currency.as_str())
+                    .bind(*units)
+                    .bind(i64::from(*nanos));
+                values.iter().fold(b, |b, v| b.bind(v.as_str()))
+            },
+        );
+    }
     script.run(conn).await?;
     Ok(())
 }
@@ -278,6 +308,32 @@ pub async fn counts(
     if split.is_none() {
         out.entry(String::new()).or_default().visitors = visitors(&mut conn, start, end).await?;
     }
+    Ok(out)
+}
+
+/// Revenue over business days `[start, end)` in nanos, per dimension value
+/// (the totals under "" when `split` is `None`), then per currency.
+pub async fn revenue(
+    db: &Db,
+    split: Option<Dimension>,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<BTreeMap<String, BTreeMap<String, Revenue>>> {
+    // The column is one of the dimensions' fixed names, never input.
+    let value = split.map_or("''", Dimension::code);
+    let sql = format!("SELECT {value}, kind, currency, units, nanos FROM money_facts WHERE day >= $1 AND day < $2");
+    let rows: Vec<(String, String, String, i64, i64)> =
+        sqlx::query_as(&sql).bind(start).bind(end).fetch_all(db.reader()).await?;
+    let mut out: BTreeMap<String, BTreeMap<String, Revenue>> = BTreeMap::new();
+    for (value, kind, currency, units, nanos) in rows {
+        let Some(kind) = MoneyKind::from_code(&kind) else { continue };
+        let total = i128::from(units) * 1_000_000_000 + i128::from(nanos);
+        out.entry(value).or_default().entry(currency).or_default().add(kind, total);
+    }
+    for by_currency in out.values_mut() {
+        by_currency.retain(|_, r| *r != Revenue::default());
+    }
+    out.retain(|_, by_currency| !by_currency.is_empty());
     Ok(out)
 }
 
