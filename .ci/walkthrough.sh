@@ -43,7 +43,13 @@ done <"$work/steps"
 # The funnel the README promises.
 funnel=$(grpcurl -plaintext -emit-defaults -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
   localhost:50055 themodel.kpi.v1.KpiService/GetFunnel)
-for want in '"visitors": "2"' '"leads": "2"' '"excludedLeads": "1"' '"opportunities": "1"' '"wins": "1"' '"retained": "1"'; do
+for want in '"visitors": "2"' '"leads": "2"' '"excludedLeads": "1"' '"opportunities": "1"' '"wins": "1"' '"retained": "1"' \
+  '"currencyCode": "JPY"' '"units": "1200000"'; do
   grep -q "$want" <<<"$funnel" || { echo "funnel lacks $want: $funnel" >&2; exit 1; }
+done
+attainment=$(grpcurl -plaintext -d '{"start_date": "2026-11-15", "period_unit": "PERIOD_UNIT_MONTH"}' \
+  localhost:50055 themodel.kpi.v1.KpiService/GetAttainment)
+for want in '"target": "3"' '"actual": "2"' '"attainment": 1.2'; do
+  grep -q "$want" <<<"$attainment" || { echo "attainment lacks $want: $attainment" >&2; exit 1; }
 done
 echo "README walkthrough: $n steps as written, funnel as promised"

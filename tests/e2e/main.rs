@@ -18,4 +18,5 @@ mod interfaces;
 mod overload;
 mod planning;
 mod postgres;
+mod targets;
 mod views;

@@ -78,6 +78,7 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     autumn(&t).await;
     assert_autumn_views(&t).await;
     assert_autumn_splits(&t).await;
+    crate::targets::targets_after_autumn(&t).await;
     t.suite.shutdown().await.unwrap();
 
     // Hand-overs to a stopped receiver, and concurrent writers.

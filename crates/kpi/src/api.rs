@@ -10,8 +10,8 @@ use themodel_runtime::definition::{from_proto, to_proto};
 use themodel_runtime::paging;
 use themodel_runtime::time::to_timestamp;
 use themodel_runtime::validate::{Violations, page_size};
-use themodel_runtime::wire::required_money;
-use themodel_runtime::{ApiError, ApiResult, Call, Done, Effects, Need, Writer};
+use themodel_runtime::wire::{money, required_money};
+use themodel_runtime::{ApiError, ApiResult, Call, Clock, Done, Effects, Need, Writer};
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
@@ -21,13 +21,18 @@ use crate::domain::Rate;
 use crate::journey::Dimension;
 use crate::period;
 use crate::planning::{self, Factor, PlanRates, RateSource};
-use crate::store::{self, Definitions, Latest};
+use crate::store::{self, Key, Writes};
+use crate::targets::{self, Progress, Target};
 
 /// The kpi service's handlers.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub writer: Writer<Definitions>,
+    pub writer: Writer<Writes>,
     pub time_zone: String,
+    /// The business time zone, parsed.
+    pub tz: chrono_tz::Tz,
+    /// What "today" is, for attainment.
+    pub clock: Clock,
     /// The month (1–12) fiscal quarters and years start in, unless a request
     /// says otherwise.
     pub fiscal_year_start_month: u32,
@@ -230,6 +235,30 @@ fn revenue_to_proto(by_currency: &BTreeMap<String, domain::Revenue>) -> Vec<pb::
             }
         })
         .collect()
+}
+
+/// The stages targets are set on, as the contract names them.
+const TARGET_STAGES: [(pb::Stage, targets::Stage); 6] = [
+    (pb::Stage::Visitors, targets::Stage::Visitors),
+    (pb::Stage::Leads, targets::Stage::Leads),
+    (pb::Stage::PromisingLeads, targets::Stage::Promising),
+    (pb::Stage::Opportunities, targets::Stage::Opportunities),
+    (pb::Stage::Wins, targets::Stage::Wins),
+    (pb::Stage::Retained, targets::Stage::Retained),
+];
+
+fn target_stage(wire: i32) -> Option<targets::Stage> {
+    let wire = pb::Stage::try_from(wire).ok()?;
+    TARGET_STAGES.iter().find(|(w, _)| *w == wire).map(|(_, s)| *s)
+}
+
+fn stage_to_proto(stage: targets::Stage) -> pb::Stage {
+    TARGET_STAGES.iter().find(|(_, s)| *s == stage).map_or(pb::Stage::Unspecified, |(w, _)| *w)
+}
+
+/// Total nanos of an amount.
+fn nanos(m: &themodel_proto::common::v1::Money) -> i128 {
+    i128::from(m.units) * 1_000_000_000 + i128::from(m.nanos)
 }
 
 /// How long a read waits for the streams before answering with what it has.
@@ -496,6 +525,238 @@ impl Api {
         })
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn set_targets(&self, request: Request<pb::SetTargetsRequest>) -> ApiResult<pb::SetTargetsResponse> {
+        let call = Call::new(&request, "/themodel.kpi.v1.KpiService/SetTargets", &request.get_ref().request_id)?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let period = PeriodFields {
+            start_date: &req.start_date,
+            end_date: &req.end_date,
+            unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+        }
+        .parse(&mut v, self.fiscal_year_start_month);
+        let mut given = BTreeMap::new();
+        for (i, t) in req.targets.iter().enumerate() {
+            let Some(stage) = target_stage(t.stage) else {
+                let accepted: Vec<&str> = TARGET_STAGES.iter().map(|(w, _)| w.as_str_name()).collect();
+                v.add(&format!("targets[{i}].stage"), format!("must be one of {}", accepted.join(", ")));
+                continue;
+            };
+            v.check(t.count > 0, &format!("targets[{i}].count"), "must be above 0");
+            if given.insert(stage, t.count).is_some() {
+                v.add(&format!("targets[{i}].stage"), "is given twice (one target per stage)");
+            }
+        }
+        let revenue = money(&mut v, "revenue", req.revenue.as_ref());
+        if let Some(r) = &revenue {
+            v.check(r.total_nanos() > 0, "revenue", "must be above 0");
+        }
+        if req.targets.is_empty() && req.revenue.is_none() {
+            v.add("targets", "give at least one target, or a revenue target");
+        }
+        let deal = money(&mut v, "average_deal_size", req.average_deal_size.as_ref());
+        let wins_from_revenue = req.derive_upstream && revenue.is_some() && !given.contains_key(&targets::Stage::Wins);
+        match (&deal, &revenue) {
+            (Some(_), _) if !wins_from_revenue => v.add(
+                "average_deal_size",
+                "is used only to derive the wins target from revenue (derive_upstream, no wins target given)",
+            ),
+            (Some(d), Some(r)) => {
+                v.check(d.total_nanos() > 0, "average_deal_size", "must be above 0");
+                if d.currency() != r.currency() {
+                    v.add(
+                        "average_deal_size.currency_code",
+                        format!("must be the revenue's currency, {}", r.currency()),
+                    );
+                }
+            }
+            (None, _) if wins_from_revenue => {
+                v.add("average_deal_size", "is required to derive the wins target from revenue")
+            }
+            _ => {}
+        }
+        let window = if req.derive_upstream {
+            window(
+                &mut v,
+                ("trailing_start_date", &req.trailing_start_date),
+                ("trailing_end_date", &req.trailing_end_date),
+                period,
+            )
+        } else {
+            for (field, value) in
+                [("trailing_start_date", &req.trailing_start_date), ("trailing_end_date", &req.trailing_end_date)]
+            {
+                v.check(value.is_empty(), field, "applies only with derive_upstream");
+            }
+            None
+        };
+        let set_by = v.text("set_by", &req.set_by, 200);
+        let note = v.text("note", &req.note, 2000);
+        let wins = match (&revenue, &deal) {
+            (Some(r), Some(d)) if wins_from_revenue && d.total_nanos() > 0 => {
+                let wins = planning::wins_for(r.total_nanos(), d.total_nanos());
+                if wins.is_none() {
+                    v.add("revenue", "needs more wins than can be counted (over 2^63) at this deal size");
+                }
+                wins
+            }
+            _ => None,
+        };
+        let period = v.build(|| period)?;
+
+        let mut set = pb::TargetSet {
+            start_date: domain::format_day(period.0),
+            end_date: domain::format_day(period.1),
+            set_by,
+            note,
+            revenue: req.revenue.clone(),
+            average_deal_size: req.average_deal_size.clone(),
+            ..Default::default()
+        };
+        let derived = match window {
+            Some(window) => {
+                self.catch_up().await;
+                let rates = self.flow_totals(window).await?.exact_rates();
+                let derived = targets::derive(&given, wins, &rates)
+                    .map_err(|e| ApiError::precondition("RATE_UNKNOWN", "targets", e))?;
+                if derived.values().any(|t| t.derived.is_some()) {
+                    set.trailing_start_date = domain::format_day(window.0);
+                    set.trailing_end_date = domain::format_day(window.1);
+                }
+                derived
+            }
+            None => given.into_iter().map(|(stage, count)| (stage, Target { count, derived: None })).collect(),
+        };
+        set.targets = derived
+            .into_iter()
+            .map(|(stage, t)| pb::Target {
+                stage: stage_to_proto(stage) as i32,
+                department: stage.department().to_owned(),
+                count: t.count,
+                derived: t.derived.is_some(),
+                rate: t.derived.flatten().map(|r| r.value()),
+            })
+            .collect();
+        let response: pb::SetTargetsResponse = self
+            .writer
+            .execute(call, vec![Need::Row(Key::LatestTargets(period.0, period.1))], move |cx| {
+                let mut set = set.clone();
+                set.version = cx.state.targets(period)? + 1;
+                set.set_at = Some(to_timestamp(cx.now));
+                let event = pb::KpiEvent {
+                    occurred_at: Some(to_timestamp(cx.now)),
+                    event: Some(pb::kpi_event::Event::TargetsSet(pb::TargetsSet {
+                        start_date: set.start_date.clone(),
+                        end_date: set.end_date.clone(),
+                        version: set.version,
+                    })),
+                };
+                let resp = pb::SetTargetsResponse { targets: Some(set.clone()) };
+                Ok(Done::new(&resp)
+                    .change(store::Change::Targets(period, set))
+                    .effects(Effects::default().event(event)))
+            })
+            .await?;
+        let set = response.targets.as_ref();
+        tracing::info!(start = set.map(|s| s.start_date.as_str()), version = set.map(|s| s.version), "targets set");
+        Ok(response)
+    }
+
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn list_targets(&self, req: pb::ListTargetsRequest) -> ApiResult<pb::ListTargetsResponse> {
+        let mut v = Violations::new();
+        let period = PeriodFields {
+            start_date: &req.start_date,
+            end_date: &req.end_date,
+            unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+        }
+        .parse(&mut v, self.fiscal_year_start_month);
+        let limit = page_size(&mut v, req.page_size, 20, 100);
+        let period = v.build(|| period)?;
+        let before = match paging::decode(&req.page_token, 1)? {
+            Some(k) => Some(paging::int(&k[0])?),
+            None => None,
+        };
+        let mut page = store::target_sets(self.writer.db(), period, before, limit + 1).await?;
+        let next_page_token = if page.len() as i64 > limit {
+            page.truncate(limit as usize);
+            page.last().map(|s| paging::encode(&[&s.version.to_string()])).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListTargetsResponse { targets: page, next_page_token })
+    }
+
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn get_attainment(&self, req: pb::GetAttainmentRequest) -> ApiResult<pb::GetAttainmentResponse> {
+        let mut v = Violations::new();
+        let period = PeriodFields {
+            start_date: &req.start_date,
+            end_date: &req.end_date,
+            unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+        }
+        .parse(&mut v, self.fiscal_year_start_month);
+        let period = v.build(|| period)?;
+        let db = self.writer.db();
+        let set = store::target_sets(db, period, None, 1).await?.pop().ok_or_else(|| {
+            let (s, e) = (domain::format_day(period.0), domain::format_day(period.1));
+            ApiError::not_found("targets for the period", format!("[{s}, {e})"))
+        })?;
+
+        self.catch_up().await;
+        let counts = self.flow_totals(period).await?;
+        let progress = Progress::of(period, domain::business_day(self.clock.now(), self.tz));
+        let stages = set
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let stage = target_stage(t.stage)?;
+                let actual = stage.actual(&counts);
+                let expected = progress.expected(t.count as f64);
+                Some(pb::StageAttainment {
+                    stage: t.stage,
+                    department: t.department.clone(),
+                    target: t.count,
+                    actual,
+                    attainment: actual as f64 / t.count as f64,
+                    expected,
+                    on_pace: actual as f64 >= expected,
+                })
+            })
+            .collect();
+        let revenue = match &set.revenue {
+            None => None,
+            Some(target) => {
+                let mut won = store::revenue(db, None, period.0, period.1).await?;
+                let actual = won
+                    .remove("")
+                    .and_then(|mut by_currency| by_currency.remove(&target.currency_code))
+                    .map_or(0, |r| r.won);
+                let target_nanos = nanos(target);
+                let expected = target_nanos * i128::from(progress.elapsed) / i128::from(progress.days);
+                Some(pb::RevenueAttainment {
+                    target: Some(target.clone()),
+                    actual: Some(domain::money(&target.currency_code, actual)),
+                    attainment: actual as f64 / target_nanos as f64,
+                    expected: Some(domain::money(&target.currency_code, expected)),
+                    on_pace: actual >= expected,
+                })
+            }
+        };
+        Ok(pb::GetAttainmentResponse {
+            targets: Some(set),
+            stages,
+            revenue,
+            elapsed_days: progress.elapsed,
+            period_days: progress.days,
+            time_zone: self.time_zone.clone(),
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(version = req.version))]
     async fn get_quality_definition(
         &self,
@@ -559,9 +820,9 @@ impl Api {
         let definition = v.build(|| definition)?;
         let response: pb::PublishQualityDefinitionResponse = self
             .writer
-            .execute(call, vec![Need::Row(Latest)], move |cx| {
+            .execute(call, vec![Need::Row(Key::LatestDefinition)], move |cx| {
                 let mut published = definition.clone();
-                published.version = cx.state.latest()? + 1;
+                published.version = cx.state.definition()? + 1;
                 let event = pb::KpiEvent {
                     occurred_at: Some(to_timestamp(cx.now)),
                     event: Some(pb::kpi_event::Event::DefinitionPublished(pb::DefinitionPublished {
@@ -570,7 +831,9 @@ impl Api {
                 };
                 let resp =
                     pb::PublishQualityDefinitionResponse { definition: Some(to_proto(&published, Some(cx.now))) };
-                Ok(Done::new(&resp).change((published, cx.now)).effects(Effects::default().event(event)))
+                Ok(Done::new(&resp)
+                    .change(store::Change::Definition(published, cx.now))
+                    .effects(Effects::default().event(event)))
             })
             .await?;
         let version = response.definition.as_ref().map_or(0, |d| d.version);
@@ -600,6 +863,27 @@ impl KpiService for Api {
         request: Request<pb::GetBottleneckRequest>,
     ) -> Result<Response<pb::GetBottleneckResponse>, Status> {
         Ok(Response::new(Api::get_bottleneck(self, request.into_inner()).await?))
+    }
+
+    async fn set_targets(
+        &self,
+        request: Request<pb::SetTargetsRequest>,
+    ) -> Result<Response<pb::SetTargetsResponse>, Status> {
+        Ok(Response::new(Api::set_targets(self, request).await?))
+    }
+
+    async fn list_targets(
+        &self,
+        request: Request<pb::ListTargetsRequest>,
+    ) -> Result<Response<pb::ListTargetsResponse>, Status> {
+        Ok(Response::new(Api::list_targets(self, request.into_inner()).await?))
+    }
+
+    async fn get_attainment(
+        &self,
+        request: Request<pb::GetAttainmentRequest>,
+    ) -> Result<Response<pb::GetAttainmentResponse>, Status> {
+        Ok(Response::new(Api::get_attainment(self, request.into_inner()).await?))
     }
 
     async fn get_quality_definition(

@@ -17,6 +17,7 @@ pub mod journey;
 pub mod period;
 pub mod planning;
 pub mod store;
+pub mod targets;
 pub mod visitors;
 
 use std::sync::Arc;
@@ -74,10 +75,12 @@ pub async fn run(
         started.spawn(move |stop| background.run(poll, stop));
         consumers.push(consumer);
     }
-    let writer = started.writer(store::Definitions);
+    let writer = started.writer(store::Writes);
     let api = api::Api {
         writer: writer.clone(),
         time_zone: config.time_zone.clone(),
+        tz,
+        clock: started.clock.clone(),
         fiscal_year_start_month: config.fiscal_year_start_month,
         consumers: consumers.into(),
     };

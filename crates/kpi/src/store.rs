@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Context;
 use prost::Message;
 use sqlx::{Any, Executor};
+use themodel_proto::kpi::v1 as pb;
 use themodel_quality::Definition;
 use themodel_runtime::Db;
 use themodel_runtime::db::{Conn, Script, select_in};
@@ -410,56 +411,135 @@ pub async fn seed_definition(db: &Db, at: Micros) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The definitions the writer publishes: the one kind of write kpi takes
-/// from callers (its aggregates are written by the stream consumers).
-#[derive(Debug, Clone)]
-pub struct Definitions;
-
-/// What a publication needs: the latest version.
-#[derive(Debug, Clone)]
-pub struct Latest;
-
-/// The latest version as a batch sees it, and what it publishes.
-#[derive(Debug, Default)]
-pub struct Published {
-    latest: Option<i64>,
-    new: Vec<(Definition, Micros)>,
+/// A period's target versions, newest first, below `before` (all when
+/// `None`), at most `limit`.
+pub async fn target_sets(
+    db: &Db,
+    (start, end): (i64, i64),
+    before: Option<i64>,
+    limit: i64,
+) -> anyhow::Result<Vec<pb::TargetSet>> {
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT body FROM targets WHERE start_day = $1 AND end_day = $2 AND version < $3 \
+         ORDER BY version DESC LIMIT $4",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter().map(|body| pb::TargetSet::decode(body.as_slice()).context("stored target set")).collect()
 }
 
-impl Published {
-    /// The latest version, publications earlier in the batch included.
-    pub fn latest(&self) -> themodel_runtime::ApiResult<i64> {
-        self.latest.ok_or_else(|| themodel_runtime::ApiError::Internal(anyhow::anyhow!("latest version not loaded")))
+/// What kpi's writer writes for callers: definitions and targets (its
+/// aggregates are written by the stream consumers).
+#[derive(Debug, Clone)]
+pub struct Writes;
+
+/// What a write needs loaded.
+#[derive(Debug, Clone)]
+pub enum Key {
+    /// The latest definition version.
+    LatestDefinition,
+    /// The latest target version of the period `[start, end)`.
+    LatestTargets(i64, i64),
+}
+
+/// What a write changes.
+#[derive(Debug)]
+pub enum Change {
+    /// A definition published at a time.
+    Definition(Definition, Micros),
+    /// A new version of a period's targets.
+    Targets((i64, i64), pb::TargetSet),
+}
+
+/// The latest versions as a batch sees them, and what it writes.
+#[derive(Debug, Default)]
+pub struct Latest {
+    definition: Option<i64>,
+    targets: HashMap<(i64, i64), i64>,
+    new: Vec<Change>,
+}
+
+impl Latest {
+    /// The latest definition version, publications earlier in the batch included.
+    pub fn definition(&self) -> themodel_runtime::ApiResult<i64> {
+        self.definition.ok_or_else(|| not_loaded("latest definition version"))
+    }
+
+    /// The latest target version of a period (0: none yet).
+    pub fn targets(&self, period: (i64, i64)) -> themodel_runtime::ApiResult<i64> {
+        self.targets.get(&period).copied().ok_or_else(|| not_loaded("latest target version"))
     }
 }
 
-impl themodel_runtime::Store for Definitions {
-    type Key = Latest;
-    type State = Published;
-    type Change = (Definition, Micros);
-    type Event = themodel_proto::kpi::v1::KpiEvent;
+fn not_loaded(what: &str) -> themodel_runtime::ApiError {
+    themodel_runtime::ApiError::Internal(anyhow::anyhow!("{what} not loaded"))
+}
 
-    async fn load(&self, conn: &mut Conn, keys: &[Latest], state: &mut Published) -> Result<(), sqlx::Error> {
-        if !keys.is_empty() && state.latest.is_none() {
-            state.latest = Some(latest_version(conn).await?);
+impl themodel_runtime::Store for Writes {
+    type Key = Key;
+    type State = Latest;
+    type Change = Change;
+    type Event = pb::KpiEvent;
+
+    async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut Latest) -> Result<(), sqlx::Error> {
+        for key in keys {
+            match key {
+                Key::LatestDefinition if state.definition.is_none() => {
+                    state.definition = Some(latest_version(conn).await?);
+                }
+                Key::LatestTargets(start, end) if !state.targets.contains_key(&(*start, *end)) => {
+                    let latest: Option<i64> =
+                        sqlx::query_scalar("SELECT MAX(version) FROM targets WHERE start_day = $1 AND end_day = $2")
+                            .bind(*start)
+                            .bind(*end)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                    state.targets.insert((*start, *end), latest.unwrap_or(0));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
 
-    fn apply(&self, state: &mut Published, (d, at): (Definition, Micros)) {
-        state.latest = Some(d.version);
-        state.new.push((d, at));
+    fn apply(&self, state: &mut Latest, change: Change) {
+        match &change {
+            Change::Definition(d, _) => state.definition = Some(d.version),
+            Change::Targets(period, set) => {
+                state.targets.insert(*period, set.version);
+            }
+        }
+        state.new.push(change);
     }
 
-    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s Published) {
-        for (d, at) in &state.new {
-            let sql = format!(
-                "INSERT INTO definitions (version, body, published_at) VALUES ({}, {}, {})",
-                script.param(1),
-                script.param(2),
-                script.param(3)
-            );
-            script.push(&sql, |b| b.bind(d.version).bind_ok(serde_json::to_string(d)).bind(*at));
+    fn flush<'s>(&self, script: &mut Script<'s>, state: &'s Latest) {
+        let p = |script: &Script<'s>, n| script.param(n);
+        for change in &state.new {
+            match change {
+                Change::Definition(d, at) => {
+                    let sql = format!(
+                        "INSERT INTO definitions (version, body, published_at) VALUES ({}, {}, {})",
+                        p(script, 1),
+                        p(script, 2),
+                        p(script, 3)
+                    );
+                    script.push(&sql, |b| b.bind(d.version).bind_ok(serde_json::to_string(d)).bind(*at));
+                }
+                Change::Targets((start, end), set) => {
+                    let sql = format!(
+                        "INSERT INTO targets (start_day, end_day, version, body) VALUES ({}, {}, {}, {})",
+                        p(script, 1),
+                        p(script, 2),
+                        p(script, 3),
+                        p(script, 4)
+                    );
+                    script.push(&sql, |b| b.bind(*start).bind(*end).bind(set.version).bind(set.encode_to_vec()));
+                }
+            }
         }
     }
 }

@@ -1,0 +1,232 @@
+//! Targets per period: versions, the chain rule, and attainment, on the
+//! autumn history (see `views.rs`) with the suite's clock at 2027-01-15.
+
+use themodel_e2e::TestSuite;
+use themodel_proto::common::v1::Money;
+use themodel_proto::kpi::v1 as kpi;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::flows::*;
+use crate::views::autumn;
+
+fn jpy(units: i64) -> Option<Money> {
+    Some(yen(units))
+}
+
+fn stage(stage: kpi::Stage, count: i64) -> kpi::StageTarget {
+    kpi::StageTarget { stage: stage as i32, count }
+}
+
+/// January 2027, named as the month of a day in it.
+fn january(request_id: &str) -> kpi::SetTargetsRequest {
+    kpi::SetTargetsRequest {
+        request_id: request_id.into(),
+        start_date: "2027-01-10".into(),
+        period_unit: kpi::PeriodUnit::Month as i32,
+        set_by: "vp-revenue".into(),
+        ..Default::default()
+    }
+}
+
+/// (stage, department, count, derived)
+fn targets(set: &kpi::TargetSet) -> Vec<(i32, &str, i64, bool)> {
+    set.targets.iter().map(|t| (t.stage, t.department.as_str(), t.count, t.derived)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn targets_derived_by_the_chain_rule_versioned_and_attained() {
+    let t = TestSuite::start().await;
+    autumn(&t).await;
+    targets_after_autumn(&t).await;
+}
+
+/// The targets scenario, on a suite that has run [`autumn`].
+pub async fn targets_after_autumn(t: &TestSuite) {
+    // Two January leads so far (the clock reads January 15).
+    for id in ["jan-1", "jan-2"] {
+        capture(t, lead(id, "2027-01-05T09:00:00Z")).await;
+    }
+    t.settled_funnel("2026-10-01", "2027-02-01").await;
+    let mut k = t.kpi.clone();
+
+    // 12M yen at 1.2M a deal is 10 wins. Over October and November (2 won
+    // of 3 closed, 3 opportunities from 4 leads) that needs 15
+    // opportunities and 20 leads; no visitors were tracked, so the visitors
+    // target cannot be derived: refused, naming the rate.
+    let mut req = january("jan-v1");
+    req.revenue = jpy(12_000_000);
+    req.average_deal_size = jpy(1_200_000);
+    req.derive_upstream = true;
+    req.trailing_start_date = "2026-10-01".into();
+    req.trailing_end_date = "2026-12-01".into();
+    let err = k.set_targets(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("acquisition rate"), "{}", err.message());
+
+    // With marketing's visitors target given, the rest follows.
+    req.targets = vec![stage(kpi::Stage::Visitors, 2000)];
+    let v1 = k.set_targets(req.clone()).await.unwrap().into_inner().targets.unwrap();
+    assert_eq!((v1.start_date.as_str(), v1.end_date.as_str(), v1.version), ("2027-01-01", "2027-02-01", 1));
+    assert_eq!(
+        targets(&v1),
+        [
+            (kpi::Stage::Visitors as i32, "marketing", 2000, false),
+            (kpi::Stage::Leads as i32, "marketing", 20, true),
+            (kpi::Stage::Opportunities as i32, "inside-sales", 15, true),
+            (kpi::Stage::Wins as i32, "field-sales", 10, true),
+        ]
+    );
+    assert_eq!(v1.targets[2].rate, Some(2.0 / 3.0), "opportunities = ⌈wins / win rate⌉");
+    assert_eq!((v1.set_by.as_str(), v1.trailing_start_date.as_str()), ("vp-revenue", "2026-10-01"));
+    // The same request again is the same version, not a second one.
+    let again = k.set_targets(req).await.unwrap().into_inner().targets.unwrap();
+    assert_eq!(again, v1);
+
+    // A second version replaces it: inside sales' lead target raised, and
+    // customer success' renewals added.
+    let mut req = january("jan-v2");
+    req.targets = vec![stage(kpi::Stage::Leads, 25), stage(kpi::Stage::Retained, 3)];
+    req.note = "more leads".into();
+    let v2 = k.set_targets(req).await.unwrap().into_inner().targets.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(
+        targets(&v2),
+        [
+            (kpi::Stage::Leads as i32, "marketing", 25, false),
+            (kpi::Stage::Retained as i32, "customer-success", 3, false)
+        ]
+    );
+
+    // Every version, newest first, a page at a time.
+    let list = |page_token: String| {
+        let mut k = k.clone();
+        let req = kpi::ListTargetsRequest {
+            start_date: "2027-01-01".into(),
+            end_date: "2027-02-01".into(),
+            page_size: 1,
+            page_token,
+            ..Default::default()
+        };
+        async move { k.list_targets(req).await.unwrap().into_inner() }
+    };
+    let first = list(String::new()).await;
+    assert_eq!(first.targets, [v2]);
+    let second = list(first.next_page_token).await;
+    assert_eq!(second.targets, [v1]);
+    assert_eq!(second.next_page_token, "");
+
+    // January so far: 15 of 31 days; 2 leads of 25, where a steady pace
+    // would have reached 25 × 15/31.
+    let a = k
+        .get_attainment(kpi::GetAttainmentRequest {
+            start_date: "2027-01-01".into(),
+            end_date: "2027-02-01".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.targets.as_ref().map(|s| s.version), Some(2));
+    assert_eq!((a.elapsed_days, a.period_days), (15, 31));
+    let leads = &a.stages[0];
+    assert_eq!((leads.target, leads.actual), (25, 2));
+    assert!((leads.attainment - 0.08).abs() < 1e-12);
+    assert!((leads.expected - 25.0 * 15.0 / 31.0).abs() < 1e-9);
+    assert!(!leads.on_pace);
+    assert_eq!(a.revenue, None, "version 2 has no revenue target");
+
+    // November, over: wins and revenue met, opportunities short.
+    let november = kpi::SetTargetsRequest {
+        request_id: "nov".into(),
+        start_date: "2026-11-01".into(),
+        end_date: "2026-12-01".into(),
+        targets: vec![stage(kpi::Stage::Opportunities, 3), stage(kpi::Stage::Wins, 2)],
+        revenue: jpy(2_400_000),
+        ..Default::default()
+    };
+    k.set_targets(november).await.unwrap();
+    let a = k
+        .get_attainment(kpi::GetAttainmentRequest {
+            start_date: "2026-11-15".into(),
+            period_unit: kpi::PeriodUnit::Month as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((a.elapsed_days, a.period_days), (30, 30));
+    let got: Vec<_> = a.stages.iter().map(|s| (s.department.as_str(), s.actual, s.on_pace)).collect();
+    assert_eq!(got, [("inside-sales", 2, false), ("field-sales", 2, true)]);
+    let revenue = a.revenue.unwrap();
+    assert_eq!((revenue.actual, revenue.attainment, revenue.on_pace), (jpy(2_400_000), 1.0, true));
+    assert_eq!(revenue.expected, jpy(2_400_000));
+
+    // A period without targets has no attainment.
+    let err = k
+        .get_attainment(kpi::GetAttainmentRequest {
+            start_date: "2026-12-01".into(),
+            end_date: "2027-01-01".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_targets_are_refused_field_by_field() {
+    let t = TestSuite::start().await;
+    let mut k = t.kpi.clone();
+    let fields = |e: tonic::Status| -> Vec<String> {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        e.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect()
+    };
+    let err = k.set_targets(january("nothing")).await.unwrap_err();
+    assert_eq!(fields(err), ["targets"]);
+
+    let mut req = january("bad");
+    req.targets = vec![
+        stage(kpi::Stage::Unspecified, 5),
+        stage(kpi::Stage::Wins, 0),
+        stage(kpi::Stage::Leads, 10),
+        stage(kpi::Stage::Leads, 12),
+    ];
+    req.average_deal_size = jpy(1_000);
+    req.trailing_start_date = "2026-10-01".into();
+    req.set_by = "x".repeat(201);
+    let err = k.set_targets(req).await.unwrap_err();
+    let details = err.get_error_details().bad_request().unwrap().field_violations.clone();
+    assert!(details[0].description.contains("STAGE_RETAINED"), "{details:?}");
+    assert_eq!(
+        fields(err),
+        [
+            "targets[0].stage",
+            "targets[1].count",
+            "targets[3].stage",
+            "average_deal_size",
+            "trailing_start_date",
+            "set_by"
+        ]
+    );
+
+    // Deriving wins from revenue needs the deal size, in the same currency.
+    let mut req = january("derive");
+    req.revenue = jpy(1_000_000);
+    req.derive_upstream = true;
+    assert_eq!(fields(k.set_targets(req.clone()).await.unwrap_err()), ["average_deal_size"]);
+    req.average_deal_size = Some(Money { currency_code: "USD".into(), units: 100, nanos: 0 });
+    assert_eq!(fields(k.set_targets(req).await.unwrap_err()), ["average_deal_size.currency_code"]);
+
+    // Nothing was set by any of it.
+    let list = k
+        .list_targets(kpi::ListTargetsRequest {
+            start_date: "2027-01-01".into(),
+            end_date: "2027-02-01".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.targets, []);
+}
