@@ -141,7 +141,7 @@ pub async fn targets_after_autumn(t: &TestSuite) {
         request_id: "nov".into(),
         start_date: "2026-11-01".into(),
         end_date: "2026-12-01".into(),
-        targets: vec![stage(kpi::Stage::Opportunities, 3), stage(kpi::Stage::Wins, 2)],
+        targets: vec![stage(kpi::Stage::Leads, 4), stage(kpi::Stage::Opportunities, 3), stage(kpi::Stage::Wins, 2)],
         revenue: jpy(2_400_000),
         ..Default::default()
     };
@@ -157,10 +157,34 @@ pub async fn targets_after_autumn(t: &TestSuite) {
         .into_inner();
     assert_eq!((a.elapsed_days, a.period_days), (30, 30));
     let got: Vec<_> = a.stages.iter().map(|s| (s.department.as_str(), s.actual, s.on_pace)).collect();
-    assert_eq!(got, [("inside-sales", 2, false), ("field-sales", 2, true)]);
+    assert_eq!(got, [("marketing", 2, false), ("inside-sales", 2, false), ("field-sales", 2, true)]);
     let revenue = a.revenue.unwrap();
     assert_eq!((revenue.actual, revenue.attainment, revenue.on_pace), (jpy(2_400_000), 1.0, true));
     assert_eq!(revenue.expected, jpy(2_400_000));
+
+    // November's bottleneck, against its targets: 4 leads planned at 3/4
+    // converted and 2/3 won is 2 wins; 2 leads came, converted and won as
+    // planned or better: too few came in.
+    let nov = kpi::GetBottleneckRequest {
+        start_date: "2026-11-01".into(),
+        end_date: "2026-12-01".into(),
+        ..Default::default()
+    };
+    let b = k.get_bottleneck(nov.clone()).await.unwrap().into_inner();
+    assert_eq!((b.basis, b.targets_version), (kpi::PlanBasis::Targets as i32, 1));
+    assert_eq!((b.bottleneck, b.problem), (kpi::Factor::Leads as i32, kpi::Problem::Volume as i32));
+    let ratios: Vec<f64> = b.factors.iter().map(|f| f.ratio.unwrap()).collect();
+    assert!((ratios[0] - 0.5).abs() < 1e-12 && (ratios[1] - 4.0 / 3.0).abs() < 1e-12, "{ratios:?}");
+    assert!((b.planned_wins.unwrap() - 2.0).abs() < 1e-12, "the planned wins are the wins target");
+    assert_eq!(b.baseline_start_date, "");
+    // A baseline asked for is used instead.
+    let against_october = kpi::GetBottleneckRequest {
+        baseline_start_date: "2026-10-01".into(),
+        baseline_end_date: "2026-11-01".into(),
+        ..nov
+    };
+    let b = k.get_bottleneck(against_october).await.unwrap().into_inner();
+    assert_eq!((b.basis, b.baseline_start_date.as_str()), (kpi::PlanBasis::Baseline as i32, "2026-10-01"));
 
     // A period without targets has no attainment.
     let err = k

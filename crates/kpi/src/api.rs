@@ -20,7 +20,7 @@ use crate::domain;
 use crate::domain::Rate;
 use crate::journey::Dimension;
 use crate::period;
-use crate::planning::{self, Factor, PlanRates, RateSource};
+use crate::planning::{self, Factor, Plan, PlanRates, RateSource};
 use crate::store::{self, Key, Writes};
 use crate::targets::{self, Progress, Target};
 
@@ -409,10 +409,32 @@ impl Api {
         );
         let (period, baseline) = v.build(|| Some((period?, baseline?)))?;
 
+        // Against the period's targets when no baseline is asked for and
+        // the targets hold the chain (leads, opportunities, wins).
+        let explicit = !req.baseline_start_date.is_empty() || !req.baseline_end_date.is_empty();
+        let current = if explicit { None } else { store::target_sets(self.writer.db(), period, None, 1).await?.pop() };
+        let target_plan = current.as_ref().and_then(|set| {
+            let count = |stage| set.targets.iter().find(|t| target_stage(t.stage) == Some(stage)).map(|t| t.count);
+            let plan = Plan::targets(
+                count(targets::Stage::Visitors),
+                count(targets::Stage::Leads)?,
+                count(targets::Stage::Opportunities)?,
+                count(targets::Stage::Wins)?,
+            );
+            Some((set.version, plan))
+        });
+
         self.catch_up().await;
         let actual = self.flow_totals(period).await?;
-        let base = self.flow_totals(baseline).await?;
-        let b = planning::bottleneck(&actual, &base, days(period) as f64 / days(baseline) as f64);
+        let (plan, basis, targets_version, baseline) = match target_plan {
+            Some((version, plan)) => (plan, pb::PlanBasis::Targets, version, None),
+            None => {
+                let base = self.flow_totals(baseline).await?;
+                let plan = Plan::baseline(&base, days(period) as f64 / days(baseline) as f64);
+                (plan, pb::PlanBasis::Baseline, 0, Some(baseline))
+            }
+        };
+        let b = planning::bottleneck(&actual, &plan);
         let factor = |f: Factor| match f {
             Factor::Visitors => pb::Factor::Visitors,
             Factor::Leads => pb::Factor::Leads,
@@ -439,11 +461,13 @@ impl Api {
             } as i32,
             actual_wins: b.actual_wins,
             planned_wins: b.planned_wins,
-            baseline_start_date: domain::format_day(baseline.0),
-            baseline_end_date: domain::format_day(baseline.1),
+            baseline_start_date: baseline.map(|b| domain::format_day(b.0)).unwrap_or_default(),
+            baseline_end_date: baseline.map(|b| domain::format_day(b.1)).unwrap_or_default(),
             time_zone: self.time_zone.clone(),
             start_date: domain::format_day(period.0),
             end_date: domain::format_day(period.1),
+            basis: basis as i32,
+            targets_version,
         })
     }
 

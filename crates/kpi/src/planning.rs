@@ -106,27 +106,63 @@ pub struct Bottleneck {
     pub planned_wins: Option<f64>,
 }
 
-/// Compares the period's factors with a plan: `actual` are the period's flow
-/// counts, `baseline` the trailing window's, scaled by `scale` (the period's
-/// length over the window's) for the volume.
+/// What each factor of a period is held against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    pub visitors: f64,
+    pub leads: f64,
+    pub acquisition: Option<f64>,
+    pub opportunity: Option<f64>,
+    pub win: Option<f64>,
+}
+
+impl Plan {
+    /// A baseline window's flow: its rates, and its volume scaled by `scale`
+    /// (the period's length over the window's).
+    pub fn baseline(b: &Counts, scale: f64) -> Plan {
+        let r = b.rates();
+        Plan {
+            visitors: b.visitors as f64 * scale,
+            leads: b.leads as f64 * scale,
+            acquisition: r.acquisition,
+            opportunity: r.opportunity,
+            win: r.win,
+        }
+    }
+
+    /// A period's targets: their volumes, and the rates between them (the
+    /// win rate the targets imply is wins per opportunity).
+    pub fn targets(visitors: Option<i64>, leads: i64, opportunities: i64, wins: i64) -> Plan {
+        let ratio = |num: i64, den: i64| (den > 0).then(|| num as f64 / den as f64);
+        Plan {
+            visitors: visitors.unwrap_or(0) as f64,
+            leads: leads as f64,
+            acquisition: visitors.and_then(|v| ratio(leads, v)),
+            opportunity: ratio(opportunities, leads),
+            win: ratio(wins, opportunities),
+        }
+    }
+}
+
+/// Compares the period's factors (`actual`, its flow counts) with `plan`.
 ///
 /// wins = visitors × acquisition rate × opportunity rate × win rate, where
 /// the product is the wins the period's opportunities are expected to bring
-/// (opportunities × win rate). When neither period has visitors, the chain
-/// starts at leads: wins = leads × opportunity rate × win rate.
-pub fn bottleneck(actual: &Counts, baseline: &Counts, scale: f64) -> Bottleneck {
-    let by_visitors = actual.visitors > 0 || baseline.visitors > 0;
+/// (opportunities × win rate). When neither the period nor the plan has
+/// visitors, the chain starts at leads: wins = leads × opportunity rate ×
+/// win rate.
+pub fn bottleneck(actual: &Counts, plan: &Plan) -> Bottleneck {
+    let by_visitors = actual.visitors > 0 || plan.visitors > 0.0;
     let a = actual.rates();
-    let b = baseline.rates();
     let mut factors = Vec::new();
     if by_visitors {
-        factors.push((Factor::Visitors, Some(actual.visitors as f64), Some(baseline.visitors as f64 * scale)));
-        factors.push((Factor::AcquisitionRate, a.acquisition, b.acquisition));
+        factors.push((Factor::Visitors, Some(actual.visitors as f64), Some(plan.visitors)));
+        factors.push((Factor::AcquisitionRate, a.acquisition, plan.acquisition));
     } else {
-        factors.push((Factor::Leads, Some(actual.leads as f64), Some(baseline.leads as f64 * scale)));
+        factors.push((Factor::Leads, Some(actual.leads as f64), Some(plan.leads)));
     }
-    factors.push((Factor::OpportunityRate, a.opportunity, b.opportunity));
-    factors.push((Factor::WinRate, a.win, b.win));
+    factors.push((Factor::OpportunityRate, a.opportunity, plan.opportunity));
+    factors.push((Factor::WinRate, a.win, plan.win));
     let factors: Vec<FactorCheck> = factors
         .into_iter()
         .map(|(factor, actual, plan)| {
@@ -194,7 +230,7 @@ mod tests {
     #[test]
     fn a_rate_problem() {
         // Same traffic and leads as the baseline; inside sales converts half as well.
-        let b = bottleneck(&counts(1000, 100, 10, 4, 4), &counts(1000, 100, 20, 8, 8), 1.0);
+        let b = bottleneck(&counts(1000, 100, 10, 4, 4), &Plan::baseline(&counts(1000, 100, 20, 8, 8), 1.0));
         assert_eq!(b.bottleneck, Some(Factor::OpportunityRate));
         assert!(!Factor::OpportunityRate.is_volume());
         let ratios: Vec<_> = b.factors.iter().map(|f| f.ratio).collect();
@@ -208,7 +244,7 @@ mod tests {
     fn a_volume_problem_against_a_longer_baseline() {
         // The baseline is three times as long: 3,000 visitors in it are 1,000
         // a period. The period had 600, converting as well as ever.
-        let b = bottleneck(&counts(600, 60, 15, 5, 5), &counts(3000, 300, 75, 25, 25), 1.0 / 3.0);
+        let b = bottleneck(&counts(600, 60, 15, 5, 5), &Plan::baseline(&counts(3000, 300, 75, 25, 25), 1.0 / 3.0));
         assert_eq!(b.bottleneck, Some(Factor::Visitors));
         assert!(Factor::Visitors.is_volume());
         assert!((b.factors[0].ratio.unwrap() - 0.6).abs() < 1e-12);
@@ -216,15 +252,31 @@ mod tests {
 
     #[test]
     fn no_bottleneck_when_every_factor_meets_plan_and_leads_start_the_chain_without_visitors() {
-        let b = bottleneck(&counts(0, 50, 10, 5, 5), &counts(0, 50, 10, 5, 5), 1.0);
+        let b = bottleneck(&counts(0, 50, 10, 5, 5), &Plan::baseline(&counts(0, 50, 10, 5, 5), 1.0));
         assert_eq!(
             b.factors.iter().map(|f| f.factor).collect::<Vec<_>>(),
             [Factor::Leads, Factor::OpportunityRate, Factor::WinRate]
         );
         assert_eq!(b.bottleneck, None);
         // Nothing closed in the period: the win rate is absent, never 0.
-        let b = bottleneck(&counts(0, 50, 10, 0, 0), &counts(0, 50, 10, 5, 5), 1.0);
+        let b = bottleneck(&counts(0, 50, 10, 0, 0), &Plan::baseline(&counts(0, 50, 10, 5, 5), 1.0));
         assert_eq!(b.factors[2].actual, None);
         assert_eq!(b.actual_wins, None);
+    }
+
+    #[test]
+    fn against_targets_the_plan_is_the_targets_chain() {
+        // Targets: 2,000 visitors → 40 leads → 10 opportunities → 4 wins.
+        // Actual: the visitors came and converted to leads as planned, but
+        // inside sales made 6 opportunities of 40 leads.
+        let plan = Plan::targets(Some(2000), 40, 10, 4);
+        let b = bottleneck(&counts(2000, 40, 6, 3, 3), &plan);
+        assert_eq!(b.bottleneck, Some(Factor::OpportunityRate));
+        assert_eq!(b.planned_wins, Some(4.0), "the product of the targets' factors is the wins target");
+        assert!((b.factors[2].ratio.unwrap() - 0.6).abs() < 1e-12);
+        // Without a visitors target the chain starts at leads.
+        let b = bottleneck(&counts(0, 20, 5, 2, 2), &Plan::targets(None, 40, 10, 4));
+        assert_eq!(b.factors[0].factor, Factor::Leads);
+        assert_eq!(b.bottleneck, Some(Factor::Leads));
     }
 }
