@@ -53,13 +53,7 @@ struct FunnelQuery {
 impl FunnelQuery {
     fn parse(req: &pb::GetFunnelRequest, fiscal_year_start_month: u32) -> ApiResult<FunnelQuery> {
         let mut v = Violations::new();
-        let period = PeriodFields {
-            start_date: &req.start_date,
-            end_date: &req.end_date,
-            unit: req.period_unit,
-            fiscal_year_start_month: req.fiscal_year_start_month,
-        }
-        .parse(&mut v, fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, fiscal_year_start_month);
         let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
         let view = match pb::View::try_from(req.view) {
             Ok(pb::View::Unspecified | pb::View::Flow) => Some(pb::View::Flow),
@@ -101,6 +95,36 @@ struct PeriodFields<'a> {
     unit: i32,
     fiscal_year_start_month: i32,
 }
+
+/// A request that names its period by `start_date`, `end_date`,
+/// `period_unit` and `fiscal_year_start_month`.
+trait PeriodRequest {
+    fn period_fields(&self) -> PeriodFields<'_>;
+}
+
+macro_rules! period_requests {
+    ($($request:ty),* $(,)?) => {$(
+        impl PeriodRequest for $request {
+            fn period_fields(&self) -> PeriodFields<'_> {
+                PeriodFields {
+                    start_date: &self.start_date,
+                    end_date: &self.end_date,
+                    unit: self.period_unit,
+                    fiscal_year_start_month: self.fiscal_year_start_month,
+                }
+            }
+        }
+    )*};
+}
+
+period_requests!(
+    pb::GetFunnelRequest,
+    pb::PlanFromRevenueRequest,
+    pb::GetBottleneckRequest,
+    pb::SetTargetsRequest,
+    pb::ListTargetsRequest,
+    pb::GetAttainmentRequest,
+);
 
 /// The units a period can be named by, as the contract names them.
 const PERIOD_UNITS: [(pb::PeriodUnit, period::Unit); 5] = [
@@ -209,6 +233,26 @@ fn days((start, end): (i64, i64)) -> i64 {
     end - start
 }
 
+/// The version a page of versions (newest first) starts below, from the
+/// previous page's token.
+fn before_version(page_token: &str) -> ApiResult<Option<i64>> {
+    match paging::decode(page_token, 1)? {
+        Some(k) => Ok(Some(paging::int(&k[0])?)),
+        None => Ok(None),
+    }
+}
+
+/// A page of versions read with one row more than `limit`: the page, and
+/// the token of the next one (empty when there is none).
+fn version_page<T>(mut rows: Vec<T>, limit: i64, version: impl Fn(&T) -> i64) -> (Vec<T>, String) {
+    if rows.len() as i64 <= limit {
+        return (rows, String::new());
+    }
+    rows.truncate(limit as usize);
+    let token = rows.last().map(|r| paging::encode(&[&version(r).to_string()])).unwrap_or_default();
+    (rows, token)
+}
+
 /// The dimensions a funnel can be split by, as the contract names them.
 const DIMENSIONS: [(pb::Dimension, Dimension); 7] = [
     (pb::Dimension::Source, Dimension::Source),
@@ -311,13 +355,7 @@ impl Api {
         {
             v.add("average_deal_size.currency_code", format!("must be the target's currency, {}", t.currency()));
         }
-        let period = PeriodFields {
-            start_date: &req.start_date,
-            end_date: &req.end_date,
-            unit: req.period_unit,
-            fiscal_year_start_month: req.fiscal_year_start_month,
-        }
-        .parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let window = window(
             &mut v,
             ("trailing_start_date", &req.trailing_start_date),
@@ -394,13 +432,7 @@ impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_bottleneck(&self, req: pb::GetBottleneckRequest) -> ApiResult<pb::GetBottleneckResponse> {
         let mut v = Violations::new();
-        let period = PeriodFields {
-            start_date: &req.start_date,
-            end_date: &req.end_date,
-            unit: req.period_unit,
-            fiscal_year_start_month: req.fiscal_year_start_month,
-        }
-        .parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let baseline = window(
             &mut v,
             ("baseline_start_date", &req.baseline_start_date),
@@ -554,13 +586,7 @@ impl Api {
         let call = Call::new(&request, "/themodel.kpi.v1.KpiService/SetTargets", &request.get_ref().request_id)?;
         let req = request.get_ref();
         let mut v = Violations::new();
-        let period = PeriodFields {
-            start_date: &req.start_date,
-            end_date: &req.end_date,
-            unit: req.period_unit,
-            fiscal_year_start_month: req.fiscal_year_start_month,
-        }
-        .parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let mut given = BTreeMap::new();
         for (i, t) in req.targets.iter().enumerate() {
             let Some(stage) = target_stage(t.stage) else {
@@ -691,39 +717,19 @@ impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn list_targets(&self, req: pb::ListTargetsRequest) -> ApiResult<pb::ListTargetsResponse> {
         let mut v = Violations::new();
-        let period = PeriodFields {
-            start_date: &req.start_date,
-            end_date: &req.end_date,
-            unit: req.period_unit,
-            fiscal_year_start_month: req.fiscal_year_start_month,
-        }
-        .parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let limit = page_size(&mut v, req.page_size, 20, 100);
         let period = v.build(|| period)?;
-        let before = match paging::decode(&req.page_token, 1)? {
-            Some(k) => Some(paging::int(&k[0])?),
-            None => None,
-        };
-        let mut page = store::target_sets(self.writer.db(), period, before, limit + 1).await?;
-        let next_page_token = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last().map(|s| paging::encode(&[&s.version.to_string()])).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(pb::ListTargetsResponse { targets: page, next_page_token })
+        let before = before_version(&req.page_token)?;
+        let page = store::target_sets(self.writer.db(), period, before, limit + 1).await?;
+        let (targets, next_page_token) = version_page(page, limit, |s| s.version);
+        Ok(pb::ListTargetsResponse { targets, next_page_token })
     }
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_attainment(&self, req: pb::GetAttainmentRequest) -> ApiResult<pb::GetAttainmentResponse> {
         let mut v = Violations::new();
-        let period = PeriodFields {
-            start_date: &req.start_date,
-            end_date: &req.end_date,
-            unit: req.period_unit,
-            fiscal_year_start_month: req.fiscal_year_start_month,
-        }
-        .parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let period = v.build(|| period)?;
         let db = self.writer.db();
         let set = store::target_sets(db, period, None, 1).await?.pop().ok_or_else(|| {
@@ -803,17 +809,9 @@ impl Api {
         let mut v = Violations::new();
         let limit = page_size(&mut v, req.page_size, 20, 100);
         v.finish()?;
-        let before = match paging::decode(&req.page_token, 1)? {
-            Some(k) => Some(paging::int(&k[0])?),
-            None => None,
-        };
-        let mut page = store::definitions(self.writer.db(), before, limit + 1).await?;
-        let next_page_token = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last().map(|(d, _)| paging::encode(&[&d.version.to_string()])).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let before = before_version(&req.page_token)?;
+        let page = store::definitions(self.writer.db(), before, limit + 1).await?;
+        let (page, next_page_token) = version_page(page, limit, |(d, _)| d.version);
         Ok(pb::ListQualityDefinitionsResponse {
             definitions: page.iter().map(|(d, at)| to_proto(d, Some(*at))).collect(),
             next_page_token,
