@@ -145,6 +145,63 @@ async fn revenue_per_currency_new_expansion_and_churned() {
     assert_eq!(cohort.funnel.unwrap().revenue, []);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leads_journey_from_capture_to_renewal() {
+    let t = TestSuite::start().await;
+    autumn(&t).await;
+    t.settled_funnel("2026-10-01", "2027-01-01").await;
+    let mut k = t.kpi.clone();
+    let journey = |id: &str| {
+        let mut k = k.clone();
+        let req = kpi::GetJourneyRequest { lead_id: id.into() };
+        async move { k.get_journey(req).await.unwrap().into_inner() }
+    };
+    // (kind, UTC day number, reason, amount's units)
+    type Step = (i32, i64, String, Option<i64>);
+    let steps = |j: &kpi::GetJourneyResponse| -> Vec<Step> {
+        j.steps
+            .iter()
+            .map(|s| {
+                let day = s.occurred_at.as_ref().map(|t| t.seconds.div_euclid(86_400)).unwrap_or_default();
+                (s.kind, day, s.reason.clone(), s.amount.as_ref().map(|m| m.units))
+            })
+            .collect()
+    };
+    let step = |kind: kpi::JourneyStepKind, day: &str, reason: &str, amount: Option<i64>| {
+        let day = ts(&format!("{day}T00:00:00Z")).unwrap().seconds / 86_400;
+        (kind as i32, day, reason.to_owned(), amount)
+    };
+    use kpi::JourneyStepKind as K;
+
+    // Early: captured, handed over, converted, won into an account that renewed.
+    let early = journey("early").await;
+    assert_eq!(
+        steps(&early),
+        [
+            step(K::Captured, "2026-10-20", "", None),
+            step(K::Promoted, "2026-10-20", "", None),
+            step(K::Converted, "2026-10-21", "", None),
+            step(K::Won, "2026-11-05", "", Some(1_200_000)),
+            step(K::AccountOpened, "2026-11-05", "", Some(1_200_000)),
+            step(K::Renewed, "2026-12-01", "", None),
+        ]
+    );
+    let source = early.dimensions.iter().find(|d| d.dimension == kpi::Dimension::Source as i32).unwrap();
+    assert_eq!(source.value, "web_form");
+    assert_eq!(early.dimensions.len(), 7, "every dimension, in order");
+    // Fair: lost, and back to marketing on the lost reason's track.
+    let fair = steps(&journey("fair").await);
+    assert_eq!(fair[3..], [step(K::Lost, "2026-11-20", "", None), step(K::Recycled, "2026-11-20", "lost_price", None)]);
+    // Late: its account churned with its value.
+    let late = steps(&journey("late").await);
+    assert_eq!(late.last(), Some(&step(K::Churned, "2026-12-05", "", Some(1_200_000))));
+
+    let err = k.get_journey(kpi::GetJourneyRequest { lead_id: "nobody".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = k.get_journey(kpi::GetJourneyRequest { lead_id: String::new() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
 /// [`autumn`]'s flow funnel over periods named by their unit.
 async fn assert_autumn_periods(t: &TestSuite) {
     let by_unit = |on: &str, unit: kpi::PeriodUnit, fiscal: i32| {

@@ -12,13 +12,14 @@ use themodel_runtime::time::to_timestamp;
 use themodel_runtime::validate::{Violations, page_size};
 use themodel_runtime::wire::{money, required_money};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Done, Effects, Need, Writer};
+use themodel_values::LeadId;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::consumer::Consumer;
 use crate::domain;
 use crate::domain::Rate;
-use crate::journey::Dimension;
+use crate::journey::{Dimension, StepKind};
 use crate::period;
 use crate::planning::{self, Factor, Plan, PlanRates, RateSource};
 use crate::store::{self, Key, Writes};
@@ -298,6 +299,21 @@ fn target_stage(wire: i32) -> Option<targets::Stage> {
 
 fn stage_to_proto(stage: targets::Stage) -> pb::Stage {
     TARGET_STAGES.iter().find(|(_, s)| *s == stage).map_or(pb::Stage::Unspecified, |(w, _)| *w)
+}
+
+fn step_kind(kind: StepKind) -> pb::JourneyStepKind {
+    match kind {
+        StepKind::Captured => pb::JourneyStepKind::Captured,
+        StepKind::Promoted => pb::JourneyStepKind::Promoted,
+        StepKind::Recycled => pb::JourneyStepKind::Recycled,
+        StepKind::Converted => pb::JourneyStepKind::Converted,
+        StepKind::Won => pb::JourneyStepKind::Won,
+        StepKind::Lost => pb::JourneyStepKind::Lost,
+        StepKind::AccountOpened => pb::JourneyStepKind::AccountOpened,
+        StepKind::AccountExpanded => pb::JourneyStepKind::AccountExpanded,
+        StepKind::Renewed => pb::JourneyStepKind::Renewed,
+        StepKind::Churned => pb::JourneyStepKind::Churned,
+    }
 }
 
 /// Total nanos of an amount.
@@ -787,6 +803,56 @@ impl Api {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(lead = %req.lead_id))]
+    async fn get_journey(&self, req: pb::GetJourneyRequest) -> ApiResult<pb::GetJourneyResponse> {
+        let mut v = Violations::new();
+        let lead = v.parse("lead_id", LeadId::parse(&req.lead_id));
+        let lead = v.build(|| lead)?;
+
+        self.catch_up().await;
+        let db = self.writer.db();
+        let journey = store::journey(db, lead.as_str())
+            .await?
+            .ok_or_else(|| ApiError::not_found("journey of lead", lead.as_str()))?;
+        let first_visit = match journey.visitor_id.as_str() {
+            "" => None,
+            visitor => store::first_visit(db, visitor).await?,
+        };
+        // Until the capture is read the journey has no values.
+        let dimensions = if journey.dims.len() == DIMENSIONS.len() {
+            DIMENSIONS
+                .iter()
+                .zip(&journey.dims)
+                .map(|((wire, _), value)| pb::DimensionValue { dimension: *wire as i32, value: value.clone() })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let steps = journey
+            .steps()
+            .into_iter()
+            .map(|s| pb::JourneyStep {
+                kind: step_kind(s.kind) as i32,
+                occurred_at: Some(to_timestamp(s.at)),
+                reason: s.reason,
+                amount: s.amount.map(|a| themodel_proto::common::v1::Money {
+                    currency_code: a.currency,
+                    units: a.units,
+                    nanos: a.nanos,
+                }),
+            })
+            .collect();
+        Ok(pb::GetJourneyResponse {
+            lead_id: lead.as_str().to_owned(),
+            dimensions,
+            visitor_id: journey.visitor_id,
+            first_visit_date: first_visit.map(domain::format_day).unwrap_or_default(),
+            excluded: journey.excluded,
+            steps,
+            time_zone: self.time_zone.clone(),
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(version = req.version))]
     async fn get_quality_definition(
         &self,
@@ -906,6 +972,13 @@ impl KpiService for Api {
         request: Request<pb::GetAttainmentRequest>,
     ) -> Result<Response<pb::GetAttainmentResponse>, Status> {
         Ok(Response::new(Api::get_attainment(self, request.into_inner()).await?))
+    }
+
+    async fn get_journey(
+        &self,
+        request: Request<pb::GetJourneyRequest>,
+    ) -> Result<Response<pb::GetJourneyResponse>, Status> {
+        Ok(Response::new(Api::get_journey(self, request.into_inner()).await?))
     }
 
     async fn get_quality_definition(

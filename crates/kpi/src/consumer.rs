@@ -141,7 +141,8 @@ impl Consumer {
                 Effect::Captured { lead, .. }
                 | Effect::Reached { lead, .. }
                 | Effect::Joined { lead, .. }
-                | Effect::Money { lead, .. } => {
+                | Effect::Money { lead, .. }
+                | Effect::Recycled { lead, .. } => {
                     leads.insert(lead.clone());
                 }
                 Effect::Visit(_) | Effect::Account { .. } => {}
@@ -186,6 +187,7 @@ impl Consumer {
                     }
                 }
                 Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
+                Effect::Recycled { lead, reason } => loaded(&mut journeys, lead)?.recycle(at, reason),
             }
         }
         // Amounts are kept one row each; a journey's rows are rewritten when

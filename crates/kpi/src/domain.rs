@@ -98,6 +98,8 @@ pub enum Effect {
     /// Money a lead's deal moved: its won value, and the account it opened
     /// or expanded.
     Money { lead: String, kind: MoneyKind, amount: Amount },
+    /// A lead went back to marketing, with the reason (its content track).
+    Recycled { lead: String, reason: String },
 }
 
 /// What an amount of revenue was (docs/domain.md, "Revenue").
@@ -158,6 +160,8 @@ pub struct Capture {
     pub job_title: String,
     pub definition_version: i64,
     pub excluded: bool,
+    /// The visitor id the lead identified as (empty if none).
+    pub visitor_id: String,
 }
 
 /// An event from a source's stream, decoded with the generated types.
@@ -257,10 +261,14 @@ impl Decoded {
                         job_title: c.job_title.clone(),
                         definition_version: c.definition_version,
                         excluded: c.excluded,
+                        visitor_id: c.visitor_id.clone(),
                     },
                 }],
                 Some(M::LeadPromoted(p)) => reached(&p.lead_id, Metric::Promising),
-                Some(M::TouchRecorded(_) | M::LeadRecycled(_)) | None => Vec::new(),
+                Some(M::LeadRecycled(r)) => {
+                    vec![Effect::Recycled { lead: r.lead_id.clone(), reason: r.reason.clone() }]
+                }
+                Some(M::TouchRecorded(_)) | None => Vec::new(),
             },
             Decoded::InsideSales(e) => match &e.event {
                 Some(I::OpportunityConverted(c)) => reached(&c.lead_id, Metric::Opportunities),
@@ -548,6 +556,7 @@ mod tests {
             job_title: "CTO".into(),
             definition_version: 3,
             excluded: true,
+            visitor_id: "v1".into(),
             ..Default::default()
         });
         let cases = [
@@ -570,10 +579,20 @@ mod tests {
                         job_title: "CTO".into(),
                         definition_version: 3,
                         excluded: true,
+                        visitor_id: "v1".into(),
                     },
                 }],
             ),
             (Source::Marketing, m(M::TouchRecorded(Default::default())), vec![]),
+            (
+                Source::Marketing,
+                m(M::LeadRecycled(mk::LeadRecycled {
+                    lead_id: "l1".into(),
+                    reason: "timing".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::Recycled { lead: "l1".into(), reason: "timing".into() }],
+            ),
             (
                 Source::Marketing,
                 m(M::LeadPromoted(mk::LeadPromoted { lead_id: "l1".into(), ..Default::default() })),

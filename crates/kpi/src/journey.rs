@@ -96,6 +96,21 @@ pub struct Journey {
     /// and the value lost when an account its deal opened churned.
     #[prost(message, repeated, tag = "12")]
     pub money: Vec<MoneyFact>,
+    /// Each time the lead went back to marketing.
+    #[prost(message, repeated, tag = "13")]
+    pub recycles: Vec<RecycleFact>,
+    /// The visitor id the lead identified as at capture (empty if none).
+    #[prost(string, tag = "14")]
+    pub visitor_id: String,
+}
+
+/// A recycle in a journey.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RecycleFact {
+    #[prost(int64, tag = "1")]
+    pub at: i64,
+    #[prost(string, tag = "2")]
+    pub reason: String,
 }
 
 /// An amount in a journey.
@@ -170,6 +185,7 @@ impl Journey {
     pub fn capture(&mut self, at: i64, capture: &Capture, definition: Option<&Definition>) {
         self.captured_at = Some(at);
         self.excluded = capture.excluded;
+        self.visitor_id = capture.visitor_id.clone();
         self.dims = dims(capture, definition);
     }
 
@@ -184,6 +200,12 @@ impl Journey {
             Metric::Churned => self.churns.push(at),
             Metric::Leads | Metric::ExcludedLeads => {}
         }
+    }
+
+    /// Records that the lead went back to marketing. Recycles move no
+    /// count; the journey shows them.
+    pub fn recycle(&mut self, at: i64, reason: &str) {
+        self.recycles.push(RecycleFact { at, reason: reason.to_owned() });
     }
 
     /// Records money the lead's deal moved.
@@ -273,6 +295,76 @@ impl Journey {
     }
 }
 
+/// What a step of a journey was, in the order steps of the same moment are
+/// listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StepKind {
+    Captured,
+    Promoted,
+    Converted,
+    Won,
+    Lost,
+    Recycled,
+    AccountOpened,
+    AccountExpanded,
+    Renewed,
+    Churned,
+}
+
+/// One step of a journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub kind: StepKind,
+    pub at: i64,
+    /// A recycle's reason.
+    pub reason: String,
+    /// What a step that moved money moved.
+    pub amount: Option<Amount>,
+}
+
+impl Journey {
+    /// What happened to the lead, in time order.
+    pub fn steps(&self) -> Vec<Step> {
+        let step = |kind, at| Step { kind, at, reason: String::new(), amount: None };
+        let mut steps: Vec<Step> = self.captured_at.map(|at| step(StepKind::Captured, at)).into_iter().collect();
+        let lists = [
+            (StepKind::Promoted, &self.promoted),
+            (StepKind::Converted, &self.opportunities),
+            (StepKind::Won, &self.wins),
+            (StepKind::Lost, &self.losses),
+            (StepKind::Renewed, &self.renewals),
+            (StepKind::Churned, &self.churns),
+        ];
+        for (kind, times) in lists {
+            steps.extend(times.iter().map(|&at| step(kind, at)));
+        }
+        steps.extend(self.recycles.iter().map(|r| Step { reason: r.reason.clone(), ..step(StepKind::Recycled, r.at) }));
+        for m in &self.money {
+            let amount = Amount { currency: m.currency.clone(), units: m.units, nanos: m.nanos };
+            // A win's and a churn's amounts belong to the step of that
+            // moment; opening and expanding an account are steps of their own.
+            let kind = match MoneyKind::from_code(&m.kind) {
+                Some(MoneyKind::Won) => StepKind::Won,
+                Some(MoneyKind::Churned) => StepKind::Churned,
+                Some(MoneyKind::NewBusiness) => {
+                    steps.push(Step { amount: Some(amount), ..step(StepKind::AccountOpened, m.at) });
+                    continue;
+                }
+                Some(MoneyKind::Expansion) => {
+                    steps.push(Step { amount: Some(amount), ..step(StepKind::AccountExpanded, m.at) });
+                    continue;
+                }
+                None => continue,
+            };
+            if let Some(s) = steps.iter_mut().find(|s| s.kind == kind && s.at == m.at && s.amount.is_none()) {
+                s.amount = Some(amount);
+            }
+        }
+        steps.sort_by_key(|s| (s.at, s.kind));
+        steps
+    }
+}
+
 /// What one journey adds to the aggregates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Contribution {
@@ -348,6 +440,7 @@ mod tests {
             job_title: "VP Sales".into(),
             definition_version: 1,
             excluded: false,
+            visitor_id: "v-1".into(),
         }
     }
 
@@ -421,6 +514,31 @@ mod tests {
             ]
         );
         assert_eq!(c.values[0], "web_form", "filed under the lead's values");
+    }
+
+    #[test]
+    fn steps_in_time_order_with_their_reasons_and_amounts() {
+        let yen = |units| Amount { currency: "JPY".into(), units, nanos: 0 };
+        let mut j = Journey::default();
+        // Read out of order: the win before the capture.
+        j.reach(Metric::Wins, at("2026-12-10"));
+        j.money(MoneyKind::Won, at("2026-12-10"), &yen(1_200_000));
+        j.capture(at("2026-11-02"), &capture(), Some(&Definition::default()));
+        j.recycle(at("2026-11-20"), "timing");
+        j.reach(Metric::Opportunities, at("2026-12-02"));
+        j.money(MoneyKind::NewBusiness, at("2026-12-10"), &yen(1_200_000));
+        let steps: Vec<_> = j.steps().into_iter().map(|s| (s.kind, s.reason, s.amount.map(|a| a.units))).collect();
+        assert_eq!(
+            steps,
+            [
+                (StepKind::Captured, String::new(), None),
+                (StepKind::Recycled, "timing".into(), None),
+                (StepKind::Converted, String::new(), None),
+                (StepKind::Won, String::new(), Some(1_200_000)),
+                (StepKind::AccountOpened, String::new(), Some(1_200_000)),
+            ]
+        );
+        assert_eq!(j.visitor_id, "v-1");
     }
 
     #[test]

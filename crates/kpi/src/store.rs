@@ -131,6 +131,23 @@ pub async fn journeys(conn: &mut Conn, db: &Db, leads: &[&str]) -> anyhow::Resul
         .collect()
 }
 
+/// One lead's stored journey, if kpi has read anything of it.
+pub async fn journey(db: &Db, lead: &str) -> anyhow::Result<Option<Journey>> {
+    let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM journeys WHERE lead_id = $1")
+        .bind(lead)
+        .fetch_optional(db.reader())
+        .await?;
+    body.map(|b| Journey::decode(b.as_slice()).with_context(|| format!("stored journey of {lead}"))).transpose()
+}
+
+/// The first business day a visitor was seen on.
+pub async fn first_visit(db: &Db, visitor: &str) -> anyhow::Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT MIN(day) FROM visitor_days WHERE visitor_id = $1")
+        .bind(visitor)
+        .fetch_one(db.reader())
+        .await?)
+}
+
 /// Writes a page's changes, in the caller's transaction: the journeys it
 /// changed, the accounts the leads joined, and the aggregates' deltas.
 pub async fn write_page(
