@@ -234,6 +234,12 @@ async fn bad_targets_are_refused_field_by_field() {
         ]
     );
 
+    let mut req = january("many");
+    req.targets = vec![stage(kpi::Stage::Leads, 1); 10_000];
+    let v = fields(k.set_targets(req).await.unwrap_err());
+    assert_eq!(v[0], "targets");
+    assert!(v.len() <= 7, "the list is refused for its length, not entry by entry: {} violations", v.len());
+
     // Deriving wins from revenue needs the deal size, in the same currency.
     let mut req = january("derive");
     req.revenue = jpy(1_000_000);

@@ -604,7 +604,10 @@ impl Api {
         let mut v = Violations::new();
         let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let mut given = BTreeMap::new();
-        for (i, t) in req.targets.iter().enumerate() {
+        if req.targets.len() > TARGET_STAGES.len() {
+            v.add("targets", format!("at most {} (one per stage)", TARGET_STAGES.len()));
+        }
+        for (i, t) in req.targets.iter().enumerate().take(TARGET_STAGES.len()) {
             let Some(stage) = target_stage(t.stage) else {
                 let accepted: Vec<&str> = TARGET_STAGES.iter().map(|(w, _)| w.as_str_name()).collect();
                 v.add(&format!("targets[{i}].stage"), format!("must be one of {}", accepted.join(", ")));
