@@ -13,6 +13,7 @@ use themodel_runtime::validate::{Violations, page_size};
 use themodel_runtime::wire::{money, required_money};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Done, Effects, Need, Writer};
 use themodel_values::LeadId;
+use themodel_values::Money;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
@@ -69,12 +70,11 @@ impl FunnelQuery {
         }
         let split = match pb::Dimension::try_from(req.split_by) {
             Ok(pb::Dimension::Unspecified) => Ok(None),
-            Ok(d) => DIMENSIONS.iter().find(|(wire, _)| *wire == d).map(|(_, dim)| Some(*dim)).ok_or(()),
+            Ok(d) => lookup(&DIMENSIONS, d).map(Some).ok_or(()),
             Err(_) => Err(()),
         };
         if split.is_err() {
-            let accepted: Vec<&str> = DIMENSIONS.iter().map(|(wire, _)| wire.as_str_name()).collect();
-            v.add("split_by", format!("must be one of {} (or unset: no split)", accepted.join(", ")));
+            v.add("split_by", format!("{} (or unset: no split)", one_of(&DIMENSIONS, pb::Dimension::as_str_name)));
         }
         v.build(|| {
             let view = view?;
@@ -150,13 +150,10 @@ impl PeriodFields<'_> {
         };
         let unit = match pb::PeriodUnit::try_from(self.unit) {
             Ok(pb::PeriodUnit::Unspecified) => None,
-            Ok(u) => PERIOD_UNITS.iter().find(|(wire, _)| *wire == u).map(|(_, unit)| *unit),
+            Ok(u) => lookup(&PERIOD_UNITS, u),
             Err(_) => {
-                let accepted: Vec<&str> = PERIOD_UNITS.iter().map(|(wire, _)| wire.as_str_name()).collect();
-                v.add(
-                    "period_unit",
-                    format!("must be one of {} (or unset: [start_date, end_date))", accepted.join(", ")),
-                );
+                let units = one_of(&PERIOD_UNITS, pb::PeriodUnit::as_str_name);
+                v.add("period_unit", format!("{units} (or unset: [start_date, end_date))"));
                 return None;
             }
         };
@@ -293,8 +290,7 @@ const TARGET_STAGES: [(pb::Stage, targets::Stage); 6] = [
 ];
 
 fn target_stage(wire: i32) -> Option<targets::Stage> {
-    let wire = pb::Stage::try_from(wire).ok()?;
-    TARGET_STAGES.iter().find(|(w, _)| *w == wire).map(|(_, s)| *s)
+    lookup(&TARGET_STAGES, pb::Stage::try_from(wire).ok()?)
 }
 
 fn stage_to_proto(stage: targets::Stage) -> pb::Stage {
@@ -316,9 +312,37 @@ fn step_kind(kind: StepKind) -> pb::JourneyStepKind {
     }
 }
 
-/// Total nanos of an amount.
-fn nanos(m: &themodel_proto::common::v1::Money) -> i128 {
-    i128::from(m.units) * 1_000_000_000 + i128::from(m.nanos)
+/// The wins a revenue target needs at an average deal size, ⌈revenue /
+/// deal⌉ ([`planning::wins_for`]). The deal must be above 0 and, when the
+/// revenue (`revenue.0` its field) is given, in its currency; a number of
+/// wins past i64 is refused on the revenue's field.
+fn wins_for_revenue(v: &mut Violations, (field, revenue): (&str, Option<&Money>), deal: &Money) -> Option<i64> {
+    let positive = deal.total_nanos() > 0;
+    v.check(positive, "average_deal_size", "must be above 0");
+    let revenue = revenue?;
+    if deal.currency() != revenue.currency() {
+        v.add("average_deal_size.currency_code", format!("must be {field}'s currency, {}", revenue.currency()));
+        return None;
+    }
+    if !positive || revenue.total_nanos() <= 0 {
+        return None;
+    }
+    let wins = planning::wins_for(revenue.total_nanos(), deal.total_nanos());
+    if wins.is_none() {
+        v.add(field, "needs more wins than can be counted (over 2^63) at this deal size");
+    }
+    wins
+}
+
+/// The domain value a contract value maps to in `table`.
+fn lookup<W: PartialEq + Copy, D: Copy>(table: &[(W, D)], wire: W) -> Option<D> {
+    table.iter().find(|(w, _)| *w == wire).map(|(_, d)| *d)
+}
+
+/// "must be one of A, B, C": the contract names of `table`'s values.
+fn one_of<W, D>(table: &[(W, D)], name: fn(&W) -> &'static str) -> String {
+    let names: Vec<&str> = table.iter().map(|(w, _)| name(w)).collect();
+    format!("must be one of {}", names.join(", "))
 }
 
 /// How long a read waits for the streams before answering with what it has.
@@ -355,6 +379,12 @@ impl Api {
         Ok(all.remove("").unwrap_or_default())
     }
 
+    /// The flow revenue per currency over business days `[start, end)`.
+    async fn flow_revenue(&self, (start, end): (i64, i64)) -> ApiResult<BTreeMap<String, domain::Revenue>> {
+        let mut all = store::revenue(self.writer.db(), None, start, end).await?;
+        Ok(all.remove("").unwrap_or_default())
+    }
+
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn plan_from_revenue(&self, req: pb::PlanFromRevenueRequest) -> ApiResult<pb::PlanFromRevenueResponse> {
         let mut v = Violations::new();
@@ -363,14 +393,7 @@ impl Api {
         if let Some(t) = &target {
             v.check(t.total_nanos() > 0, "revenue_target", "must be above 0");
         }
-        if let Some(d) = &deal {
-            v.check(d.total_nanos() > 0, "average_deal_size", "must be above 0");
-        }
-        if let (Some(t), Some(d)) = (&target, &deal)
-            && t.currency() != d.currency()
-        {
-            v.add("average_deal_size.currency_code", format!("must be the target's currency, {}", t.currency()));
-        }
+        let wins = deal.as_ref().and_then(|d| wins_for_revenue(&mut v, ("revenue_target", target.as_ref()), d));
         let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let window = window(
             &mut v,
@@ -387,16 +410,6 @@ impl Api {
         let given_win = given("win_rate", req.win_rate, true);
         let given_opportunity = given("opportunity_rate", req.opportunity_rate, false);
         let given_acquisition = given("acquisition_rate", req.acquisition_rate, false);
-        let wins = match (&target, &deal) {
-            (Some(t), Some(d)) if d.total_nanos() > 0 => {
-                let wins = planning::wins_for(t.total_nanos(), d.total_nanos());
-                if wins.is_none() {
-                    v.add("revenue_target", "needs more wins than can be counted (over 2^63) at this deal size");
-                }
-                wins
-            }
-            _ => None,
-        };
         let (period, window, wins) = v.build(|| Some((period?, window?, wins?)))?;
 
         self.catch_up().await;
@@ -532,7 +545,7 @@ impl Api {
         };
         let (revenue, split_revenue) = match q.basis {
             store::Basis::Flow => (
-                store::revenue(db, None, q.start, q.end).await?.remove("").unwrap_or_default(),
+                self.flow_revenue((q.start, q.end)).await?,
                 match q.split {
                     None => Default::default(),
                     Some(dim) => store::revenue(db, Some(dim), q.start, q.end).await?,
@@ -609,8 +622,7 @@ impl Api {
         }
         for (i, t) in req.targets.iter().enumerate().take(TARGET_STAGES.len()) {
             let Some(stage) = target_stage(t.stage) else {
-                let accepted: Vec<&str> = TARGET_STAGES.iter().map(|(w, _)| w.as_str_name()).collect();
-                v.add(&format!("targets[{i}].stage"), format!("must be one of {}", accepted.join(", ")));
+                v.add(&format!("targets[{i}].stage"), one_of(&TARGET_STAGES, pb::Stage::as_str_name));
                 continue;
             };
             v.check(t.count > 0, &format!("targets[{i}].count"), "must be above 0");
@@ -627,25 +639,20 @@ impl Api {
         }
         let deal = money(&mut v, "average_deal_size", req.average_deal_size.as_ref());
         let wins_from_revenue = req.derive_upstream && revenue.is_some() && !given.contains_key(&targets::Stage::Wins);
-        match (&deal, &revenue) {
-            (Some(_), _) if !wins_from_revenue => v.add(
-                "average_deal_size",
-                "is used only to derive the wins target from revenue (derive_upstream, no wins target given)",
-            ),
-            (Some(d), Some(r)) => {
-                v.check(d.total_nanos() > 0, "average_deal_size", "must be above 0");
-                if d.currency() != r.currency() {
-                    v.add(
-                        "average_deal_size.currency_code",
-                        format!("must be the revenue's currency, {}", r.currency()),
-                    );
+        let wins = match &deal {
+            Some(_) if !wins_from_revenue => {
+                let why = "is used only to derive the wins target from revenue (derive_upstream, no wins target given)";
+                v.add("average_deal_size", why);
+                None
+            }
+            Some(d) => wins_for_revenue(&mut v, ("revenue", revenue.as_ref()), d),
+            None => {
+                if wins_from_revenue {
+                    v.add("average_deal_size", "is required to derive the wins target from revenue");
                 }
+                None
             }
-            (None, _) if wins_from_revenue => {
-                v.add("average_deal_size", "is required to derive the wins target from revenue")
-            }
-            _ => {}
-        }
+        };
         let window = if req.derive_upstream {
             window(
                 &mut v,
@@ -663,16 +670,6 @@ impl Api {
         };
         let set_by = v.text("set_by", &req.set_by, 200);
         let note = v.text("note", &req.note, 2000);
-        let wins = match (&revenue, &deal) {
-            (Some(r), Some(d)) if wins_from_revenue && d.total_nanos() > 0 => {
-                let wins = planning::wins_for(r.total_nanos(), d.total_nanos());
-                if wins.is_none() {
-                    v.add("revenue", "needs more wins than can be counted (over 2^63) at this deal size");
-                }
-                wins
-            }
-            _ => None,
-        };
         let period = v.build(|| period)?;
 
         let mut set = pb::TargetSet {
@@ -780,12 +777,8 @@ impl Api {
         let revenue = match &set.revenue {
             None => None,
             Some(target) => {
-                let mut won = store::revenue(db, None, period.0, period.1).await?;
-                let actual = won
-                    .remove("")
-                    .and_then(|mut by_currency| by_currency.remove(&target.currency_code))
-                    .map_or(0, |r| r.won);
-                let target_nanos = nanos(target);
+                let actual = self.flow_revenue(period).await?.remove(&target.currency_code).map_or(0, |r| r.won);
+                let target_nanos = domain::total_nanos(target.units, target.nanos.into());
                 let expected = target_nanos * i128::from(progress.elapsed) / i128::from(progress.days);
                 Some(pb::RevenueAttainment {
                     target: Some(target.clone()),

@@ -317,17 +317,27 @@ const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date"
 /// Days since 1970-01-01 of the date `at` falls on in `tz`.
 pub fn business_day(at: Micros, tz: Tz) -> i64 {
     let utc = DateTime::from_timestamp_micros(at).unwrap_or_default();
-    (utc.with_timezone(&tz).date_naive() - EPOCH).num_days()
+    day_of(utc.with_timezone(&tz).date_naive())
+}
+
+/// Days since 1970-01-01 of a date.
+pub fn day_of(date: NaiveDate) -> i64 {
+    (date - EPOCH).num_days()
+}
+
+/// The date of day `day` (days since 1970-01-01); `None` past chrono's range.
+pub fn date_of(day: i64) -> Option<NaiveDate> {
+    EPOCH.checked_add_signed(chrono::TimeDelta::try_days(day)?)
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 pub fn parse_day(s: &str) -> Option<i64> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| (d - EPOCH).num_days())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(day_of)
 }
 
 /// The `YYYY-MM-DD` of business day `day` (days since 1970-01-01).
 pub fn format_day(day: i64) -> String {
-    EPOCH.checked_add_signed(chrono::TimeDelta::days(day)).map(|d| d.to_string()).unwrap_or_default()
+    date_of(day).map(|d| d.to_string()).unwrap_or_default()
 }
 
 /// Flow counts for a period.
@@ -381,14 +391,21 @@ impl Revenue {
     }
 }
 
+const NANOS_PER_UNIT: i128 = 1_000_000_000;
+
+/// An amount's `units` and `nanos` (of the same sign) in nanos; wide enough
+/// for any sum of them.
+pub fn total_nanos(units: i64, nanos: i64) -> i128 {
+    i128::from(units) * NANOS_PER_UNIT + i128::from(nanos)
+}
+
 /// `nanos` of `currency` as the contract's Money: whole units and the
 /// nanos left, of the same sign. A sum past what Money holds (2^63 - 1
 /// units, beyond any real revenue) is given as the largest Money of its
 /// sign rather than wrapped.
 pub fn money(currency: &str, nanos: i128) -> common::Money {
-    const NANO: i128 = 1_000_000_000;
-    let (units, nanos) = match i64::try_from(nanos / NANO) {
-        Ok(units) => (units, (nanos % NANO) as i32),
+    let (units, nanos) = match i64::try_from(nanos / NANOS_PER_UNIT) {
+        Ok(units) => (units, (nanos % NANOS_PER_UNIT) as i32),
         Err(_) if nanos < 0 => (i64::MIN, -999_999_999),
         Err(_) => (i64::MAX, 999_999_999),
     };

@@ -3,7 +3,9 @@
 //! year's first month (docs/domain.md, "KPIs"). Days are days since
 //! 1970-01-01, as everywhere in kpi.
 
-use chrono::{Datelike, Months, NaiveDate};
+use chrono::{Datelike, Months};
+
+use crate::domain::{date_of, day_of};
 
 /// A calendar unit a period can be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,16 +20,6 @@ pub enum Unit {
     Year,
 }
 
-const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-
-fn date(day: i64) -> Option<NaiveDate> {
-    EPOCH.checked_add_signed(chrono::TimeDelta::try_days(day)?)
-}
-
-fn day(d: NaiveDate) -> i64 {
-    (d - EPOCH).num_days()
-}
-
 /// The period `[start, end)` of `unit` that contains `day`; quarters and
 /// years start in `fiscal_start_month` (1–12). `None` for a month outside
 /// 1–12 or a date past the calendar's range.
@@ -35,14 +27,14 @@ pub fn around(day_in: i64, unit: Unit, fiscal_start_month: u32) -> Option<(i64, 
     if !(1..=12).contains(&fiscal_start_month) {
         return None;
     }
-    let d = date(day_in)?;
+    let d = date_of(day_in)?;
     let months = |n: u32| -> Option<(i64, i64)> {
         // Months since the fiscal year's start, within the calendar year's frame.
         let offset = (d.month() + 12 - fiscal_start_month) % 12;
         let first_of_month = d.with_day(1)?;
         let start = first_of_month.checked_sub_months(Months::new(offset % n))?;
         let end = start.checked_add_months(Months::new(n))?;
-        Some((day(start), day(end)))
+        Some((day_of(start), day_of(end)))
     };
     match unit {
         Unit::Day => Some((day_in, day_in.checked_add(1)?)),

@@ -41,6 +41,17 @@ pub struct PlanRates {
     pub acquisition: Option<(Rate, RateSource)>,
 }
 
+/// The chain rule for one stage: what it must bring for `below` of the
+/// stage under it at `rate` (named `name`), ⌈below / rate⌉ — or why no
+/// number can be given: the rate is absent or 0, or the number is past i64.
+pub fn input_needed(below: i64, rate: Option<Rate>, name: &str) -> Result<i64, String> {
+    match rate {
+        None => Err(format!("the {name} rate is unknown (nothing to divide by in the trailing window)")),
+        Some(r) if r.is_zero() => Err(format!("the {name} rate is 0: no number is enough")),
+        Some(r) => r.input_for(below).ok_or_else(|| "the number needed is too large".to_owned()),
+    }
+}
+
 /// Wins, opportunities, leads and visitors needed for `wins` wins: each
 /// stage is the next one's need divided by the rate between them, rounded
 /// up. A stage whose rate is absent or zero makes it, and every stage above
@@ -48,17 +59,13 @@ pub struct PlanRates {
 pub fn plan(wins: i64, rates: PlanRates) -> [PlanStage; 4] {
     let wins_stage = PlanStage { needed: Some(wins), rate: None, unknown: None };
     let step = |below: &PlanStage, rate: Option<(Rate, RateSource)>, name: &str| {
-        let needed = match (below.needed, rate) {
-            (None, _) => return PlanStage { needed: None, rate, unknown: below.unknown.clone() },
-            (Some(_), None) => None,
-            (Some(n), Some((r, _))) => r.input_for(n),
+        let Some(n) = below.needed else {
+            return PlanStage { needed: None, rate, unknown: below.unknown.clone() };
         };
-        let unknown = needed.is_none().then(|| match rate {
-            None => format!("the {name} rate is unknown (nothing to divide by in the trailing window)"),
-            Some((r, _)) if r.is_zero() => format!("the {name} rate is 0: no number is enough"),
-            Some(_) => "the number needed is too large".to_owned(),
-        });
-        PlanStage { needed, rate, unknown }
+        match input_needed(n, rate.map(|(r, _)| r), name) {
+            Ok(needed) => PlanStage { needed: Some(needed), rate, unknown: None },
+            Err(why) => PlanStage { needed: None, rate, unknown: Some(why) },
+        }
     };
     let opportunities = step(&wins_stage, rates.win, "win");
     let leads = step(&opportunities, rates.opportunity, "opportunity");

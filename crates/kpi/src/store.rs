@@ -11,7 +11,7 @@ use themodel_runtime::Db;
 use themodel_runtime::db::{Conn, Script, select_in};
 use themodel_runtime::time::Micros;
 
-use crate::domain::{Counts, Metric, MoneyKind, Revenue};
+use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
 use crate::journey::{Contribution, Deltas, Dimension, Journey};
 use crate::visitors::{self, Cells};
 
@@ -345,8 +345,7 @@ pub async fn revenue(
     let mut out: BTreeMap<String, BTreeMap<String, Revenue>> = BTreeMap::new();
     for (value, kind, currency, units, nanos) in rows {
         let Some(kind) = MoneyKind::from_code(&kind) else { continue };
-        let total = i128::from(units) * 1_000_000_000 + i128::from(nanos);
-        out.entry(value).or_default().entry(currency).or_default().add(kind, total);
+        out.entry(value).or_default().entry(currency).or_default().add(kind, domain::total_nanos(units, nanos));
     }
     for by_currency in out.values_mut() {
         by_currency.retain(|_, r| *r != Revenue::default());

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::{Counts, Rate, Rates};
+use crate::planning::input_needed;
 
 /// A stage a count target is set on, in the chain's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,6 +27,18 @@ impl Stage {
             Stage::Opportunities => "inside-sales",
             Stage::Wins => "field-sales",
             Stage::Retained => "customer-success",
+        }
+    }
+
+    /// The stage as a message names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Visitors => "visitors",
+            Stage::Leads => "leads",
+            Stage::Promising => "promising leads",
+            Stage::Opportunities => "opportunities",
+            Stage::Wins => "wins",
+            Stage::Retained => "retained",
         }
     }
 
@@ -63,8 +76,8 @@ const UPSTREAM: [(Stage, RateOf, &str); 3] = [
 ];
 
 /// The targets of a set: the `given` ones, and — with `derive` — each stage
-/// of the chain above the lowest given one that is not given itself,
-/// ⌈target below / rate⌉. Wins are derived from `wins_from_revenue` (the
+/// of the chain above the lowest given one that is not given itself, by
+/// [`input_needed`]. Wins are derived from `wins_from_revenue` (the
 /// revenue target over the average deal) when not given. `Err` names the
 /// rate that is unknown (or zero) in the window.
 pub fn derive(
@@ -88,11 +101,10 @@ pub fn derive(
             continue;
         }
         let Some(n) = below else { continue };
-        let rate = rate_of(rates).filter(|r| !r.is_zero()).ok_or_else(|| {
-            format!("the {name} rate is unknown or 0 in the trailing window: give the {stage:?} target itself")
-        })?;
-        let count = rate.input_for(n).ok_or_else(|| format!("the {stage:?} target would be too large to count"))?;
-        out.insert(stage, Target { count, derived: Some(Some(rate)) });
+        let rate = rate_of(rates);
+        let count =
+            input_needed(n, rate, name).map_err(|why| format!("{why}: give the {} target itself", stage.name()))?;
+        out.insert(stage, Target { count, derived: rate.map(Some) });
         below = Some(count);
     }
     Ok(out)
