@@ -16,6 +16,7 @@ mod idempotency;
 mod ingest;
 mod interfaces;
 mod overload;
+mod owners;
 mod planning;
 mod postgres;
 mod targets;

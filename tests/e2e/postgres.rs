@@ -81,6 +81,11 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     crate::targets::targets_after_autumn(&t).await;
     t.suite.shutdown().await.unwrap();
 
+    // Owners and the KPIs per rep.
+    let t = dbs.suite(crate::owners::roster).await;
+    crate::owners::reps_and_their_kpis(&t).await;
+    t.suite.shutdown().await.unwrap();
+
     // Hand-overs to a stopped receiver, and concurrent writers.
     let mut t = dbs.suite(|_| {}).await;
     receiver_down_then_up(&mut t).await;

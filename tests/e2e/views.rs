@@ -188,7 +188,9 @@ async fn a_leads_journey_from_capture_to_renewal() {
     );
     let source = early.dimensions.iter().find(|d| d.dimension == kpi::Dimension::Source as i32).unwrap();
     assert_eq!(source.value, "web_form");
-    assert_eq!(early.dimensions.len(), 7, "every dimension, in order");
+    let every: Vec<i32> = early.dimensions.iter().map(|d| d.dimension).collect();
+    let enum_order: Vec<i32> = (1..).map_while(|n| kpi::Dimension::try_from(n).ok().map(|_| n)).collect();
+    assert_eq!(every, enum_order, "every dimension, in order");
     // Fair: lost, and back to marketing on the lost reason's track.
     let fair = steps(&journey("fair").await);
     assert_eq!(fair[3..], [step(K::Lost, "2026-11-20", "", None), step(K::Recycled, "2026-11-20", "lost_price", None)]);

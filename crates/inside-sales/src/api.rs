@@ -2,14 +2,16 @@
 //! request into domain values, hands the writer a unit of work, and maps the
 //! outcome. Reads of one item go through a batched reader.
 
+use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::insidesales::v1 as pb;
 use themodel_proto::insidesales::v1::inside_sales_service_server::InsideSalesService;
 use themodel_quality::ReasonRefused;
 use themodel_runtime::loader::Loader;
+use themodel_runtime::owners::{self, Roster};
 use themodel_runtime::time::{self, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
-use themodel_values::{Code, Email, LeadId, OpportunityId};
+use themodel_values::{Code, Email, LeadId, OpportunityId, OwnerId};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Conversion, IncomingLead, QueueItem, Refused, Status as QueueStatus};
@@ -21,6 +23,8 @@ pub struct Api {
     pub writer: Writer<InsideSales>,
     pub items: Loader<LeadId, QueueItem>,
     pub clock: Clock,
+    /// The reps new leads are given to in turn.
+    pub owners: Roster,
 }
 
 const METHOD: &str = "/themodel.insidesales.v1.InsideSalesService/";
@@ -73,6 +77,8 @@ pub fn item_to_proto(i: &QueueItem) -> pb::QueueItem {
         disqualify_reason: i.disqualify_reason.clone(),
         campaign: i.campaign.clone(),
         channel: i.channel.as_ref().map(Code::to_string).unwrap_or_default(),
+        owner_id: i.owner.as_ref().map(|o| o.id.to_string()).unwrap_or_default(),
+        team: i.owner.as_ref().map(|o| o.team_str().to_owned()).unwrap_or_default(),
     }
 }
 
@@ -113,13 +119,21 @@ impl Api {
         };
         let lead = v.build(|| Some(IncomingLead { lead_id: id?, email: email?, source: source?, ..lead }))?;
         let handover_id = r.request_id.clone();
-        let needs = vec![Need::Row(Key::Item(lead.lead_id.clone()))];
+        let needs = vec![Need::Row(Key::Item(lead.lead_id.clone())), Need::Row(Key::Turn)];
+        let roster = self.owners.clone();
         self.writer
             .execute(call, needs, move |cx| {
                 let existing = cx.state.item(&lead.lead_id)?;
-                let (item, out) = QueueItem::accept(lead.clone(), existing, &handover_id, cx.definition);
+                let (owner, turn) = match QueueItem::returning_owner(existing, &roster) {
+                    Some(kept) => (Some((kept, AssignmentRule::Kept)), None),
+                    None => match owners::next_owner(cx.state.turns(), store::ROUND_ROBIN, &roster)? {
+                        Some((next, turn)) => (Some((next, AssignmentRule::RoundRobin)), Some(turn)),
+                        None => (None, None),
+                    },
+                };
+                let (item, out) = QueueItem::accept(lead.clone(), existing, &handover_id, cx.definition, owner);
                 let resp = pb::AcceptLeadResponse { item: Some(item_to_proto(&item)) };
-                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).changes(turn.map(Change::Turn)).effects(out))
             })
             .await
     }
@@ -141,12 +155,17 @@ impl Api {
                 QueueStatus::Open
             }
         };
+        let owner = match req.owner_id.as_str() {
+            "" => None,
+            id => v.parse("owner_id", OwnerId::parse(id)),
+        };
         v.finish()?;
         let after = match paging::decode(&req.page_token, 3)? {
             Some(k) => Some((paging::int(&k[0])?, paging::int(&k[1])?, k[2].clone())),
             None => None,
         };
-        let mut items = store::call_list(self.writer.db(), status, after, limit + 1).await?;
+        let mut items =
+            store::call_list(self.writer.db(), status, owner.as_ref().map(OwnerId::as_str), after, limit + 1).await?;
         let next_page_token = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items
@@ -343,10 +362,37 @@ impl Api {
             })
             .await
     }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, owner = %request.get_ref().owner_id))]
+    async fn assign_lead(&self, request: Request<pb::AssignLeadRequest>) -> ApiResult<pb::AssignLeadResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AssignLead"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let id = lead_id(&mut v, &r.lead_id);
+        let owner = v.parse("owner_id", self.owners.owner(&r.owner_id));
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, owner) = v.build(|| Some((id?, owner?)))?;
+        let needs = vec![Need::Row(Key::Item(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut item = item(cx, &id)?;
+                let out = item.assign(owner.clone(), at)?;
+                let resp = pb::AssignLeadResponse { item: Some(item_to_proto(&item)) };
+                Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
+            })
+            .await
+    }
 }
 
 #[tonic::async_trait]
 impl InsideSalesService for Api {
+    async fn assign_lead(
+        &self,
+        request: Request<pb::AssignLeadRequest>,
+    ) -> Result<Response<pb::AssignLeadResponse>, Status> {
+        Ok(Response::new(Api::assign_lead(self, request).await?))
+    }
+
     async fn accept_lead(
         &self,
         request: Request<pb::AcceptLeadRequest>,

@@ -10,6 +10,7 @@ use themodel_proto::marketing::v1::RecycleLeadRequest;
 use themodel_quality::{BantCondition, BantRecord, Definition, ReasonRefused};
 use themodel_runtime::Effects;
 use themodel_runtime::outbox::Handover;
+use themodel_runtime::owners::{Owner, Roster};
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::{bant_to_proto, department_to_proto, money_to_proto};
 use themodel_values::{Code, Department, Email, LeadId, Money, OpportunityId, time};
@@ -83,6 +84,8 @@ pub struct QueueItem {
     pub recycle_reason: String,
     pub disqualify_reason: String,
     pub definition_version: i64,
+    /// The rep who owns the lead.
+    pub owner: Option<Owner>,
 }
 
 /// Why inside sales refuses a step.
@@ -102,6 +105,11 @@ fn names(c: &[BantCondition]) -> String {
     c.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// An owner as events carry it: id and team, empty when unassigned.
+fn owner_fields(owner: Option<&Owner>) -> (String, String) {
+    owner.map(|o| (o.id.to_string(), o.team_str().to_owned())).unwrap_or_default()
+}
+
 fn event(at: Micros, e: pb::inside_sales_event::Event) -> pb::InsideSalesEvent {
     pb::InsideSalesEvent { occurred_at: Some(to_timestamp(at)), event: Some(e) }
 }
@@ -119,11 +127,14 @@ impl QueueItem {
     /// A lead enters the queue with a follow-up deadline from the
     /// definition's SLA for its source. A lead that comes back after
     /// recycling reopens, keeping its activity history.
+    /// `owner` is the rep it goes to, and how they were chosen (see
+    /// [`QueueItem::returning_owner`]).
     pub fn accept(
         lead: IncomingLead,
         existing: Option<&QueueItem>,
         handover_id: &str,
         def: &Definition,
+        owner: Option<(Owner, common::AssignmentRule)>,
     ) -> (QueueItem, Out) {
         let sla = def.follow_up_sla_hours(lead.source.as_str());
         let due = time::add_hours_capped(lead.handed_over_at, sla);
@@ -149,7 +160,9 @@ impl QueueItem {
             recycle_reason: String::new(),
             disqualify_reason: String::new(),
             definition_version: lead.definition_version,
+            owner: owner.as_ref().map(|(o, _)| o.clone()),
         };
+        let (owner_id, team) = owner_fields(item.owner.as_ref());
         let out = Out::default().event(event(
             item.handed_over_at,
             pb::inside_sales_event::Event::LeadAccepted(pb::LeadAccepted {
@@ -161,9 +174,39 @@ impl QueueItem {
                 handover_id: handover_id.to_owned(),
                 definition_version: item.definition_version,
                 reopened: existing.is_some(),
+                owner_id,
+                team,
+                assignment_rule: owner.map_or(common::AssignmentRule::Unspecified, |(_, rule)| rule) as i32,
             }),
         ));
         (item, out)
+    }
+
+    /// The rep a lead coming back (handed over again) keeps: its owner,
+    /// while still on `roster`.
+    pub fn returning_owner(existing: Option<&QueueItem>, roster: &Roster) -> Option<Owner> {
+        existing.and_then(|e| e.owner.clone()).filter(|o| roster.keeps(o))
+    }
+
+    /// Gives the open lead to `owner`; nothing changes (and no event) when
+    /// they own it already.
+    pub fn assign(&mut self, owner: Owner, at: Micros) -> Result<Out, Refused> {
+        self.ensure_open()?;
+        if self.owner.as_ref() == Some(&owner) {
+            return Ok(Out::default());
+        }
+        let previous = self.owner.replace(owner);
+        let (owner_id, team) = owner_fields(self.owner.as_ref());
+        Ok(Out::default().event(event(
+            at,
+            pb::inside_sales_event::Event::LeadAssigned(pb::LeadAssigned {
+                lead_id: self.lead_id.to_string(),
+                owner_id,
+                team,
+                previous_owner_id: previous.map(|o| o.id.into_string()).unwrap_or_default(),
+                assignment_rule: common::AssignmentRule::Requested as i32,
+            }),
+        )))
     }
 
     fn ensure_open(&self) -> Result<(), Refused> {
@@ -230,6 +273,7 @@ impl QueueItem {
         self.status = Status::Converted;
         self.opportunity_id = Some(c.opportunity_id.clone());
         self.definition_version = def.version;
+        let (owner_id, team) = owner_fields(self.owner.as_ref());
         let handover = Handover::new(AcceptOpportunityRequest {
             request_id: String::new(),
             opportunity_id: c.opportunity_id.to_string(),
@@ -254,6 +298,8 @@ impl QueueItem {
                 estimated_value: c.estimated_value.as_ref().map(money_to_proto),
                 handover_id: handover.id.clone(),
                 definition_version: def.version,
+                owner_id,
+                team,
             }),
         ));
         out.push_handover(handover);
@@ -360,16 +406,16 @@ mod tests {
     #[test]
     fn follow_up_deadline_follows_the_source_sla() {
         let def = Definition::default();
-        let (quote, _) = QueueItem::accept(incoming("quote_request"), None, "ho-1", &def);
+        let (quote, _) = QueueItem::accept(incoming("quote_request"), None, "ho-1", &def, None);
         assert_eq!(quote.follow_up_due_at, 1_000 + 2 * HOUR);
-        let (show, _) = QueueItem::accept(incoming("trade_show"), None, "ho-2", &def);
+        let (show, _) = QueueItem::accept(incoming("trade_show"), None, "ho-2", &def, None);
         assert_eq!(show.follow_up_due_at, 1_000 + 72 * HOUR);
     }
 
     #[test]
     fn first_contact_and_sla() {
         let def = Definition::default();
-        let (mut item, _) = QueueItem::accept(incoming("quote_request"), None, "ho", &def);
+        let (mut item, _) = QueueItem::accept(incoming("quote_request"), None, "ho", &def, None);
         assert_eq!(item.sla_met(), None);
         let call = (pb::ActivityKind::Call, pb::ActivityOutcome::Connected);
         let out = item.log_activity("ac-1", call.0, call.1, 1_000 + 3 * HOUR);
@@ -382,7 +428,7 @@ mod tests {
     #[test]
     fn conversion_gate_and_hand_over() {
         let def = Definition::default();
-        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def);
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def, None);
         assert!(matches!(item.convert(&conversion("opp-1"), &def), Err(Refused::NoBant(_))));
         item.record_bant(bant(true, true, true, false), 2_000).expect("open");
         assert!(
@@ -403,7 +449,7 @@ mod tests {
     #[test]
     fn recycle_reasons_come_from_the_definition() {
         let def = Definition::default();
-        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def);
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def, None);
         let e = item.recycle("bored", 0, "", 2_000, &def).unwrap_err();
         assert!(e.to_string().contains("accepted: not_contacted, timing, no_budget, no_need"), "{e}");
         assert_eq!(item.status, Status::Open, "a refused recycle changes nothing");
@@ -418,12 +464,28 @@ mod tests {
     #[test]
     fn recycled_lead_reopens_when_handed_over_again() {
         let def = Definition::default();
-        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho-1", &def);
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho-1", &def, None);
         item.log_activity("ac", pb::ActivityKind::Call, pb::ActivityOutcome::NoAnswer, 2_000);
         item.recycle("no_budget", 0, "", 3_000, &def).expect("open");
-        let (again, _) = QueueItem::accept(incoming("web_form"), Some(&item), "ho-2", &def);
+        let (again, _) = QueueItem::accept(incoming("web_form"), Some(&item), "ho-2", &def, None);
         assert_eq!(again.status, Status::Open);
         assert_eq!(again.first_contact_at, None, "a new hand-over gets a new SLA clock");
         assert_eq!(again.activity_count, 1, "activity history is kept");
+    }
+
+    #[test]
+    fn a_returning_lead_keeps_its_rep_while_they_are_on_the_roster() {
+        let def = Definition::default();
+        let roster: Roster = "east/aki, west/chika".parse().expect("roster");
+        let aki = roster.owner("aki").expect("member");
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho-1", &def, None);
+        let out = item.assign(aki.clone(), 1_500).expect("open");
+        assert_eq!(out.events.len(), 1);
+        assert!(item.assign(aki.clone(), 1_600).expect("open").events.is_empty(), "already theirs: no event");
+        item.recycle("no_budget", 0, "", 3_000, &def).expect("open");
+        assert_eq!(QueueItem::returning_owner(Some(&item), &roster), Some(aki.clone()));
+        let smaller: Roster = "west/chika".parse().expect("roster");
+        assert_eq!(QueueItem::returning_owner(Some(&item), &smaller), None, "aki left: round-robin again");
+        assert!(matches!(item.assign(aki, 4_000), Err(Refused::NotOpen { .. })));
     }
 }

@@ -43,7 +43,7 @@ pub async fn run(
         },
         started.stop_token(),
     );
-    let api = api::Api { writer: writer.clone(), items, clock: started.clock.clone() };
+    let api = api::Api { writer: writer.clone(), items, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(InsideSalesServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone()))
         .add_service(started.outbox_admin(&writer));

@@ -7,6 +7,7 @@ use themodel_quality::{Bant, BantRecord};
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
+use themodel_runtime::owners::{self, Owner, Turn, Turns};
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{Code, Email, LeadId, OpportunityId};
@@ -19,7 +20,12 @@ pub enum Key {
     Item(LeadId),
     /// Whether an opportunity id is taken.
     Conversion(OpportunityId),
+    /// Where the round-robin rule stands.
+    Turn,
 }
+
+/// The round-robin rule that gives new leads to reps.
+pub const ROUND_ROBIN: &str = "inside_sales_leads";
 
 /// An activity row.
 #[derive(Debug, Clone)]
@@ -47,6 +53,7 @@ pub enum Change {
     Item(Box<QueueItem>),
     Activity(ActivityRow),
     Conversion(ConversionRow),
+    Turn(Turn),
 }
 
 /// A batch's rows.
@@ -56,11 +63,17 @@ pub struct State {
     conversions: Rows<OpportunityId, LeadId>,
     activities: Vec<ActivityRow>,
     new_conversions: Vec<ConversionRow>,
+    turns: Turns,
 }
 
 impl State {
     pub fn item(&self, id: &LeadId) -> ApiResult<Option<&QueueItem>> {
         self.items.get(id.as_str())
+    }
+
+    /// The round-robin turns (asked for with [`Key::Turn`]).
+    pub fn turns(&self) -> &Turns {
+        &self.turns
     }
 
     /// The lead an opportunity id was given to, if it is taken.
@@ -100,12 +113,14 @@ struct Row {
     recycle_reason: String,
     disqualify_reason: String,
     definition_version: i64,
+    owner_id: String,
+    team: String,
 }
 
 const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, campaign, channel, \
     score, status, handed_over_at, follow_up_due_at, first_contact_at, bant_recorded, bant_budget, bant_authority, \
     bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, activity_count, opportunity_id, \
-    recycle_reason, disqualify_reason, definition_version";
+    recycle_reason, disqualify_reason, definition_version, owner_id, team";
 
 /// The queue table as written: [`COLUMNS`].
 const QUEUE: Table = Table {
@@ -140,6 +155,8 @@ const QUEUE: Table = Table {
         "recycle_reason",
         "disqualify_reason",
         "definition_version",
+        "owner_id",
+        "team",
     ],
     key: 1,
 };
@@ -178,6 +195,8 @@ fn item_values(i: &QueueItem) -> Vec<Value<'_>> {
         i.recycle_reason.as_str().into(),
         i.disqualify_reason.as_str().into(),
         i.definition_version.into(),
+        i.owner.as_ref().map_or("", |o| o.id.as_str()).into(),
+        i.owner.as_ref().map_or("", Owner::team_str).into(),
     ]
 }
 
@@ -220,6 +239,7 @@ impl TryFrom<Row> for QueueItem {
             recycle_reason: r.recycle_reason,
             disqualify_reason: r.disqualify_reason,
             definition_version: r.definition_version,
+            owner: Owner::from_stored(r.owner_id, r.team),
         })
     }
 }
@@ -283,6 +303,9 @@ impl Store for InsideSales {
                 .conversions
                 .loaded(OpportunityId::from_stored(id.to_owned()), found.remove(id).map(LeadId::from_stored));
         }
+        if keys.iter().any(|k| matches!(k, Key::Turn)) {
+            owners::load_turn(conn, db, ROUND_ROBIN, &mut state.turns).await?;
+        }
         Ok(())
     }
 
@@ -294,6 +317,7 @@ impl Store for InsideSales {
                 state.conversions.put(c.opportunity_id.clone(), c.lead_id.clone());
                 state.new_conversions.push(c);
             }
+            Change::Turn(t) => state.turns.put(t.rule, t),
         }
     }
 
@@ -316,6 +340,7 @@ impl Store for InsideSales {
             &state.new_conversions,
             |q, c| q.bind(c.opportunity_id.as_str()).bind(c.lead_id.as_str()).bind(i64::from(c.quality)).bind(c.at),
         );
+        owners::flush_turns(script, &state.turns);
     }
 }
 
@@ -334,27 +359,29 @@ async fn fetch(conn: &mut Conn, db: &Db, ids: &[&str]) -> Result<Vec<QueueItem>,
     items(db::select_in(conn, db, &format!("SELECT {COLUMNS} FROM queue WHERE lead_id IN "), "", ids).await?)
 }
 
-/// The call list: by follow-up deadline, then highest score, then id.
-/// `after` is the (due, score, lead_id) of the previous page's last item.
+/// The call list: by follow-up deadline, then highest score, then id; one
+/// rep's when `owner` is given. `after` is the (due, score, lead_id) of the
+/// previous page's last item.
 pub async fn call_list(
     db: &Db,
     status: Status,
+    owner: Option<&str>,
     after: Option<(i64, i64, String)>,
     limit: i64,
 ) -> themodel_runtime::ApiResult<Vec<QueueItem>> {
     let (due, score, id) = after.unwrap_or((i64::MIN, i64::MAX, String::new()));
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM queue WHERE status = $1 AND \
+    let rep = if owner.is_some() { "owner_id = $6 AND " } else { "" };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM queue WHERE {rep}status = $1 AND \
          (follow_up_due_at > $2 OR (follow_up_due_at = $2 AND (score < $3 OR (score = $3 AND lead_id > $4)))) \
          ORDER BY follow_up_due_at, score DESC, lead_id LIMIT $5"
-    ))
-    .bind(status.code())
-    .bind(due)
-    .bind(score)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(db.reader())
-    .await?;
+    );
+    let query = sqlx::query_as::<_, Row>(&sql).bind(status.code()).bind(due).bind(score).bind(id).bind(limit);
+    let query = match owner {
+        Some(owner) => query.bind(owner),
+        None => query,
+    };
+    let rows = query.fetch_all(db.reader()).await?;
     Ok(items(rows)?)
 }
 

@@ -252,7 +252,7 @@ fn version_page<T>(mut rows: Vec<T>, limit: i64, version: impl Fn(&T) -> i64) ->
 }
 
 /// The dimensions a funnel can be split by, as the contract names them.
-const DIMENSIONS: [(pb::Dimension, Dimension); 7] = [
+const DIMENSIONS: [(pb::Dimension, Dimension); 9] = [
     (pb::Dimension::Source, Dimension::Source),
     (pb::Dimension::Campaign, Dimension::Campaign),
     (pb::Dimension::Channel, Dimension::Channel),
@@ -260,6 +260,8 @@ const DIMENSIONS: [(pb::Dimension, Dimension); 7] = [
     (pb::Dimension::CompanySizeBand, Dimension::CompanySizeBand),
     (pb::Dimension::JobTitleClass, Dimension::JobTitleClass),
     (pb::Dimension::DefinitionVersion, Dimension::DefinitionVersion),
+    (pb::Dimension::InsideSalesRep, Dimension::InsideSalesRep),
+    (pb::Dimension::InsideSalesTeam, Dimension::InsideSalesTeam),
 ];
 
 /// Revenue per currency as the contract gives it.
@@ -567,6 +569,7 @@ impl Api {
                 valid_leads: c.valid_leads(),
                 promising_leads: c.promising_leads,
                 opportunities: c.opportunities,
+                quality_opportunities: c.quality_opportunities,
                 wins: c.wins,
                 losses: c.losses,
                 retained: c.retained,
@@ -574,6 +577,7 @@ impl Api {
                 acquisition_rate: r.acquisition,
                 promising_rate: r.promising,
                 opportunity_rate: r.opportunity,
+                quality_rate: r.quality,
                 win_rate: r.win,
                 renewal_rate: r.renewal,
                 churn_rate: r.churn,
@@ -814,16 +818,11 @@ impl Api {
             "" => None,
             visitor => store::first_visit(db, visitor).await?,
         };
-        // Until the capture is read the journey has no values.
-        let dimensions = if journey.dims.len() == DIMENSIONS.len() {
-            DIMENSIONS
-                .iter()
-                .zip(&journey.dims)
-                .map(|((wire, _), value)| pb::DimensionValue { dimension: *wire as i32, value: value.clone() })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let dimensions = DIMENSIONS
+            .iter()
+            .zip(journey.values())
+            .map(|((wire, _), value)| pb::DimensionValue { dimension: *wire as i32, value })
+            .collect();
         let steps = journey
             .steps()
             .into_iter()

@@ -142,7 +142,8 @@ impl Consumer {
                 | Effect::Reached { lead, .. }
                 | Effect::Joined { lead, .. }
                 | Effect::Money { lead, .. }
-                | Effect::Recycled { lead, .. } => {
+                | Effect::Recycled { lead, .. }
+                | Effect::Owned { lead, .. } => {
                     leads.insert(lead.clone());
                 }
                 Effect::Visit(_) | Effect::Account { .. } => {}
@@ -188,6 +189,7 @@ impl Consumer {
                 }
                 Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
                 Effect::Recycled { lead, reason } => loaded(&mut journeys, lead)?.recycle(at, reason),
+                Effect::Owned { lead, role, owner, team } => loaded(&mut journeys, lead)?.own(*role, owner, team),
             }
         }
         // Amounts are kept one row each; a journey's rows are rewritten when

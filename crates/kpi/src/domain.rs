@@ -43,6 +43,8 @@ pub enum Metric {
     /// Handed over to inside sales (promising, ≈ MQL).
     Promising,
     Opportunities,
+    /// Opportunities converted with all four BANT conditions confirmed.
+    QualityOpportunities,
     Wins,
     Losses,
     Retained,
@@ -50,11 +52,12 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::Leads,
         Metric::ExcludedLeads,
         Metric::Promising,
         Metric::Opportunities,
+        Metric::QualityOpportunities,
         Metric::Wins,
         Metric::Losses,
         Metric::Retained,
@@ -67,6 +70,7 @@ impl Metric {
             Metric::ExcludedLeads => "excluded_leads",
             Metric::Promising => "promising_leads",
             Metric::Opportunities => "opportunities",
+            Metric::QualityOpportunities => "quality_opportunities",
             Metric::Wins => "wins",
             Metric::Losses => "losses",
             Metric::Retained => "retained",
@@ -100,6 +104,15 @@ pub enum Effect {
     Money { lead: String, kind: MoneyKind, amount: Amount },
     /// A lead went back to marketing, with the reason (its content track).
     Recycled { lead: String, reason: String },
+    /// A lead was given to an owner (empty team: none).
+    Owned { lead: String, role: Role, owner: String, team: String },
+}
+
+/// Whose owner an [`Effect::Owned`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The inside-sales rep who works the lead (and converts it).
+    InsideSalesRep,
 }
 
 /// What an amount of revenue was (docs/domain.md, "Revenue").
@@ -244,6 +257,11 @@ impl Decoded {
         use mk::marketing_event::Event as M;
         let reached = |lead: &str, metric| vec![Effect::Reached { lead: lead.to_owned(), metric }];
         let account = |account: &str, metric, lost| vec![Effect::Account { account: account.to_owned(), metric, lost }];
+        // An event without an owner (no roster) leaves the lead's as it was.
+        let owned = |lead: &str, role, owner: &str, team: &str| {
+            let owned = Effect::Owned { lead: lead.to_owned(), role, owner: owner.to_owned(), team: team.to_owned() };
+            if owner.is_empty() { Vec::new() } else { vec![owned] }
+        };
         let money = |lead: &str, kind, amount: Option<&common::Money>| {
             Amount::of(amount).map(|amount| Effect::Money { lead: lead.to_owned(), kind, amount })
         };
@@ -271,8 +289,18 @@ impl Decoded {
                 Some(M::TouchRecorded(_)) | None => Vec::new(),
             },
             Decoded::InsideSales(e) => match &e.event {
-                Some(I::OpportunityConverted(c)) => reached(&c.lead_id, Metric::Opportunities),
-                _ => Vec::new(),
+                Some(I::LeadAccepted(a)) => owned(&a.lead_id, Role::InsideSalesRep, &a.owner_id, &a.team),
+                Some(I::LeadAssigned(a)) => owned(&a.lead_id, Role::InsideSalesRep, &a.owner_id, &a.team),
+                Some(I::OpportunityConverted(c)) => {
+                    let mut e = reached(&c.lead_id, Metric::Opportunities);
+                    if c.quality {
+                        e.extend(reached(&c.lead_id, Metric::QualityOpportunities));
+                    }
+                    e.extend(owned(&c.lead_id, Role::InsideSalesRep, &c.owner_id, &c.team));
+                    e
+                }
+                Some(I::ActivityLogged(_) | I::BantRecorded(_) | I::LeadRecycled(_) | I::LeadDisqualified(_))
+                | None => Vec::new(),
             },
             Decoded::FieldSales(e) => match &e.event {
                 Some(F::OpportunityWon(w)) => {
@@ -348,6 +376,7 @@ pub struct Counts {
     pub excluded_leads: i64,
     pub promising_leads: i64,
     pub opportunities: i64,
+    pub quality_opportunities: i64,
     pub wins: i64,
     pub losses: i64,
     pub retained: i64,
@@ -361,6 +390,7 @@ impl Counts {
             Metric::ExcludedLeads => &mut self.excluded_leads,
             Metric::Promising => &mut self.promising_leads,
             Metric::Opportunities => &mut self.opportunities,
+            Metric::QualityOpportunities => &mut self.quality_opportunities,
             Metric::Wins => &mut self.wins,
             Metric::Losses => &mut self.losses,
             Metric::Retained => &mut self.retained,
@@ -420,6 +450,7 @@ pub struct Rates<R = f64> {
     pub acquisition: Option<R>,
     pub promising: Option<R>,
     pub opportunity: Option<R>,
+    pub quality: Option<R>,
     pub win: Option<R>,
     pub renewal: Option<R>,
     pub churn: Option<R>,
@@ -484,6 +515,7 @@ impl Counts {
             acquisition: Rate::of(self.leads, self.visitors),
             promising: Rate::of(self.promising_leads, self.leads),
             opportunity: Rate::of(self.opportunities, self.leads),
+            quality: Rate::of(self.quality_opportunities, self.opportunities),
             win: Rate::of(self.wins, self.wins + self.losses),
             renewal: Rate::of(self.retained, self.retained + self.churned),
             churn: Rate::of(self.churned, self.retained + self.churned),
@@ -498,6 +530,7 @@ impl Counts {
             acquisition: v(e.acquisition),
             promising: v(e.promising),
             opportunity: v(e.opportunity),
+            quality: v(e.quality),
             win: v(e.win),
             renewal: v(e.renewal),
             churn: v(e.churn),
@@ -517,12 +550,14 @@ mod tests {
             excluded_leads: 1,
             promising_leads: 3,
             opportunities: 2,
+            quality_opportunities: 1,
             wins: 1,
             losses: 3,
             retained: 3,
             churned: 1,
         };
         let r = c.rates();
+        assert_eq!(r.quality, Some(0.5));
         assert_eq!(r.acquisition, Some(0.4));
         assert_eq!(r.promising, Some(0.75));
         assert_eq!(r.opportunity, Some(0.5));
@@ -619,6 +654,45 @@ mod tests {
                 Source::InsideSales,
                 i(I::OpportunityConverted(is::OpportunityConverted { lead_id: "l1".into(), ..Default::default() })),
                 reached(Metric::Opportunities),
+            ),
+            (
+                Source::InsideSales,
+                i(I::OpportunityConverted(is::OpportunityConverted {
+                    lead_id: "l1".into(),
+                    quality: true,
+                    owner_id: "aki".into(),
+                    team: "east".into(),
+                    ..Default::default()
+                })),
+                vec![
+                    Effect::Reached { lead: "l1".into(), metric: Metric::Opportunities },
+                    Effect::Reached { lead: "l1".into(), metric: Metric::QualityOpportunities },
+                    Effect::Owned {
+                        lead: "l1".into(),
+                        role: Role::InsideSalesRep,
+                        owner: "aki".into(),
+                        team: "east".into(),
+                    },
+                ],
+            ),
+            (
+                Source::InsideSales,
+                i(I::LeadAssigned(is::LeadAssigned {
+                    lead_id: "l1".into(),
+                    owner_id: "ben".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::Owned {
+                    lead: "l1".into(),
+                    role: Role::InsideSalesRep,
+                    owner: "ben".into(),
+                    team: String::new(),
+                }],
+            ),
+            (
+                Source::InsideSales,
+                i(I::LeadAccepted(is::LeadAccepted { lead_id: "l1".into(), ..Default::default() })),
+                vec![],
             ),
             (Source::FieldSales, f(F::OpportunityOpened(Default::default())), vec![]),
             (

@@ -7,16 +7,19 @@
 //! is taken out of the aggregates and its new one put in. Whatever order the
 //! streams are read in, the aggregates end as the sum of the journeys'
 //! contributions. Until its capture is read, a lead's events count in the
-//! totals and under the empty value of every split dimension.
+//! totals and under the empty value of every captured dimension. A lead's
+//! counts are filed under its latest owners: when a lead changes hands, all
+//! of them move (a converted lead no longer changes hands in inside sales).
 //!
 //! No SQL here: [`crate::store`] keeps journeys and aggregates.
 
 use chrono_tz::Tz;
 use themodel_quality::{Definition, TitleMatch};
 
-use crate::domain::{Amount, Capture, Metric, MoneyKind, business_day};
+use crate::domain::{Amount, Capture, Metric, MoneyKind, Role, business_day};
 
-/// What a funnel can be split by: facts of the lead, as captured.
+/// What a funnel can be split by: facts of the lead as captured, and the
+/// people who own it along the way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dimension {
     Source,
@@ -26,10 +29,13 @@ pub enum Dimension {
     CompanySizeBand,
     JobTitleClass,
     DefinitionVersion,
+    InsideSalesRep,
+    InsideSalesTeam,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 7] = [
+    /// The dimensions a capture gives, in the order a journey keeps them.
+    pub const CAPTURED: [Dimension; 7] = [
         Dimension::Source,
         Dimension::Campaign,
         Dimension::Channel,
@@ -37,6 +43,18 @@ impl Dimension {
         Dimension::CompanySizeBand,
         Dimension::JobTitleClass,
         Dimension::DefinitionVersion,
+    ];
+
+    pub const ALL: [Dimension; 9] = [
+        Dimension::Source,
+        Dimension::Campaign,
+        Dimension::Channel,
+        Dimension::Industry,
+        Dimension::CompanySizeBand,
+        Dimension::JobTitleClass,
+        Dimension::DefinitionVersion,
+        Dimension::InsideSalesRep,
+        Dimension::InsideSalesTeam,
     ];
 
     /// The name aggregates are stored under.
@@ -49,6 +67,8 @@ impl Dimension {
             Dimension::CompanySizeBand => "company_size_band",
             Dimension::JobTitleClass => "job_title_class",
             Dimension::DefinitionVersion => "definition_version",
+            Dimension::InsideSalesRep => "inside_sales_rep",
+            Dimension::InsideSalesTeam => "inside_sales_team",
         }
     }
 }
@@ -60,7 +80,8 @@ pub struct Journey {
     /// When the lead was captured; unset until its capture is read.
     #[prost(int64, optional, tag = "1")]
     pub captured_at: Option<i64>,
-    /// The split values, in [`Dimension::ALL`]'s order (empty until captured).
+    /// The captured split values, in [`Dimension::CAPTURED`]'s order (empty
+    /// until captured).
     #[prost(string, repeated, tag = "2")]
     pub dims: Vec<String>,
     /// Classed never-buy at capture.
@@ -102,6 +123,22 @@ pub struct Journey {
     /// The visitor id the lead identified as at capture (empty if none).
     #[prost(string, tag = "14")]
     pub visitor_id: String,
+    /// Who owns the lead now.
+    #[prost(message, optional, tag = "15")]
+    pub owners: Option<Owners>,
+    /// Each conversion into a quality opportunity (all four BANT
+    /// conditions confirmed).
+    #[prost(int64, repeated, tag = "16")]
+    pub quality_opportunities: Vec<i64>,
+}
+
+/// The owners of a lead: the latest each department gave (empty: none).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Owners {
+    #[prost(string, tag = "1")]
+    pub inside_sales_rep: String,
+    #[prost(string, tag = "2")]
+    pub inside_sales_team: String,
 }
 
 /// A recycle in a journey.
@@ -133,7 +170,7 @@ pub struct MoneyFact {
 /// the job-title class are those of the definition version the lead was
 /// captured with (`definition`, when kpi has it).
 pub fn dims(capture: &Capture, definition: Option<&Definition>) -> Vec<String> {
-    Dimension::ALL
+    Dimension::CAPTURED
         .iter()
         .map(|d| match d {
             Dimension::Source => capture.source.clone(),
@@ -143,6 +180,7 @@ pub fn dims(capture: &Capture, definition: Option<&Definition>) -> Vec<String> {
             Dimension::CompanySizeBand => definition.map(|d| size_band(d, capture.company_size)).unwrap_or_default(),
             Dimension::JobTitleClass => definition.map(|d| title_class(d, &capture.job_title)).unwrap_or_default(),
             Dimension::DefinitionVersion => capture.definition_version.to_string(),
+            Dimension::InsideSalesRep | Dimension::InsideSalesTeam => String::new(),
         })
         .collect()
 }
@@ -194,6 +232,7 @@ impl Journey {
         match metric {
             Metric::Promising => self.promoted.push(at),
             Metric::Opportunities => self.opportunities.push(at),
+            Metric::QualityOpportunities => self.quality_opportunities.push(at),
             Metric::Wins => self.wins.push(at),
             Metric::Losses => self.losses.push(at),
             Metric::Retained => self.renewals.push(at),
@@ -206,6 +245,31 @@ impl Journey {
     /// count; the journey shows them.
     pub fn recycle(&mut self, at: i64, reason: &str) {
         self.recycles.push(RecycleFact { at, reason: reason.to_owned() });
+    }
+
+    /// Records who owns the lead now (the latest owner is the one its
+    /// counts are filed under).
+    pub fn own(&mut self, role: Role, owner: &str, team: &str) {
+        let owners = self.owners.get_or_insert_with(Owners::default);
+        match role {
+            Role::InsideSalesRep => {
+                owners.inside_sales_rep = owner.to_owned();
+                owners.inside_sales_team = team.to_owned();
+            }
+        }
+    }
+
+    /// The lead's value of each dimension, in [`Dimension::ALL`]'s order.
+    /// Until its capture is read the captured ones are empty.
+    pub fn values(&self) -> Vec<String> {
+        let mut values = if self.captured_at.is_some() && self.dims.len() == Dimension::CAPTURED.len() {
+            self.dims.clone()
+        } else {
+            vec![String::new(); Dimension::CAPTURED.len()]
+        };
+        let owners = self.owners.clone().unwrap_or_default();
+        values.extend([owners.inside_sales_rep, owners.inside_sales_team]);
+        values
     }
 
     /// Records money the lead's deal moved.
@@ -251,6 +315,7 @@ impl Journey {
         let lists = [
             (Metric::Promising, &self.promoted),
             (Metric::Opportunities, &self.opportunities),
+            (Metric::QualityOpportunities, &self.quality_opportunities),
             (Metric::Wins, &self.wins),
             (Metric::Losses, &self.losses),
             (Metric::Retained, &self.renewals),
@@ -273,6 +338,7 @@ impl Journey {
             let first = |times: &Vec<i64>| times.iter().copied().min();
             reached(Metric::Promising, first(&self.promoted));
             reached(Metric::Opportunities, first(&self.opportunities));
+            reached(Metric::QualityOpportunities, first(&self.quality_opportunities));
             reached(Metric::Wins, first(&self.wins));
             reached(Metric::Losses, first(&self.losses));
             reached(Metric::Retained, self.retained_at);
@@ -286,12 +352,7 @@ impl Journey {
                 Some((kind, day(m.at), m.currency.clone(), m.units, m.nanos))
             })
             .collect();
-        let values = if self.captured_at.is_some() && self.dims.len() == Dimension::ALL.len() {
-            self.dims.clone()
-        } else {
-            vec![String::new(); Dimension::ALL.len()]
-        };
-        Contribution { values, flow, cohort, money }
+        Contribution { values: self.values(), flow, cohort, money }
     }
 }
 
@@ -550,13 +611,15 @@ mod tests {
             (2, at("2026-11-04")),
             (3, at("2026-11-20")),
             (4, at("2027-11-20")),
+            (5, at("2026-11-03")),
         ];
         let apply = |j: &mut Journey, (kind, t): (i32, i64)| match kind {
             0 => j.capture(t, &capture(), Some(&d)),
             1 => j.reach(Metric::Opportunities, t),
             2 => j.reach(Metric::Wins, t),
             3 => j.account(Metric::Churned, t, false, None),
-            _ => j.account(Metric::Retained, t, true, None),
+            4 => j.account(Metric::Retained, t, true, None),
+            _ => j.own(Role::InsideSalesRep, "aki", "east"),
         };
         let run = |order: &[usize]| {
             let mut deltas = Deltas::default();
@@ -570,14 +633,19 @@ mod tests {
             deltas.settle();
             deltas
         };
-        let in_order = run(&[0, 1, 2, 3, 4]);
-        let reversed = run(&[4, 3, 2, 1, 0]);
+        let in_order = run(&[0, 5, 1, 2, 3, 4]);
+        let reversed = run(&[4, 3, 2, 1, 5, 0]);
         assert_eq!(in_order.flow, reversed.flow);
         assert_eq!(in_order.cohort, reversed.cohort);
         assert!(in_order.flow.keys().all(|(dim, value, ..)| dim.is_empty() || !value.is_empty()));
         assert_eq!(
             in_order.flow.get(&("source", "web_form".into(), day("2026-11-03"), Metric::Opportunities)),
             Some(&1)
+        );
+        assert_eq!(
+            in_order.flow.get(&("inside_sales_rep", "aki".into(), day("2026-11-04"), Metric::Wins)),
+            Some(&1),
+            "filed under the lead's rep"
         );
         assert_eq!(
             in_order.cohort.get(&("", String::new(), day("2026-11-02"), Metric::Churned, day("2026-11-20"))),

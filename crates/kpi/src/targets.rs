@@ -140,6 +140,7 @@ mod tests {
             opportunity: Rate::of(opportunity.0, opportunity.1),
             acquisition: acquisition.and_then(|(n, d)| Rate::of(n, d)),
             promising: None,
+            quality: None,
             renewal: None,
             churn: None,
         }

@@ -55,6 +55,10 @@ pub struct ServiceConfig {
     /// Refusals (a non-retryable status) after which a hand-over is set
     /// aside as a dead letter.
     pub dead_letter_after: u32,
+    /// The department's owners, whom new records are assigned to in turn
+    /// (inside sales, field sales, customer success; empty: records stay
+    /// unassigned until a request names an owner).
+    pub owners: crate::owners::Roster,
 }
 
 impl ServiceConfig {
@@ -70,6 +74,7 @@ impl ServiceConfig {
             max_in_flight: 256,
             writer: WriterConfig::default(),
             dead_letter_after: 5,
+            owners: crate::owners::Roster::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`events`]: the per-service ordered stream of typed events, and its gRPC service.
 //! - [`outbox`]: hand-overs, the relay that delivers them, dead letters and
 //!   the outbox admin service.
+//! - [`owners`]: a department's roster and its round-robin assignment.
 //! - [`idempotency`]: AIP-155 request keys and stored responses.
 //! - [`call`]: what is kept of an incoming call (key, deadline, trace).
 //! - [`server`], [`service`], [`shed`]: serving with health, reflection,
@@ -29,6 +30,7 @@ pub mod events;
 pub mod idempotency;
 pub mod loader;
 pub mod outbox;
+pub mod owners;
 pub mod paging;
 pub mod server;
 pub mod service;

@@ -19,6 +19,7 @@ use themodel_proto::common::v1::ListEventsRequest;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
+use themodel_runtime::owners::Roster;
 use themodel_runtime::{Clock, Peers, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -122,6 +123,8 @@ pub struct SuiteOptions {
     pub writer_queue: usize,
     /// Refusals after which a hand-over becomes a dead letter.
     pub dead_letter_after: u32,
+    /// Each department's roster (see [`ServiceConfig::owners`]).
+    pub owners: BTreeMap<ServiceName, Roster>,
     pub clock: Clock,
 }
 
@@ -141,6 +144,7 @@ impl SuiteOptions {
             max_in_flight: 256,
             writer_queue: 2048,
             dead_letter_after: 5,
+            owners: BTreeMap::new(),
             clock: Clock::system(),
         }
     }
@@ -265,6 +269,7 @@ impl Suite {
         c.max_in_flight = o.max_in_flight;
         c.writer.queue = o.writer_queue;
         c.dead_letter_after = o.dead_letter_after;
+        c.owners = o.owners.get(&name).cloned().unwrap_or_default();
         c
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel_runtime::owners::Roster;
 use themodel_runtime::server::shutdown_signal;
 use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry};
 use tokio::net::TcpListener;
@@ -100,6 +101,9 @@ struct Up {
     customer_success_port: u16,
     #[arg(long, env = "THEMODEL_KPI_PORT", default_value_t = 50055)]
     kpi_port: u16,
+    /// Inside-sales reps new leads are given to in turn: "team/rep, team/rep, rep".
+    #[arg(long, env = "THEMODEL_INSIDE_SALES_OWNERS", default_value = "")]
+    inside_sales_owners: Roster,
     #[command(flatten)]
     common: Common,
 }
@@ -127,6 +131,11 @@ struct Serve {
     /// Seconds between re-reads of the shared quality definition from kpi.
     #[arg(long, env = "THEMODEL_DEFINITION_REFRESH_SECS", default_value_t = 10)]
     definition_refresh_secs: u64,
+    /// The department's owners, whom new records are given to in turn
+    /// (inside-sales reps): "team/owner, team/owner, owner". Empty: records
+    /// stay unassigned until a request names an owner.
+    #[arg(long, env = "THEMODEL_OWNERS", default_value = "")]
+    owners: Roster,
     #[command(flatten)]
     common: Common,
 }
@@ -177,6 +186,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     options.max_in_flight = up.common.max_in_flight.max(1);
     options.writer_queue = up.common.writer_queue.max(1);
     options.dead_letter_after = up.common.dead_letter_after.max(1);
+    options.owners.insert(ServiceName::InsideSales, up.inside_sales_owners);
     let mut suite = Suite::start(options).await?;
     for name in ServiceName::ALL {
         tracing::info!(service = %name, addr = %suite.addr(name), "listening");
@@ -203,6 +213,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     };
     serve.common.apply(&mut config);
     config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
+    config.owners = serve.owners;
     let listener = TcpListener::bind(serve.listen).await.with_context(|| format!("binding {}", serve.listen))?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

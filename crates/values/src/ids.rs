@@ -105,6 +105,13 @@ id_type!(
     "acct"
 );
 id_type!(
+    /// A person who owns department records: an inside-sales rep, an account
+    /// executive, a customer-success manager (an id of the company's
+    /// choosing, not a name or an e-mail address).
+    OwnerId,
+    "own"
+);
+id_type!(
     /// A hand-over: the receiver's `request_id`.
     HandoverId,
     "ho"

@@ -16,7 +16,7 @@ pub mod time;
 pub use code::{Code, is_code};
 pub use department::Department;
 pub use email::Email;
-pub use ids::{AccountId, HandoverId, LeadId, OpportunityId, VisitorId, is_valid_id, new_id};
+pub use ids::{AccountId, HandoverId, LeadId, OpportunityId, OwnerId, VisitorId, is_valid_id, new_id};
 pub use money::{Currency, Money, MoneyError};
 pub use term::Term;
 pub use time::Micros;
