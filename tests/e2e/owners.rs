@@ -63,6 +63,7 @@ async fn per(t: &TestSuite, split_by: kpi::Dimension) -> (kpi::Funnel, Vec<RepRo
 /// Inside sales' roster in [`reps_and_their_kpis`].
 pub fn roster(o: &mut SuiteOptions) {
     o.owners.insert(ServiceName::InsideSales, "east/aki, east/ben, west/chika".parse().unwrap());
+    o.owners.insert(ServiceName::FieldSales, "north/dan, south/eve".parse().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,13 +105,17 @@ pub async fn reps_and_their_kpis(t: &TestSuite) {
     assert_eq!(queue_of(t, "aki").await, ["a1"]);
     assert_eq!(queue_of(t, "").await.len(), 4, "everyone's");
 
-    // a2 is converted without budget and authority: not a quality opportunity.
+    // a2 is converted without budget and authority: not a quality
+    // opportunity. Account executives get the opportunities in turn.
+    let mut aes = Vec::new();
     let partial = Bant { need: true, timeline: true, ..Default::default() };
     for (id, bant) in [("a1", bant_all()), ("a2", partial), ("a3", bant_all()), ("a4", bant_all())] {
         qualify(t, id, bant, "2026-11-03T10:00:00Z").await;
         let converted = convert(t, id, &format!("opp-{id}"), "2026-11-03T10:30:00Z").await;
         assert_eq!(converted.item.unwrap().owner_id, owners_after_move(id));
-        opportunity(t, &format!("opp-{id}")).await;
+        let opened = opportunity(t, &format!("opp-{id}")).await;
+        assert_eq!(opened.handed_over_by, owners_after_move(id), "field sales knows who handed it over");
+        aes.push(opened.owner_id);
         if id == "a2" {
             // Field sales confirms budget and authority before the first exit.
             let req = fs::AdvancePhaseRequest {
@@ -128,6 +133,11 @@ pub async fn reps_and_their_kpis(t: &TestSuite) {
             walk_to_approval(t, &format!("opp-{id}"), "2026-11-04T10:00:00Z").await;
         }
     }
+    assert_eq!(aes, ["dan", "eve", "dan", "eve"]);
+    let moved = assign_opportunity(t, "give-opp-a3", "opp-a3", "eve").await.unwrap();
+    assert_eq!((moved.owner_id.as_str(), moved.team.as_str()), ("eve", "south"));
+    let refused = assign_opportunity(t, "give-opp-a3-zed", "opp-a3", "zed").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
     close_won(t, "opp-a1", "acct-a1", "2026-11-10T10:00:00Z").await;
     close_won(t, "opp-a2", "acct-a2", "2026-11-11T10:00:00Z").await;
     close_lost(t, "opp-a3", "lost_price", "2026-11-12T10:00:00Z").await;
@@ -135,6 +145,16 @@ pub async fn reps_and_their_kpis(t: &TestSuite) {
 
     let converted = assign(t, "give-a1-late", "a1", "ben").await.unwrap_err();
     assert_eq!(converted.code(), Code::FailedPrecondition, "a converted lead stays with the rep who converted it");
+    let closed = assign_opportunity(t, "give-opp-a1-late", "opp-a1", "eve").await.unwrap_err();
+    assert_eq!(closed.code(), Code::FailedPrecondition, "a closed deal stays with the executive who closed it");
+    let req = fs::ListOpportunitiesRequest { owner_id: "eve".into(), ..Default::default() };
+    let eves = t.field_sales.clone().list_opportunities(req).await.unwrap().into_inner().opportunities;
+    let eves: Vec<&str> = eves.iter().map(|o| o.opportunity_id.as_str()).collect();
+    assert_eq!(eves, ["opp-a4", "opp-a3", "opp-a2"]);
+    let req =
+        fs::ListOpportunitiesRequest { owner_id: "eve".into(), phase: fs::Phase::Lost as i32, ..Default::default() };
+    let lost = t.field_sales.clone().list_opportunities(req).await.unwrap().into_inner().opportunities;
+    assert_eq!(lost.len(), 1);
 
     // Per rep: what each handed over, how much of it was quality, and how
     // much of it field sales won.
@@ -154,11 +174,36 @@ pub async fn reps_and_their_kpis(t: &TestSuite) {
         [("east".into(), 2, 1, 2, 0, Some(0.5), Some(1.0)), ("west".into(), 2, 2, 1, 1, Some(1.0), Some(0.5))]
     );
 
+    // Per account executive: what each closed.
+    let (_, executives) = per(t, kpi::Dimension::AccountExecutive).await;
+    assert_eq!(
+        executives,
+        [
+            ("dan".into(), 1, 1, 1, 0, Some(1.0), Some(1.0)),
+            ("eve".into(), 3, 2, 2, 1, Some(2.0 / 3.0), Some(2.0 / 3.0))
+        ]
+    );
+
     // The journey names the rep.
     let journey =
         t.kpi.clone().get_journey(kpi::GetJourneyRequest { lead_id: "a4".into() }).await.unwrap().into_inner();
     let rep = journey.dimensions.iter().find(|d| d.dimension == kpi::Dimension::InsideSalesRep as i32).unwrap();
     assert_eq!(rep.value, "chika");
+}
+
+async fn assign_opportunity(
+    t: &TestSuite,
+    request_id: &str,
+    opportunity_id: &str,
+    owner_id: &str,
+) -> Result<fs::Opportunity, tonic::Status> {
+    let req = fs::AssignOpportunityRequest {
+        request_id: request_id.into(),
+        opportunity_id: opportunity_id.into(),
+        owner_id: owner_id.into(),
+        occurred_at: ts("2026-11-04T12:00:00Z"),
+    };
+    t.field_sales.clone().assign_opportunity(req).await.map(|r| r.into_inner().opportunity.unwrap())
 }
 
 /// Who converts each lead of the scenario: its round-robin rep, but a4 was

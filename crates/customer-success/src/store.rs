@@ -242,7 +242,7 @@ pub async fn list(
     limit: i64,
 ) -> ApiResult<Vec<Account>> {
     let list = NewestFirst { select: &format!("SELECT {COLUMNS} FROM accounts"), time: "started_at", id: "account_id" };
-    let rows: Vec<Row> = list.page(db, status.map(|s| ("status", s.code())), after, limit).await?;
+    let rows: Vec<Row> = list.page(db, &Vec::from_iter(status.map(|s| ("status", s.code()))), after, limit).await?;
     Ok(accounts(rows)?)
 }
 

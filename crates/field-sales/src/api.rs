@@ -6,11 +6,12 @@ use themodel_proto::fieldsales::v1 as pb;
 use themodel_proto::fieldsales::v1::field_sales_service_server::FieldSalesService;
 use themodel_quality::{Phase, PhaseMoveRefused, ReasonRefused};
 use themodel_runtime::loader::Loader;
+use themodel_runtime::owners::{self, Roster};
 use themodel_runtime::time::{to_timestamp, to_timestamp_opt};
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::wire::enums::{phase_from_proto, phase_to_proto};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
-use themodel_values::{AccountId, LeadId, OpportunityId, Term};
+use themodel_values::{AccountId, LeadId, OpportunityId, OwnerId, Term};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{IncomingOpportunity, Opportunity, Refused, Win};
@@ -22,6 +23,8 @@ pub struct Api {
     pub writer: Writer<FieldSales>,
     pub opportunities: Loader<OpportunityId, Opportunity>,
     pub clock: Clock,
+    /// The account executives new opportunities are given to in turn.
+    pub owners: Roster,
 }
 
 const METHOD: &str = "/themodel.fieldsales.v1.FieldSalesService/";
@@ -40,6 +43,7 @@ fn refused(r: Refused, subject: &OpportunityId) -> ApiError {
 }
 
 pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
+    let (owner_id, team) = owners::fields(o.owner.as_ref());
     pb::Opportunity {
         opportunity_id: o.opportunity_id.to_string(),
         lead_id: o.lead_id.to_string(),
@@ -67,6 +71,9 @@ pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
             })
             .collect(),
         definition_version: o.definition_version,
+        owner_id,
+        team,
+        handed_over_by: o.handed_over_by.clone(),
     }
 }
 
@@ -103,10 +110,12 @@ impl Api {
             quality: r.quality,
             definition_version: r.definition_version,
             occurred_at: v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock),
+            handed_over_by: v.text("handed_over_by", &r.handed_over_by, 64),
         };
         let incoming = v.build(|| Some(IncomingOpportunity { opportunity_id: id?, lead_id: lead_id?, ..incoming }))?;
         let handover_id = r.request_id.clone();
-        let needs = vec![Need::Row(Key::Opportunity(incoming.opportunity_id.clone()))];
+        let needs = vec![Need::Row(Key::Opportunity(incoming.opportunity_id.clone())), Need::Row(Key::Turn)];
+        let roster = self.owners.clone();
         self.writer
             .execute(call, needs, move |cx| {
                 if let Some(existing) = cx.state.opportunity(&incoming.opportunity_id)? {
@@ -116,9 +125,14 @@ impl Api {
                         existing.lead_id.as_str()
                     )));
                 }
-                let (o, out) = Opportunity::open(incoming.clone(), &handover_id);
+                let next = owners::next_owner(cx.state.turns(), store::ROUND_ROBIN, &roster)?;
+                let (owner, turn) = next.map_or((None, None), |(owner, turn)| (Some(owner), Some(turn)));
+                let (o, out) = Opportunity::open(incoming.clone(), &handover_id, owner);
                 let resp = pb::AcceptOpportunityResponse { opportunity: Some(opportunity_to_proto(&o)) };
-                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+                Ok(Done::new(&resp)
+                    .change(Change::Opportunity(Box::new(o)))
+                    .changes(turn.map(Change::Turn))
+                    .effects(out))
             })
             .await
     }
@@ -145,12 +159,17 @@ impl Api {
                 phase
             }
         };
+        let owner = match req.owner_id.as_str() {
+            "" => None,
+            id => v.parse("owner_id", OwnerId::parse(id)),
+        };
         v.finish()?;
         let after = match paging::decode(&req.page_token, 2)? {
             Some(k) => Some((paging::int(&k[0])?, k[1].clone())),
             None => None,
         };
-        let mut rows = store::list(self.writer.db(), phase, after, limit + 1).await?;
+        let mut rows =
+            store::list(self.writer.db(), phase, owner.as_ref().map(OwnerId::as_str), after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()
@@ -195,7 +214,7 @@ impl Api {
                 let mut o = opportunity(cx, &id)?;
                 let out = o.advance(to, bant.clone(), at, cx.definition).map_err(|r| refused(r, &id))?;
                 let resp = pb::AdvancePhaseResponse { opportunity: Some(opportunity_to_proto(&o)) };
-                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+                Ok(Done::new(&resp).change(Change::Opportunity(Box::new(o))).effects(out))
             })
             .await
     }
@@ -217,7 +236,7 @@ impl Api {
                 let mut o = opportunity(cx, &id)?;
                 let out = o.close_won(&win, cx.definition).map_err(|r| refused(r, &id))?;
                 let resp = pb::CloseWonResponse { opportunity: Some(opportunity_to_proto(&o)) };
-                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+                Ok(Done::new(&resp).change(Change::Opportunity(Box::new(o))).effects(out))
             })
             .await
     }
@@ -240,7 +259,30 @@ impl Api {
                 let mut o = opportunity(cx, &id)?;
                 let out = o.close_lost(&reason, &note, at, cx.definition).map_err(|r| refused(r, &id))?;
                 let resp = pb::CloseLostResponse { opportunity: Some(opportunity_to_proto(&o)) };
-                Ok(Done::new(&resp).change(Change::Opportunity(o)).effects(out))
+                Ok(Done::new(&resp).change(Change::Opportunity(Box::new(o))).effects(out))
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id, owner = %request.get_ref().owner_id))]
+    async fn assign_opportunity(
+        &self,
+        request: Request<pb::AssignOpportunityRequest>,
+    ) -> ApiResult<pb::AssignOpportunityResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AssignOpportunity"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let id = opportunity_id(&mut v, &r.opportunity_id);
+        let owner = v.parse("owner_id", self.owners.owner(&r.owner_id));
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, owner) = v.build(|| Some((id?, owner?)))?;
+        let needs = vec![Need::Row(Key::Opportunity(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut o = opportunity(cx, &id)?;
+                let out = o.assign(owner.clone(), at).map_err(|r| refused(r, &id))?;
+                let resp = pb::AssignOpportunityResponse { opportunity: Some(opportunity_to_proto(&o)) };
+                Ok(Done::new(&resp).change(Change::Opportunity(Box::new(o))).effects(out))
             })
             .await
     }
@@ -248,6 +290,13 @@ impl Api {
 
 #[tonic::async_trait]
 impl FieldSalesService for Api {
+    async fn assign_opportunity(
+        &self,
+        request: Request<pb::AssignOpportunityRequest>,
+    ) -> Result<Response<pb::AssignOpportunityResponse>, Status> {
+        Ok(Response::new(Api::assign_opportunity(self, request).await?))
+    }
+
     async fn accept_opportunity(
         &self,
         request: Request<pb::AcceptOpportunityRequest>,

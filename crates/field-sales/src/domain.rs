@@ -3,12 +3,14 @@
 //! returns the events it causes and the hand-overs it makes; no SQL, no gRPC
 //! clients.
 
+use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::customersuccess::v1::AcceptWonDealRequest;
 use themodel_proto::fieldsales::v1 as pb;
 use themodel_proto::marketing::v1::RecycleLeadRequest;
 use themodel_quality::{BantRecord, Definition, Phase, PhaseMoveRefused, ReasonRefused};
 use themodel_runtime::Effects;
 use themodel_runtime::outbox::Handover;
+use themodel_runtime::owners::{self, Owner};
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::enums::phase_to_proto;
 use themodel_runtime::wire::{department_to_proto, money_to_proto};
@@ -45,6 +47,10 @@ pub struct Opportunity {
     pub closed_at: Option<Micros>,
     pub definition_version: i64,
     pub history: Vec<PhaseChange>,
+    /// The account executive who owns it.
+    pub owner: Option<Owner>,
+    /// The inside-sales rep who converted the lead (empty: unassigned).
+    pub handed_over_by: String,
 }
 
 /// An opportunity handed over by inside sales.
@@ -61,6 +67,7 @@ pub struct IncomingOpportunity {
     pub quality: bool,
     pub definition_version: i64,
     pub occurred_at: Micros,
+    pub handed_over_by: String,
 }
 
 /// A validated win.
@@ -92,8 +99,9 @@ fn event(at: Micros, e: pb::field_sales_event::Event) -> pb::FieldSalesEvent {
 }
 
 impl Opportunity {
-    /// Opens an opportunity in phase 1 (pre-opportunity).
-    pub fn open(o: IncomingOpportunity, handover_id: &str) -> (Opportunity, Out) {
+    /// Opens an opportunity in phase 1 (pre-opportunity), owned by the
+    /// account executive the round-robin rule gave it (if any).
+    pub fn open(o: IncomingOpportunity, handover_id: &str, owner: Option<Owner>) -> (Opportunity, Out) {
         let opp = Opportunity {
             opportunity_id: o.opportunity_id,
             lead_id: o.lead_id,
@@ -113,7 +121,11 @@ impl Opportunity {
             closed_at: None,
             definition_version: o.definition_version,
             history: Vec::new(),
+            owner,
+            handed_over_by: o.handed_over_by,
         };
+        let (owner_id, team) = owners::fields(opp.owner.as_ref());
+        let rule = if opp.owner.is_some() { AssignmentRule::RoundRobin } else { AssignmentRule::Unspecified };
         let out = Out::default().event(event(
             opp.opened_at,
             pb::field_sales_event::Event::OpportunityOpened(pb::OpportunityOpened {
@@ -124,9 +136,37 @@ impl Opportunity {
                 estimated_value: opp.estimated_value.as_ref().map(money_to_proto),
                 handover_id: handover_id.to_owned(),
                 definition_version: opp.definition_version,
+                owner_id,
+                team,
+                assignment_rule: rule as i32,
+                handed_over_by: opp.handed_over_by.clone(),
             }),
         ));
         (opp, out)
+    }
+
+    /// Gives the open opportunity to `owner`; nothing changes (and no
+    /// event) when they own it already.
+    pub fn assign(&mut self, owner: Owner, at: Micros) -> Result<Out, Refused> {
+        if !self.phase.is_open() {
+            return Err(Refused::Closed(self.phase));
+        }
+        if self.owner.as_ref() == Some(&owner) {
+            return Ok(Out::default());
+        }
+        let previous = self.owner.replace(owner);
+        let (owner_id, team) = owners::fields(self.owner.as_ref());
+        Ok(Out::default().event(event(
+            at,
+            pb::field_sales_event::Event::OpportunityAssigned(pb::OpportunityAssigned {
+                opportunity_id: self.opportunity_id.to_string(),
+                lead_id: self.lead_id.to_string(),
+                owner_id,
+                team,
+                previous_owner_id: previous.map(|o| o.id.into_string()).unwrap_or_default(),
+                assignment_rule: AssignmentRule::Requested as i32,
+            }),
+        )))
     }
 
     fn move_to(&mut self, to: Phase, at: Micros) -> PhaseChange {
@@ -267,8 +307,10 @@ mod tests {
                 quality: bant.is_complete(),
                 definition_version: 1,
                 occurred_at: 100,
+                handed_over_by: "aki".into(),
             },
             "ho-1",
+            None,
         )
         .0
     }

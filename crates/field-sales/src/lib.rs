@@ -42,7 +42,8 @@ pub async fn run(
         },
         started.stop_token(),
     );
-    let api = api::Api { writer: writer.clone(), opportunities, clock: started.clock.clone() };
+    let api =
+        api::Api { writer: writer.clone(), opportunities, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(FieldSalesServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone()))
         .add_service(started.outbox_admin(&writer));

@@ -7,6 +7,7 @@ use themodel_quality::{Bant, BantRecord, Phase};
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
+use themodel_runtime::owners::{self, Owner, Turn, Turns};
 use themodel_runtime::paging::NewestFirst;
 use themodel_runtime::{ApiResult, Rows, Store};
 use themodel_values::{AccountId, LeadId, Money, OpportunityId, Term};
@@ -17,14 +18,20 @@ use crate::domain::{Opportunity, PhaseChange};
 #[derive(Debug, Clone)]
 pub enum Key {
     Opportunity(OpportunityId),
+    /// Where the round-robin rule stands.
+    Turn,
 }
+
+/// The round-robin rule that gives new opportunities to account executives.
+pub const ROUND_ROBIN: &str = "field_sales_opportunities";
 
 /// One change a unit makes.
 #[derive(Debug, Clone)]
 pub enum Change {
     /// The opportunity as it now is; its history entries past those stored
     /// are appended.
-    Opportunity(Opportunity),
+    Opportunity(Box<Opportunity>),
+    Turn(Turn),
 }
 
 /// A batch's rows.
@@ -33,9 +40,15 @@ pub struct State {
     opportunities: Rows<OpportunityId, Opportunity>,
     /// History entries stored per opportunity when loaded.
     stored_history: HashMap<OpportunityId, usize>,
+    turns: Turns,
 }
 
 impl State {
+    /// The round-robin turns (asked for with [`Key::Turn`]).
+    pub fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
     pub fn opportunity(&self, id: &OpportunityId) -> ApiResult<Option<&Opportunity>> {
         self.opportunities.get(id.as_str())
     }
@@ -71,12 +84,16 @@ struct Row {
     opened_at: i64,
     closed_at: Option<i64>,
     definition_version: i64,
+    owner_id: String,
+    team: String,
+    handed_over_by: String,
 }
 
 const COLUMNS: &str = "opportunity_id, lead_id, company, contact_name, contact_email, source, phase, bant_budget, \
     bant_authority, bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, \
     estimated_currency, estimated_units, estimated_nanos, contract_currency, contract_units, contract_nanos, \
-    term_months, account_id, lost_reason, quality, opened_at, closed_at, definition_version";
+    term_months, account_id, lost_reason, quality, opened_at, closed_at, definition_version, owner_id, team, \
+    handed_over_by";
 
 fn phase(name: &str) -> anyhow::Result<Phase> {
     Phase::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown phase {name:?}"))
@@ -117,6 +134,8 @@ impl Row {
             closed_at: self.closed_at,
             definition_version: self.definition_version,
             history,
+            owner: Owner::from_stored(self.owner_id, self.team),
+            handed_over_by: self.handed_over_by,
         })
     }
 }
@@ -201,6 +220,9 @@ const OPPORTUNITIES: Table = Table {
         "opened_at",
         "closed_at",
         "definition_version",
+        "owner_id",
+        "team",
+        "handed_over_by",
     ],
     key: 1,
 };
@@ -237,6 +259,9 @@ fn opportunity_values(o: &Opportunity) -> Vec<Value<'_>> {
         o.opened_at.into(),
         o.closed_at.into(),
         o.definition_version.into(),
+        o.owner.as_ref().map_or("", |o| o.id.as_str()).into(),
+        o.owner.as_ref().map_or("", Owner::team_str).into(),
+        o.handed_over_by.as_str().into(),
     ]
 }
 
@@ -262,7 +287,11 @@ impl Store for FieldSales {
     type Event = themodel_proto::fieldsales::v1::FieldSalesEvent;
 
     async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
-        let ids: Vec<&OpportunityId> = keys.iter().map(|Key::Opportunity(id)| id).collect();
+        if keys.iter().any(|k| matches!(k, Key::Turn)) {
+            owners::load_turn(conn, &self.db, ROUND_ROBIN, &mut state.turns).await?;
+        }
+        let ids: Vec<&OpportunityId> =
+            keys.iter().filter_map(|k| if let Key::Opportunity(id) = k { Some(id) } else { None }).collect();
         let asked = state.opportunities.missing(ids);
         let missing = self.opportunities.fill(&mut state.opportunities, asked.clone());
         // A cached opportunity's history is all stored, as a loaded one's.
@@ -283,8 +312,11 @@ impl Store for FieldSales {
         Ok(())
     }
 
-    fn apply(&self, state: &mut State, Change::Opportunity(o): Change) {
-        state.opportunities.put(o.opportunity_id.clone(), o);
+    fn apply(&self, state: &mut State, change: Change) {
+        match change {
+            Change::Opportunity(o) => state.opportunities.put(o.opportunity_id.clone(), *o),
+            Change::Turn(t) => state.turns.put(t.rule, t),
+        }
     }
 
     fn flush<'s>(&self, script: &mut Script<'s>, state: &'s State) {
@@ -309,6 +341,7 @@ impl Store for FieldSales {
             new_history,
             |q, (id, position, c)| q.bind(id).bind(position).bind(c.from.name()).bind(c.to.name()).bind(c.at),
         );
+        owners::flush_turns(script, &state.turns);
     }
 }
 
@@ -326,12 +359,15 @@ pub async fn opportunities_by_id(
 pub async fn list(
     db: &Db,
     phase: Option<Phase>,
+    owner: Option<&str>,
     after: Option<(i64, String)>,
     limit: i64,
 ) -> ApiResult<Vec<Opportunity>> {
     let list =
         NewestFirst { select: "SELECT opportunity_id FROM opportunities", time: "opened_at", id: "opportunity_id" };
-    let ids: Vec<(String,)> = list.page(db, phase.map(|p| ("phase", p.name())), after, limit).await?;
+    let filters: Vec<(&str, &str)> =
+        phase.map(|p| ("phase", p.name())).into_iter().chain(owner.map(|o| ("owner_id", o))).collect();
+    let ids: Vec<(String,)> = list.page(db, &filters, after, limit).await?;
     let keys: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
     let mut conn = db.reader().acquire().await?;
     let mut found: HashMap<String, Opportunity> =

@@ -54,6 +54,7 @@ fn status_to_proto(s: QueueStatus) -> pb::QueueStatus {
 }
 
 pub fn item_to_proto(i: &QueueItem) -> pb::QueueItem {
+    let (owner_id, team) = owners::fields(i.owner.as_ref());
     pb::QueueItem {
         lead_id: i.lead_id.to_string(),
         email: i.email.to_string(),
@@ -77,8 +78,8 @@ pub fn item_to_proto(i: &QueueItem) -> pb::QueueItem {
         disqualify_reason: i.disqualify_reason.clone(),
         campaign: i.campaign.clone(),
         channel: i.channel.as_ref().map(Code::to_string).unwrap_or_default(),
-        owner_id: i.owner.as_ref().map(|o| o.id.to_string()).unwrap_or_default(),
-        team: i.owner.as_ref().map(|o| o.team_str().to_owned()).unwrap_or_default(),
+        owner_id,
+        team,
     }
 }
 

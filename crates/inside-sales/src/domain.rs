@@ -10,7 +10,7 @@ use themodel_proto::marketing::v1::RecycleLeadRequest;
 use themodel_quality::{BantCondition, BantRecord, Definition, ReasonRefused};
 use themodel_runtime::Effects;
 use themodel_runtime::outbox::Handover;
-use themodel_runtime::owners::{Owner, Roster};
+use themodel_runtime::owners::{self, Owner, Roster};
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::{bant_to_proto, department_to_proto, money_to_proto};
 use themodel_values::{Code, Department, Email, LeadId, Money, OpportunityId, time};
@@ -105,11 +105,6 @@ fn names(c: &[BantCondition]) -> String {
     c.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
 
-/// An owner as events carry it: id and team, empty when unassigned.
-fn owner_fields(owner: Option<&Owner>) -> (String, String) {
-    owner.map(|o| (o.id.to_string(), o.team_str().to_owned())).unwrap_or_default()
-}
-
 fn event(at: Micros, e: pb::inside_sales_event::Event) -> pb::InsideSalesEvent {
     pb::InsideSalesEvent { occurred_at: Some(to_timestamp(at)), event: Some(e) }
 }
@@ -162,7 +157,7 @@ impl QueueItem {
             definition_version: lead.definition_version,
             owner: owner.as_ref().map(|(o, _)| o.clone()),
         };
-        let (owner_id, team) = owner_fields(item.owner.as_ref());
+        let (owner_id, team) = owners::fields(item.owner.as_ref());
         let out = Out::default().event(event(
             item.handed_over_at,
             pb::inside_sales_event::Event::LeadAccepted(pb::LeadAccepted {
@@ -196,7 +191,7 @@ impl QueueItem {
             return Ok(Out::default());
         }
         let previous = self.owner.replace(owner);
-        let (owner_id, team) = owner_fields(self.owner.as_ref());
+        let (owner_id, team) = owners::fields(self.owner.as_ref());
         Ok(Out::default().event(event(
             at,
             pb::inside_sales_event::Event::LeadAssigned(pb::LeadAssigned {
@@ -273,7 +268,7 @@ impl QueueItem {
         self.status = Status::Converted;
         self.opportunity_id = Some(c.opportunity_id.clone());
         self.definition_version = def.version;
-        let (owner_id, team) = owner_fields(self.owner.as_ref());
+        let (owner_id, team) = owners::fields(self.owner.as_ref());
         let handover = Handover::new(AcceptOpportunityRequest {
             request_id: String::new(),
             opportunity_id: c.opportunity_id.to_string(),
@@ -287,6 +282,7 @@ impl QueueItem {
             quality,
             definition_version: def.version,
             occurred_at: Some(to_timestamp(c.at)),
+            handed_over_by: self.owner.as_ref().map(|o| o.id.to_string()).unwrap_or_default(),
         });
         let mut out = Out::default().event(event(
             c.at,

@@ -1,8 +1,9 @@
--- Journeys now keep each lead's inside-sales rep and team (split
--- dimensions) and its quality opportunities: rebuilt from the department
--- streams.
+-- Journeys now keep each lead's inside-sales rep and team and its account
+-- executive (split dimensions) and its quality opportunities: rebuilt from
+-- the department streams.
 ALTER TABLE money_facts ADD COLUMN inside_sales_rep TEXT NOT NULL DEFAULT '';
 ALTER TABLE money_facts ADD COLUMN inside_sales_team TEXT NOT NULL DEFAULT '';
+ALTER TABLE money_facts ADD COLUMN account_executive TEXT NOT NULL DEFAULT '';
 
 DELETE FROM flow_counts;
 DELETE FROM cohort_counts;

@@ -252,7 +252,7 @@ fn version_page<T>(mut rows: Vec<T>, limit: i64, version: impl Fn(&T) -> i64) ->
 }
 
 /// The dimensions a funnel can be split by, as the contract names them.
-const DIMENSIONS: [(pb::Dimension, Dimension); 9] = [
+const DIMENSIONS: [(pb::Dimension, Dimension); 10] = [
     (pb::Dimension::Source, Dimension::Source),
     (pb::Dimension::Campaign, Dimension::Campaign),
     (pb::Dimension::Channel, Dimension::Channel),
@@ -262,6 +262,7 @@ const DIMENSIONS: [(pb::Dimension, Dimension); 9] = [
     (pb::Dimension::DefinitionVersion, Dimension::DefinitionVersion),
     (pb::Dimension::InsideSalesRep, Dimension::InsideSalesRep),
     (pb::Dimension::InsideSalesTeam, Dimension::InsideSalesTeam),
+    (pb::Dimension::AccountExecutive, Dimension::AccountExecutive),
 ];
 
 /// Revenue per currency as the contract gives it.

@@ -113,6 +113,8 @@ pub enum Effect {
 pub enum Role {
     /// The inside-sales rep who works the lead (and converts it).
     InsideSalesRep,
+    /// The account executive who works the lead's opportunity.
+    AccountExecutive,
 }
 
 /// What an amount of revenue was (docs/domain.md, "Revenue").
@@ -303,6 +305,8 @@ impl Decoded {
                 | None => Vec::new(),
             },
             Decoded::FieldSales(e) => match &e.event {
+                Some(F::OpportunityOpened(o)) => owned(&o.lead_id, Role::AccountExecutive, &o.owner_id, &o.team),
+                Some(F::OpportunityAssigned(a)) => owned(&a.lead_id, Role::AccountExecutive, &a.owner_id, &a.team),
                 Some(F::OpportunityWon(w)) => {
                     let mut e = reached(&w.lead_id, Metric::Wins);
                     e.extend(money(&w.lead_id, MoneyKind::Won, w.contract_value.as_ref()));
@@ -695,6 +699,21 @@ mod tests {
                 vec![],
             ),
             (Source::FieldSales, f(F::OpportunityOpened(Default::default())), vec![]),
+            (
+                Source::FieldSales,
+                f(F::OpportunityAssigned(fs::OpportunityAssigned {
+                    lead_id: "l1".into(),
+                    owner_id: "dan".into(),
+                    team: "north".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::Owned {
+                    lead: "l1".into(),
+                    role: Role::AccountExecutive,
+                    owner: "dan".into(),
+                    team: "north".into(),
+                }],
+            ),
             (
                 Source::FieldSales,
                 f(F::OpportunityWon(fs::OpportunityWon {

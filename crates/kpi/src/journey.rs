@@ -31,6 +31,7 @@ pub enum Dimension {
     DefinitionVersion,
     InsideSalesRep,
     InsideSalesTeam,
+    AccountExecutive,
 }
 
 impl Dimension {
@@ -45,7 +46,7 @@ impl Dimension {
         Dimension::DefinitionVersion,
     ];
 
-    pub const ALL: [Dimension; 9] = [
+    pub const ALL: [Dimension; 10] = [
         Dimension::Source,
         Dimension::Campaign,
         Dimension::Channel,
@@ -55,6 +56,7 @@ impl Dimension {
         Dimension::DefinitionVersion,
         Dimension::InsideSalesRep,
         Dimension::InsideSalesTeam,
+        Dimension::AccountExecutive,
     ];
 
     /// The name aggregates are stored under.
@@ -69,6 +71,7 @@ impl Dimension {
             Dimension::DefinitionVersion => "definition_version",
             Dimension::InsideSalesRep => "inside_sales_rep",
             Dimension::InsideSalesTeam => "inside_sales_team",
+            Dimension::AccountExecutive => "account_executive",
         }
     }
 }
@@ -139,6 +142,8 @@ pub struct Owners {
     pub inside_sales_rep: String,
     #[prost(string, tag = "2")]
     pub inside_sales_team: String,
+    #[prost(string, tag = "3")]
+    pub account_executive: String,
 }
 
 /// A recycle in a journey.
@@ -180,7 +185,7 @@ pub fn dims(capture: &Capture, definition: Option<&Definition>) -> Vec<String> {
             Dimension::CompanySizeBand => definition.map(|d| size_band(d, capture.company_size)).unwrap_or_default(),
             Dimension::JobTitleClass => definition.map(|d| title_class(d, &capture.job_title)).unwrap_or_default(),
             Dimension::DefinitionVersion => capture.definition_version.to_string(),
-            Dimension::InsideSalesRep | Dimension::InsideSalesTeam => String::new(),
+            Dimension::InsideSalesRep | Dimension::InsideSalesTeam | Dimension::AccountExecutive => String::new(),
         })
         .collect()
 }
@@ -256,6 +261,7 @@ impl Journey {
                 owners.inside_sales_rep = owner.to_owned();
                 owners.inside_sales_team = team.to_owned();
             }
+            Role::AccountExecutive => owners.account_executive = owner.to_owned(),
         }
     }
 
@@ -268,7 +274,7 @@ impl Journey {
             vec![String::new(); Dimension::CAPTURED.len()]
         };
         let owners = self.owners.clone().unwrap_or_default();
-        values.extend([owners.inside_sales_rep, owners.inside_sales_team]);
+        values.extend([owners.inside_sales_rep, owners.inside_sales_team, owners.account_executive]);
         values
     }
 
@@ -619,7 +625,10 @@ mod tests {
             2 => j.reach(Metric::Wins, t),
             3 => j.account(Metric::Churned, t, false, None),
             4 => j.account(Metric::Retained, t, true, None),
-            _ => j.own(Role::InsideSalesRep, "aki", "east"),
+            _ => {
+                j.own(Role::InsideSalesRep, "aki", "east");
+                j.own(Role::AccountExecutive, "dan", "north");
+            }
         };
         let run = |order: &[usize]| {
             let mut deltas = Deltas::default();

@@ -488,7 +488,7 @@ pub async fn list_leads(
     limit: i64,
 ) -> ApiResult<Vec<Lead>> {
     let list = NewestFirst { select: &format!("SELECT {COLUMNS} FROM leads"), time: "captured_at", id: "lead_id" };
-    let rows: Vec<LeadRow> = list.page(db, status.map(|s| ("status", s.code())), after, limit).await?;
+    let rows: Vec<LeadRow> = list.page(db, &Vec::from_iter(status.map(|s| ("status", s.code()))), after, limit).await?;
     Ok(leads(rows)?)
 }
 

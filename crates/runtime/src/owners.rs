@@ -48,6 +48,12 @@ impl fmt::Display for Owner {
     }
 }
 
+/// An owner as events and responses carry it: id and team, both empty
+/// when unassigned.
+pub fn fields(owner: Option<&Owner>) -> (String, String) {
+    owner.map(|o| (o.id.to_string(), o.team_str().to_owned())).unwrap_or_default()
+}
+
 /// A department's owners, in the order round-robin goes through them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {

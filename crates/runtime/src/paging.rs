@@ -51,12 +51,11 @@ pub struct NewestFirst<'a> {
 impl NewestFirst<'_> {
     /// Up to `limit` rows after `after` (the time and id of the previous
     /// page's last row; `None` for the first page), only those whose
-    /// column `filter.0` equals `filter.1` when a filter is given. Runs on
-    /// the read pool.
+    /// columns equal the `filters`' values. Runs on the read pool.
     pub async fn page<R>(
         &self,
         db: &Db,
-        filter: Option<(&str, &str)>,
+        filters: &[(&str, &str)],
         after: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<R>, sqlx::Error>
@@ -65,18 +64,17 @@ impl NewestFirst<'_> {
     {
         let NewestFirst { select, time, id } = *self;
         let (at, last) = after.unwrap_or((i64::MAX, String::new()));
-        let (only, n) = match filter {
-            Some((column, _)) => (format!("{column} = $1 AND "), 1),
-            None => (String::new(), 0),
-        };
+        let only: String =
+            filters.iter().enumerate().map(|(i, (column, _))| format!("{column} = ${} AND ", i + 1)).collect();
+        let n = filters.len();
         let (a, b, c) = (n + 1, n + 2, n + 3);
         let sql = format!(
             "{select} WHERE {only}({time} < ${a} OR ({time} = ${a} AND (${b} = '' OR {id} < ${b}))) \
              ORDER BY {time} DESC, {id} DESC LIMIT ${c}"
         );
         let mut q = sqlx::query_as::<_, R>(&sql);
-        if let Some((_, value)) = filter {
-            q = q.bind(value);
+        for (_, value) in filters {
+            q = q.bind(*value);
         }
         q.bind(at).bind(last).bind(limit).fetch_all(db.reader()).await
     }
@@ -117,15 +115,16 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page: Vec<(String, i64)> = list.page(&db, None, after.clone(), 2).await.expect("page");
+            let page: Vec<(String, i64)> = list.page(&db, &[], after.clone(), 2).await.expect("page");
             let Some((id, at)) = page.last().cloned() else { break };
             seen.extend(page.into_iter().map(|(id, _)| id));
             after = Some((at, id));
         }
         assert_eq!(seen, ["e", "d", "c", "b", "a"]);
 
-        let only_x: Vec<(String, i64)> =
-            list.page(&db, Some(("kind", "x")), Some((2, "d".into())), 10).await.expect("x");
+        let only_x: Vec<(String, i64)> = list.page(&db, &[("kind", "x")], Some((2, "d".into())), 10).await.expect("x");
         assert_eq!(only_x, [("c".to_owned(), 2), ("a".to_owned(), 1)]);
+        let both: Vec<(String, i64)> = list.page(&db, &[("kind", "x"), ("id", "a")], None, 10).await.expect("x, a");
+        assert_eq!(both, [("a".to_owned(), 1)]);
     }
 }

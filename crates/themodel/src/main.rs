@@ -104,6 +104,9 @@ struct Up {
     /// Inside-sales reps new leads are given to in turn: "team/rep, team/rep, rep".
     #[arg(long, env = "THEMODEL_INSIDE_SALES_OWNERS", default_value = "")]
     inside_sales_owners: Roster,
+    /// Account executives new opportunities are given to in turn: "team/ae, ae".
+    #[arg(long, env = "THEMODEL_FIELD_SALES_OWNERS", default_value = "")]
+    field_sales_owners: Roster,
     #[command(flatten)]
     common: Common,
 }
@@ -132,7 +135,7 @@ struct Serve {
     #[arg(long, env = "THEMODEL_DEFINITION_REFRESH_SECS", default_value_t = 10)]
     definition_refresh_secs: u64,
     /// The department's owners, whom new records are given to in turn
-    /// (inside-sales reps): "team/owner, team/owner, owner". Empty: records
+    /// (inside-sales reps, account executives): "team/owner, team/owner, owner". Empty: records
     /// stay unassigned until a request names an owner.
     #[arg(long, env = "THEMODEL_OWNERS", default_value = "")]
     owners: Roster,
@@ -187,6 +190,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     options.writer_queue = up.common.writer_queue.max(1);
     options.dead_letter_after = up.common.dead_letter_after.max(1);
     options.owners.insert(ServiceName::InsideSales, up.inside_sales_owners);
+    options.owners.insert(ServiceName::FieldSales, up.field_sales_owners);
     let mut suite = Suite::start(options).await?;
     for name in ServiceName::ALL {
         tracing::info!(service = %name, addr = %suite.addr(name), "listening");
