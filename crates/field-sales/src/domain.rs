@@ -151,10 +151,9 @@ impl Opportunity {
         if !self.phase.is_open() {
             return Err(Refused::Closed(self.phase));
         }
-        if self.owner.as_ref() == Some(&owner) {
+        let Some(previous_owner_id) = owners::reassign(&mut self.owner, owner) else {
             return Ok(Out::default());
-        }
-        let previous = self.owner.replace(owner);
+        };
         let (owner_id, team) = owners::fields(self.owner.as_ref());
         Ok(Out::default().event(event(
             at,
@@ -163,7 +162,7 @@ impl Opportunity {
                 lead_id: self.lead_id.to_string(),
                 owner_id,
                 team,
-                previous_owner_id: previous.map(|o| o.id.into_string()).unwrap_or_default(),
+                previous_owner_id,
                 assignment_rule: AssignmentRule::Requested as i32,
             }),
         )))

@@ -187,10 +187,9 @@ impl QueueItem {
     /// they own it already.
     pub fn assign(&mut self, owner: Owner, at: Micros) -> Result<Out, Refused> {
         self.ensure_open()?;
-        if self.owner.as_ref() == Some(&owner) {
+        let Some(previous_owner_id) = owners::reassign(&mut self.owner, owner) else {
             return Ok(Out::default());
-        }
-        let previous = self.owner.replace(owner);
+        };
         let (owner_id, team) = owners::fields(self.owner.as_ref());
         Ok(Out::default().event(event(
             at,
@@ -198,7 +197,7 @@ impl QueueItem {
                 lead_id: self.lead_id.to_string(),
                 owner_id,
                 team,
-                previous_owner_id: previous.map(|o| o.id.into_string()).unwrap_or_default(),
+                previous_owner_id,
                 assignment_rule: common::AssignmentRule::Requested as i32,
             }),
         )))

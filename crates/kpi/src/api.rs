@@ -1006,6 +1006,6 @@ mod tests {
     #[test]
     fn every_dimension_has_its_name_in_the_contract() {
         let mapped: Vec<Dimension> = DIMENSIONS.iter().map(|(_, d)| *d).collect();
-        assert_eq!(mapped, Dimension::ALL);
+        assert_eq!(mapped, Dimension::all().collect::<Vec<_>>());
     }
 }

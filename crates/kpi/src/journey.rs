@@ -46,18 +46,14 @@ impl Dimension {
         Dimension::DefinitionVersion,
     ];
 
-    pub const ALL: [Dimension; 10] = [
-        Dimension::Source,
-        Dimension::Campaign,
-        Dimension::Channel,
-        Dimension::Industry,
-        Dimension::CompanySizeBand,
-        Dimension::JobTitleClass,
-        Dimension::DefinitionVersion,
-        Dimension::InsideSalesRep,
-        Dimension::InsideSalesTeam,
-        Dimension::AccountExecutive,
-    ];
+    /// The owners a journey keeps, in order after the captured ones.
+    pub const OWNED: [Dimension; 3] =
+        [Dimension::InsideSalesRep, Dimension::InsideSalesTeam, Dimension::AccountExecutive];
+
+    /// Every dimension: the captured ones, then the owned ones.
+    pub fn all() -> impl Iterator<Item = Dimension> {
+        Dimension::CAPTURED.into_iter().chain(Dimension::OWNED)
+    }
 
     /// The name aggregates are stored under.
     pub fn code(self) -> &'static str {
@@ -265,7 +261,7 @@ impl Journey {
         }
     }
 
-    /// The lead's value of each dimension, in [`Dimension::ALL`]'s order.
+    /// The lead's value of each dimension, in [`Dimension::all`]'s order.
     /// Until its capture is read the captured ones are empty.
     pub fn values(&self) -> Vec<String> {
         let mut values = if self.captured_at.is_some() && self.dims.len() == Dimension::CAPTURED.len() {
@@ -274,7 +270,12 @@ impl Journey {
             vec![String::new(); Dimension::CAPTURED.len()]
         };
         let owners = self.owners.clone().unwrap_or_default();
-        values.extend([owners.inside_sales_rep, owners.inside_sales_team, owners.account_executive]);
+        values.extend(Dimension::OWNED.map(|d| match d {
+            Dimension::InsideSalesRep => owners.inside_sales_rep.clone(),
+            Dimension::InsideSalesTeam => owners.inside_sales_team.clone(),
+            Dimension::AccountExecutive => owners.account_executive.clone(),
+            _ => String::new(),
+        }));
         values
     }
 
@@ -435,7 +436,7 @@ impl Journey {
 /// What one journey adds to the aggregates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Contribution {
-    /// The lead's value of each dimension, in [`Dimension::ALL`]'s order.
+    /// The lead's value of each dimension, in [`Dimension::all`]'s order.
     pub values: Vec<String>,
     /// Flow events: what, on which business day.
     pub flow: Vec<(Metric, i64)>,
@@ -464,7 +465,7 @@ impl Deltas {
     /// under each dimension's value.
     pub fn add(&mut self, c: &Contribution, sign: i64) {
         let series = std::iter::once(("", String::new()))
-            .chain(Dimension::ALL.iter().zip(&c.values).map(|(d, v)| (d.code(), v.clone())));
+            .chain(Dimension::all().zip(&c.values).map(|(d, v)| (d.code(), v.clone())));
         for (dim, value) in series {
             for &(metric, day) in &c.flow {
                 *self.flow.entry((dim, value.clone(), day, metric)).or_insert(0) += sign;

@@ -198,7 +198,7 @@ pub async fn write_page(
         let rows = money
             .iter()
             .flat_map(|(lead, c)| c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, &c.values)));
-        let dims: Vec<&str> = Dimension::ALL.iter().map(|d| d.code()).collect();
+        let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
         script.insert_rows(
             &format!("INSERT INTO money_facts (lead_id, n, day, kind, currency, units, nanos, {})", dims.join(", ")),
             7 + dims.len(),

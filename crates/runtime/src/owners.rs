@@ -54,6 +54,16 @@ pub fn fields(owner: Option<&Owner>) -> (String, String) {
     owner.map(|o| (o.id.to_string(), o.team_str().to_owned())).unwrap_or_default()
 }
 
+/// Gives a record whose owner is `slot` to `owner`. Returns the previous
+/// owner's id (empty: nobody) when that changed the owner, `None` when
+/// `owner` had it already (nothing to record).
+pub fn reassign(slot: &mut Option<Owner>, owner: Owner) -> Option<String> {
+    if slot.as_ref() == Some(&owner) {
+        return None;
+    }
+    Some(slot.replace(owner).map(|o| o.id.into_string()).unwrap_or_default())
+}
+
 /// A department's owners, in the order round-robin goes through them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
@@ -200,5 +210,16 @@ mod tests {
         assert_eq!(open.owner("zed").expect("any id without a roster").team, None);
         assert!(open.keeps(&Owner { id: OwnerId::parse("zed").expect("id"), team: None }));
         assert!(!r.keeps(&Owner { id: OwnerId::parse("zed").expect("id"), team: None }));
+    }
+
+    #[test]
+    fn reassigning_says_whom_it_took_the_record_from() {
+        let r: Roster = "east/aki, west/chika".parse().expect("valid");
+        let (aki, chika) = (r.owner("aki").expect("aki"), r.owner("chika").expect("chika"));
+        let mut slot = None;
+        assert_eq!(reassign(&mut slot, aki.clone()), Some(String::new()), "from nobody");
+        assert_eq!(reassign(&mut slot, aki), None, "already theirs");
+        assert_eq!(reassign(&mut slot, chika.clone()), Some("aki".to_owned()));
+        assert_eq!(slot, Some(chika));
     }
 }
