@@ -107,10 +107,6 @@ impl Roster {
         self.owners.is_empty()
     }
 
-    pub fn owners(&self) -> &[Owner] {
-        &self.owners
-    }
-
     /// The owner a request names. With a roster, one of its owners (an
     /// unknown id is refused with the roster's ids); without one, any
     /// well-formed id, in no team.
