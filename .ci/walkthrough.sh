@@ -52,4 +52,9 @@ attainment=$(grpcurl -plaintext -d '{"start_date": "2026-11-15", "period_unit": 
 for want in '"target": "3"' '"actual": "2"' '"attainment": 1.2'; do
   grep -q "$want" <<<"$attainment" || { echo "attainment lacks $want: $attainment" >&2; exit 1; }
 done
-echo "README walkthrough: $n steps as written, funnel as promised"
+retention=$(grpcurl -plaintext -d '{"start_date": "2026-12-01", "period_unit": "PERIOD_UNIT_MONTH"}' \
+  localhost:50055 themodel.kpi.v1.KpiService/GetRetention)
+for want in '"accountsAtStart": "1"' '"grossRevenueRetention": 1' '"netRevenueRetention": 1'; do
+  grep -q "$want" <<<"$retention" || { echo "retention lacks $want: $retention" >&2; exit 1; }
+done
+echo "README walkthrough: $n steps as written, funnel and retention as promised"

@@ -19,5 +19,6 @@ mod overload;
 mod owners;
 mod planning;
 mod postgres;
+mod retention;
 mod targets;
 mod views;

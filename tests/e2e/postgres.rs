@@ -81,6 +81,12 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     crate::targets::targets_after_autumn(&t).await;
     t.suite.shutdown().await.unwrap();
 
+    // Retention.
+    let t = dbs.suite(|_| {}).await;
+    crate::retention::accounts(&t).await;
+    crate::retention::assert_retention(&t).await;
+    t.suite.shutdown().await.unwrap();
+
     // Owners and the KPIs per rep.
     let t = dbs.suite(crate::owners::roster).await;
     crate::owners::reps_and_their_kpis(&t).await;

@@ -56,7 +56,7 @@ pub async fn autumn(t: &TestSuite) {
 /// Captures lead `id` from `source` on day `captured`, hands it over,
 /// converts it into opportunity `opp-{id}` on day `converted` and walks that
 /// to the approval phase.
-async fn to_approval(t: &TestSuite, id: &str, source: &str, captured: &str, converted: &str) {
+pub async fn to_approval(t: &TestSuite, id: &str, source: &str, captured: &str, converted: &str) {
     let mut req = lead(id, &format!("{captured}T09:00:00Z"));
     req.source = source.into();
     capture(t, req).await;

@@ -28,7 +28,7 @@ impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
         match &r {
             Refused::Churned(id) => ApiError::precondition("STATE", format!("accounts/{id}"), r.to_string()),
-            Refused::Money { account, .. } => {
+            Refused::Money { account, .. } | Refused::RenewalCurrency { account, .. } => {
                 ApiError::precondition("CONTRACT_VALUE", format!("accounts/{account}"), r.to_string())
             }
             Refused::TermPastEnd(_) => ApiError::precondition("TERM", "term_months", r.to_string()),

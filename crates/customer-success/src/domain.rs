@@ -7,7 +7,7 @@ use themodel_proto::customersuccess::v1 as pb;
 use themodel_runtime::Effects;
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::money_to_proto;
-use themodel_values::{AccountId, Code, LeadId, Money, MoneyError, OpportunityId, Term, time};
+use themodel_values::{AccountId, Code, Currency, LeadId, Money, MoneyError, OpportunityId, Term, time};
 
 /// Customer success' effects: its events.
 pub type Out = Effects<pb::CustomerSuccessEvent>;
@@ -70,6 +70,11 @@ pub enum Refused {
     Churned(AccountId),
     #[error("account {account} cannot take this deal: {cause}")]
     Money { account: AccountId, cause: MoneyError },
+    #[error(
+        "account {account} is contracted in {current}; a renewal's contract value must be in {current} too \
+         (amounts are never converted)"
+    )]
+    RenewalCurrency { account: AccountId, current: Currency },
     #[error("a {0}-month term from then would end after 9999-12-31")]
     TermPastEnd(u32),
 }
@@ -162,6 +167,14 @@ impl Account {
         if self.status == Status::Churned {
             return Err(Refused::Churned(self.account_id.clone()));
         }
+        if let Some(v) = &value
+            && v.currency() != self.contract_value.currency()
+        {
+            return Err(Refused::RenewalCurrency {
+                account: self.account_id.clone(),
+                current: self.contract_value.currency(),
+            });
+        }
         let term = term.unwrap_or(self.term);
         let ends = term_end(self.term_ends_at.max(at), term)?;
         self.term = term;
@@ -202,8 +215,6 @@ impl Account {
 
 #[cfg(test)]
 mod tests {
-    use themodel_values::Currency;
-
     use super::*;
 
     fn money(code: &str, units: i64) -> Money {
@@ -278,6 +289,16 @@ mod tests {
             Err(Refused::Money { cause: MoneyError::CurrencyMismatch(..), .. })
         ));
         assert_eq!(a, before, "a refused expansion changes nothing");
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_contracts_currency() {
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho").expect("opens");
+        let before = a.clone();
+        assert!(matches!(a.renew(None, Some(money("USD", 10_000)), 5), Err(Refused::RenewalCurrency { .. })));
+        assert_eq!(a, before, "a refused renewal changes nothing");
+        a.renew(None, Some(money("JPY", 900_000)), 5).expect("same currency");
+        assert_eq!(a.contract_value, money("JPY", 900_000));
     }
 
     #[test]

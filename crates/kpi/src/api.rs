@@ -1,6 +1,6 @@
 //! `themodel.kpi.v1.KpiService`: the funnel, and the shared quality definitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::domain::Rate;
 use crate::journey::{Dimension, StepKind};
 use crate::period;
 use crate::planning::{self, Factor, Plan, PlanRates, RateSource};
+use crate::retention;
 use crate::store::{self, Key, Writes};
 use crate::targets::{self, Progress, Target};
 
@@ -68,14 +69,7 @@ impl FunnelQuery {
         if view == Some(pb::View::Flow) && !req.as_of_date.is_empty() {
             v.add("as_of_date", "applies to VIEW_COHORT only (the flow view counts the period's events)");
         }
-        let split = match pb::Dimension::try_from(req.split_by) {
-            Ok(pb::Dimension::Unspecified) => Ok(None),
-            Ok(d) => lookup(&DIMENSIONS, d).map(Some).ok_or(()),
-            Err(_) => Err(()),
-        };
-        if split.is_err() {
-            v.add("split_by", format!("{} (or unset: no split)", one_of(&DIMENSIONS, pb::Dimension::as_str_name)));
-        }
+        let split = split_by(&mut v, req.split_by);
         v.build(|| {
             let view = view?;
             let basis = match view {
@@ -83,9 +77,23 @@ impl FunnelQuery {
                 _ => store::Basis::Flow,
             };
             let (start, end) = period?;
-            Some(FunnelQuery { start, end, view, basis, split: split.ok()? })
+            Some(FunnelQuery { start, end, view, basis, split: split? })
         })
     }
+}
+
+/// A request's `split_by`: `Some(None)` when unset (no split), `None` when
+/// it is not a dimension (a violation is added).
+fn split_by(v: &mut Violations, wire: i32) -> Option<Option<Dimension>> {
+    let split = match pb::Dimension::try_from(wire) {
+        Ok(pb::Dimension::Unspecified) => Some(None),
+        Ok(d) => lookup(&DIMENSIONS, d).map(Some),
+        Err(_) => None,
+    };
+    if split.is_none() {
+        v.add("split_by", format!("{} (or unset: no split)", one_of(&DIMENSIONS, pb::Dimension::as_str_name)));
+    }
+    split
 }
 
 /// A request's period: `[start_date, end_date)`, or the period of `unit`
@@ -125,6 +133,7 @@ period_requests!(
     pb::SetTargetsRequest,
     pb::ListTargetsRequest,
     pb::GetAttainmentRequest,
+    pb::GetRetentionRequest,
 );
 
 /// The units a period can be named by, as the contract names them.
@@ -804,6 +813,85 @@ impl Api {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn get_retention(&self, req: pb::GetRetentionRequest) -> ApiResult<pb::GetRetentionResponse> {
+        let mut v = Violations::new();
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let split = split_by(&mut v, req.split_by);
+        let ((start, end), split) = v.build(|| Some((period?, split?)))?;
+
+        self.catch_up().await;
+        let db = self.writer.db();
+        let histories = store::account_histories(db, end).await?;
+        // Each account's split value: the lead's whose deal opened it.
+        let values: HashMap<String, String> = match split {
+            None => HashMap::new(),
+            Some(dim) => {
+                let accounts: Vec<&str> = histories.keys().map(String::as_str).collect();
+                let opening = store::opening_leads(db, &accounts).await?;
+                let leads: Vec<&str> = opening.values().map(String::as_str).collect();
+                let mut conn = db.reader().acquire().await?;
+                let journeys = store::journeys(&mut conn, db, &leads).await?;
+                let at = Dimension::all().position(|d| d == dim).unwrap_or_default();
+                opening
+                    .into_iter()
+                    .map(|(account, lead)| {
+                        let value = journeys.get(&lead).map(|j| j.values().swap_remove(at)).unwrap_or_default();
+                        (account, value)
+                    })
+                    .collect()
+            }
+        };
+        let mut total = retention::Retention::default();
+        let mut splits: BTreeMap<&str, retention::Retention> = BTreeMap::new();
+        for (account, changes) in &histories {
+            total.add_account(changes, start);
+            if split.is_some() {
+                let value = values.get(account).map_or("", String::as_str);
+                splits.entry(value).or_default().add_account(changes, start);
+            }
+        }
+        splits.retain(|_, r| *r != retention::Retention::default());
+        let to_proto = |r: &retention::Retention| pb::Retention {
+            start_date: domain::format_day(start),
+            end_date: domain::format_day(end),
+            time_zone: self.time_zone.clone(),
+            accounts_at_start: r.accounts_at_start,
+            churned_accounts: r.churned_accounts,
+            logo_churn_rate: r.logo_churn_rate(),
+            accounts_at_end: r.accounts_at_end,
+            revenue: r
+                .money
+                .iter()
+                .map(|(currency, m)| {
+                    let money = |nanos: i128| Some(domain::money(currency, nanos));
+                    pb::RecurringRevenue {
+                        currency_code: currency.clone(),
+                        accounts_at_start: m.accounts_at_start,
+                        start_arr: money(m.start),
+                        churned: money(m.churned),
+                        contraction: money(m.contraction),
+                        expansion: money(m.expansion),
+                        end_arr: money(m.end),
+                        gross_revenue_retention: m.gross_retention(),
+                        net_revenue_retention: m.net_retention(),
+                        revenue_churn_rate: m.revenue_churn_rate(),
+                        average_revenue_per_account: m.average_per_account(end - start).and_then(money),
+                        lifetime_value: m.lifetime_value(end - start).and_then(money),
+                    }
+                })
+                .collect(),
+        };
+        Ok(pb::GetRetentionResponse {
+            retention: Some(to_proto(&total)),
+            split_by: req.split_by,
+            splits: splits
+                .iter()
+                .map(|(value, r)| pb::RetentionSplit { value: (*value).to_owned(), retention: Some(to_proto(r)) })
+                .collect(),
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(lead = %req.lead_id))]
     async fn get_journey(&self, req: pb::GetJourneyRequest) -> ApiResult<pb::GetJourneyResponse> {
         let mut v = Violations::new();
@@ -968,6 +1056,13 @@ impl KpiService for Api {
         request: Request<pb::GetAttainmentRequest>,
     ) -> Result<Response<pb::GetAttainmentResponse>, Status> {
         Ok(Response::new(Api::get_attainment(self, request.into_inner()).await?))
+    }
+
+    async fn get_retention(
+        &self,
+        request: Request<pb::GetRetentionRequest>,
+    ) -> Result<Response<pb::GetRetentionResponse>, Status> {
+        Ok(Response::new(Api::get_retention(self, request.into_inner()).await?))
     }
 
     async fn get_journey(

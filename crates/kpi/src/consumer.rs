@@ -146,7 +146,7 @@ impl Consumer {
                 | Effect::Owned { lead, .. } => {
                     leads.insert(lead.clone());
                 }
-                Effect::Visit(_) | Effect::Account { .. } => {}
+                Effect::Visit(_) | Effect::Account { .. } | Effect::AccountValue { .. } => {}
             }
         }
         let keys: Vec<&str> = leads.iter().map(String::as_str).collect();
@@ -167,6 +167,7 @@ impl Consumer {
 
         let mut visits = Vec::new();
         let mut joins = Vec::new();
+        let mut values = Vec::new();
         for (at, effect) in effects {
             let at = *at;
             match effect {
@@ -190,6 +191,14 @@ impl Consumer {
                 Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
                 Effect::Recycled { lead, reason } => loaded(&mut journeys, lead)?.recycle(at, reason),
                 Effect::Owned { lead, role, owner, team } => loaded(&mut journeys, lead)?.own(*role, owner, team),
+                Effect::AccountValue { account, value } => {
+                    values.push(store::AccountValue {
+                        account: account.as_str(),
+                        at,
+                        day: domain::business_day(at, self.tz),
+                        value: value.as_ref(),
+                    });
+                }
             }
         }
         // Amounts are kept one row each; a journey's rows are rewritten when
@@ -207,6 +216,7 @@ impl Consumer {
         }
         deltas.settle();
         store::write_page(tx, &self.db, &journeys, &joins, &deltas, &money).await?;
+        store::add_account_values(tx, &values).await?;
         store::add_visits(tx, &visits).await
     }
 

@@ -106,6 +106,10 @@ pub enum Effect {
     Recycled { lead: String, reason: String },
     /// A lead was given to an owner (empty team: none).
     Owned { lead: String, role: Role, owner: String, team: String },
+    /// An account's contract value after it opened, expanded or renewed
+    /// (`None`: it churned). Read in stream order, these are each account's
+    /// history, which retention is measured on.
+    AccountValue { account: String, value: Option<Amount> },
 }
 
 /// Whose owner an [`Effect::Owned`] names.
@@ -264,6 +268,9 @@ impl Decoded {
             let owned = Effect::Owned { lead: lead.to_owned(), role, owner: owner.to_owned(), team: team.to_owned() };
             if owner.is_empty() { Vec::new() } else { vec![owned] }
         };
+        let valued = |account: &str, value: Option<&common::Money>| {
+            Amount::of(value).map(|v| Effect::AccountValue { account: account.to_owned(), value: Some(v) })
+        };
         let money = |lead: &str, kind, amount: Option<&common::Money>| {
             Amount::of(amount).map(|amount| Effect::Money { lead: lead.to_owned(), kind, amount })
         };
@@ -320,17 +327,25 @@ impl Decoded {
                     let mut e =
                         vec![Effect::Joined { account: o.account_id.clone(), lead: o.lead_id.clone(), opening: true }];
                     e.extend(money(&o.lead_id, MoneyKind::NewBusiness, o.contract_value.as_ref()));
+                    e.extend(valued(&o.account_id, o.contract_value.as_ref()));
                     e
                 }
                 Some(C::AccountExpanded(x)) => {
                     let mut e =
                         vec![Effect::Joined { account: x.account_id.clone(), lead: x.lead_id.clone(), opening: false }];
                     e.extend(money(&x.lead_id, MoneyKind::Expansion, x.deal_value.as_ref()));
+                    e.extend(valued(&x.account_id, x.contract_value.as_ref()));
                     e
                 }
-                Some(C::RenewalRecorded(r)) => account(&r.account_id, Metric::Retained, None),
+                Some(C::RenewalRecorded(r)) => {
+                    let mut e = account(&r.account_id, Metric::Retained, None);
+                    e.extend(valued(&r.account_id, r.contract_value.as_ref()));
+                    e
+                }
                 Some(C::ChurnRecorded(c)) => {
-                    account(&c.account_id, Metric::Churned, Amount::of(c.contract_value.as_ref()))
+                    let mut e = account(&c.account_id, Metric::Churned, Amount::of(c.contract_value.as_ref()));
+                    e.push(Effect::AccountValue { account: c.account_id.clone(), value: None });
+                    e
                 }
                 None => Vec::new(),
             },
@@ -752,6 +767,7 @@ mod tests {
                 vec![
                     Effect::Joined { account: "a1".into(), lead: "l1".into(), opening: false },
                     Effect::Money { lead: "l1".into(), kind: MoneyKind::Expansion, amount: amount(300_000) },
+                    Effect::AccountValue { account: "a1".into(), value: Some(amount(1_500_000)) },
                 ],
             ),
             (
@@ -761,12 +777,28 @@ mod tests {
             ),
             (
                 Source::CustomerSuccess,
+                c(C::RenewalRecorded(cs::RenewalRecorded {
+                    account_id: "a1".into(),
+                    contract_value: yen(900_000),
+                    ..Default::default()
+                })),
+                [
+                    account(Metric::Retained),
+                    vec![Effect::AccountValue { account: "a1".into(), value: Some(amount(900_000)) }],
+                ]
+                .concat(),
+            ),
+            (
+                Source::CustomerSuccess,
                 c(C::ChurnRecorded(cs::ChurnRecorded {
                     account_id: "a1".into(),
                     contract_value: yen(1_500_000),
                     ..Default::default()
                 })),
-                vec![Effect::Account { account: "a1".into(), metric: Metric::Churned, lost: Some(amount(1_500_000)) }],
+                vec![
+                    Effect::Account { account: "a1".into(), metric: Metric::Churned, lost: Some(amount(1_500_000)) },
+                    Effect::AccountValue { account: "a1".into(), value: None },
+                ],
             ),
             (Source::Marketing, pack(&common::OutboxEvent { occurred_at: at(), event: None }), vec![]),
         ];

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod journey;
 pub mod period;
 pub mod planning;
+pub mod retention;
 pub mod store;
 pub mod targets;
 pub mod visitors;

@@ -13,6 +13,7 @@ use themodel_runtime::time::Micros;
 
 use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
 use crate::journey::{Contribution, Deltas, Dimension, Journey};
+use crate::retention;
 use crate::visitors::{self, Cells};
 
 pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
@@ -34,6 +35,7 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
         "DELETE FROM money_facts",
         "DELETE FROM journeys",
         "DELETE FROM account_leads",
+        "DELETE FROM account_values",
         "DELETE FROM visitor_days",
         "DELETE FROM visitor_spans",
         "DELETE FROM cursors",
@@ -219,6 +221,72 @@ pub async fn write_page(
     }
     script.run(conn).await?;
     Ok(())
+}
+
+/// A change of an account's contract value, as the consumer read it.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountValue<'a> {
+    pub account: &'a str,
+    pub at: Micros,
+    /// The business day of `at`.
+    pub day: i64,
+    /// The value after the change; `None` when the account churned.
+    pub value: Option<&'a domain::Amount>,
+}
+
+/// Appends changes to their accounts' histories, in the caller's
+/// transaction and in the order given (each gets the next number of its
+/// account).
+pub async fn add_account_values(conn: &mut Conn, values: &[AccountValue<'_>]) -> anyhow::Result<()> {
+    for v in values {
+        let (currency, units, nanos) = v.value.map_or(("", 0, 0), |a| (a.currency.as_str(), a.units, a.nanos));
+        sqlx::query(
+            "INSERT INTO account_values (account_id, n, at, day, currency, units, nanos) \
+             SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM account_values WHERE account_id = $1",
+        )
+        .bind(v.account)
+        .bind(v.at)
+        .bind(v.day)
+        .bind(currency)
+        .bind(units)
+        .bind(i64::from(nanos))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every account's value history up to business day `end` (exclusive): per
+/// account, its changes in time order (changes at the same moment in the
+/// order they were recorded).
+pub async fn account_histories(db: &Db, end: i64) -> anyhow::Result<BTreeMap<String, Vec<retention::Change>>> {
+    let rows: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT account_id, day, currency, units, nanos FROM account_values WHERE day < $1 \
+         ORDER BY account_id, at, n",
+    )
+    .bind(end)
+    .fetch_all(db.reader())
+    .await?;
+    let mut out: BTreeMap<String, Vec<retention::Change>> = BTreeMap::new();
+    for (account, day, currency, units, nanos) in rows {
+        let value = (!currency.is_empty()).then(|| (currency, domain::total_nanos(units, nanos)));
+        out.entry(account).or_default().push(retention::Change { day, value });
+    }
+    Ok(out)
+}
+
+/// The lead whose won deal opened each of `accounts`.
+pub async fn opening_leads(db: &Db, accounts: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+    let mut conn = db.reader().acquire().await?;
+    let rows: Vec<(String, String)> = select_in(
+        &mut conn,
+        db,
+        "SELECT account_id, lead_id FROM account_leads WHERE opening = 1 AND account_id IN ",
+        "",
+        accounts,
+    )
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Adds visitor days (with their index cells), in the caller's transaction.
