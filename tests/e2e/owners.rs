@@ -6,10 +6,11 @@ use std::time::Duration;
 use themodel::{ServiceName, SuiteOptions};
 use themodel_e2e::{TestSuite, ts};
 use themodel_proto::common::v1::Bant;
+use themodel_proto::customersuccess::v1 as cs;
 use themodel_proto::fieldsales::v1 as fs;
 use themodel_proto::insidesales::v1 as is;
 use themodel_proto::kpi::v1 as kpi;
-use tonic::Code;
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::flows::*;
@@ -231,4 +232,112 @@ async fn without_a_roster_leads_wait_unassigned_and_any_rep_may_be_named() {
     let err = t.inside_sales.clone().list_queue(req).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.get_details_bad_request().unwrap().field_violations[0].field, "owner_id");
+}
+
+/// Customer success' roster in [`managers_and_their_books`].
+pub fn managers(o: &mut SuiteOptions) {
+    o.owners.insert(ServiceName::CustomerSuccess, "care/cy, care/dee".parse().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn customer_success_managers_own_accounts_and_their_retention() {
+    let t = TestSuite::start_with(managers).await;
+    managers_and_their_books(&t).await;
+}
+
+async fn assign_account(
+    t: &TestSuite,
+    request_id: &str,
+    account_id: &str,
+    owner_id: &str,
+) -> Result<cs::Account, Status> {
+    let req = cs::AssignAccountRequest {
+        request_id: request_id.into(),
+        account_id: account_id.into(),
+        owner_id: owner_id.into(),
+        occurred_at: ts("2026-11-20T12:00:00Z"),
+    };
+    t.customer_success.clone().assign_account(req).await.map(|r| r.into_inner().account.unwrap())
+}
+
+async fn book_of(t: &TestSuite, owner_id: &str, status: cs::AccountStatus) -> Vec<String> {
+    let req = cs::ListAccountsRequest { owner_id: owner_id.into(), status: status as i32, ..Default::default() };
+    let accounts = t.customer_success.clone().list_accounts(req).await.unwrap().into_inner().accounts;
+    accounts.into_iter().map(|a| a.account_id).collect()
+}
+
+/// The accounts of [`crate::retention::accounts`] go round the managers;
+/// acct-c is moved to dee; the KPIs per manager.
+pub async fn managers_and_their_books(t: &TestSuite) {
+    crate::retention::accounts(t).await;
+    let mut owners = Vec::new();
+    for id in ["a", "b", "c", "d", "e"] {
+        let a = account(t, &format!("acct-{id}")).await;
+        owners.push(format!("{}/{}", a.team, a.owner_id));
+    }
+    // d's expansion kept its manager.
+    assert_eq!(owners, ["care/cy", "care/dee", "care/cy", "care/dee", "care/cy"]);
+
+    let moved = assign_account(t, "give-c", "acct-c", "dee").await.unwrap();
+    assert_eq!((moved.owner_id.as_str(), moved.team.as_str()), ("dee", "care"));
+    assert_eq!(assign_account(t, "give-c", "acct-c", "dee").await.unwrap(), moved, "replayed");
+    let refused = assign_account(t, "give-c-zed", "acct-c", "zed").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let violations = refused.get_details_bad_request().unwrap().field_violations;
+    assert!(violations[0].description.contains("one of cy, dee"), "{}", violations[0].description);
+    let churned = assign_account(t, "give-b", "acct-b", "cy").await.unwrap_err();
+    assert_eq!(churned.code(), Code::FailedPrecondition, "a churned account keeps the manager it churned with");
+    assert_eq!(assign_account(t, "give-ghost", "acct-ghost", "cy").await.unwrap_err().code(), Code::NotFound);
+
+    // Each manager's book, newest first, and by status.
+    assert_eq!(book_of(t, "dee", cs::AccountStatus::Unspecified).await, ["acct-d", "acct-c", "acct-b"]);
+    assert_eq!(book_of(t, "dee", cs::AccountStatus::Churned).await, ["acct-b"]);
+    assert_eq!(book_of(t, "cy", cs::AccountStatus::Unspecified).await, ["acct-e", "acct-a"]);
+
+    // November's funnel per manager: every lead whose deal went into an
+    // account is filed under its manager (d2 under d's, dee).
+    let req = kpi::GetFunnelRequest {
+        start_date: "2026-11-01".into(),
+        end_date: "2026-12-01".into(),
+        split_by: kpi::Dimension::CustomerSuccessManager as i32,
+        ..Default::default()
+    };
+    let r = t.suite.settled_funnel_response(req, Duration::from_secs(20)).await.unwrap();
+    let rows: Vec<(&str, i64, i64, i64, Option<f64>)> = r
+        .splits
+        .iter()
+        .map(|s| {
+            let f = s.funnel.as_ref().unwrap();
+            (s.value.as_str(), f.wins, f.retained, f.churned, f.renewal_rate)
+        })
+        .collect();
+    assert_eq!(rows, [("cy", 1, 1, 0, Some(1.0)), ("dee", 1, 1, 1, Some(0.5))]);
+
+    // Retention per manager: cy kept a (renewed up), dee lost b, shrank c
+    // and grew d.
+    let req = kpi::GetRetentionRequest {
+        start_date: "2026-11-01".into(),
+        period_unit: kpi::PeriodUnit::Month as i32,
+        split_by: kpi::Dimension::CustomerSuccessManager as i32,
+        ..Default::default()
+    };
+    let r = t.kpi.clone().get_retention(req).await.unwrap().into_inner();
+    let rows: Vec<(&str, i64, i64, [i64; 5])> = r
+        .splits
+        .iter()
+        .map(|s| {
+            let r = s.retention.as_ref().unwrap();
+            let m = &r.revenue[0];
+            let units = [&m.start_arr, &m.churned, &m.contraction, &m.expansion, &m.end_arr]
+                .map(|m| m.as_ref().map_or(0, |m| m.units));
+            (s.value.as_str(), r.accounts_at_start, r.churned_accounts, units)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("cy", 1, 0, [1_200_000, 0, 0, 300_000, 2_700_000]),
+            ("dee", 3, 1, [3_600_000, 1_200_000, 300_000, 1_200_000, 3_300_000])
+        ]
+    );
 }

@@ -91,6 +91,9 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     let t = dbs.suite(crate::owners::roster).await;
     crate::owners::reps_and_their_kpis(&t).await;
     t.suite.shutdown().await.unwrap();
+    let t = dbs.suite(crate::owners::managers).await;
+    crate::owners::managers_and_their_books(&t).await;
+    t.suite.shutdown().await.unwrap();
 
     // Hand-overs to a stopped receiver, and concurrent writers.
     let mut t = dbs.suite(|_| {}).await;

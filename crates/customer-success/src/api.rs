@@ -2,13 +2,15 @@
 //! its request into domain values, hands the writer a unit of work, and maps
 //! the outcome. Reads of one account go through a batched reader.
 
+use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::customersuccess::v1 as pb;
 use themodel_proto::customersuccess::v1::customer_success_service_server::CustomerSuccessService;
 use themodel_runtime::loader::Loader;
+use themodel_runtime::owners::{self, Roster};
 use themodel_runtime::time::to_timestamp_opt;
 use themodel_runtime::validate::{self, Violations};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Ctx, Done, Need, Writer, paging, wire};
-use themodel_values::{AccountId, Code, LeadId, OpportunityId, Term};
+use themodel_values::{AccountId, Code, LeadId, OpportunityId, OwnerId, Term};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Account, Refused, Status as AccountStatus, WonDeal};
@@ -20,6 +22,8 @@ pub struct Api {
     pub writer: Writer<CustomerSuccess>,
     pub accounts: Loader<AccountId, Account>,
     pub clock: Clock,
+    /// The customer success managers new accounts are given to in turn.
+    pub owners: Roster,
 }
 
 const METHOD: &str = "/themodel.customersuccess.v1.CustomerSuccessService/";
@@ -37,6 +41,7 @@ impl From<Refused> for ApiError {
 }
 
 pub fn account_to_proto(a: &Account) -> pb::Account {
+    let (owner_id, team) = owners::fields(a.owner.as_ref());
     pb::Account {
         account_id: a.account_id.to_string(),
         opportunity_id: a.opportunity_id.to_string(),
@@ -56,6 +61,8 @@ pub fn account_to_proto(a: &Account) -> pb::Account {
         churned_at: to_timestamp_opt(a.churned_at),
         churn_reason: a.churn_reason.clone(),
         expansions: a.expansions,
+        owner_id,
+        team,
     }
 }
 
@@ -100,20 +107,31 @@ impl Api {
             })
         })?;
         let handover_id = r.request_id.clone();
-        let needs = vec![Need::Row(Key::Account(deal.account_id.clone()))];
+        let needs = vec![Need::Row(Key::Account(deal.account_id.clone())), Need::Row(Key::Turn)];
+        let roster = self.owners.clone();
         self.writer
             .execute(call, needs, move |cx| {
+                let existing = cx.state.account(&deal.account_id)?;
+                // The account's manager stays while on the roster; a new
+                // account (or one whose manager left) gets the next in turn.
+                let (owner, turn) = match existing.and_then(|a| a.kept_owner(&roster)) {
+                    Some(kept) => (Some((kept, AssignmentRule::Kept)), None),
+                    None => match owners::next_owner(cx.state.turns(), store::ROUND_ROBIN, &roster)? {
+                        Some((next, turn)) => (Some((next, AssignmentRule::RoundRobin)), Some(turn)),
+                        None => (None, None),
+                    },
+                };
                 // A deal for an account that exists expands it (or wins it back).
-                let (a, out) = match cx.state.account(&deal.account_id)? {
+                let (a, out) = match existing {
                     Some(existing) => {
                         let mut a = existing.clone();
-                        let out = a.expand(&deal, &handover_id)?;
+                        let out = a.expand(&deal, &handover_id, owner)?;
                         (a, out)
                     }
-                    None => Account::open(deal.clone(), &handover_id)?,
+                    None => Account::open(deal.clone(), &handover_id, owner)?,
                 };
                 let resp = pb::AcceptWonDealResponse { account: Some(account_to_proto(&a)) };
-                Ok(Done::new(&resp).change(Change::Account(a)).effects(out))
+                Ok(Done::new(&resp).change(Change::Account(a)).changes(turn.map(Change::Turn)).effects(out))
             })
             .await
     }
@@ -138,12 +156,17 @@ impl Api {
                 None
             }
         };
+        let owner = match req.owner_id.as_str() {
+            "" => None,
+            id => v.parse("owner_id", OwnerId::parse(id)),
+        };
         v.finish()?;
         let after = match paging::decode(&req.page_token, 2)? {
             Some(k) => Some((paging::int(&k[0])?, k[1].clone())),
             None => None,
         };
-        let mut rows = store::list(self.writer.db(), status, after, limit + 1).await?;
+        let mut rows =
+            store::list(self.writer.db(), status, owner.as_ref().map(OwnerId::as_str), after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|a| paging::encode(&[&a.started_at.to_string(), a.account_id.as_str()])).unwrap_or_default()
@@ -211,6 +234,26 @@ impl Api {
             })
             .await
     }
+
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id, owner = %request.get_ref().owner_id))]
+    async fn assign_account(&self, request: Request<pb::AssignAccountRequest>) -> ApiResult<pb::AssignAccountResponse> {
+        let call = Call::new(&request, &format!("{METHOD}AssignAccount"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let id = account_id(&mut v, &r.account_id);
+        let owner = v.parse("owner_id", self.owners.owner(&r.owner_id));
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (id, owner) = v.build(|| Some((id?, owner?)))?;
+        let needs = vec![Need::Row(Key::Account(id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let mut a = account(cx, &id)?;
+                let out = a.assign(owner.clone(), at)?;
+                let resp = pb::AssignAccountResponse { account: Some(account_to_proto(&a)) };
+                Ok(Done::new(&resp).change(Change::Account(a)).effects(out))
+            })
+            .await
+    }
 }
 
 #[tonic::async_trait]
@@ -248,5 +291,12 @@ impl CustomerSuccessService for Api {
         request: Request<pb::RecordChurnRequest>,
     ) -> Result<Response<pb::RecordChurnResponse>, Status> {
         Ok(Response::new(Api::record_churn(self, request).await?))
+    }
+
+    async fn assign_account(
+        &self,
+        request: Request<pb::AssignAccountRequest>,
+    ) -> Result<Response<pb::AssignAccountResponse>, Status> {
+        Ok(Response::new(Api::assign_account(self, request).await?))
     }
 }

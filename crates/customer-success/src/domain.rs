@@ -3,8 +3,10 @@
 //! with checked arithmetic and terms never end after 9999-12-31. Each step
 //! returns the events it causes; no SQL, no gRPC clients.
 
+use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::customersuccess::v1 as pb;
 use themodel_runtime::Effects;
+use themodel_runtime::owners::{self, Owner};
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::money_to_proto;
 use themodel_values::{AccountId, Code, Currency, LeadId, Money, MoneyError, OpportunityId, Term, time};
@@ -48,6 +50,8 @@ pub struct Account {
     pub expansions: i32,
     pub churned_at: Option<Micros>,
     pub churn_reason: String,
+    /// The customer success manager who owns it.
+    pub owner: Option<Owner>,
 }
 
 /// A won deal handed over by field sales.
@@ -87,10 +91,14 @@ fn term_end(from: Micros, term: Term) -> Result<Micros, Refused> {
     time::add_months(from, term.months()).ok_or(Refused::TermPastEnd(term.months()))
 }
 
+/// The manager a won deal gives an account, and how they were chosen.
+pub type Assigned = Option<(Owner, AssignmentRule)>;
+
 impl Account {
-    pub fn open(d: WonDeal, handover_id: &str) -> Result<(Account, Out), Refused> {
+    /// Opens an account, owned by the manager `owner` names (if any).
+    pub fn open(d: WonDeal, handover_id: &str, owner: Assigned) -> Result<(Account, Out), Refused> {
         let term_ends_at = term_end(d.occurred_at, d.term)?;
-        let a = Account {
+        let mut a = Account {
             term_ends_at,
             account_id: d.account_id,
             opportunity_id: d.opportunity_id,
@@ -106,7 +114,9 @@ impl Account {
             expansions: 0,
             churned_at: None,
             churn_reason: String::new(),
+            owner: None,
         };
+        let (owner_id, team, rule) = a.take_owner(owner);
         let out = Out::default().event(event(
             a.started_at,
             pb::customer_success_event::Event::AccountOpened(pb::AccountOpened {
@@ -117,16 +127,39 @@ impl Account {
                 term_months: a.term.months_i32(),
                 term_ends_at: Some(to_timestamp(a.term_ends_at)),
                 handover_id: handover_id.to_owned(),
+                owner_id,
+                team,
+                assignment_rule: rule as i32,
             }),
         ));
         Ok((a, out))
+    }
+
+    /// Gives the account to `owner` (none: it keeps its own), and returns
+    /// its owner as the events carry it.
+    fn take_owner(&mut self, owner: Assigned) -> (String, String, AssignmentRule) {
+        let rule = match owner {
+            Some((owner, rule)) => {
+                self.owner = Some(owner);
+                rule
+            }
+            None => AssignmentRule::Unspecified,
+        };
+        let (id, team) = owners::fields(self.owner.as_ref());
+        (id, team, rule)
+    }
+
+    /// The manager a further won deal leaves the account with: its own while
+    /// `roster` keeps them, otherwise whoever `next` gives.
+    pub fn kept_owner(&self, roster: &owners::Roster) -> Option<Owner> {
+        self.owner.clone().filter(|o| roster.keeps(o))
     }
 
     /// Another won deal for this customer (upsell, cross-sell, or winning a
     /// churned customer back). An active account's value grows by the deal's,
     /// in the same currency, or the deal is refused; a churned account is
     /// active again on the new contract. Nothing changes on refusal.
-    pub fn expand(&mut self, d: &WonDeal, handover_id: &str) -> Result<Out, Refused> {
+    pub fn expand(&mut self, d: &WonDeal, handover_id: &str, owner: Assigned) -> Result<Out, Refused> {
         let reactivated = self.status == Status::Churned;
         if reactivated {
             let term_ends_at = term_end(d.occurred_at, d.term)?;
@@ -146,6 +179,7 @@ impl Account {
         self.expansions = self.expansions.saturating_add(1);
         self.opportunity_id = d.opportunity_id.clone();
         self.lead_id = d.lead_id.clone();
+        let (owner_id, team, rule) = self.take_owner(owner);
         Ok(Out::default().event(event(
             d.occurred_at,
             pb::customer_success_event::Event::AccountExpanded(pb::AccountExpanded {
@@ -156,6 +190,9 @@ impl Account {
                 contract_value: Some(money_to_proto(&self.contract_value)),
                 reactivated,
                 handover_id: handover_id.to_owned(),
+                owner_id,
+                team,
+                assignment_rule: rule as i32,
             }),
         )))
     }
@@ -191,6 +228,28 @@ impl Account {
                 contract_value: Some(money_to_proto(&self.contract_value)),
                 term_ends_at: Some(to_timestamp(ends)),
                 renewals: self.renewals,
+            }),
+        )))
+    }
+
+    /// Gives the active account to `owner`; nothing changes (and no event)
+    /// when they own it already.
+    pub fn assign(&mut self, owner: Owner, at: Micros) -> Result<Out, Refused> {
+        if self.status == Status::Churned {
+            return Err(Refused::Churned(self.account_id.clone()));
+        }
+        let Some(previous_owner_id) = owners::reassign(&mut self.owner, owner) else {
+            return Ok(Out::default());
+        };
+        let (owner_id, team) = owners::fields(self.owner.as_ref());
+        Ok(Out::default().event(event(
+            at,
+            pb::customer_success_event::Event::AccountAssigned(pb::AccountAssigned {
+                account_id: self.account_id.to_string(),
+                owner_id,
+                team,
+                previous_owner_id,
+                assignment_rule: AssignmentRule::Requested as i32,
             }),
         )))
     }
@@ -241,7 +300,7 @@ mod tests {
 
     #[test]
     fn renewal_extends_from_the_end_of_term() {
-        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho").expect("opens");
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho", None).expect("opens");
         assert_eq!(a.term_ends_at, months(12));
         a.renew(None, None, months(11)).expect("active");
         assert_eq!((a.term_ends_at, a.renewals), (months(24), 1));
@@ -251,7 +310,7 @@ mod tests {
 
     #[test]
     fn renewals_never_run_past_the_end_of_time() {
-        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1), 0), "ho").expect("opens");
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1), 0), "ho", None).expect("opens");
         let long = Term::parse(120).expect("term");
         let mut refused = None;
         for _ in 0..1000 {
@@ -266,26 +325,26 @@ mod tests {
 
     #[test]
     fn another_won_deal_expands_the_account() {
-        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho-1").expect("opens");
-        a.expand(&deal("opp-2", money("JPY", 300_000), 100), "ho-2").expect("same currency");
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho-1", None).expect("opens");
+        a.expand(&deal("opp-2", money("JPY", 300_000), 100), "ho-2", None).expect("same currency");
         assert_eq!(a.contract_value, money("JPY", 1_500_000));
         assert_eq!((a.opportunity_id.as_str(), a.expansions), ("opp-2", 1));
         a.churn(&Code::parse("price").expect("code"), 200).expect("active");
-        a.expand(&deal("opp-3", money("USD", 10), 300), "ho-3").expect("win-back");
+        a.expand(&deal("opp-3", money("USD", 10), 300), "ho-3", None).expect("win-back");
         assert_eq!((a.status, a.contract_value), (Status::Active, money("USD", 10)));
         assert_eq!(a.churned_at, None);
     }
 
     #[test]
     fn expansion_never_wraps_or_converts() {
-        let (mut a, _) = Account::open(deal("opp-1", money("JPY", i64::MAX), 0), "ho").expect("opens");
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", i64::MAX), 0), "ho", None).expect("opens");
         let before = a.clone();
         assert!(matches!(
-            a.expand(&deal("opp-2", money("JPY", i64::MAX), 1), "ho-2"),
+            a.expand(&deal("opp-2", money("JPY", i64::MAX), 1), "ho-2", None),
             Err(Refused::Money { cause: MoneyError::Overflow, .. })
         ));
         assert!(matches!(
-            a.expand(&deal("opp-3", money("USD", 1), 1), "ho-3"),
+            a.expand(&deal("opp-3", money("USD", 1), 1), "ho-3", None),
             Err(Refused::Money { cause: MoneyError::CurrencyMismatch(..), .. })
         ));
         assert_eq!(a, before, "a refused expansion changes nothing");
@@ -293,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_renewal_keeps_the_contracts_currency() {
-        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho").expect("opens");
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1_200_000), 0), "ho", None).expect("opens");
         let before = a.clone();
         assert!(matches!(a.renew(None, Some(money("USD", 10_000)), 5), Err(Refused::RenewalCurrency { .. })));
         assert_eq!(a, before, "a refused renewal changes nothing");
@@ -302,8 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn a_manager_owns_the_account_until_it_is_reassigned_or_churns() {
+        let owner = |id: &str| Owner::from_stored(id.into(), "csm".into()).expect("an owner");
+        let (mut a, _) =
+            Account::open(deal("opp-1", money("JPY", 1), 0), "ho", Some((owner("cy"), AssignmentRule::RoundRobin)))
+                .expect("opens");
+        assert_eq!(a.owner, Some(owner("cy")));
+        a.expand(&deal("opp-2", money("JPY", 1), 1), "ho-2", None).expect("expands");
+        assert_eq!(a.owner, Some(owner("cy")), "a deal without a new manager keeps the account's");
+        assert!(a.assign(owner("cy"), 2).expect("active").events.is_empty(), "the same manager: no event");
+        assert_eq!(a.assign(owner("dee"), 3).expect("active").events.len(), 1);
+        a.churn(&Code::parse("price").expect("code"), 4).expect("active");
+        assert!(matches!(a.assign(owner("cy"), 5), Err(Refused::Churned(_))));
+        assert_eq!(a.owner, Some(owner("dee")));
+    }
+
+    #[test]
     fn churned_account_is_final() {
-        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1), 0), "ho").expect("opens");
+        let (mut a, _) = Account::open(deal("opp-1", money("JPY", 1), 0), "ho", None).expect("opens");
         a.churn(&Code::parse("no_adoption").expect("code"), 5).expect("active");
         assert!(matches!(a.renew(None, None, 6), Err(Refused::Churned(_))));
         assert!(matches!(a.churn(&Code::parse("price").expect("code"), 7), Err(Refused::Churned(_))));

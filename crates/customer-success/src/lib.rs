@@ -40,7 +40,8 @@ pub async fn run(
         },
         started.stop_token(),
     );
-    let api = api::Api { writer: writer.clone(), accounts, clock: started.clock.clone() };
+    let api =
+        api::Api { writer: writer.clone(), accounts, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(CustomerSuccessServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone()))
         .add_service(started.outbox_admin(&writer));

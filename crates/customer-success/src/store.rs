@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
+use themodel_runtime::owners::{self, Owner, Turn, Turns};
 use themodel_runtime::paging::NewestFirst;
 use themodel_runtime::time::Micros;
 use themodel_runtime::{ApiResult, Rows, Store};
@@ -17,7 +18,12 @@ use crate::domain::{Account, Status};
 #[derive(Debug, Clone)]
 pub enum Key {
     Account(AccountId),
+    /// Where the round-robin rule stands.
+    Turn,
 }
+
+/// The round-robin rule that gives new accounts to customer success managers.
+pub const ROUND_ROBIN: &str = "customer_success_accounts";
 
 /// A renewal row.
 #[derive(Debug, Clone)]
@@ -34,6 +40,7 @@ pub struct RenewalRow {
 pub enum Change {
     Account(Account),
     Renewal(RenewalRow),
+    Turn(Turn),
 }
 
 /// A batch's rows.
@@ -41,9 +48,15 @@ pub enum Change {
 pub struct State {
     accounts: Rows<AccountId, Account>,
     renewals: Vec<RenewalRow>,
+    turns: Turns,
 }
 
 impl State {
+    /// The round-robin turns (asked for with [`Key::Turn`]).
+    pub fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
     pub fn account(&self, id: &AccountId) -> ApiResult<Option<&Account>> {
         self.accounts.get(id.as_str())
     }
@@ -68,11 +81,13 @@ struct Row {
     expansions: i64,
     churned_at: Option<i64>,
     churn_reason: String,
+    owner_id: String,
+    team: String,
 }
 
 const COLUMNS: &str = "account_id, opportunity_id, lead_id, company, contact_name, contact_email, status, \
     contract_currency, contract_units, contract_nanos, term_months, started_at, term_ends_at, renewals, expansions, \
-    churned_at, churn_reason";
+    churned_at, churn_reason, owner_id, team";
 
 /// The accounts table as written: [`COLUMNS`].
 const ACCOUNTS: Table = Table {
@@ -95,6 +110,8 @@ const ACCOUNTS: Table = Table {
         "expansions",
         "churned_at",
         "churn_reason",
+        "owner_id",
+        "team",
     ],
     key: 1,
 };
@@ -118,6 +135,8 @@ fn account_values(a: &Account) -> Vec<Value<'_>> {
         a.expansions.into(),
         a.churned_at.into(),
         a.churn_reason.as_str().into(),
+        a.owner.as_ref().map_or("", |o| o.id.as_str()).into(),
+        a.owner.as_ref().map_or("", Owner::team_str).into(),
     ]
 }
 
@@ -144,6 +163,7 @@ impl TryFrom<Row> for Account {
             expansions: db::to_i32(r.expansions, "expansions")?,
             churned_at: r.churned_at,
             churn_reason: r.churn_reason,
+            owner: Owner::from_stored(r.owner_id, r.team),
         })
     }
 }
@@ -180,7 +200,11 @@ impl Store for CustomerSuccess {
     type Event = themodel_proto::customersuccess::v1::CustomerSuccessEvent;
 
     async fn load(&self, conn: &mut Conn, keys: &[Key], state: &mut State) -> Result<(), sqlx::Error> {
-        let ids: Vec<&AccountId> = keys.iter().map(|Key::Account(id)| id).collect();
+        if keys.iter().any(|k| matches!(k, Key::Turn)) {
+            owners::load_turn(conn, &self.db, ROUND_ROBIN, &mut state.turns).await?;
+        }
+        let ids: Vec<&AccountId> =
+            keys.iter().filter_map(|k| if let Key::Account(id) = k { Some(id) } else { None }).collect();
         let missing = state.accounts.missing(ids);
         let wanted: Vec<&str> =
             self.accounts.fill(&mut state.accounts, missing).into_iter().map(AccountId::as_str).collect();
@@ -196,6 +220,7 @@ impl Store for CustomerSuccess {
         match change {
             Change::Account(a) => state.accounts.put(a.account_id.clone(), a),
             Change::Renewal(r) => state.renewals.push(r),
+            Change::Turn(t) => state.turns.put(t.rule, t),
         }
     }
 
@@ -220,6 +245,7 @@ impl Store for CustomerSuccess {
                     .bind(r.at)
             },
         );
+        owners::flush_turns(script, &state.turns);
     }
 }
 
@@ -238,11 +264,14 @@ async fn fetch(conn: &mut Conn, db: &Db, ids: &[&str]) -> Result<Vec<Account>, s
 pub async fn list(
     db: &Db,
     status: Option<Status>,
+    owner: Option<&str>,
     after: Option<(i64, String)>,
     limit: i64,
 ) -> ApiResult<Vec<Account>> {
     let list = NewestFirst { select: &format!("SELECT {COLUMNS} FROM accounts"), time: "started_at", id: "account_id" };
-    let rows: Vec<Row> = list.page(db, &Vec::from_iter(status.map(|s| ("status", s.code()))), after, limit).await?;
+    let filters: Vec<(&str, &str)> =
+        status.map(|s| ("status", s.code())).into_iter().chain(owner.map(|o| ("owner_id", o))).collect();
+    let rows: Vec<Row> = list.page(db, &filters, after, limit).await?;
     Ok(accounts(rows)?)
 }
 

@@ -261,7 +261,7 @@ fn version_page<T>(mut rows: Vec<T>, limit: i64, version: impl Fn(&T) -> i64) ->
 }
 
 /// The dimensions a funnel can be split by, as the contract names them.
-const DIMENSIONS: [(pb::Dimension, Dimension); 10] = [
+const DIMENSIONS: [(pb::Dimension, Dimension); 11] = [
     (pb::Dimension::Source, Dimension::Source),
     (pb::Dimension::Campaign, Dimension::Campaign),
     (pb::Dimension::Channel, Dimension::Channel),
@@ -272,6 +272,7 @@ const DIMENSIONS: [(pb::Dimension, Dimension); 10] = [
     (pb::Dimension::InsideSalesRep, Dimension::InsideSalesRep),
     (pb::Dimension::InsideSalesTeam, Dimension::InsideSalesTeam),
     (pb::Dimension::AccountExecutive, Dimension::AccountExecutive),
+    (pb::Dimension::CustomerSuccessManager, Dimension::CustomerSuccessManager),
 ];
 
 /// Revenue per currency as the contract gives it.

@@ -18,7 +18,7 @@ use themodel_runtime::telemetry::PeerChannel;
 use themodel_runtime::time::Micros;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{self, Effect, Source};
+use crate::domain::{self, Effect, Role, Source};
 use crate::journey::{Contribution, Deltas, Journey};
 use crate::store::{self, Cursor};
 
@@ -126,7 +126,7 @@ impl Consumer {
         let accounts: BTreeSet<&str> = effects
             .iter()
             .filter_map(|(_, e)| match e {
-                Effect::Account { account, .. } => Some(account.as_str()),
+                Effect::Account { account, .. } | Effect::AccountOwned { account, .. } => Some(account.as_str()),
                 _ => None,
             })
             .collect();
@@ -146,7 +146,10 @@ impl Consumer {
                 | Effect::Owned { lead, .. } => {
                     leads.insert(lead.clone());
                 }
-                Effect::Visit(_) | Effect::Account { .. } | Effect::AccountValue { .. } => {}
+                Effect::Visit(_)
+                | Effect::Account { .. }
+                | Effect::AccountValue { .. }
+                | Effect::AccountOwned { .. } => {}
             }
         }
         let keys: Vec<&str> = leads.iter().map(String::as_str).collect();
@@ -191,6 +194,11 @@ impl Consumer {
                 Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
                 Effect::Recycled { lead, reason } => loaded(&mut journeys, lead)?.recycle(at, reason),
                 Effect::Owned { lead, role, owner, team } => loaded(&mut journeys, lead)?.own(*role, owner, team),
+                Effect::AccountOwned { account, owner, team } => {
+                    for (lead, _) in members.get(account).into_iter().flatten() {
+                        loaded(&mut journeys, lead)?.own(Role::CustomerSuccessManager, owner, team);
+                    }
+                }
                 Effect::AccountValue { account, value } => {
                     values.push(store::AccountValue {
                         account: account.as_str(),

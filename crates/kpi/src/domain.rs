@@ -110,6 +110,9 @@ pub enum Effect {
     /// (`None`: it churned). Read in stream order, these are each account's
     /// history, which retention is measured on.
     AccountValue { account: String, value: Option<Amount> },
+    /// An account's customer success manager (empty team: none), who owns
+    /// every lead whose deal went into it.
+    AccountOwned { account: String, owner: String, team: String },
 }
 
 /// Whose owner an [`Effect::Owned`] names.
@@ -119,6 +122,8 @@ pub enum Role {
     InsideSalesRep,
     /// The account executive who works the lead's opportunity.
     AccountExecutive,
+    /// The customer success manager of the account the lead's deal went into.
+    CustomerSuccessManager,
 }
 
 /// What an amount of revenue was (docs/domain.md, "Revenue").
@@ -268,6 +273,12 @@ impl Decoded {
             let owned = Effect::Owned { lead: lead.to_owned(), role, owner: owner.to_owned(), team: team.to_owned() };
             if owner.is_empty() { Vec::new() } else { vec![owned] }
         };
+        // Likewise an account without a manager.
+        let account_owned = |account: &str, owner: &str, team: &str| {
+            let owned =
+                Effect::AccountOwned { account: account.to_owned(), owner: owner.to_owned(), team: team.to_owned() };
+            if owner.is_empty() { Vec::new() } else { vec![owned] }
+        };
         let valued = |account: &str, value: Option<&common::Money>| {
             Amount::of(value).map(|v| Effect::AccountValue { account: account.to_owned(), value: Some(v) })
         };
@@ -328,6 +339,7 @@ impl Decoded {
                         vec![Effect::Joined { account: o.account_id.clone(), lead: o.lead_id.clone(), opening: true }];
                     e.extend(money(&o.lead_id, MoneyKind::NewBusiness, o.contract_value.as_ref()));
                     e.extend(valued(&o.account_id, o.contract_value.as_ref()));
+                    e.extend(account_owned(&o.account_id, &o.owner_id, &o.team));
                     e
                 }
                 Some(C::AccountExpanded(x)) => {
@@ -335,6 +347,7 @@ impl Decoded {
                         vec![Effect::Joined { account: x.account_id.clone(), lead: x.lead_id.clone(), opening: false }];
                     e.extend(money(&x.lead_id, MoneyKind::Expansion, x.deal_value.as_ref()));
                     e.extend(valued(&x.account_id, x.contract_value.as_ref()));
+                    e.extend(account_owned(&x.account_id, &x.owner_id, &x.team));
                     e
                 }
                 Some(C::RenewalRecorded(r)) => {
@@ -347,6 +360,7 @@ impl Decoded {
                     e.push(Effect::AccountValue { account: c.account_id.clone(), value: None });
                     e
                 }
+                Some(C::AccountAssigned(a)) => account_owned(&a.account_id, &a.owner_id, &a.team),
                 None => Vec::new(),
             },
             Decoded::Outbox(_) => Vec::new(),
@@ -799,6 +813,16 @@ mod tests {
                     Effect::Account { account: "a1".into(), metric: Metric::Churned, lost: Some(amount(1_500_000)) },
                     Effect::AccountValue { account: "a1".into(), value: None },
                 ],
+            ),
+            (
+                Source::CustomerSuccess,
+                c(C::AccountAssigned(cs::AccountAssigned {
+                    account_id: "a1".into(),
+                    owner_id: "cy".into(),
+                    team: "care".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::AccountOwned { account: "a1".into(), owner: "cy".into(), team: "care".into() }],
             ),
             (Source::Marketing, pack(&common::OutboxEvent { occurred_at: at(), event: None }), vec![]),
         ];

@@ -32,6 +32,7 @@ pub enum Dimension {
     InsideSalesRep,
     InsideSalesTeam,
     AccountExecutive,
+    CustomerSuccessManager,
 }
 
 impl Dimension {
@@ -47,8 +48,12 @@ impl Dimension {
     ];
 
     /// The owners a journey keeps, in order after the captured ones.
-    pub const OWNED: [Dimension; 3] =
-        [Dimension::InsideSalesRep, Dimension::InsideSalesTeam, Dimension::AccountExecutive];
+    pub const OWNED: [Dimension; 4] = [
+        Dimension::InsideSalesRep,
+        Dimension::InsideSalesTeam,
+        Dimension::AccountExecutive,
+        Dimension::CustomerSuccessManager,
+    ];
 
     /// Every dimension: the captured ones, then the owned ones.
     pub fn all() -> impl Iterator<Item = Dimension> {
@@ -68,6 +73,7 @@ impl Dimension {
             Dimension::InsideSalesRep => "inside_sales_rep",
             Dimension::InsideSalesTeam => "inside_sales_team",
             Dimension::AccountExecutive => "account_executive",
+            Dimension::CustomerSuccessManager => "customer_success_manager",
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct Owners {
     pub inside_sales_team: String,
     #[prost(string, tag = "3")]
     pub account_executive: String,
+    #[prost(string, tag = "4")]
+    pub customer_success_manager: String,
 }
 
 /// A recycle in a journey.
@@ -181,7 +189,10 @@ pub fn dims(capture: &Capture, definition: Option<&Definition>) -> Vec<String> {
             Dimension::CompanySizeBand => definition.map(|d| size_band(d, capture.company_size)).unwrap_or_default(),
             Dimension::JobTitleClass => definition.map(|d| title_class(d, &capture.job_title)).unwrap_or_default(),
             Dimension::DefinitionVersion => capture.definition_version.to_string(),
-            Dimension::InsideSalesRep | Dimension::InsideSalesTeam | Dimension::AccountExecutive => String::new(),
+            Dimension::InsideSalesRep
+            | Dimension::InsideSalesTeam
+            | Dimension::AccountExecutive
+            | Dimension::CustomerSuccessManager => String::new(),
         })
         .collect()
 }
@@ -258,6 +269,7 @@ impl Journey {
                 owners.inside_sales_team = team.to_owned();
             }
             Role::AccountExecutive => owners.account_executive = owner.to_owned(),
+            Role::CustomerSuccessManager => owners.customer_success_manager = owner.to_owned(),
         }
     }
 
@@ -274,6 +286,7 @@ impl Journey {
             Dimension::InsideSalesRep => owners.inside_sales_rep.clone(),
             Dimension::InsideSalesTeam => owners.inside_sales_team.clone(),
             Dimension::AccountExecutive => owners.account_executive.clone(),
+            Dimension::CustomerSuccessManager => owners.customer_success_manager.clone(),
             _ => String::new(),
         }));
         values
@@ -629,6 +642,7 @@ mod tests {
             _ => {
                 j.own(Role::InsideSalesRep, "aki", "east");
                 j.own(Role::AccountExecutive, "dan", "north");
+                j.own(Role::CustomerSuccessManager, "cy", "care");
             }
         };
         let run = |order: &[usize]| {

@@ -107,6 +107,9 @@ struct Up {
     /// Account executives new opportunities are given to in turn: "team/ae, ae".
     #[arg(long, env = "THEMODEL_FIELD_SALES_OWNERS", default_value = "")]
     field_sales_owners: Roster,
+    /// Customer success managers new accounts are given to in turn: "team/csm, csm".
+    #[arg(long, env = "THEMODEL_CUSTOMER_SUCCESS_OWNERS", default_value = "")]
+    customer_success_owners: Roster,
     #[command(flatten)]
     common: Common,
 }
@@ -135,7 +138,8 @@ struct Serve {
     #[arg(long, env = "THEMODEL_DEFINITION_REFRESH_SECS", default_value_t = 10)]
     definition_refresh_secs: u64,
     /// The department's owners, whom new records are given to in turn
-    /// (inside-sales reps, account executives): "team/owner, team/owner, owner". Empty: records
+    /// (inside-sales reps, account executives, customer success managers):
+    /// "team/owner, team/owner, owner". Empty: records
     /// stay unassigned until a request names an owner.
     #[arg(long, env = "THEMODEL_OWNERS", default_value = "")]
     owners: Roster,
@@ -191,6 +195,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     options.dead_letter_after = up.common.dead_letter_after.max(1);
     options.owners.insert(ServiceName::InsideSales, up.inside_sales_owners);
     options.owners.insert(ServiceName::FieldSales, up.field_sales_owners);
+    options.owners.insert(ServiceName::CustomerSuccess, up.customer_success_owners);
     let mut suite = Suite::start(options).await?;
     for name in ServiceName::ALL {
         tracing::info!(service = %name, addr = %suite.addr(name), "listening");
