@@ -19,6 +19,7 @@ mod overload;
 mod owners;
 mod planning;
 mod postgres;
+mod recycling;
 mod retention;
 mod targets;
 mod views;

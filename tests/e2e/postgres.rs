@@ -87,6 +87,12 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     crate::retention::assert_retention(&t).await;
     t.suite.shutdown().await.unwrap();
 
+    // Recycling.
+    let t = dbs.suite(|_| {}).await;
+    crate::recycling::history(&t).await;
+    crate::recycling::assert_recycling(&t).await;
+    t.suite.shutdown().await.unwrap();
+
     // Owners and the KPIs per rep.
     let t = dbs.suite(crate::owners::roster).await;
     crate::owners::reps_and_their_kpis(&t).await;

@@ -134,6 +134,7 @@ period_requests!(
     pb::ListTargetsRequest,
     pb::GetAttainmentRequest,
     pb::GetRetentionRequest,
+    pb::GetRecyclingRequest,
 );
 
 /// The units a period can be named by, as the contract names them.
@@ -589,6 +590,10 @@ impl Api {
                 promising_rate: r.promising,
                 opportunity_rate: r.opportunity,
                 quality_rate: r.quality,
+                recycled: c.recycled,
+                re_entries: c.re_entries,
+                recycled_opportunities: c.recycled_opportunities,
+                recycled_wins: c.recycled_wins,
                 win_rate: r.win,
                 renewal_rate: r.renewal,
                 churn_rate: r.churn,
@@ -893,6 +898,37 @@ impl Api {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn get_recycling(&self, req: pb::GetRecyclingRequest) -> ApiResult<pb::GetRecyclingResponse> {
+        let mut v = Violations::new();
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
+        let (start, end) = v.build(|| period)?;
+
+        self.catch_up().await;
+        let reasons = store::recycle_reasons(self.writer.db(), start, end, as_of).await?;
+        let rate = |n: i64, of: i64| Rate::of(n, of).map(Rate::value);
+        Ok(pb::GetRecyclingResponse {
+            start_date: domain::format_day(start),
+            end_date: domain::format_day(end),
+            time_zone: self.time_zone.clone(),
+            as_of_date: req.as_of_date.clone(),
+            reasons: reasons
+                .into_iter()
+                .map(|(reason, c)| pb::RecycleFollowUp {
+                    reason,
+                    recycled: c.recycled,
+                    re_entered: c.re_entries,
+                    converted: c.recycled_opportunities,
+                    won: c.recycled_wins,
+                    re_entry_rate: rate(c.re_entries, c.recycled),
+                    opportunity_rate: rate(c.recycled_opportunities, c.recycled),
+                    win_rate: rate(c.recycled_wins, c.recycled),
+                })
+                .collect(),
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(lead = %req.lead_id))]
     async fn get_journey(&self, req: pb::GetJourneyRequest) -> ApiResult<pb::GetJourneyResponse> {
         let mut v = Violations::new();
@@ -1064,6 +1100,13 @@ impl KpiService for Api {
         request: Request<pb::GetRetentionRequest>,
     ) -> Result<Response<pb::GetRetentionResponse>, Status> {
         Ok(Response::new(Api::get_retention(self, request.into_inner()).await?))
+    }
+
+    async fn get_recycling(
+        &self,
+        request: Request<pb::GetRecyclingRequest>,
+    ) -> Result<Response<pb::GetRecyclingResponse>, Status> {
+        Ok(Response::new(Api::get_recycling(self, request.into_inner()).await?))
     }
 
     async fn get_journey(

@@ -49,10 +49,18 @@ pub enum Metric {
     Losses,
     Retained,
     Churned,
+    /// Sent back to marketing (recycled), with a reason.
+    Recycled,
+    /// Handed over to inside sales again after a recycle.
+    ReEntries,
+    /// Converted after a recycle.
+    RecycledOpportunities,
+    /// Won after a recycle.
+    RecycledWins,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Leads,
         Metric::ExcludedLeads,
         Metric::Promising,
@@ -62,6 +70,10 @@ impl Metric {
         Metric::Losses,
         Metric::Retained,
         Metric::Churned,
+        Metric::Recycled,
+        Metric::ReEntries,
+        Metric::RecycledOpportunities,
+        Metric::RecycledWins,
     ];
 
     pub fn code(self) -> &'static str {
@@ -75,6 +87,10 @@ impl Metric {
             Metric::Losses => "losses",
             Metric::Retained => "retained",
             Metric::Churned => "churned",
+            Metric::Recycled => "recycled",
+            Metric::ReEntries => "re_entries",
+            Metric::RecycledOpportunities => "recycled_opportunities",
+            Metric::RecycledWins => "recycled_wins",
         }
     }
 
@@ -414,6 +430,10 @@ pub struct Counts {
     pub losses: i64,
     pub retained: i64,
     pub churned: i64,
+    pub recycled: i64,
+    pub re_entries: i64,
+    pub recycled_opportunities: i64,
+    pub recycled_wins: i64,
 }
 
 impl Counts {
@@ -428,6 +448,10 @@ impl Counts {
             Metric::Losses => &mut self.losses,
             Metric::Retained => &mut self.retained,
             Metric::Churned => &mut self.churned,
+            Metric::Recycled => &mut self.recycled,
+            Metric::ReEntries => &mut self.re_entries,
+            Metric::RecycledOpportunities => &mut self.recycled_opportunities,
+            Metric::RecycledWins => &mut self.recycled_wins,
         };
         *slot += n;
     }
@@ -588,6 +612,7 @@ mod tests {
             losses: 3,
             retained: 3,
             churned: 1,
+            ..Counts::default()
         };
         let r = c.rates();
         assert_eq!(r.quality, Some(0.5));

@@ -249,7 +249,13 @@ impl Journey {
             Metric::Losses => self.losses.push(at),
             Metric::Retained => self.renewals.push(at),
             Metric::Churned => self.churns.push(at),
-            Metric::Leads | Metric::ExcludedLeads => {}
+            // Counted from the journey, not reached by an event of their own.
+            Metric::Leads
+            | Metric::ExcludedLeads
+            | Metric::Recycled
+            | Metric::ReEntries
+            | Metric::RecycledOpportunities
+            | Metric::RecycledWins => {}
         }
     }
 
@@ -344,6 +350,32 @@ impl Journey {
         for (metric, times) in lists {
             flow.extend(times.iter().map(|&at| (metric, day(at))));
         }
+        // What came after a recycle: each hand-over, conversion and win
+        // that follows the lead's first recycle.
+        let first_recycle = self.recycles.iter().map(|r| r.at).min();
+        let after_recycle = [
+            (Metric::ReEntries, &self.promoted),
+            (Metric::RecycledOpportunities, &self.opportunities),
+            (Metric::RecycledWins, &self.wins),
+        ];
+        flow.extend(self.recycles.iter().map(|r| (Metric::Recycled, day(r.at))));
+        if let Some(recycled) = first_recycle {
+            for (metric, times) in after_recycle {
+                flow.extend(times.iter().filter(|&&at| at > recycled).map(|&at| (metric, day(at))));
+            }
+        }
+        // Per recycle reason, the recycles as a cohort: what each recycle
+        // was followed by (the first hand-over, conversion and win after it).
+        let mut reasons = Vec::new();
+        for r in &self.recycles {
+            let recycled = day(r.at);
+            reasons.push((r.reason.clone(), recycled, Metric::Recycled, recycled));
+            for (metric, times) in after_recycle {
+                if let Some(next) = times.iter().copied().filter(|&at| at > r.at).min() {
+                    reasons.push((r.reason.clone(), recycled, metric, day(next)));
+                }
+            }
+        }
         if let Some(captured) = self.captured_at {
             let cohort_day = day(captured);
             let mut reached = |metric, at: Option<i64>| {
@@ -363,6 +395,11 @@ impl Journey {
             reached(Metric::Losses, first(&self.losses));
             reached(Metric::Retained, self.retained_at);
             reached(Metric::Churned, self.churned_at);
+            reached(Metric::Recycled, first_recycle);
+            for (metric, times) in after_recycle {
+                let next = first_recycle.and_then(|r| times.iter().copied().filter(|&at| at > r).min());
+                reached(metric, next);
+            }
         }
         let money = self
             .money
@@ -372,7 +409,7 @@ impl Journey {
                 Some((kind, day(m.at), m.currency.clone(), m.units, m.nanos))
             })
             .collect();
-        Contribution { values: self.values(), flow, cohort, money }
+        Contribution { values: self.values(), flow, cohort, money, reasons }
     }
 }
 
@@ -458,7 +495,15 @@ pub struct Contribution {
     /// Flow revenue: what, business day, currency, units, nanos (kept
     /// per amount, not in [`Deltas`]: sums are made when read).
     pub money: Vec<(MoneyKind, i64, String, i64, i32)>,
+    /// Recycles as cohorts per reason: reason, the recycle's day, what it
+    /// was followed by ([`Metric::Recycled`] for itself), the day it was.
+    pub reasons: Vec<(String, i64, Metric, i64)>,
 }
+
+/// The pseudo-dimension recycles are counted under per reason, in the
+/// cohort aggregates only: a lead recycled twice has two reasons, so
+/// reasons are not a split of leads.
+pub const RECYCLE_REASON: &str = "recycle_reason";
 
 /// A flow aggregate's key: dimension ("" for the totals), value, day, metric.
 pub type FlowKey = (&'static str, String, i64, Metric);
@@ -486,6 +531,9 @@ impl Deltas {
             for &(metric, captured, reached) in &c.cohort {
                 *self.cohort.entry((dim, value.clone(), captured, metric, reached)).or_insert(0) += sign;
             }
+        }
+        for (reason, recycled, metric, reached) in &c.reasons {
+            *self.cohort.entry((RECYCLE_REASON, reason.clone(), *recycled, *metric, *reached)).or_insert(0) += sign;
         }
     }
 

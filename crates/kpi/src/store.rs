@@ -12,7 +12,7 @@ use themodel_runtime::db::{Conn, Script, select_in};
 use themodel_runtime::time::Micros;
 
 use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
-use crate::journey::{Contribution, Deltas, Dimension, Journey};
+use crate::journey::{Contribution, Deltas, Dimension, Journey, RECYCLE_REASON};
 use crate::retention;
 use crate::visitors::{self, Cells};
 
@@ -394,6 +394,35 @@ pub async fn counts(
     if split.is_none() {
         out.entry(String::new()).or_default().visitors = visitors(&mut conn, start, end).await?;
     }
+    Ok(out)
+}
+
+/// The recycles of business days `[start, end)` per reason, and what each
+/// was followed by on or before business day `as_of` (`None`: whenever), in
+/// the counts' recycle fields.
+pub async fn recycle_reasons(
+    db: &Db,
+    start: i64,
+    end: i64,
+    as_of: Option<i64>,
+) -> anyhow::Result<BTreeMap<String, Counts>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
+         WHERE dim = $1 AND capture_day >= $2 AND capture_day < $3 AND reached_day <= $4 GROUP BY value, stage",
+    )
+    .bind(RECYCLE_REASON)
+    .bind(start)
+    .bind(end)
+    .bind(as_of.unwrap_or(i64::MAX))
+    .fetch_all(db.reader())
+    .await?;
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for (reason, metric, n) in rows {
+        if let Some(m) = Metric::from_code(&metric) {
+            out.entry(reason).or_default().add(m, n);
+        }
+    }
+    out.retain(|_, c| *c != Counts::default());
     Ok(out)
 }
 
