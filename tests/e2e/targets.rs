@@ -2,7 +2,7 @@
 //! autumn history (see `views.rs`) with the suite's clock at 2027-01-15.
 
 use themodel_e2e::TestSuite;
-use themodel_proto::common::v1::Money;
+use themodel_proto::common::v1::{Department, Money};
 use themodel_proto::kpi::v1 as kpi;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -186,6 +186,60 @@ pub async fn targets_after_autumn(t: &TestSuite) {
     let b = k.get_bottleneck(against_october).await.unwrap().into_inner();
     assert_eq!((b.basis, b.baseline_start_date.as_str()), (kpi::PlanBasis::Baseline as i32, "2026-10-01"));
 
+    // Version 2 of November, with capacities: inside sales could take 2 × 2
+    // promising leads and got 1; field sales 1 × 2 opportunities and got 2;
+    // customer success 1 × 5 won deals and got 2.
+    let capacity = |department: Department, owners, items_per_owner| kpi::Capacity {
+        department: department as i32,
+        owners,
+        items_per_owner,
+    };
+    let november = kpi::SetTargetsRequest {
+        request_id: "nov-2".into(),
+        start_date: "2026-11-01".into(),
+        end_date: "2026-12-01".into(),
+        targets: vec![stage(kpi::Stage::Leads, 2), stage(kpi::Stage::Opportunities, 2), stage(kpi::Stage::Wins, 2)],
+        capacities: vec![
+            capacity(Department::InsideSales, 2, 2),
+            capacity(Department::FieldSales, 1, 2),
+            capacity(Department::CustomerSuccess, 1, 5),
+        ],
+        ..Default::default()
+    };
+    k.set_targets(november).await.unwrap();
+    // Against the first half of November: the month's opportunities target
+    // was met while the win rate on them fell from 2/2 to 2/3.
+    let a = k
+        .get_attainment(kpi::GetAttainmentRequest {
+            start_date: "2026-11-01".into(),
+            period_unit: kpi::PeriodUnit::Month as i32,
+            baseline_start_date: "2026-11-01".into(),
+            baseline_end_date: "2026-11-16".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let starvation: Vec<_> =
+        a.starvation.iter().map(|s| (s.capacity, s.received, s.idle_capacity, s.starved)).collect();
+    assert_eq!(starvation, [(4, 1, 0.75, true), (2, 2, 0.0, false), (5, 2, 0.6, true)]);
+    let received: Vec<i32> = a.starvation.iter().map(|s| s.received_stage).collect();
+    assert_eq!(received, [kpi::Stage::PromisingLeads, kpi::Stage::Opportunities, kpi::Stage::Wins].map(|s| s as i32));
+    let local: Vec<_> = a
+        .local_optimisation
+        .iter()
+        .map(|l| (l.next_rate.as_str(), l.target_met, l.rate, l.baseline_rate, l.locally_optimised))
+        .collect();
+    assert_eq!(
+        local,
+        [
+            ("opportunity", true, Some(1.0), Some(1.0), false),
+            ("win", true, Some(2.0 / 3.0), Some(1.0), true),
+            ("renewal", true, None, None, false),
+        ]
+    );
+    assert_eq!((a.baseline_start_date.as_str(), a.baseline_end_date.as_str()), ("2026-11-01", "2026-11-16"));
+
     // A period without targets has no attainment.
     let err = k
         .get_attainment(kpi::GetAttainmentRequest {
@@ -239,6 +293,32 @@ async fn bad_targets_are_refused_field_by_field() {
     let v = fields(k.set_targets(req).await.unwrap_err());
     assert_eq!(v[0], "targets");
     assert!(v.len() <= 7, "the list is refused for its length, not entry by entry: {} violations", v.len());
+
+    // Capacities: a receiving department once each, with sensible numbers.
+    let mut req = january("capacity");
+    req.targets = vec![stage(kpi::Stage::Leads, 10)];
+    let capacity = |department: Department, owners, items_per_owner| kpi::Capacity {
+        department: department as i32,
+        owners,
+        items_per_owner,
+    };
+    req.capacities = vec![
+        capacity(Department::Marketing, 1, 1),
+        capacity(Department::FieldSales, 0, 1),
+        capacity(Department::FieldSales, 1, 2_000_000_000),
+    ];
+    let err = k.set_targets(req).await.unwrap_err();
+    let details = err.get_error_details().bad_request().unwrap().field_violations.clone();
+    assert!(details[0].description.contains("DEPARTMENT_CUSTOMER_SUCCESS"), "{details:?}");
+    assert_eq!(
+        fields(err),
+        [
+            "capacities[0].department",
+            "capacities[1].owners",
+            "capacities[2].department",
+            "capacities[2].items_per_owner"
+        ]
+    );
 
     // Deriving wins from revenue needs the deal size, in the same currency.
     let mut req = january("derive");

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use themodel_proto::common::v1 as common;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
 use themodel_runtime::definition::{from_proto, to_proto};
@@ -302,6 +303,37 @@ const TARGET_STAGES: [(pb::Stage, targets::Stage); 6] = [
     (pb::Stage::Wins, targets::Stage::Wins),
     (pb::Stage::Retained, targets::Stage::Retained),
 ];
+
+/// The departments a capacity is set for, and the stage each receives.
+const CAPACITY_DEPARTMENTS: [(common::Department, targets::Stage); 3] = [
+    (common::Department::InsideSales, targets::RECEIVED[0]),
+    (common::Department::FieldSales, targets::RECEIVED[1]),
+    (common::Department::CustomerSuccess, targets::RECEIVED[2]),
+];
+
+fn pb_department(wire: i32) -> Option<common::Department> {
+    common::Department::try_from(wire).ok()
+}
+
+/// Checks a target set's capacities: a receiving department at most once,
+/// owners 1-100,000, items per owner 1-10^9.
+fn capacities(v: &mut Violations, list: &[pb::Capacity]) {
+    let mut seen = Vec::new();
+    if list.len() > CAPACITY_DEPARTMENTS.len() {
+        v.add("capacities", format!("at most {} (one per department)", CAPACITY_DEPARTMENTS.len()));
+        return;
+    }
+    for (i, c) in list.iter().enumerate() {
+        let field = |f: &str| format!("capacities[{i}].{f}");
+        match pb_department(c.department).filter(|d| lookup(&CAPACITY_DEPARTMENTS, *d).is_some()) {
+            Some(d) if seen.contains(&d) => v.add(&field("department"), "is given twice (one capacity each)"),
+            Some(d) => seen.push(d),
+            None => v.add(&field("department"), one_of(&CAPACITY_DEPARTMENTS, common::Department::as_str_name)),
+        }
+        v.check((1..=100_000).contains(&c.owners), &field("owners"), "must be 1-100000");
+        v.check((1..=1_000_000_000).contains(&c.items_per_owner), &field("items_per_owner"), "must be 1-1000000000");
+    }
+}
 
 fn target_stage(wire: i32) -> Option<targets::Stage> {
     lookup(&TARGET_STAGES, pb::Stage::try_from(wire).ok()?)
@@ -690,6 +722,7 @@ impl Api {
         };
         let set_by = v.text("set_by", &req.set_by, 200);
         let note = v.text("note", &req.note, 2000);
+        capacities(&mut v, &req.capacities);
         let period = v.build(|| period)?;
 
         let mut set = pb::TargetSet {
@@ -699,6 +732,7 @@ impl Api {
             note,
             revenue: req.revenue.clone(),
             average_deal_size: req.average_deal_size.clone(),
+            capacities: req.capacities.clone(),
             ..Default::default()
         };
         let derived = match window {
@@ -766,7 +800,13 @@ impl Api {
     async fn get_attainment(&self, req: pb::GetAttainmentRequest) -> ApiResult<pb::GetAttainmentResponse> {
         let mut v = Violations::new();
         let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
-        let period = v.build(|| period)?;
+        let baseline = window(
+            &mut v,
+            ("baseline_start_date", &req.baseline_start_date),
+            ("baseline_end_date", &req.baseline_end_date),
+            period,
+        );
+        let (period, baseline) = v.build(|| Some((period?, baseline?)))?;
         let db = self.writer.db();
         let set = store::target_sets(db, period, None, 1).await?.pop().ok_or_else(|| {
             let (s, e) = (domain::format_day(period.0), domain::format_day(period.1));
@@ -809,6 +849,45 @@ impl Api {
                 })
             }
         };
+        let starvation = set
+            .capacities
+            .iter()
+            .filter_map(|c| {
+                let department = pb_department(c.department)?;
+                let stage = lookup(&CAPACITY_DEPARTMENTS, department)?;
+                let capacity = c.owners.checked_mul(c.items_per_owner)?;
+                let received = stage.actual(&counts);
+                Some(pb::Starvation {
+                    department: c.department,
+                    received_stage: stage_to_proto(stage) as i32,
+                    capacity,
+                    received,
+                    idle_capacity: targets::idle(capacity, received),
+                    starved: (received as f64) < progress.expected(capacity as f64),
+                })
+            })
+            .collect();
+        let rates = counts.exact_rates();
+        let baseline_rates = self.flow_totals(baseline).await?.exact_rates();
+        let local_optimisation = targets::NEXT_RATES
+            .iter()
+            .filter_map(|&(stage, rate_of, name)| {
+                let target = set.targets.iter().find(|t| target_stage(t.stage) == Some(stage))?.count;
+                let actual = stage.actual(&counts);
+                let (rate, base) = (rate_of(&rates), rate_of(&baseline_rates));
+                Some(pb::LocalOptimisation {
+                    stage: stage_to_proto(stage) as i32,
+                    department: stage.department().to_owned(),
+                    target,
+                    actual,
+                    target_met: actual >= target,
+                    next_rate: name.to_owned(),
+                    rate: rate.map(Rate::value),
+                    baseline_rate: base.map(Rate::value),
+                    locally_optimised: targets::locally_optimised(target, actual, rate, base),
+                })
+            })
+            .collect();
         Ok(pb::GetAttainmentResponse {
             targets: Some(set),
             stages,
@@ -816,6 +895,10 @@ impl Api {
             elapsed_days: progress.elapsed,
             period_days: progress.days,
             time_zone: self.time_zone.clone(),
+            starvation,
+            local_optimisation,
+            baseline_start_date: domain::format_day(baseline.0),
+            baseline_end_date: domain::format_day(baseline.1),
         })
     }
 

@@ -549,6 +549,11 @@ impl Rate {
         i64::try_from(div_ceil(x, self.num)).ok()
     }
 
+    /// Whether this rate is below `other`, exactly.
+    pub fn below(self, other: Rate) -> bool {
+        self.num * other.den < other.num * self.den
+    }
+
     /// Whether the rate is 0 (nothing came through).
     pub fn is_zero(self) -> bool {
         self.num == 0

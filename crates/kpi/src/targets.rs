@@ -65,7 +65,7 @@ pub struct Target {
 }
 
 /// Picks one rate.
-type RateOf = fn(&Rates<Rate>) -> Option<Rate>;
+pub type RateOf = fn(&Rates<Rate>) -> Option<Rate>;
 
 /// The chain above wins: each stage, the rate from it to the one below, and
 /// the rate's name.
@@ -108,6 +108,30 @@ pub fn derive(
         below = Some(count);
     }
     Ok(out)
+}
+
+/// The stage each department with a capacity receives from the one above
+/// (docs/domain.md, "Starvation").
+pub const RECEIVED: [Stage; 3] = [Stage::Promising, Stage::Opportunities, Stage::Wins];
+
+/// The share of `capacity` left idle when `received` came in:
+/// max(0, capacity − received) / capacity (`capacity` above 0).
+pub fn idle(capacity: i64, received: i64) -> f64 {
+    capacity.saturating_sub(received).max(0) as f64 / capacity as f64
+}
+
+/// The volume targets whose output the next stage turns into something,
+/// with that next rate and its name (docs/domain.md, "Local optimisation").
+pub const NEXT_RATES: [(Stage, RateOf, &str); 3] = [
+    (Stage::Leads, |r| r.opportunity, "opportunity"),
+    (Stage::Opportunities, |r| r.win, "win"),
+    (Stage::Wins, |r| r.renewal, "renewal"),
+];
+
+/// A department met its volume target while the next stage's rate on its
+/// output fell below the baseline's (both rates known).
+pub fn locally_optimised(target: i64, actual: i64, rate: Option<Rate>, baseline: Option<Rate>) -> bool {
+    actual >= target && matches!((rate, baseline), (Some(r), Some(b)) if r.below(b))
 }
 
 /// How far along a period is: `elapsed` of `days` business days.
@@ -202,5 +226,17 @@ mod tests {
         assert_eq!(Progress::of(nov, 100), Progress { elapsed: 1, days: 30 }, "today counts");
         assert_eq!(Progress::of(nov, 114).expected(30.0), 15.0);
         assert_eq!(Progress::of(nov, 400), Progress { elapsed: 30, days: 30 });
+    }
+
+    #[test]
+    fn idle_capacity_and_local_optimisation() {
+        assert_eq!((idle(4, 1), idle(2, 2), idle(2, 5)), (0.75, 0.0, 0.0), "more than capacity leaves nothing idle");
+        assert_eq!(idle(i64::MAX, -1), 1.0, "never overflows");
+        let (two_thirds, one) = (Rate::of(2, 3), Rate::of(2, 2));
+        assert!(locally_optimised(2, 2, two_thirds, one), "met, and the rate fell");
+        assert!(!locally_optimised(3, 2, two_thirds, one), "not met");
+        assert!(!locally_optimised(2, 2, one, two_thirds), "the rate rose");
+        assert!(!locally_optimised(2, 2, Rate::of(4, 4), one), "the same rate, exactly");
+        assert!(!locally_optimised(2, 2, None, one), "an unknown rate proves nothing");
     }
 }
