@@ -2,7 +2,6 @@
 //! its request into domain values, hands the writer a unit of work, and maps
 //! the outcome. Reads of one account go through a batched reader.
 
-use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::customersuccess::v1 as pb;
 use themodel_proto::customersuccess::v1::customer_success_service_server::CustomerSuccessService;
 use themodel_runtime::loader::Loader;
@@ -114,13 +113,8 @@ impl Api {
                 let existing = cx.state.account(&deal.account_id)?;
                 // The account's manager stays while on the roster; a new
                 // account (or one whose manager left) gets the next in turn.
-                let (owner, turn) = match existing.and_then(|a| a.kept_owner(&roster)) {
-                    Some(kept) => (Some((kept, AssignmentRule::Kept)), None),
-                    None => match owners::next_owner(cx.state.turns(), store::ROUND_ROBIN, &roster)? {
-                        Some((next, turn)) => (Some((next, AssignmentRule::RoundRobin)), Some(turn)),
-                        None => (None, None),
-                    },
-                };
+                let kept = existing.and_then(|a| a.kept_owner(&roster));
+                let (owner, turn) = owners::kept_or_next(kept, cx.state.turns(), store::ROUND_ROBIN, &roster)?;
                 // A deal for an account that exists expands it (or wins it back).
                 let (a, out) = match existing {
                     Some(existing) => {

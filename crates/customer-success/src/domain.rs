@@ -6,7 +6,7 @@
 use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::customersuccess::v1 as pb;
 use themodel_runtime::Effects;
-use themodel_runtime::owners::{self, Owner};
+use themodel_runtime::owners::{self, Assigned, Owner};
 use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::wire::money_to_proto;
 use themodel_values::{AccountId, Code, Currency, LeadId, Money, MoneyError, OpportunityId, Term, time};
@@ -90,9 +90,6 @@ fn event(at: Micros, e: pb::customer_success_event::Event) -> pb::CustomerSucces
 fn term_end(from: Micros, term: Term) -> Result<Micros, Refused> {
     time::add_months(from, term.months()).ok_or(Refused::TermPastEnd(term.months()))
 }
-
-/// The manager a won deal gives an account, and how they were chosen.
-pub type Assigned = Option<(Owner, AssignmentRule)>;
 
 impl Account {
     /// Opens an account, owned by the manager `owner` names (if any).

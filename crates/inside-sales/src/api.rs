@@ -2,7 +2,6 @@
 //! request into domain values, hands the writer a unit of work, and maps the
 //! outcome. Reads of one item go through a batched reader.
 
-use themodel_proto::common::v1::AssignmentRule;
 use themodel_proto::insidesales::v1 as pb;
 use themodel_proto::insidesales::v1::inside_sales_service_server::InsideSalesService;
 use themodel_quality::ReasonRefused;
@@ -125,13 +124,8 @@ impl Api {
         self.writer
             .execute(call, needs, move |cx| {
                 let existing = cx.state.item(&lead.lead_id)?;
-                let (owner, turn) = match QueueItem::returning_owner(existing, &roster) {
-                    Some(kept) => (Some((kept, AssignmentRule::Kept)), None),
-                    None => match owners::next_owner(cx.state.turns(), store::ROUND_ROBIN, &roster)? {
-                        Some((next, turn)) => (Some((next, AssignmentRule::RoundRobin)), Some(turn)),
-                        None => (None, None),
-                    },
-                };
+                let kept = QueueItem::returning_owner(existing, &roster);
+                let (owner, turn) = owners::kept_or_next(kept, cx.state.turns(), store::ROUND_ROBIN, &roster)?;
                 let (item, out) = QueueItem::accept(lead.clone(), existing, &handover_id, cx.definition, owner);
                 let resp = pb::AcceptLeadResponse { item: Some(item_to_proto(&item)) };
                 Ok(Done::new(&resp).change(Change::Item(Box::new(item))).changes(turn.map(Change::Turn)).effects(out))

@@ -12,6 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use themodel_proto::common::v1::AssignmentRule;
 use themodel_values::{Code, Invalid, OwnerId};
 
 use crate::db::{self, Conn, Db, Script, Table, Value};
@@ -170,6 +171,27 @@ pub async fn load_turn(conn: &mut Conn, db: &Db, rule: &'static str, turns: &mut
 pub fn next_owner(turns: &Turns, rule: &'static str, roster: &Roster) -> ApiResult<Option<(Owner, Turn)>> {
     let next = turns.get(&rule)?.map_or(0, |t| t.next);
     Ok(roster.turn(next).map(|owner| (owner.clone(), Turn { rule, next: next.wrapping_add(1) })))
+}
+
+/// The owner a record was given, and how they were chosen.
+pub type Assigned = Option<(Owner, AssignmentRule)>;
+
+/// The owner a record that comes through gets: `kept` (the owner it had,
+/// when the roster still keeps them), or else the next in turn, with the
+/// turn to store. Neither without a roster and an owner.
+pub fn kept_or_next(
+    kept: Option<Owner>,
+    turns: &Turns,
+    rule: &'static str,
+    roster: &Roster,
+) -> ApiResult<(Assigned, Option<Turn>)> {
+    if let Some(kept) = kept {
+        return Ok((Some((kept, AssignmentRule::Kept)), None));
+    }
+    Ok(match next_owner(turns, rule, roster)? {
+        Some((next, turn)) => (Some((next, AssignmentRule::RoundRobin)), Some(turn)),
+        None => (None, None),
+    })
 }
 
 /// Writes the turns a batch moved.
