@@ -146,8 +146,8 @@ impl Account {
         (id, team, rule)
     }
 
-    /// The manager a further won deal leaves the account with: its own while
-    /// `roster` keeps them, otherwise whoever `next` gives.
+    /// The manager a further won deal keeps: the account's own, while
+    /// `roster` keeps them (`None`: the next in turn takes it).
     pub fn kept_owner(&self, roster: &owners::Roster) -> Option<Owner> {
         self.owner.clone().filter(|o| roster.keeps(o))
     }

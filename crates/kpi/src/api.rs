@@ -304,11 +304,12 @@ const TARGET_STAGES: [(pb::Stage, targets::Stage); 6] = [
     (pb::Stage::Retained, targets::Stage::Retained),
 ];
 
-/// The departments a capacity is set for, and the stage each receives.
+/// The departments a capacity is set for, and the stage each receives from
+/// the one above (docs/domain.md, "Starvation").
 const CAPACITY_DEPARTMENTS: [(common::Department, targets::Stage); 3] = [
-    (common::Department::InsideSales, targets::RECEIVED[0]),
-    (common::Department::FieldSales, targets::RECEIVED[1]),
-    (common::Department::CustomerSuccess, targets::RECEIVED[2]),
+    (common::Department::InsideSales, targets::Stage::Promising),
+    (common::Department::FieldSales, targets::Stage::Opportunities),
+    (common::Department::CustomerSuccess, targets::Stage::Wins),
 ];
 
 fn pb_department(wire: i32) -> Option<common::Department> {
@@ -869,9 +870,10 @@ impl Api {
             .collect();
         let rates = counts.exact_rates();
         let baseline_rates = self.flow_totals(baseline).await?.exact_rates();
-        let local_optimisation = targets::NEXT_RATES
-            .iter()
-            .filter_map(|&(stage, rate_of, name)| {
+        let local_optimisation = targets::WATCHED
+            .into_iter()
+            .filter_map(|stage| {
+                let (rate_of, name) = stage.next_rate()?;
                 let target = set.targets.iter().find(|t| target_stage(t.stage) == Some(stage))?.count;
                 let actual = stage.actual(&counts);
                 let (rate, base) = (rate_of(&rates), rate_of(&baseline_rates));
@@ -921,13 +923,9 @@ impl Api {
                 let leads: Vec<&str> = opening.values().map(String::as_str).collect();
                 let mut conn = db.reader().acquire().await?;
                 let journeys = store::journeys(&mut conn, db, &leads).await?;
-                let at = Dimension::all().position(|d| d == dim).unwrap_or_default();
                 opening
                     .into_iter()
-                    .map(|(account, lead)| {
-                        let value = journeys.get(&lead).map(|j| j.values().swap_remove(at)).unwrap_or_default();
-                        (account, value)
-                    })
+                    .map(|(account, lead)| (account, journeys.get(&lead).map(|j| j.value(dim)).unwrap_or_default()))
                     .collect()
             }
         };
@@ -990,7 +988,6 @@ impl Api {
 
         self.catch_up().await;
         let reasons = store::recycle_reasons(self.writer.db(), start, end, as_of).await?;
-        let rate = |n: i64, of: i64| Rate::of(n, of).map(Rate::value);
         Ok(pb::GetRecyclingResponse {
             start_date: domain::format_day(start),
             end_date: domain::format_day(end),
@@ -1004,9 +1001,9 @@ impl Api {
                     re_entered: c.re_entries,
                     converted: c.recycled_opportunities,
                     won: c.recycled_wins,
-                    re_entry_rate: rate(c.re_entries, c.recycled),
-                    opportunity_rate: rate(c.recycled_opportunities, c.recycled),
-                    win_rate: rate(c.recycled_wins, c.recycled),
+                    re_entry_rate: domain::ratio(c.re_entries, c.recycled),
+                    opportunity_rate: domain::ratio(c.recycled_opportunities, c.recycled),
+                    win_rate: domain::ratio(c.recycled_wins, c.recycled),
                 })
                 .collect(),
         })

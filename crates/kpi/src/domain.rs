@@ -525,8 +525,9 @@ const GIVEN_SCALE: i128 = 1_000_000_000;
 
 impl Rate {
     /// `num / den`; `None` when `den` is zero (the rate is absent).
-    pub fn of(num: i64, den: i64) -> Option<Rate> {
-        (den != 0).then(|| Rate { num: i128::from(num), den: i128::from(den) })
+    pub fn of(num: impl Into<i128>, den: impl Into<i128>) -> Option<Rate> {
+        let (num, den) = (num.into(), den.into());
+        (den != 0).then_some(Rate { num, den })
     }
 
     /// A rate a caller gave, to nine decimal places (0.3 is 3/10, not the
@@ -558,6 +559,11 @@ impl Rate {
     pub fn is_zero(self) -> bool {
         self.num == 0
     }
+}
+
+/// `num / den` as a double; `None` (absent) when `den` is zero.
+pub fn ratio(num: impl Into<i128>, den: impl Into<i128>) -> Option<f64> {
+    Rate::of(num, den).map(Rate::value)
 }
 
 /// ⌈a / b⌉ for b > 0.

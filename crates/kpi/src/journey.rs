@@ -298,6 +298,11 @@ impl Journey {
         values
     }
 
+    /// The lead's value of `dim` (see [`Journey::values`]).
+    pub fn value(&self, dim: Dimension) -> String {
+        Dimension::all().zip(self.values()).find(|(d, _)| *d == dim).map(|(_, v)| v).unwrap_or_default()
+    }
+
     /// Records money the lead's deal moved.
     pub fn money(&mut self, kind: MoneyKind, at: i64, amount: &Amount) {
         self.money.push(MoneyFact {

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::ratio;
+
 /// One change of an account's contract value, on business day `day`: the
 /// value after it (currency, nanos), or `None` when the account churned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +32,12 @@ pub struct Retention {
     /// Accounts active at the end, new ones included.
     pub accounts_at_end: i64,
     /// Per currency of the start cohort's contracts.
-    pub money: BTreeMap<String, Revenue>,
+    pub money: BTreeMap<String, Recurring>,
 }
 
 /// One currency's recurring revenue over the period, in nanos.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Revenue {
+pub struct Recurring {
     /// Accounts of the start cohort whose contract was in this currency.
     pub accounts_at_start: i64,
     /// Their ARR at the start.
@@ -100,26 +102,22 @@ impl Retention {
         }
     }
 
-    fn revenue(&mut self, currency: &str) -> &mut Revenue {
+    fn revenue(&mut self, currency: &str) -> &mut Recurring {
         self.money.entry(currency.to_owned()).or_default()
     }
 
-    fn add(&mut self, currency: &str, slot: impl Fn(&mut Revenue) -> &mut i128, nanos: i128) {
+    fn add(&mut self, currency: &str, slot: impl Fn(&mut Recurring) -> &mut i128, nanos: i128) {
         let s = slot(self.revenue(currency));
         *s = s.saturating_add(nanos);
     }
 
     /// Churned accounts / accounts at the start; absent without any.
     pub fn logo_churn_rate(&self) -> Option<f64> {
-        ratio(i128::from(self.churned_accounts), i128::from(self.accounts_at_start))
+        ratio(self.churned_accounts, self.accounts_at_start)
     }
 }
 
-fn ratio(num: i128, den: i128) -> Option<f64> {
-    (den != 0).then(|| num as f64 / den as f64)
-}
-
-impl Revenue {
+impl Recurring {
     /// (start − churned − contraction) / start.
     pub fn gross_retention(&self) -> Option<f64> {
         ratio(self.start - self.lost(), self.start)

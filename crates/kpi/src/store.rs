@@ -355,10 +355,24 @@ pub async fn counts(
     end: i64,
 ) -> anyhow::Result<BTreeMap<String, Counts>> {
     let mut conn = db.reader().acquire().await?;
+    let mut out = counts_under(&mut conn, basis, split.map_or("", Dimension::code), start, end).await?;
+    if split.is_none() {
+        out.entry(String::new()).or_default().visitors = visitors(&mut conn, start, end).await?;
+    }
+    Ok(out)
+}
+
+/// The counts stored under dimension `dim` ("" for the totals), per value.
+async fn counts_under(
+    conn: &mut Conn,
+    basis: Basis,
+    dim: &str,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<BTreeMap<String, Counts>> {
     // The totals are one (dim, value) prefix of the key, so their day range
     // is an index range; a split reads every value of its dimension.
-    let which = if split.is_some() { "dim = $1" } else { "dim = $1 AND value = ''" };
-    let dim = split.map_or("", Dimension::code);
+    let which = if dim.is_empty() { "dim = $1 AND value = ''" } else { "dim = $1" };
     let rows: Vec<(String, String, i64)> = match basis {
         Basis::Flow => {
             let sql = format!(
@@ -391,9 +405,6 @@ pub async fn counts(
     // Retracted contributions leave zero rows behind; a value with nothing
     // left is not a row of the split.
     out.retain(|_, c| *c != Counts::default());
-    if split.is_none() {
-        out.entry(String::new()).or_default().visitors = visitors(&mut conn, start, end).await?;
-    }
     Ok(out)
 }
 
@@ -406,24 +417,9 @@ pub async fn recycle_reasons(
     end: i64,
     as_of: Option<i64>,
 ) -> anyhow::Result<BTreeMap<String, Counts>> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
-         WHERE dim = $1 AND capture_day >= $2 AND capture_day < $3 AND reached_day <= $4 GROUP BY value, stage",
-    )
-    .bind(RECYCLE_REASON)
-    .bind(start)
-    .bind(end)
-    .bind(as_of.unwrap_or(i64::MAX))
-    .fetch_all(db.reader())
-    .await?;
-    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
-    for (reason, metric, n) in rows {
-        if let Some(m) = Metric::from_code(&metric) {
-            out.entry(reason).or_default().add(m, n);
-        }
-    }
-    out.retain(|_, c| *c != Counts::default());
-    Ok(out)
+    let mut conn = db.reader().acquire().await?;
+    // Each reason's recycles are a cohort: their day is the capture day.
+    counts_under(&mut conn, Basis::Cohort { as_of }, RECYCLE_REASON, start, end).await
 }
 
 /// Revenue over business days `[start, end)` in nanos, per dimension value

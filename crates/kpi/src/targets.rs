@@ -42,6 +42,21 @@ impl Stage {
         }
     }
 
+    /// The rate that turns this stage's count into the next stage's, and
+    /// its name: visitors → leads (acquisition), leads → opportunities,
+    /// opportunities → wins, wins → retained (renewal). The chain rule
+    /// divides by it; local optimisation watches it fall.
+    pub fn next_rate(self) -> Option<(RateOf, &'static str)> {
+        let next: (RateOf, &'static str) = match self {
+            Stage::Visitors => (|r| r.acquisition, "acquisition"),
+            Stage::Leads => (|r| r.opportunity, "opportunity"),
+            Stage::Opportunities => (|r| r.win, "win"),
+            Stage::Wins => (|r| r.renewal, "renewal"),
+            Stage::Promising | Stage::Retained => return None,
+        };
+        Some(next)
+    }
+
     /// The stage's flow count.
     pub fn actual(self, c: &Counts) -> i64 {
         match self {
@@ -67,13 +82,8 @@ pub struct Target {
 /// Picks one rate.
 pub type RateOf = fn(&Rates<Rate>) -> Option<Rate>;
 
-/// The chain above wins: each stage, the rate from it to the one below, and
-/// the rate's name.
-const UPSTREAM: [(Stage, RateOf, &str); 3] = [
-    (Stage::Opportunities, |r| r.win, "win"),
-    (Stage::Leads, |r| r.opportunity, "opportunity"),
-    (Stage::Visitors, |r| r.acquisition, "acquisition"),
-];
+/// The chain above wins, from wins up.
+const UPSTREAM: [Stage; 3] = [Stage::Opportunities, Stage::Leads, Stage::Visitors];
 
 /// The targets of a set: the `given` ones, and — with `derive` — each stage
 /// of the chain above the lowest given one that is not given itself, by
@@ -95,12 +105,13 @@ pub fn derive(
         }
         (None, None) => None,
     };
-    for (stage, rate_of, name) in UPSTREAM {
+    for stage in UPSTREAM {
         if let Some(&count) = given.get(&stage) {
             below = Some(count);
             continue;
         }
         let Some(n) = below else { continue };
+        let Some((rate_of, name)) = stage.next_rate() else { continue };
         let rate = rate_of(rates);
         let count =
             input_needed(n, rate, name).map_err(|why| format!("{why}: give the {} target itself", stage.name()))?;
@@ -110,23 +121,16 @@ pub fn derive(
     Ok(out)
 }
 
-/// The stage each department with a capacity receives from the one above
-/// (docs/domain.md, "Starvation").
-pub const RECEIVED: [Stage; 3] = [Stage::Promising, Stage::Opportunities, Stage::Wins];
-
 /// The share of `capacity` left idle when `received` came in:
 /// max(0, capacity − received) / capacity (`capacity` above 0).
 pub fn idle(capacity: i64, received: i64) -> f64 {
     capacity.saturating_sub(received).max(0) as f64 / capacity as f64
 }
 
-/// The volume targets whose output the next stage turns into something,
-/// with that next rate and its name (docs/domain.md, "Local optimisation").
-pub const NEXT_RATES: [(Stage, RateOf, &str); 3] = [
-    (Stage::Leads, |r| r.opportunity, "opportunity"),
-    (Stage::Opportunities, |r| r.win, "win"),
-    (Stage::Wins, |r| r.renewal, "renewal"),
-];
+/// The volume targets local optimisation looks at: those whose output the
+/// next stage turns into something ([`Stage::next_rate`]), the department's
+/// own input (visitors) aside (docs/domain.md, "Local optimisation").
+pub const WATCHED: [Stage; 3] = [Stage::Leads, Stage::Opportunities, Stage::Wins];
 
 /// A department met its volume target while the next stage's rate on its
 /// output fell below the baseline's (both rates known).
