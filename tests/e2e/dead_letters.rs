@@ -50,7 +50,8 @@ async fn outbox_events(t: &TestSuite) -> Vec<common::outbox_event::Event> {
     let mut stream = themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient::new(
         tonic::transport::Channel::from_shared(t.suite.url(Svc::FieldSales)).unwrap().connect_lazy(),
     );
-    let page = stream.list_events(common::ListEventsRequest { after_seq: 0, page_size: 5000 }).await.unwrap();
+    let page =
+        stream.list_events(common::ListEventsRequest { after_seq: 0, page_size: 5000, wait: None }).await.unwrap();
     page.into_inner()
         .events
         .into_iter()

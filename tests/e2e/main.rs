@@ -12,6 +12,7 @@ mod dead_letters;
 mod definitions;
 mod durability;
 mod flows;
+mod freshness;
 mod idempotency;
 mod ingest;
 mod interfaces;

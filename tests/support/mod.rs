@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
@@ -17,6 +19,7 @@ use themodel_proto::kpi::v1 as kpi;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
 use themodel_runtime::Clock;
+use themodel_runtime::consistency::{self, Token};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -25,18 +28,82 @@ use tonic_health::pb::health_client::HealthClient;
 pub use themodel::ServiceName as Svc;
 
 /// The running suite and a client per service.
+///
+/// The clients behave as a client that wants read-your-writes: every answer's
+/// consistency token is kept, and every kpi call carries the furthest token
+/// of each stream, so a KPI read counts everything the test did before it.
 pub struct TestSuite {
     pub suite: Suite,
-    pub marketing: MarketingServiceClient<Channel>,
-    pub inside_sales: InsideSalesServiceClient<Channel>,
-    pub field_sales: FieldSalesServiceClient<Channel>,
-    pub customer_success: CustomerSuccessServiceClient<Channel>,
-    pub kpi: KpiServiceClient<Channel>,
+    pub marketing: MarketingServiceClient<Recorded>,
+    pub inside_sales: InsideSalesServiceClient<Recorded>,
+    pub field_sales: FieldSalesServiceClient<Recorded>,
+    pub customer_success: CustomerSuccessServiceClient<Recorded>,
+    pub kpi: KpiServiceClient<Recorded>,
+    tokens: Tokens,
     _dir: tempfile::TempDir,
 }
 
 fn channel(url: String) -> Channel {
     Channel::from_shared(url).unwrap().connect_lazy()
+}
+
+/// The furthest consistency token per stream the test's calls were
+/// answered with.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Arc<Mutex<BTreeMap<String, i64>>>);
+
+impl Tokens {
+    fn keep(&self, header: &str) {
+        let mut kept = self.0.lock().unwrap();
+        for token in header.split(',').filter_map(|t| t.trim().parse::<Token>().ok()) {
+            let seq = kept.entry(token.stream).or_insert(token.seq);
+            *seq = (*seq).max(token.seq);
+        }
+    }
+
+    /// `marketing:12,inside-sales:4,...`, empty before any answer.
+    pub fn header(&self) -> String {
+        let kept = self.0.lock().unwrap();
+        kept.iter().map(|(stream, seq)| format!("{stream}:{seq}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A channel that keeps the consistency token of every answer and, towards
+/// kpi, sends the tokens kept so far.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    inner: Channel,
+    tokens: Tokens,
+    send_tokens: bool,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Recorded {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let header = self.tokens.header();
+        if self.send_tokens
+            && !header.is_empty()
+            && let Ok(value) = http::HeaderValue::from_str(&header)
+        {
+            req.headers_mut().insert(consistency::HEADER, value);
+        }
+        let answer = self.inner.call(req);
+        let tokens = self.tokens.clone();
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some(value) = response.headers().get(consistency::HEADER).and_then(|v| v.to_str().ok()) {
+                tokens.keep(value);
+            }
+            Ok(response)
+        })
+    }
 }
 
 impl TestSuite {
@@ -52,17 +119,35 @@ impl TestSuite {
         options.clock = Clock::starting_at(NOW.parse::<Timestamp>().map(|t| t.seconds * 1_000_000).unwrap());
         configure(&mut options);
         let suite = Suite::start(options).await.unwrap();
+        let tokens = Tokens::default();
+        let recorded = |name: Svc| Recorded {
+            inner: channel(suite.url(name)),
+            tokens: tokens.clone(),
+            send_tokens: name == Svc::Kpi,
+        };
         let t = TestSuite {
-            marketing: MarketingServiceClient::new(channel(suite.url(Svc::Marketing))),
-            inside_sales: InsideSalesServiceClient::new(channel(suite.url(Svc::InsideSales))),
-            field_sales: FieldSalesServiceClient::new(channel(suite.url(Svc::FieldSales))),
-            customer_success: CustomerSuccessServiceClient::new(channel(suite.url(Svc::CustomerSuccess))),
-            kpi: KpiServiceClient::new(channel(suite.url(Svc::Kpi))),
+            marketing: MarketingServiceClient::new(recorded(Svc::Marketing)),
+            inside_sales: InsideSalesServiceClient::new(recorded(Svc::InsideSales)),
+            field_sales: FieldSalesServiceClient::new(recorded(Svc::FieldSales)),
+            customer_success: CustomerSuccessServiceClient::new(recorded(Svc::CustomerSuccess)),
+            kpi: KpiServiceClient::new(recorded(Svc::Kpi)),
+            tokens,
             suite,
             _dir: dir,
         };
         t.wait_serving().await;
         t
+    }
+
+    /// A kpi client that sends no consistency token: it sees what kpi has
+    /// counted so far.
+    pub fn kpi_as_is(&self) -> KpiServiceClient<Channel> {
+        KpiServiceClient::new(channel(self.suite.url(Svc::Kpi)))
+    }
+
+    /// The consistency tokens the test's calls were answered with so far.
+    pub fn tokens(&self) -> String {
+        self.tokens.header()
     }
 
     /// Where the services' SQLite files are.

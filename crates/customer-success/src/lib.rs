@@ -28,7 +28,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
+    let mut started = service::start("customer-success", &config, sqlx::migrate!("./migrations"), clock).await?;
     let db = started.db.clone();
     let writer = started.writer(store::CustomerSuccess::new(db.clone()));
     let accounts = Loader::spawn(
@@ -43,7 +43,7 @@ pub async fn run(
     let api =
         api::Api { writer: writer.clone(), accounts, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(CustomerSuccessServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()))
+        .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
         .add_service(started.outbox_admin(&writer));
     started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

@@ -30,7 +30,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
+    let mut started = service::start("inside-sales", &config, sqlx::migrate!("./migrations"), clock).await?;
     started.relay_to(&[("field-sales", "--field-sales-addr"), ("marketing", "--marketing-addr")])?;
     let db = started.db.clone();
     let writer = started.writer(store::InsideSales::new(db.clone()));
@@ -45,7 +45,7 @@ pub async fn run(
     );
     let api = api::Api { writer: writer.clone(), items, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(InsideSalesServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()))
+        .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
         .add_service(started.outbox_admin(&writer));
     started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use themodel_proto::common::v1 as common;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
+use themodel_runtime::call;
+use themodel_runtime::consistency::{self, Token};
 use themodel_runtime::definition::{from_proto, to_proto};
 use themodel_runtime::paging;
 use themodel_runtime::time::to_timestamp;
@@ -15,10 +17,10 @@ use themodel_runtime::wire::{money, required_money};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Done, Effects, Need, Writer};
 use themodel_values::LeadId;
 use themodel_values::Money;
-use tokio::task::JoinSet;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::consumer::Consumer;
+use crate::consumer::{self, Consumer};
 use crate::domain;
 use crate::domain::Rate;
 use crate::journey::{Dimension, StepKind};
@@ -40,7 +42,7 @@ pub struct Api {
     /// The month (1–12) fiscal quarters and years start in, unless a request
     /// says otherwise.
     pub fiscal_year_start_month: u32,
-    /// The stream consumers, for catching up before a read.
+    /// The stream consumers, whose progress reads wait on and report.
     pub consumers: Arc<[Arc<Consumer>]>,
 }
 
@@ -312,6 +314,13 @@ const CAPACITY_DEPARTMENTS: [(common::Department, targets::Stage); 3] = [
     (common::Department::CustomerSuccess, targets::Stage::Wins),
 ];
 
+fn duration_to_proto(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
 fn pb_department(wire: i32) -> Option<common::Department> {
     common::Department::try_from(wire).ok()
 }
@@ -392,32 +401,61 @@ fn one_of<W, D>(table: &[(W, D)], name: fn(&W) -> &'static str) -> String {
     format!("must be one of {}", names.join(", "))
 }
 
-/// How long a read waits for the streams before answering with what it has.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a read waits for the events its consistency tokens name,
+/// when the caller set no deadline.
+const TOKEN_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest a read without tokens waits for pages kpi already holds.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 impl Api {
-    /// Read-your-writes: everything the services committed before this call
-    /// is in the answer. A source that is down is reported through
-    /// `sources` (its applied_seq stops moving), not as an error.
-    async fn catch_up(&self) {
-        let mut catching_up = JoinSet::new();
-        for c in self.consumers.iter().cloned() {
-            catching_up.spawn(async move { (c.source, c.catch_up().await) });
+    /// What a read waits for before it counts; it never calls a service.
+    ///
+    /// With consistency tokens (`themodel-consistency-token: marketing:42`,
+    /// the header every service answers with): until kpi has counted each
+    /// named stream that far, bounded by the caller's deadline (10 s without
+    /// one), else UNAVAILABLE saying how far it is. Without tokens: until the pages kpi has
+    /// already received are counted (at most a second).
+    async fn fresh(&self, metadata: &MetadataMap) -> ApiResult<()> {
+        let tokens = Token::all_in(metadata).map_err(|e| ApiError::field(consistency::HEADER, e))?;
+        let deadline = call::deadline(metadata).map(tokio::time::Instant::from_std);
+        let now = tokio::time::Instant::now();
+        if tokens.is_empty() {
+            let until = deadline.map_or(now + SETTLE_WAIT, |d| d.min(now + SETTLE_WAIT));
+            for c in self.consumers.iter() {
+                c.wait_for(until, consumer::Progress::settled).await;
+            }
+            return Ok(());
         }
-        let all = async {
-            while let Some(joined) = catching_up.join_next().await {
-                if let Ok((source, Err(e))) = joined {
-                    tracing::debug!(
-                        source = source.name(),
-                        error = format!("{e:#}"),
-                        "stream not caught up for this read"
+        let mut v = Violations::new();
+        let mut wanted = Vec::new();
+        for token in tokens.iter().filter(|t| t.stream != "kpi") {
+            match self.consumers.iter().find(|c| c.source.name() == token.stream) {
+                Some(c) => wanted.push((c, token.seq)),
+                None => {
+                    let known: Vec<&str> = self.consumers.iter().map(|c| c.source.name()).chain(["kpi"]).collect();
+                    v.add(
+                        consistency::HEADER,
+                        format!("unknown stream {:?} in {token}: one of {}", token.stream, known.join(", ")),
                     );
                 }
             }
-        };
-        if tokio::time::timeout(CATCH_UP_TIMEOUT, all).await.is_err() {
-            tracing::warn!("event streams did not catch up in time; answering with what is applied");
         }
+        v.finish()?;
+        // Answered a little before the caller's deadline, so it learns why.
+        let until = deadline.map_or(now + TOKEN_WAIT, |d| (d - Duration::from_millis(50)).max(now));
+        for (c, seq) in wanted {
+            if !c.wait_for(until, |p| p.applied_seq >= seq).await {
+                let p = c.progress();
+                let why = p.error.map(|e| format!(" (it cannot read the stream: {e})")).unwrap_or_default();
+                return Err(ApiError::Unavailable(format!(
+                    "kpi has counted {} up to seq {}{why}, and the consistency token asks for {seq}; retry",
+                    c.source.name(),
+                    p.applied_seq
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The flow totals over business days `[start, end)`.
@@ -458,8 +496,6 @@ impl Api {
         let given_opportunity = given("opportunity_rate", req.opportunity_rate, false);
         let given_acquisition = given("acquisition_rate", req.acquisition_rate, false);
         let (period, window, wins) = v.build(|| Some((period?, window?, wins?)))?;
-
-        self.catch_up().await;
         let t = self.flow_totals(window).await?;
         let counted = t.exact_rates();
         let trailing = |r: Option<Rate>| r.map(|r| (r, RateSource::Trailing));
@@ -531,8 +567,6 @@ impl Api {
             );
             Some((set.version, plan))
         });
-
-        self.catch_up().await;
         let actual = self.flow_totals(period).await?;
         let (plan, basis, targets_version, baseline) = match target_plan {
             Some((version, plan)) => (plan, pb::PlanBasis::Targets, version, None),
@@ -582,8 +616,6 @@ impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date, view = req.view))]
     async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
         let q = FunnelQuery::parse(&req, self.fiscal_year_start_month)?;
-
-        self.catch_up().await;
         let db = self.writer.db();
         let totals = store::counts(db, q.basis, None, q.start, q.end).await?.remove("").unwrap_or_default();
         let splits = match q.split {
@@ -642,11 +674,16 @@ impl Api {
             .map(|consumer| {
                 let name = consumer.source.name();
                 let c = cursors.get(name).cloned().unwrap_or_default();
+                let progress = consumer.progress();
+                let head_seq = progress.head_seq.max(c.applied_seq);
                 pb::SourcePosition {
                     service: name.to_owned(),
                     applied_seq: c.applied_seq,
                     stream_id: c.stream_id,
-                    error: consumer.error().unwrap_or_default(),
+                    head_seq,
+                    lag_events: head_seq - c.applied_seq,
+                    lag: Some(duration_to_proto(progress.lag())),
+                    error: progress.error.unwrap_or_default(),
                 }
             })
             .collect();
@@ -738,7 +775,7 @@ impl Api {
         };
         let derived = match window {
             Some(window) => {
-                self.catch_up().await;
+                self.fresh(request.metadata()).await?;
                 let rates = self.flow_totals(window).await?.exact_rates();
                 let derived = targets::derive(&given, wins, &rates)
                     .map_err(|e| ApiError::precondition("RATE_UNKNOWN", "targets", e))?;
@@ -813,8 +850,6 @@ impl Api {
             let (s, e) = (domain::format_day(period.0), domain::format_day(period.1));
             ApiError::not_found("targets for the period", format!("[{s}, {e})"))
         })?;
-
-        self.catch_up().await;
         let counts = self.flow_totals(period).await?;
         let progress = Progress::of(period, domain::business_day(self.clock.now(), self.tz));
         let stages = set
@@ -910,8 +945,6 @@ impl Api {
         let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let split = split_by(&mut v, req.split_by);
         let ((start, end), split) = v.build(|| Some((period?, split?)))?;
-
-        self.catch_up().await;
         let db = self.writer.db();
         let histories = store::account_histories(db, end).await?;
         // Each account's split value: the lead's whose deal opened it.
@@ -985,8 +1018,6 @@ impl Api {
         let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
         let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
         let (start, end) = v.build(|| period)?;
-
-        self.catch_up().await;
         let reasons = store::recycle_reasons(self.writer.db(), start, end, as_of).await?;
         Ok(pb::GetRecyclingResponse {
             start_date: domain::format_day(start),
@@ -1014,8 +1045,6 @@ impl Api {
         let mut v = Violations::new();
         let lead = v.parse("lead_id", LeadId::parse(&req.lead_id));
         let lead = v.build(|| lead)?;
-
-        self.catch_up().await;
         let db = self.writer.db();
         let journey = store::journey(db, lead.as_str())
             .await?
@@ -1137,6 +1166,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::GetFunnelRequest>,
     ) -> Result<Response<pb::GetFunnelResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_funnel(self, request.into_inner()).await?))
     }
 
@@ -1144,6 +1174,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::PlanFromRevenueRequest>,
     ) -> Result<Response<pb::PlanFromRevenueResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::plan_from_revenue(self, request.into_inner()).await?))
     }
 
@@ -1151,6 +1182,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::GetBottleneckRequest>,
     ) -> Result<Response<pb::GetBottleneckResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_bottleneck(self, request.into_inner()).await?))
     }
 
@@ -1172,6 +1204,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::GetAttainmentRequest>,
     ) -> Result<Response<pb::GetAttainmentResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_attainment(self, request.into_inner()).await?))
     }
 
@@ -1179,6 +1212,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::GetRetentionRequest>,
     ) -> Result<Response<pb::GetRetentionResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_retention(self, request.into_inner()).await?))
     }
 
@@ -1186,6 +1220,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::GetRecyclingRequest>,
     ) -> Result<Response<pb::GetRecyclingResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_recycling(self, request.into_inner()).await?))
     }
 
@@ -1193,6 +1228,7 @@ impl KpiService for Api {
         &self,
         request: Request<pb::GetJourneyRequest>,
     ) -> Result<Response<pb::GetJourneyResponse>, Status> {
+        self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_journey(self, request.into_inner()).await?))
     }
 

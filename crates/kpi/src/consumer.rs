@@ -1,10 +1,9 @@
-//! Reads one service's event stream from the stored cursor and folds it into
-//! the aggregates. A page is applied and the cursor moved in one transaction,
+//! Follows one service's event stream from the stored cursor and folds it
+//! into the aggregates. A page is applied and the cursor moved in one transaction,
 //! so stopping, crashing or rebuilding from zero always ends at the same numbers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -16,6 +15,7 @@ use themodel_runtime::Db;
 use themodel_runtime::db::Conn;
 use themodel_runtime::telemetry::PeerChannel;
 use themodel_runtime::time::Micros;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{self, Effect, Role, Source};
@@ -24,54 +24,109 @@ use crate::store::{self, Cursor};
 
 const PAGE: i32 = 2000;
 
+/// How long one long poll waits at the head of a stream for its next event.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+/// How far kpi has read one stream, for reads that wait on it and for the
+/// lag GetFunnel reports.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The last seq counted in the numbers.
+    pub applied_seq: i64,
+    /// The highest head the stream has shown (at least `applied_seq`).
+    pub head_seq: i64,
+    /// Since when kpi has known of events it has not applied yet.
+    pub behind_since: Option<Instant>,
+    /// Why kpi is not reading this stream right now, if it is not.
+    pub error: Option<String>,
+}
+
+impl Progress {
+    /// Whether every event kpi knows of is counted (or the stream cannot be
+    /// read: nothing to wait for).
+    pub fn settled(&self) -> bool {
+        self.applied_seq >= self.head_seq || self.error.is_some()
+    }
+
+    /// How long kpi has been behind this stream (zero when it is not).
+    pub fn lag(&self) -> Duration {
+        self.behind_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn saw(&mut self, applied_seq: i64, head_seq: i64) {
+        self.applied_seq = self.applied_seq.max(applied_seq);
+        self.head_seq = self.head_seq.max(head_seq).max(self.applied_seq);
+        self.behind_since = match (self.applied_seq < self.head_seq, self.behind_since) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(Instant::now()),
+        };
+    }
+}
+
+/// Follows one service's event stream: a long poll at the head, so an event
+/// is applied moments after it is committed, and no kpi read ever calls the
+/// service.
 #[derive(Debug)]
 pub struct Consumer {
     pub source: Source,
     pub client: EventStreamServiceClient<PeerChannel>,
     pub db: Db,
     pub tz: Tz,
-    /// Why the last attempt to read the stream failed (cleared on success).
-    pub error: Mutex<Option<String>>,
+    progress: watch::Sender<Progress>,
 }
 
-/// The most pages a read-time catch-up applies; a longer backlog is the
-/// background consumer's to finish.
-const CATCH_UP_PAGES: usize = 8;
-
 impl Consumer {
-    /// Applies whatever the source has committed so far (bounded), so a read
-    /// that follows a write sees it. Safe beside [`Consumer::run`]: the cursor
-    /// compare-and-set lets only one of them apply a page.
-    pub async fn catch_up(&self) -> anyhow::Result<()> {
-        for _ in 0..CATCH_UP_PAGES {
-            if !self.checked_step().await? {
-                break;
-            }
-        }
-        Ok(())
+    /// A consumer of `source`'s stream that starts from kpi's stored cursor.
+    pub async fn new(
+        source: Source,
+        client: EventStreamServiceClient<PeerChannel>,
+        db: Db,
+        tz: Tz,
+    ) -> anyhow::Result<Consumer> {
+        let applied = store::cursor(db.reader(), source.name()).await?.map_or(0, |c| c.applied_seq);
+        let mut progress = Progress::default();
+        progress.saw(applied, applied);
+        Ok(Consumer { source, client, db, tz, progress: watch::Sender::new(progress) })
     }
 
-    /// Why kpi is not reading this stream right now, if it is not.
-    pub fn error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    /// How far the stream is read.
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until `done` holds of the progress; `false` if `until` came first.
+    pub async fn wait_for(&self, until: tokio::time::Instant, done: impl FnMut(&Progress) -> bool) -> bool {
+        let mut rx = self.progress.subscribe();
+        tokio::time::timeout_at(until, rx.wait_for(done)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// One step, remembering its failure (or clearing the last one).
     async fn checked_step(&self) -> anyhow::Result<bool> {
         let result = self.step().await;
-        let mut error = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *error = result.as_ref().err().map(|e| format!("{e:#}"));
+        self.progress.send_modify(|p| p.error = result.as_ref().err().map(|e| format!("{e:#}")));
         result
     }
 
-    /// Follows the stream until `shutdown`, polling every `poll` when idle.
+    /// Follows the stream until `shutdown`. Between long polls it waits only
+    /// after a failure (backing off up to 5 s), or `poll` when the source
+    /// answered an empty page at once (a source that does not hold long
+    /// polls, or one shutting down).
     pub async fn run(self: std::sync::Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let wait = match self.checked_step().await {
+            let started = Instant::now();
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                step = self.checked_step() => step,
+            };
+            let wait = match step {
                 Ok(true) => continue,
                 Ok(false) => {
                     failures = 0;
+                    if started.elapsed() >= LONG_POLL / 2 {
+                        continue;
+                    }
                     poll
                 }
                 Err(e) => {
@@ -228,9 +283,15 @@ impl Consumer {
         store::add_visits(tx, &visits).await
     }
 
+    /// The page after `after_seq`, waiting at the head for the next event.
     async fn page(&self, after_seq: i64) -> anyhow::Result<ListEventsResponse> {
-        let req = ListEventsRequest { after_seq, page_size: PAGE };
-        Ok(self.client.clone().list_events(req).await?.into_inner())
+        let wait = prost_types::Duration { seconds: LONG_POLL.as_secs().try_into().unwrap_or(i64::MAX), nanos: 0 };
+        let mut req = tonic::Request::new(ListEventsRequest { after_seq, page_size: PAGE, wait: Some(wait) });
+        // A connection that died silently must not hold the stream forever.
+        req.set_timeout(LONG_POLL + Duration::from_secs(10));
+        let page = self.client.clone().list_events(req).await?.into_inner();
+        self.progress.send_modify(|p| p.saw(after_seq, page.head_seq));
+        Ok(page)
     }
 
     /// Reads and applies one page; `Ok(true)` if there may be more right away.
@@ -238,6 +299,7 @@ impl Consumer {
         // A plain read: the compare-and-set in `store::apply` is what guards the cursor.
         let stored = store::cursor(self.db.reader(), self.source.name()).await?;
         let mut after = stored.as_ref().map_or(0, |c| c.applied_seq);
+        self.progress.send_modify(|p| p.saw(after, after));
         let mut page = self.page(after).await?;
         let known = stored.as_ref().map_or("", |c| c.stream_id.as_str());
         // An empty id on either side is a database or server from before
@@ -248,6 +310,7 @@ impl Consumer {
             // facts recorded since, which kpi has not seen. What the old stream
             // gave stays counted; the new one is read from its start.
             after = 0;
+            self.progress.send_modify(|p| *p = Progress { error: p.error.take(), ..Progress::default() });
             page = self.page(0).await?;
         }
         let Some(last) = page.events.last().map(|e| e.seq) else {
@@ -305,6 +368,7 @@ impl Consumer {
         }
         self.apply(&mut tx, &effects, &definitions).await?;
         tx.commit().await?;
+        self.progress.send_modify(|p| p.saw(last, page.head_seq));
         tracing::debug!(source = self.source.name(), applied_seq = last, events = page.events.len(), "events applied");
         Ok(last < page.head_seq)
     }

@@ -57,20 +57,15 @@ pub async fn run(
     ];
     // kpi owns the definition; it does not follow itself.
     let own = ServiceConfig { peers: Default::default(), ..config.clone() };
-    let mut started = service::start(&own, sqlx::migrate!("./migrations"), clock).await?;
+    let mut started = service::start("kpi", &own, sqlx::migrate!("./migrations"), clock).await?;
     store::seed_definition(&started.db, started.clock.now()).await?;
     if store::set_time_zone(&started.db, &config.time_zone).await? {
         tracing::warn!(time_zone = %config.time_zone, "business time zone changed: rebuilding KPIs from the event streams");
     }
     let mut consumers = Vec::new();
     for (source, addr) in sources {
-        let consumer = Arc::new(consumer::Consumer {
-            source,
-            client: EventStreamServiceClient::new(peer_channel(addr)?),
-            db: started.db.clone(),
-            tz,
-            error: Default::default(),
-        });
+        let client = EventStreamServiceClient::new(peer_channel(addr)?);
+        let consumer = Arc::new(consumer::Consumer::new(source, client, started.db.clone(), tz).await?);
         let background = consumer.clone();
         let poll = config.poll_interval;
         started.spawn(move |stop| background.run(poll, stop));
@@ -86,7 +81,7 @@ pub async fn run(
         consumers: consumers.into(),
     };
     let routes = Routes::new(KpiServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()))
+        .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
         .add_service(started.outbox_admin(&writer));
     started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

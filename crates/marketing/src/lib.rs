@@ -29,7 +29,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut started = service::start(&config, sqlx::migrate!("./migrations"), clock).await?;
+    let mut started = service::start("marketing", &config, sqlx::migrate!("./migrations"), clock).await?;
     started.relay_to(&[("inside-sales", "--inside-sales-addr")])?;
     let db = started.db.clone();
     let writer = started.writer(store::Marketing::new(db.clone()));
@@ -44,7 +44,7 @@ pub async fn run(
     );
     let api = api::Api { writer: writer.clone(), leads, clock: started.clock.clone() };
     let routes = Routes::new(MarketingServiceServer::new(api))
-        .add_service(EventStream::server(started.db.clone()))
+        .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
         .add_service(started.outbox_admin(&writer));
     started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
 }

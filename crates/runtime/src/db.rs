@@ -49,6 +49,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -56,6 +57,7 @@ use sqlx::Arguments;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions, Executor};
+use tokio::sync::watch;
 
 /// A transaction on a service's database, from its write pool.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -87,6 +89,10 @@ pub struct Db {
     read: AnyPool,
     backend: Backend,
     options: AnyConnectOptions,
+    /// The event stream's head as this process last committed or read it,
+    /// for the stream's long polls and consistency tokens
+    /// ([`crate::events`]).
+    head: Arc<watch::Sender<i64>>,
 }
 
 /// Row counts a statement is built for, largest first: a batch's rows go in
@@ -113,7 +119,7 @@ impl Db {
                 .connect_with(options.clone())
                 .await
                 .context("connecting to postgres")?;
-            Ok(Db { write: pool.clone(), read: pool, backend: Backend::Postgres, options })
+            Ok(Db { write: pool.clone(), read: pool, backend: Backend::Postgres, options, head: Default::default() })
         } else {
             anyhow::bail!("unsupported database url (expected sqlite:// or postgres://)")
         }
@@ -159,7 +165,29 @@ impl Db {
         };
         let write = pool(1, 2_048).await.context("opening sqlite database")?;
         let read = pool(2, 2_048).await.context("opening sqlite database")?;
-        Ok(Db { write, read, backend: Backend::Sqlite, options })
+        Ok(Db { write, read, backend: Backend::Sqlite, options, head: Default::default() })
+    }
+
+    /// The highest event seq this process knows committed.
+    pub fn stream_head(&self) -> i64 {
+        *self.head.borrow()
+    }
+
+    /// Follows [`Db::stream_head`]: changes whenever this process commits
+    /// events (other replicas' commits are found by reading).
+    pub fn watch_stream_head(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    /// Records that the stream reaches at least `seq`.
+    pub fn stream_reached(&self, seq: i64) {
+        self.head.send_if_modified(|head| {
+            let moved = seq > *head;
+            if moved {
+                *head = seq;
+            }
+            moved
+        });
     }
 
     /// Applies the plumbing migrations (event stream, outbox, idempotency) and
@@ -194,8 +222,8 @@ impl Db {
     /// its commit); end it with a script that commits, or
     /// [`Db::rollback_writes`].
     pub async fn begin_writes(&self, conn: &mut Conn) -> Result<i64, sqlx::Error> {
-        let (writes, _) = begin_and_select_in::<(String,)>(conn, self, "", "", &[]).await?;
-        Ok(writes)
+        let (begun, _) = begin_and_select_in::<(String,)>(conn, self, "", "", &[]).await?;
+        Ok(begun.writes)
     }
 
     /// Ends a transaction [`Db::begin_writes`] began, undoing it. Harmless
@@ -671,26 +699,34 @@ where
     q.fetch_all(&mut *conn).await
 }
 
+/// Where a write transaction began: its count in `stream_head.writes` (see
+/// [`crate::cache`]) and the event stream's head before it appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Begun {
+    pub writes: i64,
+    pub seq: i64,
+}
+
 /// [`select_in`] as the first statement of the writer's transaction: begins
 /// it ([`Db::begin_writes`]) in the same round trip on SQLite, and returns
-/// the transaction's `stream_head.writes` with the rows.
+/// where it began with the rows.
 pub async fn begin_and_select_in<R>(
     conn: &mut Conn,
     db: &Db,
     sql: &str,
     after: &str,
     keys: &[&str],
-) -> Result<(i64, Vec<R>), sqlx::Error>
+) -> Result<(Begun, Vec<R>), sqlx::Error>
 where
     R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
-    const COUNT: &str = "UPDATE stream_head SET writes = writes + 1 WHERE id = 1 RETURNING writes";
+    const COUNT: &str = "UPDATE stream_head SET writes = writes + 1 WHERE id = 1 RETURNING writes, seq";
     if db.backend == Backend::Postgres {
         // One round trip (the simple-query protocol takes several
         // statements when they have no parameters), then the lookup.
         let counted = conn.fetch_all(format!("BEGIN; {COUNT}").as_str()).await?;
-        let writes = writes(counted.first())?;
-        return Ok((writes, select_in(conn, db, sql, after, keys).await?));
+        let begun = begun(counted.first())?;
+        return Ok((begun, select_in(conn, db, sql, after, keys).await?));
     }
     let (text, binds) = lookup_text(db, sql, after, keys);
     let text = if text.is_empty() {
@@ -703,14 +739,15 @@ where
         q = q.bind(key);
     }
     let rows = q.fetch_all(&mut *conn).await?;
-    let writes = writes(rows.first())?;
+    let begun = begun(rows.first())?;
     let found = rows.iter().skip(1).map(R::from_row).collect::<Result<_, _>>()?;
-    Ok((writes, found))
+    Ok((begun, found))
 }
 
-fn writes(row: Option<&sqlx::any::AnyRow>) -> Result<i64, sqlx::Error> {
+fn begun(row: Option<&sqlx::any::AnyRow>) -> Result<Begun, sqlx::Error> {
     use sqlx::Row;
-    row.ok_or_else(|| sqlx::Error::RowNotFound)?.try_get(0)
+    let row = row.ok_or_else(|| sqlx::Error::RowNotFound)?;
+    Ok(Begun { writes: row.try_get(0)?, seq: row.try_get(1)? })
 }
 
 /// On SQLite: the statements of a lookup of `keys`, one per chunk, as one

@@ -8,10 +8,15 @@
 //! appending transaction holds until it commits: numbers are gap-free and
 //! become visible in order, which is what lets a consumer keep one cursor.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use prost::{Message, Name};
 use prost_types::Any;
 use themodel_proto::common::v1 as pb;
 use themodel_proto::common::v1::event_stream_service_server::{EventStreamService, EventStreamServiceServer};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::db::{self, Db, Script};
@@ -51,8 +56,10 @@ pub async fn identify(db: &Db) -> Result<String, sqlx::Error> {
         .bind(themodel_values::new_id("st"))
         .execute(&mut *tx)
         .await?;
-    let id = sqlx::query_scalar("SELECT stream_id FROM stream_head WHERE id = 1").fetch_one(&mut *tx).await?;
+    let (id, head): (String, i64) =
+        sqlx::query_as("SELECT stream_id, seq FROM stream_head WHERE id = 1").fetch_one(&mut *tx).await?;
     tx.commit().await?;
+    db.stream_reached(head);
     Ok(id)
 }
 
@@ -97,15 +104,58 @@ pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<Page, sqlx::Err
     Ok(Page { events, head_seq: head, stream_id })
 }
 
+/// Longest wait a long poll may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a waiting long poll reads the stream again, for commits this
+/// process cannot be told about (another replica on the same database).
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// Most stream reads (long polls included) a service serves at once. The
+/// stream is outside the service's limit on calls in flight
+/// ([`crate::shed`]): a follower's long poll is parked most of the time, and
+/// must not take a place a client call needs.
+const MAX_READERS: usize = 64;
+
+/// How long a refused reader is told to wait.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
 /// `themodel.common.v1.EventStreamService` over a service's database.
 #[derive(Debug, Clone)]
 pub struct EventStream {
     db: Db,
+    /// Ends every waiting long poll when the service begins to shut down.
+    shutdown: CancellationToken,
+    readers: Arc<Semaphore>,
 }
 
 impl EventStream {
-    pub fn server(db: Db) -> EventStreamServiceServer<EventStream> {
-        EventStreamServiceServer::new(EventStream { db })
+    pub fn server(db: Db, shutdown: CancellationToken) -> EventStreamServiceServer<EventStream> {
+        EventStreamServiceServer::new(EventStream { db, shutdown, readers: Arc::new(Semaphore::new(MAX_READERS)) })
+    }
+
+    /// Reads a page; at the head, waits for the next commit until `until`.
+    async fn long_poll(&self, after_seq: i64, limit: i64, until: Option<Instant>) -> Result<Page, sqlx::Error> {
+        let mut head = self.db.watch_stream_head();
+        loop {
+            // Marked seen before reading: a commit after this line wakes the
+            // wait below even if the read missed it.
+            head.borrow_and_update();
+            let page = list(&self.db, after_seq, limit).await?;
+            self.db.stream_reached(page.head_seq);
+            let now = Instant::now();
+            // A head behind the caller's cursor is another stream (a
+            // replaced or restored database): said at once, not waited on.
+            let at_head = page.events.is_empty() && page.head_seq >= after_seq;
+            let Some(until) = until.filter(|u| at_head && *u > now && !self.shutdown.is_cancelled()) else {
+                return Ok(page);
+            };
+            tokio::select! {
+                _ = head.changed() => {}
+                _ = tokio::time::sleep(RECHECK.min(until - now)) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
     }
 }
 
@@ -116,13 +166,36 @@ impl EventStreamService for EventStream {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let _reading = self
+            .readers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("this service's event stream", RETRY_AFTER))?;
+        let deadline = crate::call::deadline(request.metadata());
         let req = request.into_inner();
         let mut v = crate::validate::Violations::new();
         v.check(req.after_seq >= 0, "after_seq", "must not be negative");
         let limit = crate::validate::page_size(&mut v, req.page_size, 500, 5000);
+        let wait = match req.wait {
+            None => Duration::ZERO,
+            Some(w) if w.seconds < 0 || w.nanos < 0 || w.nanos >= 1_000_000_000 => {
+                v.add("wait", "must be a duration of zero or more (nanos 0 to 999,999,999)");
+                Duration::ZERO
+            }
+            Some(w) => {
+                Duration::new(u64::try_from(w.seconds).unwrap_or(u64::MAX), w.nanos.unsigned_abs()).min(MAX_WAIT)
+            }
+        };
         v.finish()?;
+        // Answer (empty) a little before the caller's deadline rather than
+        // let it expire into an error.
+        let mut until = Instant::now() + wait;
+        if let Some(d) = deadline {
+            until = until.min(d.checked_sub(Duration::from_millis(50)).unwrap_or(d));
+        }
+        let until = (!wait.is_zero()).then_some(until);
         let Page { events, head_seq, stream_id } =
-            list(&self.db, req.after_seq, limit).await.map_err(ApiError::from)?;
+            self.long_poll(req.after_seq, limit, until).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListEventsResponse { events, head_seq, stream_id }))
     }
 }

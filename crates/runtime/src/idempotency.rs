@@ -50,14 +50,14 @@ struct Row {
 }
 
 /// Begins the writer's transaction and reads the stored records of `keys`,
-/// in one round trip on SQLite; returns the transaction's count of writer
-/// transactions (see [`crate::cache`]) and the records.
+/// in one round trip on SQLite; returns where the transaction began and the
+/// records.
 pub async fn begin_and_load(
     conn: &mut Conn,
     db: &Db,
     keys: &[&str],
-) -> Result<(i64, HashMap<String, Record>), sqlx::Error> {
-    let (writes, rows): (i64, Vec<Row>) = db::begin_and_select_in(
+) -> Result<(db::Begun, HashMap<String, Record>), sqlx::Error> {
+    let (begun, rows): (db::Begun, Vec<Row>) = db::begin_and_select_in(
         conn,
         db,
         "SELECT request_key, fingerprint, response FROM idempotency WHERE request_key IN ",
@@ -69,7 +69,7 @@ pub async fn begin_and_load(
         .into_iter()
         .map(|r| (r.request_key, Record { fingerprint: r.fingerprint, response: r.response }))
         .collect();
-    Ok((writes, records))
+    Ok((begun, records))
 }
 
 /// Records first responses, in the transaction that made their changes.

@@ -8,7 +8,10 @@
 //! - [`loader`]: batched point reads on the read pool.
 //! - [`db`]: one connection layer for SQLite and PostgreSQL (sqlx `Any`),
 //!   migrations, and multi-row statement helpers.
-//! - [`events`]: the per-service ordered stream of typed events, and its gRPC service.
+//! - [`events`]: the per-service ordered stream of typed events, and its gRPC
+//!   service (pages, or long polls at the head).
+//! - [`consistency`]: the stream position every answer carries, which kpi
+//!   reads accept to wait for a caller's writes.
 //! - [`outbox`]: hand-overs, the relay that delivers them, dead letters and
 //!   the outbox admin service.
 //! - [`owners`]: a department's roster and its round-robin assignment.
@@ -23,6 +26,7 @@
 pub mod cache;
 pub mod call;
 pub mod config;
+pub mod consistency;
 pub mod db;
 pub mod definition;
 pub mod error;

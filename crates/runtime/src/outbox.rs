@@ -40,7 +40,7 @@ use crate::telemetry::{self, PeerChannel};
 use crate::time::{self, Clock, Micros};
 use crate::validate::{self, Violations};
 use crate::work::{Done, Need, Store, Writer};
-use crate::{events, paging};
+use crate::{consistency, events, paging};
 
 /// A hand-over to write into the outbox: the receiver's request, encoded,
 /// with its `request_id` set to the hand-over id.
@@ -264,8 +264,13 @@ pub struct Outbox(Option<Arc<Signals>>);
 #[derive(Default)]
 struct Signals {
     wake: Notify,
-    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// Callers waiting for a hand-over's first try; each is sent the
+    /// receiver's consistency token when it was delivered.
+    waiters: Mutex<Waiters>,
 }
+
+/// Per hand-over id, who waits for its first try.
+type Waiters = HashMap<String, Vec<oneshot::Sender<Option<String>>>>;
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,7 +284,7 @@ impl Outbox {
         Outbox(None)
     }
 
-    fn waiters(&self) -> Option<std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>>> {
+    fn waiters(&self) -> Option<std::sync::MutexGuard<'_, Waiters>> {
         let signals = self.0.as_ref()?;
         Some(signals.waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
@@ -291,10 +296,13 @@ impl Outbox {
         }
     }
 
-    /// Waits until each of `ids` was tried once (delivered or not), or `limit`.
-    pub(crate) async fn wait_attempted(&self, ids: &[String], limit: Duration) {
-        let receivers: Vec<oneshot::Receiver<()>> = {
-            let Some(mut waiters) = self.waiters() else { return };
+    /// Waits until each of `ids` was tried once (delivered or not), or
+    /// `limit`; returns the consistency tokens the receivers answered the
+    /// delivered ones with.
+    pub(crate) async fn wait_attempted(&self, ids: &[String], limit: Duration) -> Vec<String> {
+        let mut tokens = Vec::new();
+        let receivers: Vec<oneshot::Receiver<Option<String>>> = {
+            let Some(mut waiters) = self.waiters() else { return tokens };
             ids.iter()
                 .map(|id| {
                     let (tx, rx) = oneshot::channel();
@@ -305,7 +313,9 @@ impl Outbox {
         };
         let all = async {
             for rx in receivers {
-                let _ = rx.await;
+                if let Ok(Some(token)) = rx.await {
+                    tokens.push(token);
+                }
             }
         };
         let _ = tokio::time::timeout(limit, all).await;
@@ -320,14 +330,13 @@ impl Outbox {
                 }
             }
         }
+        tokens
     }
 
-    fn attempted(&self, ids: &[&str]) {
+    fn attempted(&self, id: &str, token: Option<&str>) {
         if let Some(mut waiters) = self.waiters() {
-            for id in ids {
-                for tx in waiters.remove(*id).unwrap_or_default() {
-                    let _ = tx.send(());
-                }
+            for tx in waiters.remove(id).unwrap_or_default() {
+                let _ = tx.send(token.map(str::to_owned));
             }
         }
     }
@@ -423,14 +432,16 @@ impl Relay {
             let subject = (row.destination.clone(), row.subject_id.clone());
             if down.contains(&row.destination) || held.contains(&subject) {
                 released.push(row.id.as_str());
-                self.outbox.attempted(&[row.id.as_str()]);
+                self.outbox.attempted(&row.id, None);
                 continue;
             }
             tried += 1;
+            let mut token = None;
             match self.send(row).await {
-                Ok(()) => {
+                Ok(answered) => {
                     tracing::info!(handover = %row.id, to = %row.destination, method = %row.method, "hand-over delivered");
                     delivered.push(row.id.as_str());
+                    token = answered;
                 }
                 Err(status) => {
                     let attempts = row.attempts + 1;
@@ -463,7 +474,7 @@ impl Relay {
                     }
                 }
             }
-            self.outbox.attempted(&[row.id.as_str()]);
+            self.outbox.attempted(&row.id, token.as_deref());
         }
         if !delivered.is_empty() {
             for part in delivered.chunks(db::CHUNKS[0]) {
@@ -529,13 +540,18 @@ impl Relay {
             let mut script = Script::new(&self.db);
             events::append(&mut script, &self.db, &packed, now);
             script.run(&mut tx).await?;
+            let head: i64 = sqlx::query_scalar("SELECT seq FROM stream_head WHERE id = 1").fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            self.db.stream_reached(head);
+            return Ok(());
         }
         tx.commit().await
     }
 
     /// Calls the receiver's method with the stored request, in the trace of
-    /// the call that made the hand-over.
-    async fn send(&self, row: &Row) -> Result<(), Status> {
+    /// the call that made the hand-over; returns the receiver's consistency
+    /// token.
+    async fn send(&self, row: &Row) -> Result<Option<String>, Status> {
         let channel = self
             .peers
             .get(row.destination.as_str())
@@ -552,7 +568,9 @@ impl Relay {
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("{} is not reachable: {e}", row.destination)))?;
-            grpc.unary(request, path, RawCodec).await.map(|_| ())
+            let answer = grpc.unary(request, path, RawCodec).await?;
+            let token = answer.metadata().get(consistency::HEADER).and_then(|v| v.to_str().ok());
+            Ok(token.map(str::to_owned))
         }
         .instrument(span)
         .await

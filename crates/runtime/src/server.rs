@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::consistency::TokenLayer;
 use crate::shed::ShedLayer;
 use crate::telemetry;
 
@@ -25,13 +26,23 @@ pub const EVENT_STREAM: &str = "themodel.common.v1.EventStreamService";
 /// Name of the outbox service every service also serves.
 pub const OUTBOX: &str = "themodel.common.v1.OutboxService";
 
-/// Serves `routes` (whose gRPC service names are `names`) on `listener`.
+/// How a server sheds load and stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time between reporting NOT_SERVING and refusing new connections.
+    pub grace: Duration,
+    /// Calls in flight beyond which calls are refused.
+    pub max_in_flight: usize,
+}
+
+/// Serves `routes` (whose gRPC service names are `names`) on `listener`,
+/// stamping every answer with the service's consistency token.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     names: &[&'static str],
-    grace: Duration,
-    max_in_flight: usize,
+    Limits { grace, max_in_flight }: Limits,
+    tokens: TokenLayer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -68,6 +79,7 @@ pub async fn serve(
     Server::builder()
         .trace_fn(telemetry::request_span)
         .layer(ShedLayer::new(max_in_flight))
+        .layer(tokens)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal)
         .await

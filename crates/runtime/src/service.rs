@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::consistency::TokenLayer;
 use crate::definition::SharedDefinition;
 use crate::outbox::{Outbox, OutboxAdmin, Relay};
 use crate::telemetry::peer_channel;
@@ -21,6 +22,9 @@ use crate::{Clock, Db, ServiceConfig, server};
 
 /// A service whose database is ready, before it serves.
 pub struct Started {
+    /// The service's stream name ("marketing", "inside-sales", ...), as
+    /// its consistency tokens give it.
+    pub stream: &'static str,
     pub db: Db,
     pub definition: SharedDefinition,
     pub clock: Clock,
@@ -33,13 +37,20 @@ pub struct Started {
 }
 
 /// Connects, migrates and (when a kpi address is configured) starts
-/// following the shared definition.
-pub async fn start(config: &ServiceConfig, migrator: Migrator, clock: Clock) -> anyhow::Result<Started> {
+/// following the shared definition. `stream` names the service's event
+/// stream in its consistency tokens.
+pub async fn start(
+    stream: &'static str,
+    config: &ServiceConfig,
+    migrator: Migrator,
+    clock: Clock,
+) -> anyhow::Result<Started> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate(migrator).await?;
     let stream_id = crate::events::identify(&db).await?;
     tracing::debug!(%stream_id, "database migrated");
     let mut started = Started {
+        stream,
         db,
         definition: SharedDefinition::default(),
         clock,
@@ -141,9 +152,15 @@ impl Started {
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?names, "serving");
-        let served =
-            server::serve(listener, routes, names, self.config.shutdown_grace, self.config.max_in_flight, shutdown)
-                .await;
+        let served = server::serve(
+            listener,
+            routes,
+            names,
+            server::Limits { grace: self.config.shutdown_grace, max_in_flight: self.config.max_in_flight },
+            TokenLayer::new(self.stream, self.db.clone()),
+            shutdown,
+        )
+        .await;
         self.tasks_stop.cancel();
         while let Some(joined) = self.tasks.join_next().await {
             if let Err(e) = joined {

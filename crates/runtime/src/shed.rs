@@ -4,7 +4,8 @@
 //! request.
 //!
 //! Health checks and reflection are never refused: a Kubernetes probe that
-//! fails under load would restart a pod that is merely busy.
+//! fails under load would restart a pod that is merely busy. The event
+//! stream keeps its own bound (kpi's long polls are parked most of the time).
 //!
 //! Oversized requests: tonic refuses a message above the decoding limit
 //! before reading it, but reports OUT_OF_RANGE; the gRPC spec says
@@ -53,8 +54,12 @@ pub struct Shed<S> {
 /// How long a refused caller is told to wait.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
+/// Calls the limit does not count: probes, and the event stream, which
+/// bounds its readers itself ([`crate::events`]).
 fn exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
+        || path.starts_with("/themodel.common.v1.EventStreamService/")
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Shed<S>

@@ -298,7 +298,9 @@ impl<S: Store> Writer<S> {
             ApiError::Unavailable("the service stopped before the request was done; retry".to_owned())
         })??;
         if !committed.handovers.is_empty() {
-            self.shared.outbox.wait_attempted(&committed.handovers, DELIVER_NOW_TIMEOUT).await;
+            for token in self.shared.outbox.wait_attempted(&committed.handovers, DELIVER_NOW_TIMEOUT).await {
+                crate::consistency::caused(token);
+            }
         }
         R::decode(committed.response.as_slice())
             .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("decoding a stored response")))
@@ -439,8 +441,8 @@ impl<S: Store> Shared<S> {
         let db = &self.db;
         let keys: Vec<&str> =
             batch.iter().filter_map(|j| j.call.key.as_ref().map(|k| k.request_key.as_str())).collect();
-        let (writes, stored) = idempotency::begin_and_load(conn, db, &keys).await?;
-        if *last_writes != Some(writes - 1) {
+        let (begun, stored) = idempotency::begin_and_load(conn, db, &keys).await?;
+        if *last_writes != Some(begun.writes - 1) {
             // Not the first batch after our own last commit: someone else
             // wrote (or this is the first batch), so cached rows may be stale.
             self.store.forget();
@@ -525,7 +527,10 @@ impl<S: Store> Shared<S> {
         idempotency::insert(&mut script, &record_rows, now);
         script.push("COMMIT", |b| b);
         script.run(conn).await?;
-        *last_writes = Some(writes);
+        *last_writes = Some(begun.writes);
+        // Before anyone is answered: the consistency token a caller gets
+        // covers its own events.
+        db.stream_reached(begun.seq.saturating_add(i64::try_from(events.len()).unwrap_or(i64::MAX)));
         self.store.remember(state);
         Ok(outcomes)
     }

@@ -205,7 +205,7 @@ impl Suite {
     /// The head seq of a service's event stream, read over gRPC.
     pub async fn stream_head(&self, name: ServiceName) -> anyhow::Result<i64> {
         let mut c = EventStreamServiceClient::new(Channel::from_shared(self.url(name))?.connect_lazy());
-        Ok(c.list_events(ListEventsRequest { after_seq: 0, page_size: 1 }).await?.into_inner().head_seq)
+        Ok(c.list_events(ListEventsRequest { after_seq: 0, page_size: 1, wait: None }).await?.into_inner().head_seq)
     }
 
     /// The funnel for `req` once kpi has applied every event the four streams
