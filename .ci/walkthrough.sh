@@ -57,4 +57,12 @@ retention=$(grpcurl -plaintext -d '{"start_date": "2026-12-01", "period_unit": "
 for want in '"accountsAtStart": "1"' '"grossRevenueRetention": 1' '"netRevenueRetention": 1'; do
   grep -q "$want" <<<"$retention" || { echo "retention lacks $want: $retention" >&2; exit 1; }
 done
-echo "README walkthrough: $n steps as written, funnel and retention as promised"
+# `themodel report`, as the README gives it (with the binary just built).
+report=$("$bin" report --start-date 2026-11-01 --end-date 2026-12-01)
+for want in 'flow view, 2026-11-01 to 2026-12-01 (UTC)' 'Wins                     1' 'Revenue JPY: won 1200000'; do
+  grep -qF "$want" <<<"$report" || { echo "report lacks $want: $report" >&2; exit 1; }
+done
+# The dashboard page is served.
+page=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:50056/").read().decode())')
+grep -q "The Model" <<<"$page" || { echo "no dashboard page on 50056" >&2; exit 1; }
+echo "README walkthrough: $n steps as written, funnel, retention, report and dashboard as promised"

@@ -8,6 +8,7 @@ mod bad_input;
 mod bounds;
 mod chain;
 mod concurrency;
+mod dashboard;
 mod dead_letters;
 mod definitions;
 mod durability;

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod consumer;
+pub mod dashboard;
 pub mod domain;
 pub mod journey;
 pub mod period;

@@ -5,6 +5,8 @@
 //! [`Suite::start`]; only the ports (fixed vs. ephemeral) and the data
 //! directory differ.
 
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceC
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
 use themodel_runtime::owners::Roster;
+use themodel_runtime::telemetry::peer_channel;
 use themodel_runtime::{Clock, Peers, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -125,8 +128,13 @@ pub struct SuiteOptions {
     pub dead_letter_after: u32,
     /// Each department's roster (see [`ServiceConfig::owners`]).
     pub owners: BTreeMap<ServiceName, Roster>,
+    /// Port of kpi's dashboard page (0 picks a free one); `None`: no page.
+    pub dashboard_port: Option<u16>,
     pub clock: Clock,
 }
+
+/// Port `themodel up` serves the dashboard page on by default.
+pub const DASHBOARD_PORT: u16 = 50056;
 
 impl SuiteOptions {
     /// The embedded default: fixed local ports, SQLite under `data_dir`.
@@ -145,6 +153,7 @@ impl SuiteOptions {
             writer_queue: 2048,
             dead_letter_after: 5,
             owners: BTreeMap::new(),
+            dashboard_port: Some(DASHBOARD_PORT),
             clock: Clock::system(),
         }
     }
@@ -153,6 +162,7 @@ impl SuiteOptions {
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         let mut o = SuiteOptions::new(data_dir);
         o.ports = ServiceName::ALL.into_iter().map(|s| (s, 0)).collect();
+        o.dashboard_port = Some(0);
         o.poll_interval = Duration::from_millis(50);
         o.definition_refresh = Duration::from_millis(200);
         o
@@ -169,6 +179,8 @@ pub struct Suite {
     options: SuiteOptions,
     addrs: BTreeMap<ServiceName, SocketAddr>,
     running: BTreeMap<ServiceName, Running>,
+    /// kpi's dashboard page: where, and its task.
+    dashboard: Option<(SocketAddr, Running)>,
 }
 
 impl Suite {
@@ -183,11 +195,27 @@ impl Suite {
             listeners.insert(name, listener);
         }
         let addrs = listeners.iter().map(|(n, l)| Ok((*n, l.local_addr()?))).collect::<anyhow::Result<_>>()?;
-        let mut suite = Suite { options, addrs, running: BTreeMap::new() };
+        let mut suite = Suite { options, addrs, running: BTreeMap::new(), dashboard: None };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
         }
+        if let Some(port) = suite.options.dashboard_port {
+            let addr = SocketAddr::new(suite.options.host, port);
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
+            let addr = listener.local_addr()?;
+            let kpi = KpiServiceClient::new(peer_channel(&suite.url(ServiceName::Kpi))?);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(themodel_kpi::dashboard::serve(listener, kpi, stop.clone()));
+            suite.dashboard = Some((addr, Running { stop, task }));
+        }
         Ok(suite)
+    }
+
+    /// `http://127.0.0.1:port/` of kpi's dashboard page, if it is served.
+    pub fn dashboard_url(&self) -> Option<String> {
+        let (addr, _) = self.dashboard.as_ref()?;
+        let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+        Some(format!("http://{}/", SocketAddr::new(host, addr.port())))
     }
 
     /// Where a service listens.
@@ -333,6 +361,10 @@ impl Suite {
     /// which reads every other service's stream, stops first, so it does not
     /// see its sources vanish.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some((_, page)) = self.dashboard.take() {
+            page.stop.cancel();
+            let _ = page.task.await;
+        }
         let mut first_error = self.stop(ServiceName::Kpi).await.err();
         for r in self.running.values() {
             r.stop.cancel();

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel_proto::kpi::v1 as pb;
+use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_runtime::owners::Roster;
 use themodel_runtime::server::shutdown_signal;
 use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry};
@@ -39,6 +41,27 @@ enum Command {
     Up(Up),
     /// Runs one service.
     Serve(Serve),
+    /// Prints a period's waterfall, read from kpi.
+    Report(Report),
+}
+
+#[derive(Args)]
+struct Report {
+    /// kpi's address.
+    #[arg(long, env = "THEMODEL_KPI_ADDR", default_value = "http://127.0.0.1:50055")]
+    kpi_addr: String,
+    /// First day of the period (YYYY-MM-DD).
+    #[arg(long)]
+    start_date: String,
+    /// Day after the period (YYYY-MM-DD); or give --period-unit instead.
+    #[arg(long, default_value = "")]
+    end_date: String,
+    /// day, week, month, quarter or year: the period of that unit holding --start-date.
+    #[arg(long, default_value = "")]
+    period_unit: String,
+    /// flow (what happened in the period) or cohort (what became of its leads).
+    #[arg(long, default_value = "flow")]
+    view: String,
 }
 
 #[derive(Args)]
@@ -110,6 +133,12 @@ struct Up {
     /// Customer success managers new accounts are given to in turn: "team/csm, csm".
     #[arg(long, env = "THEMODEL_CUSTOMER_SUCCESS_OWNERS", default_value = "")]
     customer_success_owners: Roster,
+    /// Port of kpi's dashboard page (http://127.0.0.1:50056/ by default).
+    #[arg(long, env = "THEMODEL_DASHBOARD_PORT", default_value_t = themodel::DASHBOARD_PORT)]
+    dashboard_port: u16,
+    /// Serve no dashboard page.
+    #[arg(long)]
+    no_dashboard: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -143,6 +172,9 @@ struct Serve {
     /// stay unassigned until a request names an owner.
     #[arg(long, env = "THEMODEL_OWNERS", default_value = "")]
     owners: Roster,
+    /// kpi only: also serve the dashboard page on this address.
+    #[arg(long, env = "THEMODEL_DASHBOARD_LISTEN")]
+    dashboard_listen: Option<SocketAddr>,
     #[command(flatten)]
     common: Common,
 }
@@ -153,6 +185,7 @@ async fn main() -> std::process::ExitCode {
     let name = match &cli.command {
         Command::Up(_) => "themodel".to_owned(),
         Command::Serve(s) => format!("themodel-{}", s.service),
+        Command::Report(_) => "themodel-report".to_owned(),
     };
     let _telemetry = match telemetry::init(&name, cli.log_format == "json") {
         Ok(guard) => guard,
@@ -164,6 +197,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(up) => run_up(up).await,
         Command::Serve(serve) => run_serve(serve).await,
+        Command::Report(report) => run_report(report).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -196,9 +230,13 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     options.owners.insert(ServiceName::InsideSales, up.inside_sales_owners);
     options.owners.insert(ServiceName::FieldSales, up.field_sales_owners);
     options.owners.insert(ServiceName::CustomerSuccess, up.customer_success_owners);
+    options.dashboard_port = (!up.no_dashboard).then_some(up.dashboard_port);
     let mut suite = Suite::start(options).await?;
     for name in ServiceName::ALL {
         tracing::info!(service = %name, addr = %suite.addr(name), "listening");
+    }
+    if let Some(url) = suite.dashboard_url() {
+        tracing::info!(%url, "dashboard");
     }
     tracing::info!(data_dir = %up.data_dir.display(), "themodel is up; ctrl-c to stop");
     tokio::select! {
@@ -230,5 +268,43 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
+    if let Some(addr) = serve.dashboard_listen {
+        anyhow::ensure!(serve.service == ServiceName::Kpi, "--dashboard-listen is for kpi only");
+        let page = TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
+        let own = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let kpi = KpiServiceClient::new(telemetry::peer_channel(&own)?);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = themodel_kpi::dashboard::serve(page, kpi, stop).await {
+                tracing::error!(error = format!("{e:#}"), "dashboard stopped");
+            }
+        });
+    }
     serve.service.run(config, Clock::system(), listener, shutdown).await
+}
+
+async fn run_report(r: Report) -> anyhow::Result<()> {
+    let view = match r.view.as_str() {
+        "flow" => pb::View::Flow,
+        "cohort" => pb::View::Cohort,
+        other => anyhow::bail!("--view {other:?}: one of flow, cohort"),
+    };
+    let period_unit = match r.period_unit.as_str() {
+        "" => pb::PeriodUnit::Unspecified,
+        unit => pb::PeriodUnit::from_str_name(&format!("PERIOD_UNIT_{}", unit.to_ascii_uppercase()))
+            .filter(|u| *u != pb::PeriodUnit::Unspecified)
+            .ok_or_else(|| anyhow::anyhow!("--period-unit {unit:?}: one of day, week, month, quarter, year"))?,
+    };
+    let mut kpi = KpiServiceClient::new(telemetry::peer_channel(&r.kpi_addr)?);
+    let req = pb::GetFunnelRequest {
+        start_date: r.start_date,
+        end_date: r.end_date,
+        view: view as i32,
+        period_unit: period_unit as i32,
+        ..Default::default()
+    };
+    let text = themodel::report::report(&mut kpi, req).await?;
+    // The report is the command's output, not a log line.
+    use std::io::Write;
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing the report")
 }

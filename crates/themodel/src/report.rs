@@ -1,0 +1,129 @@
+//! `themodel report`: the waterfall in a terminal, from the same RPCs the
+//! dashboard page reads.
+
+use std::fmt::Write;
+
+use themodel_proto::kpi::v1 as pb;
+use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use themodel_runtime::telemetry::PeerChannel;
+
+/// Reads the funnel (and the bottleneck, for the flow view) of `req`'s
+/// period from kpi and renders it.
+pub async fn report(kpi: &mut KpiServiceClient<PeerChannel>, req: pb::GetFunnelRequest) -> anyhow::Result<String> {
+    let funnel = kpi.get_funnel(req.clone()).await?.into_inner().funnel.unwrap_or_default();
+    let bottleneck = if req.view == pb::View::Cohort as i32 {
+        None
+    } else {
+        let b = pb::GetBottleneckRequest {
+            start_date: req.start_date,
+            end_date: req.end_date,
+            period_unit: req.period_unit,
+            fiscal_year_start_month: req.fiscal_year_start_month,
+            ..Default::default()
+        };
+        Some(kpi.get_bottleneck(b).await.map(tonic::Response::into_inner).map_err(|s| s.message().to_owned()))
+    };
+    Ok(render(&funnel, bottleneck.as_ref()))
+}
+
+/// The waterfall as text: each stage's count with a bar, the rate into it,
+/// and the bottleneck marked.
+pub fn render(f: &pb::Funnel, bottleneck: Option<&Result<pb::GetBottleneckResponse, String>>) -> String {
+    let view = pb::View::try_from(f.view).unwrap_or_default().as_str_name().trim_start_matches("VIEW_").to_lowercase();
+    let limiting = match bottleneck {
+        Some(Ok(b)) => match pb::Factor::try_from(b.bottleneck).unwrap_or_default() {
+            pb::Factor::Visitors => Some("Visitors"),
+            pb::Factor::Leads | pb::Factor::AcquisitionRate => Some("Leads"),
+            pb::Factor::OpportunityRate => Some("Opportunities"),
+            pb::Factor::WinRate => Some("Wins"),
+            pb::Factor::Unspecified => None,
+        },
+        _ => None,
+    };
+    let rows: [(&str, i64, Option<f64>, &str); 6] = [
+        ("Visitors", f.visitors, None, ""),
+        ("Leads", f.leads, f.acquisition_rate, "acquisition"),
+        ("Promising leads", f.promising_leads, f.promising_rate, "promising"),
+        ("Opportunities", f.opportunities, f.opportunity_rate, "opportunity"),
+        ("Wins", f.wins, f.win_rate, "win"),
+        ("Retained", f.retained, f.renewal_rate, "renewal"),
+    ];
+    let top = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    let mut out = String::new();
+    let _ = writeln!(out, "{view} view, {} to {} ({})", f.start_date, f.end_date, f.time_zone);
+    for (label, n, rate, rate_name) in rows {
+        let width = usize::try_from(n.saturating_mul(40) / top).unwrap_or(0);
+        let rate = match rate {
+            Some(r) => format!("{:>6.1}% {rate_name} rate", r * 100.0),
+            None if rate_name.is_empty() => String::new(),
+            None => format!("{:>7} {rate_name} rate", "–"),
+        };
+        let mark = if limiting == Some(label) { "  <- bottleneck" } else { "" };
+        let _ = writeln!(out, "{label:<16} {n:>9}  {:<40}  {rate}{mark}", "#".repeat(width));
+    }
+    for r in &f.revenue {
+        let units = |m: &Option<themodel_proto::common::v1::Money>| m.as_ref().map_or(0, |m| m.units);
+        let _ = writeln!(
+            out,
+            "Revenue {}: won {}, expansion {}, churned {}",
+            r.currency_code,
+            units(&r.won),
+            units(&r.expansion),
+            units(&r.churned)
+        );
+    }
+    match bottleneck {
+        Some(Ok(b)) if b.bottleneck == pb::Factor::Unspecified as i32 => {
+            let _ = writeln!(out, "Bottleneck: not known ({})", themodel_kpi::dashboard::NO_BOTTLENECK);
+        }
+        Some(Ok(b)) => {
+            let name = |s: &str, prefix: &str| s.trim_start_matches(prefix).to_lowercase().replace('_', " ");
+            let _ = writeln!(
+                out,
+                "Bottleneck: {}, a {} problem",
+                name(pb::Factor::try_from(b.bottleneck).unwrap_or_default().as_str_name(), "FACTOR_"),
+                name(pb::Problem::try_from(b.problem).unwrap_or_default().as_str_name(), "PROBLEM_"),
+            );
+        }
+        Some(Err(why)) => {
+            let _ = writeln!(out, "Bottleneck: not known ({why})");
+        }
+        None => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waterfall_shows_counts_rates_and_the_bottleneck() {
+        let f = pb::Funnel {
+            view: pb::View::Flow as i32,
+            start_date: "2026-11-01".into(),
+            end_date: "2026-12-01".into(),
+            time_zone: "UTC".into(),
+            visitors: 100,
+            leads: 20,
+            acquisition_rate: Some(0.2),
+            opportunities: 5,
+            wins: 1,
+            win_rate: Some(0.2),
+            ..Default::default()
+        };
+        let b = pb::GetBottleneckResponse {
+            bottleneck: pb::Factor::WinRate as i32,
+            problem: pb::Problem::Rate as i32,
+            ..Default::default()
+        };
+        let text = render(&f, Some(&Ok(b)));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "flow view, 2026-11-01 to 2026-12-01 (UTC)");
+        assert!(lines[1].starts_with("Visitors               100  ########################################"));
+        assert!(lines[2].contains("  20.0% acquisition rate"), "{}", lines[2]);
+        assert!(lines[5].ends_with("win rate  <- bottleneck"), "{}", lines[5]);
+        assert!(lines[4].contains("– opportunity rate"), "an absent rate is a dash: {}", lines[4]);
+        assert_eq!(lines.last(), Some(&"Bottleneck: win rate, a rate problem"));
+    }
+}
