@@ -9,6 +9,9 @@
 //!    repeated message is all duplicates), against the rate of inserting the
 //!    same rows into the same kind of SQLite database through the same driver;
 //! 3. GetFunnel latency at 8 concurrent callers, over a month and all time;
+//!    then freshness: while `--concurrency` callers capture leads, how long
+//!    after a capture's answer kpi counts it (a read with the capture's
+//!    consistency token waits for exactly that);
 //! 4. overload: the suite restarted alone in a child process on the data
 //!    the phases above left, warmed up with `--concurrency` callers of
 //!    RecordTouch, then `--overload-callers` callers from another process
@@ -79,8 +82,9 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     overload_seconds: u64,
     /// Phases to run, comma-separated: echo, capture, touch, visit, get,
-    /// ingest, funnel, overload (capture always runs: the others need its leads).
-    #[arg(long, default_value = "echo,capture,touch,visit,get,ingest,funnel,overload")]
+    /// ingest, funnel, freshness, overload (capture always runs: the others
+    /// need its leads).
+    #[arg(long, default_value = "echo,capture,touch,visit,get,ingest,funnel,freshness,overload")]
     phases: String,
 }
 
@@ -362,6 +366,51 @@ async fn main() -> anyhow::Result<()> {
             .await;
             stats.print(name, None);
         }
+    }
+
+    // Event-to-KPI freshness: while `conc` callers capture leads flat out,
+    // a probe captures one more and at once asks kpi for the funnel with
+    // the token the capture answered with; the read waits inside kpi until
+    // the capture is counted, so its latency is how stale kpi was.
+    if run("freshness") {
+        let chans = marketing.clone();
+        let background = tokio::spawn(closed_loop(conc, phase, move |c, n| {
+            let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
+            let id = format!("f{c}-{n}");
+            async move { m.capture_lead(capture(&id)).await.map(|_| ()) }
+        }));
+        let mut m = MarketingServiceClient::new(marketing[0].clone());
+        let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
+        let today = chrono::Utc::now().date_naive();
+        let day = kpi::GetFunnelRequest {
+            start_date: today.to_string(),
+            end_date: (today + chrono::Days::new(1)).to_string(),
+            ..Default::default()
+        };
+        let end = Instant::now() + phase;
+        let mut waits = Vec::new();
+        while Instant::now() < end {
+            let answer = m.capture_lead(capture(&format!("probe-{}", waits.len()))).await?;
+            let mut req = tonic::Request::new(day.clone());
+            if let Some(token) = answer.metadata().get(themodel_runtime::consistency::HEADER) {
+                req.metadata_mut().insert(themodel_runtime::consistency::HEADER, token.clone());
+            }
+            let began = Instant::now();
+            k.get_funnel(req).await?;
+            waits.push(began.elapsed());
+        }
+        let load = background.await?;
+        waits.sort();
+        let at = |p: f64| waits[((waits.len() as f64 * p) as usize).min(waits.len() - 1)];
+        println!(
+            "{:<22} {:>10.0} captures/s meanwhile; a capture is counted by kpi p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms after its answer ({} probes)",
+            "freshness",
+            load.rate(),
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(at(1.0)),
+            waits.len()
+        );
     }
 
     suite.shutdown().await?;
