@@ -117,6 +117,43 @@ async fn the_dashboard_in_a_browser_shows_what_the_rpcs_answer() {
     let (status, body) = get(&base, "/api/dashboard?start_date=2026-11-01&end_date=2026-12-01&split_by=colour").await;
     assert!(status.contains("400") && body.contains("one of source, campaign"), "{status} {body}");
 
+    // A query that does not parse is refused in JSON the page can show.
+    let (status, body) = get(&base, "/api/plan?revenue=lots&deal_size=1&currency=JPY").await;
+    assert!(status.contains("400") && body.starts_with("{\"error\":"), "{status} {body}");
+    // The plan behind the page's form is PlanFromRevenue's.
+    let plan = k
+        .plan_from_revenue(kpi::PlanFromRevenueRequest {
+            revenue_target: Some(themodel_proto::common::v1::Money {
+                currency_code: "JPY".into(),
+                units: 2_400_000,
+                nanos: 0,
+            }),
+            average_deal_size: Some(themodel_proto::common::v1::Money {
+                currency_code: "JPY".into(),
+                units: 1_200_000,
+                nanos: 0,
+            }),
+            start_date: "2026-12-01".into(),
+            end_date: "2027-01-01".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = get(
+        &base,
+        "/api/plan?start_date=2026-12-01&end_date=2027-01-01&revenue=2400000&deal_size=1200000&currency=JPY",
+    )
+    .await;
+    assert!(status.contains("200"), "{status} {body}");
+    for s in &plan.stages {
+        let stage = kpi::Stage::try_from(s.stage).unwrap().as_str_name().trim_start_matches("STAGE_").to_lowercase();
+        let needed = s.needed.map_or("null".to_owned(), |n| n.to_string());
+        assert!(body.contains(&format!("\"needed\":{needed}")), "{stage}: {body}");
+        assert!(body.contains(&format!("\"stage\":\"{stage}\"")), "{stage}: {body}");
+    }
+    assert_eq!(plan.stages.iter().find(|s| s.stage == kpi::Stage::Wins as i32).unwrap().needed, Some(2));
+
     if !Path::new(CHROMIUM).exists() {
         assert!(std::env::var_os("CI").is_none(), "CI installs chromium; {CHROMIUM} is missing");
         eprintln!("skipping the browser half: {CHROMIUM} is not installed");

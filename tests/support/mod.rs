@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use themodel_proto::kpi::v1 as kpi;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
 use themodel_runtime::Clock;
-use themodel_runtime::consistency::{self, Token};
+use themodel_runtime::consistency::{self, Positions};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -50,21 +49,16 @@ fn channel(url: String) -> Channel {
 /// The furthest consistency token per stream the test's calls were
 /// answered with.
 #[derive(Debug, Clone, Default)]
-pub struct Tokens(Arc<Mutex<BTreeMap<String, i64>>>);
+pub struct Tokens(Arc<Mutex<Positions>>);
 
 impl Tokens {
     fn keep(&self, header: &str) {
-        let mut kept = self.0.lock().unwrap();
-        for token in header.split(',').filter_map(|t| t.trim().parse::<Token>().ok()) {
-            let seq = kept.entry(token.stream).or_insert(token.seq);
-            *seq = (*seq).max(token.seq);
-        }
+        self.0.lock().unwrap().add(header);
     }
 
-    /// `marketing:12,inside-sales:4,...`, empty before any answer.
+    /// `inside-sales:4,marketing:12,...`, empty before any answer.
     pub fn header(&self) -> String {
-        let kept = self.0.lock().unwrap();
-        kept.iter().map(|(stream, seq)| format!("{stream}:{seq}")).collect::<Vec<_>>().join(",")
+        self.0.lock().unwrap().to_string()
     }
 }
 

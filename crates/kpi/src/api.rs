@@ -314,13 +314,6 @@ const CAPACITY_DEPARTMENTS: [(common::Department, targets::Stage); 3] = [
     (common::Department::CustomerSuccess, targets::Stage::Wins),
 ];
 
-fn duration_to_proto(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn pb_department(wire: i32) -> Option<common::Department> {
     common::Department::try_from(wire).ok()
 }
@@ -418,10 +411,10 @@ impl Api {
     /// already received are counted (at most a second).
     async fn fresh(&self, metadata: &MetadataMap) -> ApiResult<()> {
         let tokens = Token::all_in(metadata).map_err(|e| ApiError::field(consistency::HEADER, e))?;
-        let deadline = call::deadline(metadata).map(tokio::time::Instant::from_std);
+        let answer_by = call::answer_by(metadata).map(tokio::time::Instant::from_std);
         let now = tokio::time::Instant::now();
         if tokens.is_empty() {
-            let until = deadline.map_or(now + SETTLE_WAIT, |d| d.min(now + SETTLE_WAIT));
+            let until = answer_by.map_or(now + SETTLE_WAIT, |d| d.min(now + SETTLE_WAIT));
             for c in self.consumers.iter() {
                 c.wait_for(until, consumer::Progress::settled).await;
             }
@@ -442,8 +435,7 @@ impl Api {
             }
         }
         v.finish()?;
-        // Answered a little before the caller's deadline, so it learns why.
-        let until = deadline.map_or(now + TOKEN_WAIT, |d| (d - Duration::from_millis(50)).max(now));
+        let until = answer_by.unwrap_or(now + TOKEN_WAIT);
         for (c, seq) in wanted {
             if !c.wait_for(until, |p| p.applied_seq >= seq).await {
                 let p = c.progress();
@@ -682,7 +674,7 @@ impl Api {
                     stream_id: c.stream_id,
                     head_seq,
                     lag_events: head_seq - c.applied_seq,
-                    lag: Some(duration_to_proto(progress.lag())),
+                    lag: Some(prost_types::Duration::try_from(progress.lag()).unwrap_or_default()),
                     error: progress.error.unwrap_or_default(),
                 }
             })

@@ -285,8 +285,8 @@ impl Consumer {
 
     /// The page after `after_seq`, waiting at the head for the next event.
     async fn page(&self, after_seq: i64) -> anyhow::Result<ListEventsResponse> {
-        let wait = prost_types::Duration { seconds: LONG_POLL.as_secs().try_into().unwrap_or(i64::MAX), nanos: 0 };
-        let mut req = tonic::Request::new(ListEventsRequest { after_seq, page_size: PAGE, wait: Some(wait) });
+        let wait = prost_types::Duration::try_from(LONG_POLL).ok();
+        let mut req = tonic::Request::new(ListEventsRequest { after_seq, page_size: PAGE, wait });
         // A connection that died silently must not hold the stream forever.
         req.set_timeout(LONG_POLL + Duration::from_secs(10));
         let page = self.client.clone().list_events(req).await?.into_inner();

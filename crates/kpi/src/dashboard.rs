@@ -10,6 +10,7 @@
 //! page reads `/api/dashboard` and `/api/plan`, JSON shaped for it.
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -79,7 +80,8 @@ fn json_body(v: &Value) -> impl IntoResponse + use<> {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string())
 }
 
-fn view(text: &str) -> Result<pb::View, String> {
+/// A view by its short name: `flow` (also the default, empty) or `cohort`.
+pub fn view(text: &str) -> Result<pb::View, String> {
     match text {
         "" | "flow" => Ok(pb::View::Flow),
         "cohort" => Ok(pb::View::Cohort),
@@ -111,35 +113,50 @@ const DIMENSIONS: [&str; 11] = [
     "customer_success_manager",
 ];
 
-/// The stages of the waterfall, top to bottom: the page's key, its label,
-/// the contract's stage, and the rate into it from the stage above.
-const STAGES: [(&str, &str, pb::Stage); 6] = [
-    ("visitors", "Visitors", pb::Stage::Visitors),
-    ("leads", "Leads", pb::Stage::Leads),
-    ("promising_leads", "Promising leads (MQL)", pb::Stage::PromisingLeads),
-    ("opportunities", "Opportunities", pb::Stage::Opportunities),
-    ("wins", "Wins", pb::Stage::Wins),
-    ("retained", "Retained", pb::Stage::Retained),
-];
-
-fn counts(f: &pb::Funnel) -> [i64; 6] {
-    [f.visitors, f.leads, f.promising_leads, f.opportunities, f.wins, f.retained]
+/// One stage of the waterfall, as the page and `themodel report` show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// The page's key for the stage (`promising_leads`).
+    pub key: &'static str,
+    pub label: &'static str,
+    pub stage: pb::Stage,
+    pub count: i64,
+    /// The rate into the stage from the one above (none for visitors).
+    pub rate: Option<f64>,
+    /// What the domain calls that rate ("acquisition rate"); empty for visitors.
+    pub rate_name: &'static str,
 }
 
-/// The rate into each stage, and what the domain calls it.
-fn rates(f: &pb::Funnel) -> [(Option<f64>, &'static str); 6] {
+/// A funnel's stages, top to bottom.
+pub fn waterfall(f: &pb::Funnel) -> [Step; 6] {
+    let step = |key, label, stage, count, rate, rate_name| Step { key, label, stage, count, rate, rate_name };
     [
-        (None, ""),
-        (f.acquisition_rate, "acquisition rate"),
-        (f.promising_rate, "promising rate"),
-        (f.opportunity_rate, "opportunity rate"),
-        (f.win_rate, "win rate"),
-        (f.renewal_rate, "renewal rate"),
+        step("visitors", "Visitors", pb::Stage::Visitors, f.visitors, None, ""),
+        step("leads", "Leads", pb::Stage::Leads, f.leads, f.acquisition_rate, "acquisition rate"),
+        step(
+            "promising_leads",
+            "Promising leads",
+            pb::Stage::PromisingLeads,
+            f.promising_leads,
+            f.promising_rate,
+            "promising rate",
+        ),
+        step(
+            "opportunities",
+            "Opportunities",
+            pb::Stage::Opportunities,
+            f.opportunities,
+            f.opportunity_rate,
+            "opportunity rate",
+        ),
+        step("wins", "Wins", pb::Stage::Wins, f.wins, f.win_rate, "win rate"),
+        step("retained", "Retained", pb::Stage::Retained, f.retained, f.renewal_rate, "renewal rate"),
     ]
 }
 
-/// Which stage's row a bottleneck factor belongs to.
-fn factor_stage(f: pb::Factor) -> Option<&'static str> {
+/// The key of the stage whose row a bottleneck factor belongs to: a count
+/// factor to its stage, a rate to the stage it leads into.
+pub fn factor_stage(f: pb::Factor) -> Option<&'static str> {
     Some(match f {
         pb::Factor::Visitors => "visitors",
         pb::Factor::Leads | pb::Factor::AcquisitionRate => "leads",
@@ -149,7 +166,9 @@ fn factor_stage(f: pb::Factor) -> Option<&'static str> {
     })
 }
 
-fn lower_name(name: &str, prefix: &str) -> String {
+/// An enum value's name without its type prefix, lower case
+/// (`FACTOR_WIN_RATE` → `win_rate`).
+pub fn short_name(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
 }
 
@@ -157,7 +176,11 @@ fn money(m: Option<&Money>) -> Value {
     m.map_or(Value::Null, |m| json!({ "currency_code": m.currency_code, "units": m.units, "nanos": m.nanos }))
 }
 
-async fn dashboard(State(kpi): State<Kpi>, Query(q): Query<ViewQuery>) -> Response {
+async fn dashboard(State(kpi): State<Kpi>, query: Result<Query<ViewQuery>, QueryRejection>) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(rejected) => return bad_request(rejected.body_text()),
+    };
     let (view, split_by) = match (view(&q.view), dimension(&q.split_by)) {
         (Ok(v), Ok(d)) => (v, d),
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
@@ -212,30 +235,28 @@ async fn dashboard(State(kpi): State<Kpi>, Query(q): Query<ViewQuery>) -> Respon
             let b = b.get_ref();
             let factor = pb::Factor::try_from(b.bottleneck).unwrap_or_default();
             json!({
-                "factor": lower_name(factor.as_str_name(), "FACTOR_"),
+                "factor": short_name(factor.as_str_name(), "FACTOR_"),
                 "stage": factor_stage(factor),
-                "problem": lower_name(pb::Problem::try_from(b.problem).unwrap_or_default().as_str_name(), "PROBLEM_"),
-                "basis": lower_name(pb::PlanBasis::try_from(b.basis).unwrap_or_default().as_str_name(), "PLAN_BASIS_"),
+                "problem": short_name(pb::Problem::try_from(b.problem).unwrap_or_default().as_str_name(), "PROBLEM_"),
+                "basis": short_name(pb::PlanBasis::try_from(b.basis).unwrap_or_default().as_str_name(), "PLAN_BASIS_"),
                 "actual_wins": b.actual_wins,
                 "planned_wins": b.planned_wins,
             })
         }
         Err(status) => json!({ "unknown": status.message() }),
     };
-    let stages: Vec<Value> = STAGES
+    let stages: Vec<Value> = waterfall(&total)
         .iter()
-        .zip(counts(&total))
-        .zip(rates(&total))
-        .map(|(((key, label, stage), actual), (rate, rate_label))| {
-            let (target, attainment) = target(*stage).unzip();
+        .map(|step| {
+            let (target, attainment) = target(step.stage).unzip();
             json!({
-                "stage": key,
-                "label": label,
-                "actual": actual,
+                "stage": step.key,
+                "label": step.label,
+                "actual": step.count,
                 "target": target,
                 "attainment": attainment,
-                "rate": rate,
-                "rate_label": rate_label,
+                "rate": step.rate,
+                "rate_label": step.rate_name,
             })
         })
         .collect();
@@ -245,7 +266,7 @@ async fn dashboard(State(kpi): State<Kpi>, Query(q): Query<ViewQuery>) -> Respon
         .map(|s| {
             let f = s.funnel.clone().unwrap_or_default();
             let by_stage: serde_json::Map<String, Value> =
-                STAGES.iter().zip(counts(&f)).map(|((key, _, _), n)| ((*key).to_owned(), json!(n))).collect();
+                waterfall(&f).iter().map(|step| (step.key.to_owned(), json!(step.count))).collect();
             json!({ "value": s.value, "counts": by_stage })
         })
         .collect();
@@ -272,13 +293,13 @@ async fn dashboard(State(kpi): State<Kpi>, Query(q): Query<ViewQuery>) -> Respon
             "start_date": total.start_date,
             "end_date": total.end_date,
             "time_zone": total.time_zone,
-            "view": lower_name(view.as_str_name(), "VIEW_"),
+            "view": short_name(view.as_str_name(), "VIEW_"),
         },
         "stages": stages,
         "revenue": revenue,
         "bottleneck": bottleneck_json,
         "targets_version": attainment.as_ref().and_then(|a| a.targets.as_ref()).map(|t| t.version),
-        "split_by": (split_by != pb::Dimension::Unspecified).then(|| lower_name(split_by.as_str_name(), "DIMENSION_")),
+        "split_by": (split_by != pb::Dimension::Unspecified).then(|| short_name(split_by.as_str_name(), "DIMENSION_")),
         "splits": splits,
         "dimensions": DIMENSIONS,
         "sources": sources,
@@ -299,7 +320,11 @@ struct PlanQuery {
     currency: String,
 }
 
-async fn plan(State(kpi): State<Kpi>, Query(q): Query<PlanQuery>) -> Response {
+async fn plan(State(kpi): State<Kpi>, query: Result<Query<PlanQuery>, QueryRejection>) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(rejected) => return bad_request(rejected.body_text()),
+    };
     let amount = |units| Some(Money { currency_code: q.currency.clone(), units, nanos: 0 });
     let answer = kpi
         .clone()
@@ -320,7 +345,7 @@ async fn plan(State(kpi): State<Kpi>, Query(q): Query<PlanQuery>) -> Response {
         .iter()
         .map(|s| {
             json!({
-                "stage": lower_name(pb::Stage::try_from(s.stage).unwrap_or_default().as_str_name(), "STAGE_"),
+                "stage": short_name(pb::Stage::try_from(s.stage).unwrap_or_default().as_str_name(), "STAGE_"),
                 "needed": s.needed,
                 "rate": s.rate,
                 "run_rate": s.run_rate,

@@ -46,6 +46,18 @@ impl Call {
     }
 }
 
+/// How long before its caller's deadline a call that waits answers, so the
+/// caller gets the answer (or why there is none) rather than its own timeout.
+const ANSWER_MARGIN: Duration = Duration::from_millis(50);
+
+/// When a call that waits (a long poll, a read waiting for a consistency
+/// token) must answer: the caller's deadline less a margin, never before
+/// now; `None` when the caller set no deadline.
+pub fn answer_by(metadata: &MetadataMap) -> Option<Instant> {
+    let d = deadline(metadata)?;
+    Some(d.checked_sub(ANSWER_MARGIN).unwrap_or(d).max(Instant::now()))
+}
+
 /// The deadline a `grpc-timeout` header sets, counted from now.
 pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;

@@ -137,21 +137,44 @@ where
     }
 }
 
-/// `own` first, then the furthest position of each other stream in `caused`
-/// (values that do not parse are left out).
-fn joined(own: Token, caused: &[String]) -> String {
-    let mut furthest: BTreeMap<String, i64> = BTreeMap::new();
-    for token in caused.iter().flat_map(|c| c.split(',')).filter_map(|t| t.trim().parse::<Token>().ok()) {
-        if token.stream != own.stream {
-            let seq = furthest.entry(token.stream).or_insert(token.seq);
+/// The furthest position of each stream among some tokens: what a call
+/// caused, or what a client has seen. Shown as a header value
+/// (`inside-sales:4,marketing:12`, streams in name order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions(BTreeMap<String, i64>);
+
+impl Positions {
+    /// Adds the tokens of a header value (`a:1,b:2`); values that do not
+    /// parse are left out.
+    pub fn add(&mut self, header: &str) {
+        for token in header.split(',').filter_map(|t| t.trim().parse::<Token>().ok()) {
+            let seq = self.0.entry(token.stream).or_insert(token.seq);
             *seq = (*seq).max(token.seq);
         }
     }
-    let mut text = own.to_string();
-    for (stream, seq) in furthest {
-        text.push_str(&format!(",{stream}:{seq}"));
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
-    text
+}
+
+impl std::fmt::Display for Positions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (stream, seq)) in self.0.iter().enumerate() {
+            write!(f, "{}{stream}:{seq}", if i == 0 { "" } else { "," })?;
+        }
+        Ok(())
+    }
+}
+
+/// `own` first, then the furthest position of each other stream in `caused`.
+fn joined(own: Token, caused: &[String]) -> String {
+    let mut others = Positions::default();
+    for header in caused {
+        others.add(header);
+    }
+    others.0.remove(&own.stream);
+    if others.is_empty() { own.to_string() } else { format!("{own},{others}") }
 }
 
 #[cfg(test)]
@@ -180,5 +203,9 @@ mod tests {
         let caused = ["customer-success:4".to_owned(), "customer-success:6,field-sales:2".into(), "junk".into()];
         assert_eq!(joined(own.clone(), &caused), "field-sales:9,customer-success:6");
         assert_eq!(joined(own, &[]), "field-sales:9");
+        let mut seen = Positions::default();
+        seen.add("marketing:3, inside-sales:1");
+        seen.add("marketing:2,junk");
+        assert_eq!(seen.to_string(), "inside-sales:1,marketing:3");
     }
 }

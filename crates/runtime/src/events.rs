@@ -171,27 +171,23 @@ impl EventStreamService for EventStream {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::overloaded("this service's event stream", RETRY_AFTER))?;
-        let deadline = crate::call::deadline(request.metadata());
+        let answer_by = crate::call::answer_by(request.metadata());
         let req = request.into_inner();
         let mut v = crate::validate::Violations::new();
         v.check(req.after_seq >= 0, "after_seq", "must not be negative");
         let limit = crate::validate::page_size(&mut v, req.page_size, 500, 5000);
-        let wait = match req.wait {
+        let wait = match req.wait.map(Duration::try_from) {
             None => Duration::ZERO,
-            Some(w) if w.seconds < 0 || w.nanos < 0 || w.nanos >= 1_000_000_000 => {
-                v.add("wait", "must be a duration of zero or more (nanos 0 to 999,999,999)");
+            Some(Ok(wait)) => wait.min(MAX_WAIT),
+            Some(Err(_)) => {
+                v.add("wait", "must be a duration of zero or more");
                 Duration::ZERO
-            }
-            Some(w) => {
-                Duration::new(u64::try_from(w.seconds).unwrap_or(u64::MAX), w.nanos.unsigned_abs()).min(MAX_WAIT)
             }
         };
         v.finish()?;
-        // Answer (empty) a little before the caller's deadline rather than
-        // let it expire into an error.
         let mut until = Instant::now() + wait;
-        if let Some(d) = deadline {
-            until = until.min(d.checked_sub(Duration::from_millis(50)).unwrap_or(d));
+        if let Some(by) = answer_by {
+            until = until.min(by);
         }
         let until = (!wait.is_zero()).then_some(until);
         let Page { events, head_seq, stream_id } =

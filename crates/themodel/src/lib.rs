@@ -169,6 +169,13 @@ impl SuiteOptions {
     }
 }
 
+/// `http://host:port` for a listener's address, on loopback when it listens
+/// on every interface.
+fn local_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+    format!("http://{}", SocketAddr::new(host, addr.port()))
+}
+
 struct Running {
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -214,8 +221,7 @@ impl Suite {
     /// `http://127.0.0.1:port/` of kpi's dashboard page, if it is served.
     pub fn dashboard_url(&self) -> Option<String> {
         let (addr, _) = self.dashboard.as_ref()?;
-        let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
-        Some(format!("http://{}/", SocketAddr::new(host, addr.port())))
+        Some(format!("{}/", local_url(*addr)))
     }
 
     /// Where a service listens.
@@ -225,9 +231,7 @@ impl Suite {
 
     /// `http://127.0.0.1:port` of a service, for clients.
     pub fn url(&self, name: ServiceName) -> String {
-        let addr = self.addr(name);
-        let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
-        format!("http://{}", SocketAddr::new(host, addr.port()))
+        local_url(self.addr(name))
     }
 
     /// The head seq of a service's event stream, read over gRPC.

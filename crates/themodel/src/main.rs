@@ -284,11 +284,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
 }
 
 async fn run_report(r: Report) -> anyhow::Result<()> {
-    let view = match r.view.as_str() {
-        "flow" => pb::View::Flow,
-        "cohort" => pb::View::Cohort,
-        other => anyhow::bail!("--view {other:?}: one of flow, cohort"),
-    };
+    let view = themodel_kpi::dashboard::view(&r.view).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let period_unit = match r.period_unit.as_str() {
         "" => pb::PeriodUnit::Unspecified,
         unit => pb::PeriodUnit::from_str_name(&format!("PERIOD_UNIT_{}", unit.to_ascii_uppercase()))

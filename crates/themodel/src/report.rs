@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use themodel_kpi::dashboard::{NO_BOTTLENECK, factor_stage, short_name, waterfall};
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_runtime::telemetry::PeerChannel;
@@ -29,37 +30,24 @@ pub async fn report(kpi: &mut KpiServiceClient<PeerChannel>, req: pb::GetFunnelR
 /// The waterfall as text: each stage's count with a bar, the rate into it,
 /// and the bottleneck marked.
 pub fn render(f: &pb::Funnel, bottleneck: Option<&Result<pb::GetBottleneckResponse, String>>) -> String {
-    let view = pb::View::try_from(f.view).unwrap_or_default().as_str_name().trim_start_matches("VIEW_").to_lowercase();
-    let limiting = match bottleneck {
-        Some(Ok(b)) => match pb::Factor::try_from(b.bottleneck).unwrap_or_default() {
-            pb::Factor::Visitors => Some("Visitors"),
-            pb::Factor::Leads | pb::Factor::AcquisitionRate => Some("Leads"),
-            pb::Factor::OpportunityRate => Some("Opportunities"),
-            pb::Factor::WinRate => Some("Wins"),
-            pb::Factor::Unspecified => None,
-        },
-        _ => None,
+    let view = short_name(pb::View::try_from(f.view).unwrap_or_default().as_str_name(), "VIEW_");
+    let factor = match bottleneck {
+        Some(Ok(b)) => pb::Factor::try_from(b.bottleneck).unwrap_or_default(),
+        _ => pb::Factor::Unspecified,
     };
-    let rows: [(&str, i64, Option<f64>, &str); 6] = [
-        ("Visitors", f.visitors, None, ""),
-        ("Leads", f.leads, f.acquisition_rate, "acquisition"),
-        ("Promising leads", f.promising_leads, f.promising_rate, "promising"),
-        ("Opportunities", f.opportunities, f.opportunity_rate, "opportunity"),
-        ("Wins", f.wins, f.win_rate, "win"),
-        ("Retained", f.retained, f.renewal_rate, "renewal"),
-    ];
-    let top = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    let steps = waterfall(f);
+    let top = steps.iter().map(|s| s.count).max().unwrap_or(0).max(1);
     let mut out = String::new();
     let _ = writeln!(out, "{view} view, {} to {} ({})", f.start_date, f.end_date, f.time_zone);
-    for (label, n, rate, rate_name) in rows {
-        let width = usize::try_from(n.saturating_mul(40) / top).unwrap_or(0);
-        let rate = match rate {
-            Some(r) => format!("{:>6.1}% {rate_name} rate", r * 100.0),
-            None if rate_name.is_empty() => String::new(),
-            None => format!("{:>7} {rate_name} rate", "–"),
+    for step in steps {
+        let width = usize::try_from(step.count.saturating_mul(40) / top).unwrap_or(0);
+        let rate = match step.rate {
+            Some(r) => format!("{:>6.1}% {}", r * 100.0, step.rate_name),
+            None if step.rate_name.is_empty() => String::new(),
+            None => format!("{:>7} {}", "–", step.rate_name),
         };
-        let mark = if limiting == Some(label) { "  <- bottleneck" } else { "" };
-        let _ = writeln!(out, "{label:<16} {n:>9}  {:<40}  {rate}{mark}", "#".repeat(width));
+        let mark = if factor_stage(factor) == Some(step.key) { "  <- bottleneck" } else { "" };
+        let _ = writeln!(out, "{:<16} {:>9}  {:<40}  {rate}{mark}", step.label, step.count, "#".repeat(width));
     }
     for r in &f.revenue {
         let units = |m: &Option<themodel_proto::common::v1::Money>| m.as_ref().map_or(0, |m| m.units);
@@ -73,15 +61,15 @@ pub fn render(f: &pb::Funnel, bottleneck: Option<&Result<pb::GetBottleneckRespon
         );
     }
     match bottleneck {
-        Some(Ok(b)) if b.bottleneck == pb::Factor::Unspecified as i32 => {
-            let _ = writeln!(out, "Bottleneck: not known ({})", themodel_kpi::dashboard::NO_BOTTLENECK);
+        Some(Ok(_)) if factor == pb::Factor::Unspecified => {
+            let _ = writeln!(out, "Bottleneck: not known ({NO_BOTTLENECK})");
         }
         Some(Ok(b)) => {
-            let name = |s: &str, prefix: &str| s.trim_start_matches(prefix).to_lowercase().replace('_', " ");
+            let name = |s: &str, prefix: &str| short_name(s, prefix).replace('_', " ");
             let _ = writeln!(
                 out,
                 "Bottleneck: {}, a {} problem",
-                name(pb::Factor::try_from(b.bottleneck).unwrap_or_default().as_str_name(), "FACTOR_"),
+                name(factor.as_str_name(), "FACTOR_"),
                 name(pb::Problem::try_from(b.problem).unwrap_or_default().as_str_name(), "PROBLEM_"),
             );
         }
