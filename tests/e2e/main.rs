@@ -17,6 +17,7 @@ mod freshness;
 mod idempotency;
 mod ingest;
 mod interfaces;
+mod never_buy;
 mod overload;
 mod owners;
 mod planning;

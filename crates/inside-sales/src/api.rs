@@ -351,7 +351,7 @@ impl Api {
         self.writer
             .execute(call, needs, move |cx| {
                 let mut item = item(cx, &id)?;
-                let out = item.disqualify(&reason, at)?;
+                let out = item.disqualify(&reason, at, cx.definition)?;
                 let resp = pb::DisqualifyLeadResponse { item: Some(item_to_proto(&item)) };
                 Ok(Done::new(&resp).change(Change::Item(Box::new(item))).effects(out))
             })

@@ -6,7 +6,7 @@
 use themodel_proto::common::v1 as common;
 use themodel_proto::fieldsales::v1::AcceptOpportunityRequest;
 use themodel_proto::insidesales::v1 as pb;
-use themodel_proto::marketing::v1::RecycleLeadRequest;
+use themodel_proto::marketing::v1::{ExcludeLeadRequest, RecycleLeadRequest};
 use themodel_quality::{BantCondition, BantRecord, Definition, ReasonRefused};
 use themodel_runtime::Effects;
 use themodel_runtime::outbox::Handover;
@@ -337,17 +337,32 @@ impl QueueItem {
         Ok(out)
     }
 
-    pub fn disqualify(&mut self, reason: &Code, at: Micros) -> Result<Out, Refused> {
+    /// The lead is never-buy after all: it leaves the queue, and marketing
+    /// is told (ExcludeLead) so that it is never handed over again.
+    pub fn disqualify(&mut self, reason: &Code, at: Micros, def: &Definition) -> Result<Out, Refused> {
         self.ensure_open()?;
+        def.check_never_buy_reason(reason.as_str())?;
         self.status = Status::Disqualified;
         self.disqualify_reason = reason.to_string();
-        Ok(Out::default().event(event(
+        let handover = Handover::new(ExcludeLeadRequest {
+            request_id: String::new(),
+            lead_id: self.lead_id.to_string(),
+            reason: reason.to_string(),
+            sender: department_to_proto(Department::InsideSales) as i32,
+            note: String::new(),
+            occurred_at: Some(to_timestamp(at)),
+        });
+        let mut out = Out::default().event(event(
             at,
             pb::inside_sales_event::Event::LeadDisqualified(pb::LeadDisqualified {
                 lead_id: self.lead_id.to_string(),
                 reason: reason.to_string(),
+                handover_id: handover.id.clone(),
+                definition_version: def.version,
             }),
-        )))
+        ));
+        out.push_handover(handover);
+        Ok(out)
     }
 
     /// Whether first contact came within the follow-up SLA (None until contacted).

@@ -351,6 +351,7 @@ fn step_kind(kind: StepKind) -> pb::JourneyStepKind {
         StepKind::Captured => pb::JourneyStepKind::Captured,
         StepKind::Promoted => pb::JourneyStepKind::Promoted,
         StepKind::Recycled => pb::JourneyStepKind::Recycled,
+        StepKind::Excluded => pb::JourneyStepKind::Excluded,
         StepKind::Converted => pb::JourneyStepKind::Converted,
         StepKind::Won => pb::JourneyStepKind::Won,
         StepKind::Lost => pb::JourneyStepKind::Lost,

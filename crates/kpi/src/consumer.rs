@@ -198,6 +198,7 @@ impl Consumer {
                 | Effect::Joined { lead, .. }
                 | Effect::Money { lead, .. }
                 | Effect::Recycled { lead, .. }
+                | Effect::Excluded { lead, .. }
                 | Effect::Owned { lead, .. } => {
                     leads.insert(lead.clone());
                 }
@@ -248,6 +249,7 @@ impl Consumer {
                 }
                 Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
                 Effect::Recycled { lead, reason } => loaded(&mut journeys, lead)?.recycle(at, reason),
+                Effect::Excluded { lead, reason } => loaded(&mut journeys, lead)?.exclude(at, reason),
                 Effect::Owned { lead, role, owner, team } => loaded(&mut journeys, lead)?.own(*role, owner, team),
                 Effect::AccountOwned { account, owner, team } => {
                     for (lead, _) in members.get(account).into_iter().flatten() {

@@ -120,6 +120,9 @@ pub enum Effect {
     Money { lead: String, kind: MoneyKind, amount: Amount },
     /// A lead went back to marketing, with the reason (its content track).
     Recycled { lead: String, reason: String },
+    /// A lead was classed never-buy after its capture, with the reason.
+    /// Marketing publishes it once per lead, whoever decided.
+    Excluded { lead: String, reason: String },
     /// A lead was given to an owner (empty team: none).
     Owned { lead: String, role: Role, owner: String, team: String },
     /// An account's contract value after it opened, expanded or renewed
@@ -200,6 +203,8 @@ pub struct Capture {
     pub job_title: String,
     pub definition_version: i64,
     pub excluded: bool,
+    /// Why it is excluded (empty if it is not).
+    pub exclusion_reason: String,
     /// The visitor id the lead identified as (empty if none).
     pub visitor_id: String,
 }
@@ -315,12 +320,16 @@ impl Decoded {
                         job_title: c.job_title.clone(),
                         definition_version: c.definition_version,
                         excluded: c.excluded,
+                        exclusion_reason: c.exclusion_reason.clone(),
                         visitor_id: c.visitor_id.clone(),
                     },
                 }],
                 Some(M::LeadPromoted(p)) => reached(&p.lead_id, Metric::Promising),
                 Some(M::LeadRecycled(r)) => {
                     vec![Effect::Recycled { lead: r.lead_id.clone(), reason: r.reason.clone() }]
+                }
+                Some(M::LeadExcluded(x)) => {
+                    vec![Effect::Excluded { lead: x.lead_id.clone(), reason: x.reason.clone() }]
                 }
                 Some(M::TouchRecorded(_)) | None => Vec::new(),
             },
@@ -677,6 +686,7 @@ mod tests {
             job_title: "CTO".into(),
             definition_version: 3,
             excluded: true,
+            exclusion_reason: "student".into(),
             visitor_id: "v1".into(),
             ..Default::default()
         });
@@ -700,6 +710,7 @@ mod tests {
                         job_title: "CTO".into(),
                         definition_version: 3,
                         excluded: true,
+                        exclusion_reason: "student".into(),
                         visitor_id: "v1".into(),
                     },
                 }],

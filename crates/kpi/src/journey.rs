@@ -89,7 +89,7 @@ pub struct Journey {
     /// until captured).
     #[prost(string, repeated, tag = "2")]
     pub dims: Vec<String>,
-    /// Classed never-buy at capture.
+    /// Classed never-buy: at capture, or later (`excluded_at`).
     #[prost(bool, tag = "3")]
     pub excluded: bool,
     /// Each hand-over to inside sales.
@@ -135,6 +135,14 @@ pub struct Journey {
     /// conditions confirmed).
     #[prost(int64, repeated, tag = "16")]
     pub quality_opportunities: Vec<i64>,
+    /// When a lead captured as a prospect was classed never-buy later
+    /// (marketing's reclassification or inside sales' disqualification);
+    /// unset for a lead excluded at capture.
+    #[prost(int64, optional, tag = "17")]
+    pub excluded_at: Option<i64>,
+    /// Why the lead is excluded (empty if it is not).
+    #[prost(string, tag = "18")]
+    pub exclusion_reason: String,
 }
 
 /// The owners of a lead: the latest each department gave (empty: none).
@@ -234,7 +242,11 @@ impl Journey {
     /// stream does not publish) would replace the first.
     pub fn capture(&mut self, at: i64, capture: &Capture, definition: Option<&Definition>) {
         self.captured_at = Some(at);
-        self.excluded = capture.excluded;
+        if capture.excluded {
+            self.excluded = true;
+            self.excluded_at = None;
+            self.exclusion_reason = capture.exclusion_reason.clone();
+        }
         self.visitor_id = capture.visitor_id.clone();
         self.dims = dims(capture, definition);
     }
@@ -257,6 +269,22 @@ impl Journey {
             | Metric::RecycledOpportunities
             | Metric::RecycledWins => {}
         }
+    }
+
+    /// Records that the lead was classed never-buy after its capture. A
+    /// lead is excluded once; a later exclusion changes nothing.
+    pub fn exclude(&mut self, at: i64, reason: &str) {
+        if !self.excluded {
+            self.excluded = true;
+            self.excluded_at = Some(at);
+            self.exclusion_reason = reason.to_owned();
+        }
+    }
+
+    /// When the lead was classed never-buy: at capture or later (`None`:
+    /// it is not, or its capture is not read yet).
+    pub fn exclusion(&self) -> Option<i64> {
+        if self.excluded { self.excluded_at.or(self.captured_at) } else { None }
     }
 
     /// Records that the lead went back to marketing. Recycles move no
@@ -339,6 +367,9 @@ impl Journey {
         let mut cohort = Vec::new();
         if let Some(captured) = self.captured_at {
             flow.push((Metric::Leads, day(captured)));
+            // The flow view's excluded leads are those of the period's
+            // leads that are classed never-buy, whenever that was found: a
+            // subset of the leads, so valid leads = leads - excluded leads.
             if self.excluded {
                 flow.push((Metric::ExcludedLeads, day(captured)));
             }
@@ -391,7 +422,7 @@ impl Journey {
                 }
             };
             reached(Metric::Leads, Some(captured));
-            reached(Metric::ExcludedLeads, self.excluded.then_some(captured));
+            reached(Metric::ExcludedLeads, self.exclusion());
             let first = |times: &Vec<i64>| times.iter().copied().min();
             reached(Metric::Promising, first(&self.promoted));
             reached(Metric::Opportunities, first(&self.opportunities));
@@ -428,6 +459,7 @@ pub enum StepKind {
     Won,
     Lost,
     Recycled,
+    Excluded,
     AccountOpened,
     AccountExpanded,
     Renewed,
@@ -439,7 +471,7 @@ pub enum StepKind {
 pub struct Step {
     pub kind: StepKind,
     pub at: i64,
-    /// A recycle's reason.
+    /// A recycle's or an exclusion's reason.
     pub reason: String,
     /// What a step that moved money moved.
     pub amount: Option<Amount>,
@@ -462,6 +494,9 @@ impl Journey {
             steps.extend(times.iter().map(|&at| step(kind, at)));
         }
         steps.extend(self.recycles.iter().map(|r| Step { reason: r.reason.clone(), ..step(StepKind::Recycled, r.at) }));
+        if let Some(at) = self.exclusion() {
+            steps.push(Step { reason: self.exclusion_reason.clone(), ..step(StepKind::Excluded, at) });
+        }
         for m in &self.money {
             let amount = Amount { currency: m.currency.clone(), units: m.units, nanos: m.nanos };
             // A win's and a churn's amounts belong to the step of that
@@ -574,8 +609,39 @@ mod tests {
             job_title: "VP Sales".into(),
             definition_version: 1,
             excluded: false,
+            exclusion_reason: String::new(),
             visitor_id: "v-1".into(),
         }
+    }
+
+    #[test]
+    fn a_lead_excluded_later_counts_under_its_capture_in_flow_and_from_then_in_cohort() {
+        let mut j = Journey::default();
+        j.capture(at("2026-10-01"), &capture(), Some(&Definition::default()));
+        j.reach(Metric::Promising, at("2026-10-02"));
+        j.exclude(at("2026-11-10"), "student");
+        j.exclude(at("2026-11-20"), "partner");
+        let c = j.contribution(chrono_tz::UTC);
+        assert!(c.flow.contains(&(Metric::ExcludedLeads, day("2026-10-01"))));
+        assert!(c.cohort.contains(&(Metric::ExcludedLeads, day("2026-10-01"), day("2026-11-10"))));
+        let steps: Vec<_> = j.steps().into_iter().map(|s| (s.kind, s.reason)).collect();
+        assert_eq!(
+            steps,
+            [
+                (StepKind::Captured, String::new()),
+                (StepKind::Promoted, String::new()),
+                (StepKind::Excluded, "student".into())
+            ],
+            "excluded once, with the first reason"
+        );
+
+        let mut at_capture = Journey::default();
+        at_capture.capture(
+            at("2026-10-01"),
+            &Capture { excluded: true, exclusion_reason: "competitor".into(), ..capture() },
+            None,
+        );
+        assert_eq!(at_capture.exclusion(), Some(at("2026-10-01")));
     }
 
     #[test]

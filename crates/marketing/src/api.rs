@@ -37,7 +37,9 @@ const METHOD: &str = "/themodel.marketing.v1.MarketingService/";
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> ApiError {
         let subject = match &r {
-            Refused::Excluded(id, _) | Refused::AlreadyHandedOver(id) => format!("leads/{id}"),
+            Refused::Excluded(id, _) | Refused::AlreadyHandedOver(id) | Refused::HeldByInsideSales(id) => {
+                format!("leads/{id}")
+            }
         };
         ApiError::precondition("STATE", subject, r.to_string())
     }
@@ -62,7 +64,7 @@ pub fn lead_to_proto(l: &Lead) -> pb::Lead {
             Relationship::Competitor => pb::Relationship::Competitor,
             Relationship::Student => pb::Relationship::Student,
         } as i32,
-        status: status_to_proto(l.status) as i32,
+        status: l.status.to_proto() as i32,
         exclusion_reason: l.exclusion_reason.clone(),
         attribute_score: l.score.attribute,
         behaviour_score: l.score.behaviour,
@@ -74,15 +76,6 @@ pub fn lead_to_proto(l: &Lead) -> pb::Lead {
         captured_at: to_timestamp_opt(Some(l.captured_at)),
         handed_over_at: to_timestamp_opt(l.handed_over_at),
         recycled_at: to_timestamp_opt(l.recycled_at),
-    }
-}
-
-fn status_to_proto(s: LeadStatus) -> pb::LeadStatus {
-    match s {
-        LeadStatus::Nurturing => pb::LeadStatus::Nurturing,
-        LeadStatus::HandedOver => pb::LeadStatus::HandedOver,
-        LeadStatus::Excluded => pb::LeadStatus::Excluded,
-        LeadStatus::Recycled => pb::LeadStatus::Recycled,
     }
 }
 
@@ -590,6 +583,44 @@ impl Api {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, reason = %request.get_ref().reason))]
+    async fn exclude_lead(&self, request: Request<pb::ExcludeLeadRequest>) -> ApiResult<pb::ExcludeLeadResponse> {
+        let call = Call::new(&request, &format!("{METHOD}ExcludeLead"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let lead_id = v.parse("lead_id", LeadId::parse(&r.lead_id));
+        let reason = v.parse("reason", Code::parse(&r.reason));
+        let sender = match department_from_proto(r.sender) {
+            Some(d @ (Department::Marketing | Department::InsideSales)) => Some(d),
+            _ => {
+                v.add("sender", "must be DEPARTMENT_MARKETING or DEPARTMENT_INSIDE_SALES");
+                None
+            }
+        };
+        v.text("note", &r.note, 4000);
+        let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
+        let (lead_id, reason, sender) = v.build(|| Some((lead_id?, reason?, sender?)))?;
+        let needs = vec![Need::Row(Key::Lead(lead_id.clone()))];
+        self.writer
+            .execute(call, needs, move |cx| {
+                let def = cx.definition;
+                // Marketing's own judgement is checked against the definition;
+                // inside sales checked its reason against the one it applied
+                // (see RecycleLead).
+                if sender == Department::Marketing {
+                    def.check_never_buy_reason(reason.as_str())
+                        .map_err(|e| ApiError::field("reason", e.to_string()))?;
+                }
+                let mut s = Session::new(cx);
+                let lead = s.lead(&lead_id)?.ok_or_else(|| no_lead(&lead_id))?;
+                let out = lead.exclude(&reason, sender, at, def)?;
+                let resp = pb::ExcludeLeadResponse { lead: Some(lead_to_proto(lead)) };
+                s.collect(out, &lead_id);
+                Ok(s.done(&resp))
+            })
+            .await
+    }
+
     /// Parses one ingest message: its valid items, and rejections for the rest.
     fn parse_ingest(&self, msg: &pb::IngestBehaviourRequest, first: i64) -> (Vec<Ingested>, Vec<pb::IngestRejection>) {
         let mut items = Vec::with_capacity(msg.items.len());
@@ -803,6 +834,13 @@ impl MarketingService for Api {
         request: Request<pb::RecycleLeadRequest>,
     ) -> Result<Response<pb::RecycleLeadResponse>, Status> {
         Ok(Response::new(Api::recycle_lead(self, request).await?))
+    }
+
+    async fn exclude_lead(
+        &self,
+        request: Request<pb::ExcludeLeadRequest>,
+    ) -> Result<Response<pb::ExcludeLeadResponse>, Status> {
+        Ok(Response::new(Api::exclude_lead(self, request).await?))
     }
 }
 

@@ -41,6 +41,15 @@ impl Status {
     pub fn from_code(code: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|s| s.code() == code)
     }
+
+    pub fn to_proto(self) -> pb::LeadStatus {
+        match self {
+            Status::Nurturing => pb::LeadStatus::Nurturing,
+            Status::HandedOver => pb::LeadStatus::HandedOver,
+            Status::Excluded => pb::LeadStatus::Excluded,
+            Status::Recycled => pb::LeadStatus::Recycled,
+        }
+    }
 }
 
 pub fn relationship_code(r: Relationship) -> &'static str {
@@ -120,6 +129,8 @@ pub enum Refused {
     Excluded(LeadId, String),
     #[error("lead {0} is already with inside sales")]
     AlreadyHandedOver(LeadId),
+    #[error("lead {0} is with inside sales: disqualify it there (DisqualifyLead), which excludes it here too")]
+    HeldByInsideSales(LeadId),
 }
 
 /// An anonymous visitor, and the lead it identified as (if any).
@@ -412,6 +423,36 @@ impl Lead {
     }
 }
 
+impl Lead {
+    /// The lead is found to be never-buy after its capture: it ends
+    /// excluded and is never handed over again. Marketing reclassifies only
+    /// a lead it holds; inside sales' disqualification (`sender`) is taken
+    /// whatever marketing's status, since the lead was with inside sales.
+    /// A lead already excluded stays as it is, and nothing is published.
+    pub fn exclude(&mut self, reason: &Code, sender: Department, at: Micros, def: &Definition) -> Result<Out, Refused> {
+        let previous = self.status;
+        match (previous, sender) {
+            (Status::Excluded, _) => return Ok(Out::default()),
+            (Status::HandedOver, Department::Marketing) => {
+                return Err(Refused::HeldByInsideSales(self.lead_id.clone()));
+            }
+            _ => {}
+        }
+        self.status = Status::Excluded;
+        self.exclusion_reason = reason.to_string();
+        Ok(Out::default().event(event(
+            at,
+            pb::marketing_event::Event::LeadExcluded(pb::LeadExcluded {
+                lead_id: self.lead_id.to_string(),
+                reason: reason.to_string(),
+                sender: department_to_proto(sender) as i32,
+                previous_status: previous.to_proto() as i32,
+                definition_version: def.version,
+            }),
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +572,28 @@ mod tests {
         assert!(matches!(lead.hand_over_now(21, "", &def), Err(Refused::AlreadyHandedOver(_))));
         let (mut student, _) = Lead::capture(new_lead("", Relationship::Student), BTreeMap::new(), &def);
         assert!(matches!(student.hand_over_now(22, "", &def), Err(Refused::Excluded(..))));
+    }
+
+    #[test]
+    fn a_lead_found_never_buy_later_is_excluded_once_and_never_handed_over() {
+        let def = Definition::default();
+        let student = Code::parse("student").expect("code");
+        let (mut nurtured, _) = Lead::capture(new_lead("", Relationship::Prospect), BTreeMap::new(), &def);
+        assert_eq!(nurtured.exclude(&student, Department::Marketing, 20, &def).expect("held").events.len(), 1);
+        assert_eq!((nurtured.status, nurtured.exclusion_reason.as_str()), (Status::Excluded, "student"));
+        let partner = Code::parse("partner").expect("code");
+        assert!(nurtured.exclude(&partner, Department::Marketing, 21, &def).expect("no-op").events.is_empty());
+        assert_eq!(nurtured.exclusion_reason, "student");
+        assert!(nurtured.touch(&touch(TouchKind::QuoteRequest, 22), "", &def).handovers.is_empty());
+
+        let (mut handed, _) = Lead::capture(new_lead("CTO", Relationship::Prospect), BTreeMap::new(), &def);
+        handed.touch(&touch(TouchKind::QuoteRequest, 11), "", &def);
+        assert!(matches!(
+            handed.exclude(&student, Department::Marketing, 20, &def),
+            Err(Refused::HeldByInsideSales(_))
+        ));
+        assert_eq!(handed.exclude(&student, Department::InsideSales, 20, &def).expect("disqualified").events.len(), 1);
+        assert_eq!(handed.status, Status::Excluded);
     }
 
     #[test]

@@ -113,6 +113,12 @@ handover!(
     "/themodel.marketing.v1.MarketingService/RecycleLead",
     lead_id
 );
+handover!(
+    marketing::v1::ExcludeLeadRequest,
+    "marketing",
+    "/themodel.marketing.v1.MarketingService/ExcludeLead",
+    lead_id
+);
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,11 @@ pub struct Definition {
     /// Reasons field sales may close a deal lost with; each is also the
     /// lead's recycle track in marketing.
     pub lost_reasons: Vec<String>,
+    /// Never-buy reasons: inside sales disqualifies a lead with one of them,
+    /// and marketing reclassifies a lead it finds to be never-buy with one.
+    /// Definitions stored before the list existed read as the default list.
+    #[serde(default = "default_never_buy_reasons")]
+    pub never_buy_reasons: Vec<String>,
     /// Hours from hand-over to first contact, per lead source.
     pub follow_up_sla_hours: BTreeMap<String, i32>,
     pub default_follow_up_sla_hours: i32,
@@ -88,6 +93,12 @@ pub struct InvalidDefinition {
 
 pub(crate) fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
     InvalidDefinition { field: field.to_owned(), message: message.into() }
+}
+
+/// The built-in never-buy reasons: the three classes the capture rules
+/// find (partner, competitor, student) and a company that can never fit.
+pub fn default_never_buy_reasons() -> Vec<String> {
+    strings(&["partner", "competitor", "student", "no_fit"])
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -198,6 +209,7 @@ impl Default for Definition {
                 "lost_no_budget",
                 "lost_other",
             ]),
+            never_buy_reasons: default_never_buy_reasons(),
             follow_up_sla_hours: [
                 ("quote_request", 2),
                 ("inquiry", 4),
@@ -267,7 +279,7 @@ impl Definition {
                 format!("must be between 1 and attribute.max + behaviour.max ({})", a.max + b.max),
             ));
         }
-        reasons::validate(&self.recycle_reasons, &self.lost_reasons)?;
+        reasons::validate(&self.recycle_reasons, &self.lost_reasons, &self.never_buy_reasons)?;
         if self.default_follow_up_sla_hours <= 0 {
             return Err(invalid("default_follow_up_sla_hours", "must be positive"));
         }
@@ -336,6 +348,7 @@ impl Definition {
             ("follow_up_sla_hours", self.follow_up_sla_hours.len()),
             ("recycle_reasons", self.recycle_reasons.len()),
             ("lost_reasons", self.lost_reasons.len()),
+            ("never_buy_reasons", self.never_buy_reasons.len()),
         ];
         if let Some((field, n)) = lists.into_iter().find(|(_, n)| *n > MAX_ENTRIES) {
             return Err(invalid(field, format!("has {n} entries; at most {MAX_ENTRIES}")));
@@ -353,6 +366,7 @@ impl Definition {
             ("exclusion.student_title_words", ex.student_title_words.iter().collect()),
             ("follow_up_sla_hours", self.follow_up_sla_hours.keys().collect()),
             ("lost_reasons", self.lost_reasons.iter().collect()),
+            ("never_buy_reasons", self.never_buy_reasons.iter().collect()),
         ];
         for (field, list) in texts {
             if let Some(t) = list.iter().find(|t| t.chars().count() > MAX_TEXT) {
@@ -454,5 +468,26 @@ mod tests {
         let json = serde_json::to_string(&d).expect("serialise");
         let back: Definition = serde_json::from_str(&json).expect("deserialise");
         assert_eq!(d, back);
+    }
+
+    #[test]
+    fn definitions_stored_before_never_buy_reasons_read_the_default_list() {
+        let mut json: serde_json::Value = serde_json::to_value(Definition::default()).expect("serialise");
+        json.as_object_mut().expect("object").remove("never_buy_reasons");
+        let back: Definition = serde_json::from_value(json).expect("deserialise");
+        assert_eq!(back.never_buy_reasons, ["partner", "competitor", "student", "no_fit"]);
+    }
+
+    #[test]
+    fn never_buy_reasons_are_the_definitions() {
+        let d = Definition::default();
+        assert_eq!(d.check_never_buy_reason("student"), Ok(()));
+        assert_eq!(
+            d.check_never_buy_reason("rude").unwrap_err().to_string(),
+            "\"rude\" is not a reason of definition version 1; accepted: partner, competitor, student, no_fit"
+        );
+        let mut d = Definition::default();
+        d.never_buy_reasons.clear();
+        assert_eq!(d.validate().unwrap_err().field, "never_buy_reasons");
     }
 }

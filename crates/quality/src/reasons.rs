@@ -59,6 +59,20 @@ impl Definition {
         }
     }
 
+    /// Checks a never-buy reason (a disqualification or a reclassification):
+    /// one of `never_buy_reasons`, as listed.
+    pub fn check_never_buy_reason(&self, reason: &str) -> Result<(), ReasonRefused> {
+        if self.never_buy_reasons.iter().any(|r| r == reason) {
+            Ok(())
+        } else {
+            Err(ReasonRefused::Unknown {
+                reason: shown(reason),
+                version: self.version,
+                accepted: self.never_buy_reasons.clone(),
+            })
+        }
+    }
+
     /// Checks a field-sales lost reason: one of `lost_reasons`, as listed.
     pub fn check_lost_reason(&self, reason: &str) -> Result<(), ReasonRefused> {
         if self.lost_reasons.iter().any(|r| r == reason) {
@@ -83,7 +97,11 @@ fn shown(reason: &str) -> String {
 }
 
 /// Both lists are non-empty, of codes, without repeats.
-pub(crate) fn validate(recycle: &[RecycleReason], lost: &[String]) -> Result<(), InvalidDefinition> {
+pub(crate) fn validate(
+    recycle: &[RecycleReason],
+    lost: &[String],
+    never_buy: &[String],
+) -> Result<(), InvalidDefinition> {
     let check = |field: &str, codes: Vec<&str>| {
         if codes.is_empty() {
             return Err(invalid(field, "needs at least one reason"));
@@ -99,7 +117,8 @@ pub(crate) fn validate(recycle: &[RecycleReason], lost: &[String]) -> Result<(),
         Ok(())
     };
     check("recycle_reasons", recycle.iter().map(|r| r.code.as_str()).collect())?;
-    check("lost_reasons", lost.iter().map(String::as_str).collect())
+    check("lost_reasons", lost.iter().map(String::as_str).collect())?;
+    check("never_buy_reasons", never_buy.iter().map(String::as_str).collect())
 }
 
 #[cfg(test)]

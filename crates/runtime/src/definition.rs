@@ -146,6 +146,7 @@ pub fn to_proto(d: &Definition, published_at: Option<Micros>) -> pb::QualityDefi
             .map(|r| pb::RecycleReason { code: r.code.clone(), requires_timing_months: r.requires_timing_months })
             .collect(),
         lost_reasons: d.lost_reasons.clone(),
+        never_buy_reasons: d.never_buy_reasons.clone(),
         follow_up_sla_hours: d.follow_up_sla_hours.clone().into_iter().collect(),
         default_follow_up_sla_hours: d.default_follow_up_sla_hours,
         recycle_resets_behaviour: d.recycle_resets_behaviour,
@@ -209,6 +210,7 @@ pub fn from_proto(p: &pb::QualityDefinition) -> Result<Definition, InvalidDefini
             .map(|r| RecycleReason { code: r.code.clone(), requires_timing_months: r.requires_timing_months })
             .collect(),
         lost_reasons: p.lost_reasons.clone(),
+        never_buy_reasons: p.never_buy_reasons.clone(),
         follow_up_sla_hours: p.follow_up_sla_hours.clone().into_iter().collect(),
         default_follow_up_sla_hours: p.default_follow_up_sla_hours,
         recycle_resets_behaviour: p.recycle_resets_behaviour,
