@@ -57,6 +57,11 @@ retention=$(grpcurl -plaintext -d '{"start_date": "2026-12-01", "period_unit": "
 for want in '"accountsAtStart": "1"' '"grossRevenueRetention": 1' '"netRevenueRetention": 1'; do
   grep -q "$want" <<<"$retention" || { echo "retention lacks $want: $retention" >&2; exit 1; }
 done
+velocity=$(grpcurl -plaintext -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
+  localhost:50055 themodel.kpi.v1.KpiService/GetVelocity)
+for want in '"firstContacts": "1"' '"withinSla": "1"' '"slaAttainment": 1' '"medianTimeToFirstContact": "1800s"'; do
+  grep -q "$want" <<<"$velocity" || { echo "velocity lacks $want: $velocity" >&2; exit 1; }
+done
 # `themodel report`, as the README gives it (with the binary just built).
 report=$("$bin" report --start-date 2026-11-01 --end-date 2026-12-01)
 for want in 'flow view, 2026-11-01 to 2026-12-01 (UTC)' 'Wins                     1' 'Revenue JPY: won 1200000'; do
@@ -65,4 +70,4 @@ done
 # The dashboard page is served.
 page=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:50056/").read().decode())')
 grep -q "The Model" <<<"$page" || { echo "no dashboard page on 50056" >&2; exit 1; }
-echo "README walkthrough: $n steps as written, funnel, retention, report and dashboard as promised"
+echo "README walkthrough: $n steps as written, funnel, retention, velocity, report and dashboard as promised"

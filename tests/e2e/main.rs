@@ -25,4 +25,5 @@ mod postgres;
 mod recycling;
 mod retention;
 mod targets;
+mod velocity;
 mod views;

@@ -58,22 +58,26 @@ async fn funnel(t: &TestSuite, view: kpi::View, as_of: &str) -> kpi::Funnel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lead_found_never_buy_later_ends_excluded_and_is_counted() {
     let t = TestSuite::start().await;
+    late_never_buy(&t).await;
+}
+
+pub async fn late_never_buy(t: &TestSuite) {
     // n1: handed over, then disqualified by inside sales as a student.
-    capture(&t, lead("n1", "2026-10-01T09:00:00Z")).await;
-    assert!(quote_request(&t, "n1", "2026-10-01T09:30:00Z").await.handed_over);
-    in_queue(&t, "n1").await;
-    let err = disqualify(&t, "n1", "rude", "2026-10-10T10:00:00Z").await.unwrap_err();
+    capture(t, lead("n1", "2026-10-01T09:00:00Z")).await;
+    assert!(quote_request(t, "n1", "2026-10-01T09:30:00Z").await.handed_over);
+    in_queue(t, "n1").await;
+    let err = disqualify(t, "n1", "rude", "2026-10-10T10:00:00Z").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let (field, description) = violation(&err);
     assert_eq!(field, "reason");
     assert!(description.contains("accepted: partner, competitor, student, no_fit"), "{description}");
-    let item = disqualify(&t, "n1", "student", "2026-10-10T10:00:00Z").await.unwrap();
+    let item = disqualify(t, "n1", "student", "2026-10-10T10:00:00Z").await.unwrap();
     assert_eq!(item.status, is::QueueStatus::Disqualified as i32);
-    let n1 = lead_status(&t, "n1", mk::LeadStatus::Excluded).await;
+    let n1 = lead_status(t, "n1", mk::LeadStatus::Excluded).await;
     assert_eq!(n1.exclusion_reason, "student");
     // Never handed over again: not by behaviour, not by judgement, and
     // inside sales does not take it back.
-    assert!(!quote_request(&t, "n1", "2026-10-20T09:00:00Z").await.handed_over);
+    assert!(!quote_request(t, "n1", "2026-10-20T09:00:00Z").await.handed_over);
     let again = mk::HandOverLeadRequest {
         request_id: "n1-again".into(),
         lead_id: "n1".into(),
@@ -81,54 +85,54 @@ async fn a_lead_found_never_buy_later_ends_excluded_and_is_counted() {
         occurred_at: ts("2026-10-21T09:00:00Z"),
     };
     assert_eq!(t.marketing.clone().hand_over_lead(again).await.unwrap_err().code(), Code::FailedPrecondition);
-    let err = disqualify(&t, "n1", "no_fit", "2026-10-22T10:00:00Z").await.unwrap_err();
+    let err = disqualify(t, "n1", "no_fit", "2026-10-22T10:00:00Z").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "a disqualified lead is no longer in the queue");
 
     // n2: nurturing, reclassified by marketing as a competitor on Nov 3.
-    capture(&t, lead("n2", "2026-10-02T09:00:00Z")).await;
-    let err = exclude(&t, exclusion("n2-x", "n2", "rude", "2026-11-03T09:00:00Z")).await.unwrap_err();
+    capture(t, lead("n2", "2026-10-02T09:00:00Z")).await;
+    let err = exclude(t, exclusion("n2-x", "n2", "rude", "2026-11-03T09:00:00Z")).await.unwrap_err();
     assert_eq!(violation(&err).0, "reason");
     assert!(violation(&err).1.contains("accepted: partner, competitor, student, no_fit"));
     let bad_sender = mk::ExcludeLeadRequest {
         sender: Department::FieldSales as i32,
         ..exclusion("n2-y", "n2", "competitor", "2026-11-03T09:00:00Z")
     };
-    assert_eq!(violation(&exclude(&t, bad_sender).await.unwrap_err()).0, "sender");
-    let n2 = exclude(&t, exclusion("n2-x", "n2", "competitor", "2026-11-03T09:00:00Z")).await.unwrap();
+    assert_eq!(violation(&exclude(t, bad_sender).await.unwrap_err()).0, "sender");
+    let n2 = exclude(t, exclusion("n2-x", "n2", "competitor", "2026-11-03T09:00:00Z")).await.unwrap();
     assert_eq!((n2.status, n2.exclusion_reason.as_str()), (mk::LeadStatus::Excluded as i32, "competitor"));
-    let repeat = exclude(&t, exclusion("n2-x", "n2", "competitor", "2026-11-03T09:00:00Z")).await.unwrap();
+    let repeat = exclude(t, exclusion("n2-x", "n2", "competitor", "2026-11-03T09:00:00Z")).await.unwrap();
     assert_eq!(repeat, n2, "a repeated request answers as the first did");
-    let later = exclude(&t, exclusion("n2-z", "n2", "partner", "2026-11-04T09:00:00Z")).await.unwrap();
+    let later = exclude(t, exclusion("n2-z", "n2", "partner", "2026-11-04T09:00:00Z")).await.unwrap();
     assert_eq!(later.exclusion_reason, "competitor", "an excluded lead stays as it is");
-    assert!(!quote_request(&t, "n2", "2026-11-05T09:00:00Z").await.handed_over);
+    assert!(!quote_request(t, "n2", "2026-11-05T09:00:00Z").await.handed_over);
 
-    let empty = exclude(&t, mk::ExcludeLeadRequest::default()).await.unwrap_err();
+    let empty = exclude(t, mk::ExcludeLeadRequest::default()).await.unwrap_err();
     let fields: Vec<_> =
         empty.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
     assert_eq!(fields, ["lead_id", "reason", "sender"]);
-    let nobody = exclude(&t, exclusion("nobody-x", "nobody", "student", "2026-11-03T09:00:00Z")).await.unwrap_err();
+    let nobody = exclude(t, exclusion("nobody-x", "nobody", "student", "2026-11-03T09:00:00Z")).await.unwrap_err();
     assert_eq!(nobody.code(), Code::NotFound);
 
     // n3: with inside sales; marketing cannot reclassify it under their feet.
-    capture(&t, lead("n3", "2026-10-03T09:00:00Z")).await;
-    assert!(quote_request(&t, "n3", "2026-10-03T09:30:00Z").await.handed_over);
-    let err = exclude(&t, exclusion("n3-x", "n3", "partner", "2026-10-04T09:00:00Z")).await.unwrap_err();
+    capture(t, lead("n3", "2026-10-03T09:00:00Z")).await;
+    assert!(quote_request(t, "n3", "2026-10-03T09:30:00Z").await.handed_over);
+    let err = exclude(t, exclusion("n3-x", "n3", "partner", "2026-10-04T09:00:00Z")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("DisqualifyLead"), "{}", err.message());
 
     // n4: a student at capture.
     let student =
         mk::CaptureLeadRequest { relationship: mk::Relationship::Student as i32, ..lead("n4", "2026-10-04T09:00:00Z") };
-    capture(&t, student).await;
+    capture(t, student).await;
 
     // Flow: of October's four leads three are excluded, whenever that was
     // found. Cohort: counted from the day each was excluded.
-    let flow = funnel(&t, kpi::View::Flow, "").await;
+    let flow = funnel(t, kpi::View::Flow, "").await;
     assert_eq!((flow.leads, flow.excluded_leads, flow.valid_leads), (4, 3, 1));
     assert_eq!(flow.promising_leads, 2, "n1 and n3 were handed over before");
-    let end_of_october = funnel(&t, kpi::View::Cohort, "2026-10-31").await;
+    let end_of_october = funnel(t, kpi::View::Cohort, "2026-10-31").await;
     assert_eq!((end_of_october.leads, end_of_october.excluded_leads), (4, 2), "n1 and n4 by then");
-    let now = funnel(&t, kpi::View::Cohort, "").await;
+    let now = funnel(t, kpi::View::Cohort, "").await;
     assert_eq!((now.leads, now.excluded_leads, now.valid_leads), (4, 3, 1));
 
     // The journeys show when and why.

@@ -93,6 +93,15 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     crate::recycling::assert_recycling(&t).await;
     t.suite.shutdown().await.unwrap();
 
+    // Velocity, and a lead found never-buy later.
+    let t = dbs.suite(|_| {}).await;
+    crate::velocity::history(&t).await;
+    crate::velocity::assert_velocity(&t).await;
+    t.suite.shutdown().await.unwrap();
+    let t = dbs.suite(|_| {}).await;
+    crate::never_buy::late_never_buy(&t).await;
+    t.suite.shutdown().await.unwrap();
+
     // Owners and the KPIs per rep.
     let t = dbs.suite(crate::owners::roster).await;
     crate::owners::reps_and_their_kpis(&t).await;

@@ -195,6 +195,7 @@ impl Opportunity {
                 from_phase: phase_to_proto(change.from) as i32,
                 to_phase: phase_to_proto(change.to) as i32,
                 definition_version: def.version,
+                lead_id: self.lead_id.to_string(),
             }),
         )))
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use themodel_proto::common::v1 as common;
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
+use themodel_quality::Phase;
 use themodel_runtime::call;
 use themodel_runtime::consistency::{self, Token};
 use themodel_runtime::definition::{from_proto, to_proto};
@@ -29,6 +30,7 @@ use crate::planning::{self, Factor, Plan, PlanRates, RateSource};
 use crate::retention;
 use crate::store::{self, Key, Writes};
 use crate::targets::{self, Progress, Target};
+use crate::velocity::{self, Stage};
 
 /// The kpi service's handlers.
 #[derive(Debug, Clone)]
@@ -138,6 +140,7 @@ period_requests!(
     pb::GetAttainmentRequest,
     pb::GetRetentionRequest,
     pb::GetRecyclingRequest,
+    pb::GetVelocityRequest,
 );
 
 /// The units a period can be named by, as the contract names them.
@@ -359,6 +362,55 @@ fn step_kind(kind: StepKind) -> pb::JourneyStepKind {
         StepKind::AccountExpanded => pb::JourneyStepKind::AccountExpanded,
         StepKind::Renewed => pb::JourneyStepKind::Renewed,
         StepKind::Churned => pb::JourneyStepKind::Churned,
+    }
+}
+
+/// The stages as the contract names them.
+const VELOCITY_STAGES: [(pb::VelocityStage, Stage); 8] = [
+    (pb::VelocityStage::Nurture, Stage::Nurture),
+    (pb::VelocityStage::InsideSales, Stage::InsideSales),
+    (pb::VelocityStage::FieldSales, Stage::FieldSales),
+    (pb::VelocityStage::PreOpportunity, Stage::Phase(Phase::PreOpportunity)),
+    (pb::VelocityStage::IssueRecognition, Stage::Phase(Phase::IssueRecognition)),
+    (pb::VelocityStage::Evaluation, Stage::Phase(Phase::Evaluation)),
+    (pb::VelocityStage::Negotiation, Stage::Phase(Phase::Negotiation)),
+    (pb::VelocityStage::Approval, Stage::Phase(Phase::Approval)),
+];
+
+fn velocity_to_proto(mut v: velocity::Velocity) -> pb::Velocity {
+    let duration = |d: Option<Duration>| d.and_then(|d| prost_types::Duration::try_from(d).ok());
+    let stages = VELOCITY_STAGES
+        .iter()
+        .map(|(wire, stage)| {
+            let mut figures = v.stages.remove(stage).unwrap_or_default();
+            let (median_time, p90_time, _) = figures.exits.summary();
+            let (median_age, p90_age, oldest_age) = figures.open.summary();
+            pb::StageVelocity {
+                stage: *wire as i32,
+                exits: figures.exits.count(),
+                median_time: duration(median_time),
+                p90_time: duration(p90_time),
+                open: figures.open.count(),
+                median_age: duration(median_age),
+                p90_age: duration(p90_age),
+                oldest_age: duration(oldest_age),
+            }
+        })
+        .collect();
+    let f = &mut v.follow_up;
+    let (median, p90, _) = f.first_contacts.summary();
+    let contacts = f.first_contacts.count();
+    pb::Velocity {
+        stages,
+        follow_up: Some(pb::FollowUp {
+            first_contacts: contacts,
+            within_sla: f.within_sla,
+            sla_attainment: domain::ratio(f.within_sla, contacts),
+            median_time_to_first_contact: duration(median),
+            p90_time_to_first_contact: duration(p90),
+            awaiting_first_contact: f.awaiting,
+            overdue: f.overdue,
+        }),
     }
 }
 
@@ -1033,6 +1085,34 @@ impl Api {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn get_velocity(&self, req: pb::GetVelocityRequest) -> ApiResult<pb::GetVelocityResponse> {
+        let mut v = Violations::new();
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let split = split_by(&mut v, req.split_by);
+        let ((start, end), split) = v.build(|| Some((period?, split?)))?;
+        let as_of = domain::day_start(end, self.tz).map_or(self.clock.now(), |t| t.min(self.clock.now()));
+        let mut by_value = store::velocity(self.writer.db(), split, (start, end), as_of).await?;
+        let total = match split {
+            None => by_value.remove("").unwrap_or_default(),
+            Some(_) => {
+                store::velocity(self.writer.db(), None, (start, end), as_of).await?.remove("").unwrap_or_default()
+            }
+        };
+        Ok(pb::GetVelocityResponse {
+            start_date: domain::format_day(start),
+            end_date: domain::format_day(end),
+            time_zone: self.time_zone.clone(),
+            as_of: Some(to_timestamp(as_of)),
+            velocity: Some(velocity_to_proto(total)),
+            split_by: req.split_by,
+            splits: by_value
+                .into_iter()
+                .map(|(value, v)| pb::VelocitySplit { value, velocity: Some(velocity_to_proto(v)) })
+                .collect(),
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(lead = %req.lead_id))]
     async fn get_journey(&self, req: pb::GetJourneyRequest) -> ApiResult<pb::GetJourneyResponse> {
         let mut v = Violations::new();
@@ -1215,6 +1295,14 @@ impl KpiService for Api {
     ) -> Result<Response<pb::GetRecyclingResponse>, Status> {
         self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_recycling(self, request.into_inner()).await?))
+    }
+
+    async fn get_velocity(
+        &self,
+        request: Request<pb::GetVelocityRequest>,
+    ) -> Result<Response<pb::GetVelocityResponse>, Status> {
+        self.fresh(request.metadata()).await?;
+        Ok(Response::new(Api::get_velocity(self, request.into_inner()).await?))
     }
 
     async fn get_journey(

@@ -199,6 +199,7 @@ impl Consumer {
                 | Effect::Money { lead, .. }
                 | Effect::Recycled { lead, .. }
                 | Effect::Excluded { lead, .. }
+                | Effect::Stay { lead, .. }
                 | Effect::Owned { lead, .. } => {
                     leads.insert(lead.clone());
                 }
@@ -250,6 +251,7 @@ impl Consumer {
                 Effect::Money { lead, kind, amount } => loaded(&mut journeys, lead)?.money(*kind, at, amount),
                 Effect::Recycled { lead, reason } => loaded(&mut journeys, lead)?.recycle(at, reason),
                 Effect::Excluded { lead, reason } => loaded(&mut journeys, lead)?.exclude(at, reason),
+                Effect::Stay { lead, step } => loaded(&mut journeys, lead)?.stay(at, step),
                 Effect::Owned { lead, role, owner, team } => loaded(&mut journeys, lead)?.own(*role, owner, team),
                 Effect::AccountOwned { account, owner, team } => {
                     for (lead, _) in members.get(account).into_iter().flatten() {
@@ -266,21 +268,22 @@ impl Consumer {
                 }
             }
         }
-        // Amounts are kept one row each; a journey's rows are rewritten when
-        // its amounts or its split values changed.
-        let mut money = BTreeMap::new();
+        // Amounts and stays are kept one row each; a journey's rows are
+        // rewritten when its amounts, its stays or its split values changed.
+        let mut rows = BTreeMap::new();
         for (lead, journey) in &journeys {
             let after = journey.contribution(self.tz);
             deltas.add(&after, 1);
             let old = &before[lead];
-            if (old.money != after.money || old.values != after.values)
-                && !(old.money.is_empty() && after.money.is_empty())
+            let none = |c: &Contribution| c.money.is_empty() && c.stays.is_empty();
+            if (old.money != after.money || old.stays != after.stays || old.values != after.values)
+                && !(none(old) && none(&after))
             {
-                money.insert(lead.as_str(), after);
+                rows.insert(lead.as_str(), after);
             }
         }
         deltas.settle();
-        store::write_page(tx, &self.db, &journeys, &joins, &deltas, &money).await?;
+        store::write_page(tx, &self.db, self.tz, &journeys, &joins, &deltas, &rows).await?;
         store::add_account_values(tx, &values).await?;
         store::add_visits(tx, &visits).await
     }

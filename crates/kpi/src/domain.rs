@@ -11,7 +11,9 @@ use themodel_proto::customersuccess::v1 as cs;
 use themodel_proto::fieldsales::v1 as fs;
 use themodel_proto::insidesales::v1 as is;
 use themodel_proto::marketing::v1 as mk;
+use themodel_quality::Phase;
 use themodel_runtime::time::{self, Micros};
+use themodel_runtime::wire::enums::phase_from_proto;
 
 /// The department services whose streams kpi reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,6 +122,9 @@ pub enum Effect {
     Money { lead: String, kind: MoneyKind, amount: Amount },
     /// A lead went back to marketing, with the reason (its content track).
     Recycled { lead: String, reason: String },
+    /// A step of the lead's stays in inside sales and field sales
+    /// (velocity).
+    Stay { lead: String, step: StayStep },
     /// A lead was classed never-buy after its capture, with the reason.
     /// Marketing publishes it once per lead, whoever decided.
     Excluded { lead: String, reason: String },
@@ -132,6 +137,23 @@ pub enum Effect {
     /// An account's customer success manager (empty team: none), who owns
     /// every lead whose deal went into it.
     AccountOwned { account: String, owner: String, team: String },
+}
+
+/// What an [`Effect::Stay`] records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StayStep {
+    /// The lead joined inside sales' queue, first contact due then.
+    Queued { due: Option<Micros> },
+    /// Inside sales' first contact since the lead joined the queue.
+    FirstContact,
+    /// The lead left the queue: converted, recycled or disqualified.
+    LeftQueue,
+    /// Field sales opened an opportunity of the lead (in phase 1).
+    DealOpened { opportunity: String },
+    /// The opportunity moved to an open phase.
+    PhaseEntered { opportunity: String, phase: Phase },
+    /// The opportunity was won or lost.
+    DealClosed { opportunity: String },
 }
 
 /// Whose owner an [`Effect::Owned`] names.
@@ -306,6 +328,7 @@ impl Decoded {
         let money = |lead: &str, kind, amount: Option<&common::Money>| {
             Amount::of(amount).map(|amount| Effect::Money { lead: lead.to_owned(), kind, amount })
         };
+        let stay = |lead: &str, step| Effect::Stay { lead: lead.to_owned(), step };
         match self {
             Decoded::Marketing(e) => match &e.event {
                 Some(M::VisitRecorded(v)) => vec![Effect::Visit(v.visitor_id.clone())],
@@ -334,29 +357,55 @@ impl Decoded {
                 Some(M::TouchRecorded(_)) | None => Vec::new(),
             },
             Decoded::InsideSales(e) => match &e.event {
-                Some(I::LeadAccepted(a)) => owned(&a.lead_id, Role::InsideSalesRep, &a.owner_id, &a.team),
+                Some(I::LeadAccepted(a)) => {
+                    let due = a.follow_up_due_at.as_ref().and_then(time::from_timestamp);
+                    let mut e = vec![stay(&a.lead_id, StayStep::Queued { due })];
+                    e.extend(owned(&a.lead_id, Role::InsideSalesRep, &a.owner_id, &a.team));
+                    e
+                }
                 Some(I::LeadAssigned(a)) => owned(&a.lead_id, Role::InsideSalesRep, &a.owner_id, &a.team),
+                Some(I::ActivityLogged(a)) if a.first_contact => vec![stay(&a.lead_id, StayStep::FirstContact)],
                 Some(I::OpportunityConverted(c)) => {
                     let mut e = reached(&c.lead_id, Metric::Opportunities);
                     if c.quality {
                         e.extend(reached(&c.lead_id, Metric::QualityOpportunities));
                     }
                     e.extend(owned(&c.lead_id, Role::InsideSalesRep, &c.owner_id, &c.team));
+                    e.push(stay(&c.lead_id, StayStep::LeftQueue));
                     e
                 }
-                Some(I::ActivityLogged(_) | I::BantRecorded(_) | I::LeadRecycled(_) | I::LeadDisqualified(_))
-                | None => Vec::new(),
+                Some(I::LeadRecycled(r)) => vec![stay(&r.lead_id, StayStep::LeftQueue)],
+                Some(I::LeadDisqualified(d)) => vec![stay(&d.lead_id, StayStep::LeftQueue)],
+                Some(I::ActivityLogged(_) | I::BantRecorded(_)) | None => Vec::new(),
             },
             Decoded::FieldSales(e) => match &e.event {
-                Some(F::OpportunityOpened(o)) => owned(&o.lead_id, Role::AccountExecutive, &o.owner_id, &o.team),
+                Some(F::OpportunityOpened(o)) => {
+                    let mut e = vec![stay(&o.lead_id, StayStep::DealOpened { opportunity: o.opportunity_id.clone() })];
+                    e.extend(owned(&o.lead_id, Role::AccountExecutive, &o.owner_id, &o.team));
+                    e
+                }
                 Some(F::OpportunityAssigned(a)) => owned(&a.lead_id, Role::AccountExecutive, &a.owner_id, &a.team),
+                // A move into a closed phase comes with the win or loss, which
+                // ends the deal's stays; one without its lead (written before
+                // events named it) has no journey to join.
+                Some(F::PhaseChanged(p)) => match phase_from_proto(p.to_phase) {
+                    Some(phase) if phase.is_open() && !p.lead_id.is_empty() => {
+                        vec![stay(&p.lead_id, StayStep::PhaseEntered { opportunity: p.opportunity_id.clone(), phase })]
+                    }
+                    _ => Vec::new(),
+                },
                 Some(F::OpportunityWon(w)) => {
                     let mut e = reached(&w.lead_id, Metric::Wins);
                     e.extend(money(&w.lead_id, MoneyKind::Won, w.contract_value.as_ref()));
+                    e.push(stay(&w.lead_id, StayStep::DealClosed { opportunity: w.opportunity_id.clone() }));
                     e
                 }
-                Some(F::OpportunityLost(l)) => reached(&l.lead_id, Metric::Losses),
-                _ => Vec::new(),
+                Some(F::OpportunityLost(l)) => {
+                    let mut e = reached(&l.lead_id, Metric::Losses);
+                    e.push(stay(&l.lead_id, StayStep::DealClosed { opportunity: l.opportunity_id.clone() }));
+                    e
+                }
+                None => Vec::new(),
             },
             Decoded::CustomerSuccess(e) => match &e.event {
                 Some(C::AccountOpened(o)) => {
@@ -404,6 +453,16 @@ const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date"
 pub fn business_day(at: Micros, tz: Tz) -> i64 {
     let utc = DateTime::from_timestamp_micros(at).unwrap_or_default();
     day_of(utc.with_timezone(&tz).date_naive())
+}
+
+/// The first moment of business day `day` in `tz` (where midnight does not
+/// exist, as on some daylight-saving changes, the first moment after it).
+pub fn day_start(day: i64, tz: Tz) -> Option<Micros> {
+    use chrono::TimeZone;
+    let midnight = date_of(day)?.and_hms_opt(0, 0, 0)?;
+    (0..3)
+        .find_map(|h| tz.from_local_datetime(&(midnight + chrono::TimeDelta::hours(h))).earliest())
+        .map(|t| t.timestamp_micros())
 }
 
 /// Days since 1970-01-01 of a date.
@@ -673,6 +732,7 @@ mod tests {
         let f = |e: F| pack(&fs::FieldSalesEvent { occurred_at: at(), event: Some(e) });
         let c = |e: C| pack(&cs::CustomerSuccessEvent { occurred_at: at(), event: Some(e) });
         let reached = |metric| vec![Effect::Reached { lead: "l1".into(), metric }];
+        let stay = |step| vec![Effect::Stay { lead: "l1".into(), step }];
         let account = |metric| vec![Effect::Account { account: "a1".into(), metric, lost: None }];
         let yen = |units| Some(common::Money { currency_code: "JPY".into(), units, nanos: 0 });
         let amount = |units| Amount { currency: "JPY".into(), units, nanos: 0 };
@@ -733,7 +793,7 @@ mod tests {
             (
                 Source::InsideSales,
                 i(I::OpportunityConverted(is::OpportunityConverted { lead_id: "l1".into(), ..Default::default() })),
-                reached(Metric::Opportunities),
+                [reached(Metric::Opportunities), stay(StayStep::LeftQueue)].concat(),
             ),
             (
                 Source::InsideSales,
@@ -753,6 +813,7 @@ mod tests {
                         owner: "aki".into(),
                         team: "east".into(),
                     },
+                    Effect::Stay { lead: "l1".into(), step: StayStep::LeftQueue },
                 ],
             ),
             (
@@ -771,10 +832,65 @@ mod tests {
             ),
             (
                 Source::InsideSales,
-                i(I::LeadAccepted(is::LeadAccepted { lead_id: "l1".into(), ..Default::default() })),
+                i(I::LeadAccepted(is::LeadAccepted {
+                    lead_id: "l1".into(),
+                    follow_up_due_at: Some(prost_types::Timestamp { seconds: 7200, nanos: 0 }),
+                    ..Default::default()
+                })),
+                stay(StayStep::Queued { due: Some(7_200_000_000) }),
+            ),
+            (
+                Source::InsideSales,
+                i(I::ActivityLogged(is::ActivityLogged {
+                    lead_id: "l1".into(),
+                    first_contact: true,
+                    ..Default::default()
+                })),
+                stay(StayStep::FirstContact),
+            ),
+            (Source::InsideSales, i(I::ActivityLogged(is::ActivityLogged::default())), vec![]),
+            (
+                Source::InsideSales,
+                i(I::LeadDisqualified(is::LeadDisqualified { lead_id: "l1".into(), ..Default::default() })),
+                stay(StayStep::LeftQueue),
+            ),
+            (
+                Source::Marketing,
+                m(M::LeadExcluded(mk::LeadExcluded {
+                    lead_id: "l1".into(),
+                    reason: "student".into(),
+                    ..Default::default()
+                })),
+                vec![Effect::Excluded { lead: "l1".into(), reason: "student".into() }],
+            ),
+            (
+                Source::FieldSales,
+                f(F::OpportunityOpened(fs::OpportunityOpened {
+                    lead_id: "l1".into(),
+                    opportunity_id: "o1".into(),
+                    ..Default::default()
+                })),
+                stay(StayStep::DealOpened { opportunity: "o1".into() }),
+            ),
+            (
+                Source::FieldSales,
+                f(F::PhaseChanged(fs::PhaseChanged {
+                    lead_id: "l1".into(),
+                    opportunity_id: "o1".into(),
+                    to_phase: fs::Phase::Evaluation as i32,
+                    ..Default::default()
+                })),
+                stay(StayStep::PhaseEntered { opportunity: "o1".into(), phase: Phase::Evaluation }),
+            ),
+            (
+                Source::FieldSales,
+                f(F::PhaseChanged(fs::PhaseChanged {
+                    opportunity_id: "o1".into(),
+                    to_phase: fs::Phase::Evaluation as i32,
+                    ..Default::default()
+                })),
                 vec![],
             ),
-            (Source::FieldSales, f(F::OpportunityOpened(Default::default())), vec![]),
             (
                 Source::FieldSales,
                 f(F::OpportunityAssigned(fs::OpportunityAssigned {
@@ -800,12 +916,13 @@ mod tests {
                 vec![
                     Effect::Reached { lead: "l1".into(), metric: Metric::Wins },
                     Effect::Money { lead: "l1".into(), kind: MoneyKind::Won, amount: amount(1_200_000) },
+                    Effect::Stay { lead: "l1".into(), step: StayStep::DealClosed { opportunity: String::new() } },
                 ],
             ),
             (
                 Source::FieldSales,
                 f(F::OpportunityLost(fs::OpportunityLost { lead_id: "l1".into(), ..Default::default() })),
-                reached(Metric::Losses),
+                [reached(Metric::Losses), stay(StayStep::DealClosed { opportunity: String::new() })].concat(),
             ),
             (
                 Source::CustomerSuccess,

@@ -14,9 +14,10 @@
 //! No SQL here: [`crate::store`] keeps journeys and aggregates.
 
 use chrono_tz::Tz;
-use themodel_quality::{Definition, TitleMatch};
+use themodel_quality::{Definition, Phase, TitleMatch};
 
-use crate::domain::{Amount, Capture, Metric, MoneyKind, Role, business_day};
+use crate::domain::{Amount, Capture, Metric, MoneyKind, Role, StayStep, business_day};
+use crate::velocity::{Stage, Stay};
 
 /// What a funnel can be split by: facts of the lead as captured, and the
 /// people who own it along the way.
@@ -143,6 +144,52 @@ pub struct Journey {
     /// Why the lead is excluded (empty if it is not).
     #[prost(string, tag = "18")]
     pub exclusion_reason: String,
+    /// Each stay in inside sales' queue, in the order they began.
+    #[prost(message, repeated, tag = "19")]
+    pub queue: Vec<QueueFact>,
+    /// Each opportunity made of the lead, with its phases.
+    #[prost(message, repeated, tag = "20")]
+    pub deals: Vec<DealFact>,
+}
+
+/// A stay in inside sales' queue.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueueFact {
+    #[prost(int64, tag = "1")]
+    pub accepted_at: i64,
+    /// When first contact was due (unset: not said).
+    #[prost(int64, optional, tag = "2")]
+    pub due_at: Option<i64>,
+    #[prost(int64, optional, tag = "3")]
+    pub first_contact_at: Option<i64>,
+    /// When it left the queue (unset: still there).
+    #[prost(int64, optional, tag = "4")]
+    pub ended_at: Option<i64>,
+}
+
+/// An opportunity of the lead.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DealFact {
+    #[prost(string, tag = "1")]
+    pub opportunity_id: String,
+    #[prost(int64, tag = "2")]
+    pub opened_at: i64,
+    /// The open phases it entered, in order (the first at opening).
+    #[prost(message, repeated, tag = "3")]
+    pub phases: Vec<PhaseFact>,
+    /// When it was won or lost (unset: open).
+    #[prost(int64, optional, tag = "4")]
+    pub closed_at: Option<i64>,
+}
+
+/// An open phase entered.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PhaseFact {
+    /// The phase's name, as [`Phase::name`] gives it.
+    #[prost(string, tag = "1")]
+    pub phase: String,
+    #[prost(int64, tag = "2")]
+    pub at: i64,
 }
 
 /// The owners of a lead: the latest each department gave (empty: none).
@@ -279,6 +326,99 @@ impl Journey {
             self.excluded_at = Some(at);
             self.exclusion_reason = reason.to_owned();
         }
+    }
+
+    /// Records a step of the lead's stays with inside and field sales. Each
+    /// department's events arrive in the order it recorded them, so a step
+    /// applies to the latest stay it can.
+    pub fn stay(&mut self, at: i64, step: &StayStep) {
+        let open_queue = self.queue.iter_mut().rev().find(|q| q.ended_at.is_none());
+        match step {
+            StayStep::Queued { due } => {
+                self.queue.push(QueueFact { accepted_at: at, due_at: *due, first_contact_at: None, ended_at: None })
+            }
+            StayStep::FirstContact => {
+                if let Some(q) = open_queue.filter(|q| q.first_contact_at.is_none()) {
+                    q.first_contact_at = Some(at);
+                }
+            }
+            StayStep::LeftQueue => {
+                if let Some(q) = open_queue {
+                    q.ended_at = Some(at);
+                }
+            }
+            StayStep::DealOpened { opportunity } => {
+                if !self.deals.iter().any(|d| &d.opportunity_id == opportunity) {
+                    self.deals.push(DealFact {
+                        opportunity_id: opportunity.clone(),
+                        opened_at: at,
+                        phases: vec![PhaseFact { phase: Phase::PreOpportunity.name().to_owned(), at }],
+                        closed_at: None,
+                    });
+                }
+            }
+            StayStep::PhaseEntered { opportunity, phase } => {
+                if let Some(d) = self.deals.iter_mut().find(|d| &d.opportunity_id == opportunity) {
+                    d.phases.push(PhaseFact { phase: phase.name().to_owned(), at });
+                }
+            }
+            StayStep::DealClosed { opportunity } => {
+                if let Some(d) = self.deals.iter_mut().find(|d| &d.opportunity_id == opportunity) {
+                    d.closed_at.get_or_insert(at);
+                }
+            }
+        }
+    }
+
+    /// The lead's stays in each stage (docs/domain.md, "Velocity").
+    pub fn stays(&self) -> Vec<Stay> {
+        let stay = |stage, start, end| Stay { stage, start, end, due: None, first_contact: None };
+        let mut stays = Vec::new();
+        // With marketing: from the capture, and from each recycle, until the
+        // next hand-over (or the exclusion). A lead excluded at capture is
+        // never nurtured.
+        if let Some(captured) = self.captured_at.filter(|_| !(self.excluded && self.excluded_at.is_none())) {
+            let mut marks: Vec<(i64, u8)> = vec![(captured, 0)];
+            marks.extend(self.recycles.iter().map(|r| (r.at, 0)));
+            marks.extend(self.promoted.iter().map(|&at| (at, 1)));
+            marks.extend(self.excluded_at.map(|at| (at, 2)));
+            marks.sort();
+            let mut since = None;
+            for (at, mark) in marks {
+                match (mark, since) {
+                    (0, None) => since = Some(at),
+                    (1 | 2, Some(start)) => {
+                        stays.push(stay(Stage::Nurture, start, Some(at)));
+                        since = None;
+                    }
+                    _ => {}
+                }
+                if mark == 2 {
+                    break;
+                }
+            }
+            if let Some(start) = since {
+                stays.push(stay(Stage::Nurture, start, None));
+            }
+        }
+        stays.extend(self.queue.iter().map(|q| Stay {
+            due: q.due_at,
+            first_contact: q.first_contact_at,
+            ..stay(Stage::InsideSales, q.accepted_at, q.ended_at)
+        }));
+        for d in &self.deals {
+            stays.push(stay(Stage::FieldSales, d.opened_at, d.closed_at));
+            let phases: Vec<(Phase, i64)> = d
+                .phases
+                .iter()
+                .filter_map(|p| Some((Phase::OPEN.into_iter().find(|o| o.name() == p.phase)?, p.at)))
+                .collect();
+            for (i, &(phase, at)) in phases.iter().enumerate() {
+                let left = phases.get(i + 1).map(|&(_, next)| next).or(d.closed_at);
+                stays.push(stay(Stage::Phase(phase), at, left));
+            }
+        }
+        stays
     }
 
     /// When the lead was classed never-buy: at capture or later (`None`:
@@ -445,7 +585,7 @@ impl Journey {
                 Some((kind, day(m.at), m.currency.clone(), m.units, m.nanos))
             })
             .collect();
-        Contribution { values: self.values(), flow, cohort, money, reasons }
+        Contribution { values: self.values(), flow, cohort, money, reasons, stays: self.stays() }
     }
 }
 
@@ -538,6 +678,8 @@ pub struct Contribution {
     /// Recycles as cohorts per reason: reason, the recycle's day, what it
     /// was followed by ([`Metric::Recycled`] for itself), the day it was.
     pub reasons: Vec<(String, i64, Metric, i64)>,
+    /// Stays in each stage (kept one row each, like the money).
+    pub stays: Vec<Stay>,
 }
 
 /// The pseudo-dimension recycles are counted under per reason, in the
@@ -587,6 +729,7 @@ impl Deltas {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::StayStep;
     use crate::domain::parse_day;
 
     const DAY: i64 = 86_400_000_000;
@@ -612,6 +755,51 @@ mod tests {
             exclusion_reason: String::new(),
             visitor_id: "v-1".into(),
         }
+    }
+
+    #[test]
+    fn stays_in_each_stage_and_phase() {
+        use crate::velocity::Stage;
+        use themodel_quality::Phase;
+        let mut j = Journey::default();
+        j.capture(10, &capture(), None);
+        j.reach(Metric::Promising, 20);
+        j.stay(20, &StayStep::Queued { due: Some(30) });
+        j.stay(25, &StayStep::FirstContact);
+        j.stay(26, &StayStep::FirstContact);
+        j.recycle(40, "timing");
+        j.stay(40, &StayStep::LeftQueue);
+        j.reach(Metric::Promising, 50);
+        j.stay(50, &StayStep::Queued { due: None });
+        j.stay(60, &StayStep::LeftQueue);
+        let opportunity = "o1".to_owned();
+        j.stay(60, &StayStep::DealOpened { opportunity: opportunity.clone() });
+        j.stay(70, &StayStep::PhaseEntered { opportunity: opportunity.clone(), phase: Phase::IssueRecognition });
+        j.stay(80, &StayStep::PhaseEntered { opportunity: opportunity.clone(), phase: Phase::PreOpportunity });
+        j.stay(90, &StayStep::DealClosed { opportunity });
+        let stays: Vec<_> = j.stays().into_iter().map(|s| (s.stage, s.start, s.end, s.first_contact)).collect();
+        assert_eq!(
+            stays,
+            [
+                (Stage::Nurture, 10, Some(20), None),
+                (Stage::Nurture, 40, Some(50), None),
+                (Stage::InsideSales, 20, Some(40), Some(25)),
+                (Stage::InsideSales, 50, Some(60), None),
+                (Stage::FieldSales, 60, Some(90), None),
+                (Stage::Phase(Phase::PreOpportunity), 60, Some(70), None),
+                (Stage::Phase(Phase::IssueRecognition), 70, Some(80), None),
+                (Stage::Phase(Phase::PreOpportunity), 80, Some(90), None),
+            ],
+            "a recycle starts a new nurture; a move back starts a new stay in the phase"
+        );
+
+        let mut excluded = Journey::default();
+        excluded.capture(10, &capture(), None);
+        excluded.exclude(15, "student");
+        assert_eq!(excluded.stays().into_iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(), [(10, Some(15))]);
+        let mut at_capture = Journey::default();
+        at_capture.capture(10, &Capture { excluded: true, ..capture() }, None);
+        assert!(at_capture.stays().is_empty(), "a lead excluded at capture is never nurtured");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod planning;
 pub mod retention;
 pub mod store;
 pub mod targets;
+pub mod velocity;
 pub mod visitors;
 
 use std::sync::Arc;

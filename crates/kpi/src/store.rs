@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
+use chrono_tz::Tz;
 use prost::Message;
 use sqlx::{Any, Executor};
 use themodel_proto::kpi::v1 as pb;
@@ -14,6 +15,7 @@ use themodel_runtime::time::Micros;
 use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
 use crate::journey::{Contribution, Deltas, Dimension, Journey, RECYCLE_REASON};
 use crate::retention;
+use crate::velocity::{Stage, Stay, Velocity};
 use crate::visitors::{self, Cells};
 
 pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
@@ -33,6 +35,7 @@ pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
         "DELETE FROM flow_counts",
         "DELETE FROM cohort_counts",
         "DELETE FROM money_facts",
+        "DELETE FROM stay_facts",
         "DELETE FROM journeys",
         "DELETE FROM account_leads",
         "DELETE FROM account_values",
@@ -155,10 +158,11 @@ pub async fn first_visit(db: &Db, visitor: &str) -> anyhow::Result<Option<i64>> 
 pub async fn write_page(
     conn: &mut Conn,
     db: &Db,
+    tz: Tz,
     journeys: &BTreeMap<String, Journey>,
     joins: &[(String, String, bool)],
     deltas: &Deltas,
-    money: &BTreeMap<&str, Contribution>,
+    rows: &BTreeMap<&str, Contribution>,
 ) -> anyhow::Result<()> {
     let mut script = Script::new(db);
     script.insert_rows(
@@ -191,21 +195,51 @@ pub async fn write_page(
             b.bind(*dim).bind(value.as_str()).bind(*captured).bind(stage.code()).bind(*reached).bind(*n)
         },
     );
-    if !money.is_empty() {
-        let leads: Vec<&str> = money.keys().copied().collect();
+    if !rows.is_empty() {
+        let leads: Vec<&str> = rows.keys().copied().collect();
         for chunk in leads.chunks(256) {
-            let sql = format!("DELETE FROM money_facts WHERE lead_id IN {}", db.list(chunk.len(), 1));
-            script.push(&sql, |b| chunk.iter().fold(b, |b, lead| b.bind(*lead)));
+            for table in ["money_facts", "stay_facts"] {
+                let sql = format!("DELETE FROM {table} WHERE lead_id IN {}", db.list(chunk.len(), 1));
+                script.push(&sql, |b| chunk.iter().fold(b, |b, lead| b.bind(*lead)));
+            }
         }
-        let rows = money
+        let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
+        let stays = rows
+            .iter()
+            .flat_map(|(lead, c)| c.stays.iter().enumerate().map(move |(n, s)| (*lead, n as i64, s, &c.values)));
+        script.insert_rows(
+            &format!(
+                "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, end_day, due_at, \
+                 first_contact_at, contact_day, {})",
+                dims.join(", ")
+            ),
+            9 + dims.len(),
+            "",
+            stays,
+            |b, (lead, n, stay, values)| {
+                let (ended_at, end_day) = at_and_day(stay.end, tz);
+                let (contact_at, contact_day) = at_and_day(stay.first_contact, tz);
+                let b = b
+                    .bind(lead)
+                    .bind(n)
+                    .bind(stay.stage.code())
+                    .bind(stay.start)
+                    .bind(ended_at)
+                    .bind(end_day)
+                    .bind(stay.due.unwrap_or(NEVER))
+                    .bind(contact_at)
+                    .bind(contact_day);
+                values.iter().fold(b, |b, v| b.bind(v.as_str()))
+            },
+        );
+        let money = rows
             .iter()
             .flat_map(|(lead, c)| c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, &c.values)));
-        let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
         script.insert_rows(
             &format!("INSERT INTO money_facts (lead_id, n, day, kind, currency, units, nanos, {})", dims.join(", ")),
             7 + dims.len(),
             "",
-            rows,
+            money,
             |b, (lead, n, (kind, day, currency, units, nanos), values)| {
                 let b = b
                     .bind(lead)
@@ -221,6 +255,70 @@ pub async fn write_page(
     }
     script.run(conn).await?;
     Ok(())
+}
+
+/// How a stay fact stores a moment that has not come (an open stay's end,
+/// a first contact not yet made, a deadline not given).
+const NEVER: i64 = i64::MAX;
+
+/// A moment and its business day, both [`NEVER`] when it has not come.
+fn at_and_day(at: Option<Micros>, tz: Tz) -> (i64, i64) {
+    at.map_or((NEVER, NEVER), |at| (at, domain::business_day(at, tz)))
+}
+
+/// What a velocity read needs of the stored stays, per value of `split`
+/// (all under "" when `None`): the stays that ended in business days
+/// `[start, end)`, those open at the moment `as_of`, and the first contacts
+/// made in `[start, end)`.
+pub async fn velocity(
+    db: &Db,
+    split: Option<Dimension>,
+    (start, end): (i64, i64),
+    as_of: Micros,
+) -> anyhow::Result<BTreeMap<String, Velocity>> {
+    // The column is one of the dimensions' fixed names, never input.
+    let value = split.map_or("''", Dimension::code);
+    let mut conn = db.reader().acquire().await?;
+    let mut out: BTreeMap<String, Velocity> = BTreeMap::new();
+    let exits: Vec<(String, String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT {value}, stage, started_at, ended_at FROM stay_facts WHERE end_day >= $1 AND end_day < $2"
+    ))
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (value, stage, started, ended) in exits {
+        if let Some(stage) = Stage::from_code(&stage) {
+            out.entry(value).or_default().exit(stage, started, ended);
+        }
+    }
+    let open: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT {value}, stage, started_at, due_at, first_contact_at FROM stay_facts \
+         WHERE ended_at > $1 AND started_at <= $1"
+    ))
+    .bind(as_of)
+    .fetch_all(&mut *conn)
+    .await?;
+    let given = |at: i64| (at != NEVER).then_some(at);
+    for (value, stage, started, due, contact) in open {
+        if let Some(stage) = Stage::from_code(&stage) {
+            let stay = Stay { stage, start: started, end: None, due: given(due), first_contact: given(contact) };
+            out.entry(value).or_default().open(&stay, as_of);
+        }
+    }
+    let contacts: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT {value}, started_at, due_at, first_contact_at FROM stay_facts \
+         WHERE contact_day >= $1 AND contact_day < $2 AND stage = $3"
+    ))
+    .bind(start)
+    .bind(end)
+    .bind(Stage::InsideSales.code())
+    .fetch_all(&mut *conn)
+    .await?;
+    for (value, started, due, contact) in contacts {
+        out.entry(value).or_default().first_contact(started, contact, given(due));
+    }
+    Ok(out)
 }
 
 /// A change of an account's contract value, as the consumer read it.
