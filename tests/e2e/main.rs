@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod bounds;
+mod calibration;
 mod chain;
 mod concurrency;
 mod dashboard;

@@ -101,6 +101,10 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     let t = dbs.suite(|_| {}).await;
     crate::never_buy::late_never_buy(&t).await;
     t.suite.shutdown().await.unwrap();
+    let t = dbs.suite(|_| {}).await;
+    crate::calibration::cohort(&t).await;
+    crate::calibration::assert_calibration(&t).await;
+    t.suite.shutdown().await.unwrap();
 
     // Owners and the KPIs per rep.
     let t = dbs.suite(crate::owners::roster).await;

@@ -21,6 +21,7 @@ use themodel_values::Money;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::calibration;
 use crate::consumer::{self, Consumer};
 use crate::domain;
 use crate::domain::Rate;
@@ -141,6 +142,7 @@ period_requests!(
     pb::GetRetentionRequest,
     pb::GetRecyclingRequest,
     pb::GetVelocityRequest,
+    pb::GetAttributeCalibrationRequest,
 );
 
 /// The units a period can be named by, as the contract names them.
@@ -362,6 +364,24 @@ fn step_kind(kind: StepKind) -> pb::JourneyStepKind {
         StepKind::AccountExpanded => pb::JourneyStepKind::AccountExpanded,
         StepKind::Renewed => pb::JourneyStepKind::Renewed,
         StepKind::Churned => pb::JourneyStepKind::Churned,
+    }
+}
+
+/// Leads a value needs before calibration proposes new points for it.
+const DEFAULT_MIN_SAMPLE: i64 = 30;
+
+fn attribute_rates(c: &domain::Counts) -> pb::AttributeRates {
+    let r = c.rates();
+    pb::AttributeRates {
+        leads: c.leads,
+        opportunities: c.opportunities,
+        opportunity_rate: r.opportunity,
+        wins: c.wins,
+        losses: c.losses,
+        win_rate: r.win,
+        retained: c.retained,
+        churned: c.churned,
+        renewal_rate: r.renewal,
     }
 }
 
@@ -1113,6 +1133,59 @@ impl Api {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
+    async fn get_attribute_calibration(
+        &self,
+        req: pb::GetAttributeCalibrationRequest,
+    ) -> ApiResult<pb::GetAttributeCalibrationResponse> {
+        let mut v = Violations::new();
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
+        let min_sample = match req.min_sample {
+            0 => DEFAULT_MIN_SAMPLE,
+            n => n,
+        };
+        v.check((1..=1_000_000).contains(&min_sample), "min_sample", "must be 1-1000000 (0: 30)");
+        v.check(req.definition_version >= 0, "definition_version", "must not be negative (0 = current)");
+        let (start, end) = v.build(|| period)?;
+        let db = self.writer.db();
+        let (definition, _) = store::definition(db, req.definition_version)
+            .await?
+            .ok_or_else(|| ApiError::not_found("quality definition version", req.definition_version.to_string()))?;
+        let basis = store::Basis::Cohort { as_of };
+        let baseline = store::counts(db, basis, None, start, end).await?.remove("").unwrap_or_default();
+        let mut rows = Vec::new();
+        for dim in calibration::DIMENSIONS {
+            let by_value = store::counts(db, basis, Some(dim), start, end).await?;
+            rows.extend(by_value.into_iter().filter(|(_, c)| c.leads > 0).map(|(value, c)| (dim, value, c)));
+        }
+        let (rows, draft) = calibration::propose(&definition, rows, &baseline, min_sample);
+        let wire_dimension =
+            |dim| DIMENSIONS.iter().find(|(_, d)| *d == dim).map_or(pb::Dimension::Unspecified, |(w, _)| *w);
+        Ok(pb::GetAttributeCalibrationResponse {
+            start_date: domain::format_day(start),
+            end_date: domain::format_day(end),
+            time_zone: self.time_zone.clone(),
+            as_of_date: req.as_of_date.clone(),
+            min_sample,
+            baseline: Some(attribute_rates(&baseline)),
+            attributes: rows
+                .iter()
+                .map(|r| pb::AttributeCalibration {
+                    dimension: wire_dimension(r.dimension) as i32,
+                    value: r.value.clone(),
+                    rates: Some(attribute_rates(&r.counts)),
+                    opportunity_lift: r.lifts.opportunity,
+                    win_lift: r.lifts.win,
+                    renewal_lift: r.lifts.renewal,
+                    points: r.points,
+                    proposed_points: r.proposed,
+                })
+                .collect(),
+            proposed_definition: Some(to_proto(&draft, None)),
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(lead = %req.lead_id))]
     async fn get_journey(&self, req: pb::GetJourneyRequest) -> ApiResult<pb::GetJourneyResponse> {
         let mut v = Violations::new();
@@ -1303,6 +1376,14 @@ impl KpiService for Api {
     ) -> Result<Response<pb::GetVelocityResponse>, Status> {
         self.fresh(request.metadata()).await?;
         Ok(Response::new(Api::get_velocity(self, request.into_inner()).await?))
+    }
+
+    async fn get_attribute_calibration(
+        &self,
+        request: Request<pb::GetAttributeCalibrationRequest>,
+    ) -> Result<Response<pb::GetAttributeCalibrationResponse>, Status> {
+        self.fresh(request.metadata()).await?;
+        Ok(Response::new(Api::get_attribute_calibration(self, request.into_inner()).await?))
     }
 
     async fn get_journey(

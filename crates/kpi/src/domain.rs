@@ -623,6 +623,13 @@ impl Rate {
         self.num * other.den < other.num * self.den
     }
 
+    /// This rate as a multiple of `base` (its lift over it); `None` when
+    /// `base` is zero.
+    pub fn relative_to(self, base: Rate) -> Option<f64> {
+        let den = self.den.checked_mul(base.num)?;
+        Rate::of(self.num.checked_mul(base.den)?, den).map(Rate::value)
+    }
+
     /// Whether the rate is 0 (nothing came through).
     pub fn is_zero(self) -> bool {
         self.num == 0

@@ -11,6 +11,7 @@
 //! tables; it only sees what their streams publish.
 
 pub mod api;
+pub mod calibration;
 pub mod consumer;
 pub mod dashboard;
 pub mod domain;
