@@ -62,27 +62,19 @@ impl Definition {
     /// Checks a never-buy reason (a disqualification or a reclassification):
     /// one of `never_buy_reasons`, as listed.
     pub fn check_never_buy_reason(&self, reason: &str) -> Result<(), ReasonRefused> {
-        if self.never_buy_reasons.iter().any(|r| r == reason) {
-            Ok(())
-        } else {
-            Err(ReasonRefused::Unknown {
-                reason: shown(reason),
-                version: self.version,
-                accepted: self.never_buy_reasons.clone(),
-            })
-        }
+        self.check_listed(&self.never_buy_reasons, reason)
     }
 
     /// Checks a field-sales lost reason: one of `lost_reasons`, as listed.
     pub fn check_lost_reason(&self, reason: &str) -> Result<(), ReasonRefused> {
-        if self.lost_reasons.iter().any(|r| r == reason) {
+        self.check_listed(&self.lost_reasons, reason)
+    }
+
+    fn check_listed(&self, listed: &[String], reason: &str) -> Result<(), ReasonRefused> {
+        if listed.iter().any(|r| r == reason) {
             Ok(())
         } else {
-            Err(ReasonRefused::Unknown {
-                reason: shown(reason),
-                version: self.version,
-                accepted: self.lost_reasons.clone(),
-            })
+            Err(ReasonRefused::Unknown { reason: shown(reason), version: self.version, accepted: listed.to_vec() })
         }
     }
 }
