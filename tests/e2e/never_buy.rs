@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-use themodel_e2e::{TestSuite, ts};
+use prost::{Message, Name};
+use themodel_e2e::{Svc, TestSuite, ts};
 use themodel_proto::common::v1::Department;
+use themodel_proto::common::v1::ListEventsRequest;
+use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::insidesales::v1 as is;
 use themodel_proto::kpi::v1 as kpi;
 use themodel_proto::marketing::v1 as mk;
@@ -42,6 +45,25 @@ fn exclusion(request_id: &str, lead_id: &str, reason: &str, at: &str) -> mk::Exc
 
 async fn exclude(t: &TestSuite, req: mk::ExcludeLeadRequest) -> Result<mk::Lead, tonic::Status> {
     Ok(t.marketing.clone().exclude_lead(req).await?.into_inner().lead.expect("lead"))
+}
+
+/// The LeadExcluded events in marketing's stream, in order.
+async fn marketing_exclusions(t: &TestSuite) -> Vec<mk::LeadExcluded> {
+    let mut stream = EventStreamServiceClient::new(
+        tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy(),
+    );
+    let req = ListEventsRequest { after_seq: 0, page_size: 5000, wait: None };
+    let page = stream.list_events(req).await.unwrap().into_inner();
+    page.events
+        .into_iter()
+        .filter_map(|e| e.event)
+        .filter(|any| any.type_url == mk::MarketingEvent::type_url())
+        .filter_map(|any| mk::MarketingEvent::decode(any.value.as_slice()).ok()?.event)
+        .filter_map(|e| match e {
+            mk::marketing_event::Event::LeadExcluded(x) => Some(x),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn funnel(t: &TestSuite, view: kpi::View, as_of: &str) -> kpi::Funnel {
@@ -102,6 +124,14 @@ pub async fn late_never_buy(t: &TestSuite) {
     assert_eq!((n2.status, n2.exclusion_reason.as_str()), (mk::LeadStatus::Excluded as i32, "competitor"));
     let repeat = exclude(t, exclusion("n2-x", "n2", "competitor", "2026-11-03T09:00:00Z")).await.unwrap();
     assert_eq!(repeat, n2, "a repeated request answers as the first did");
+    let excluded = marketing_exclusions(t).await;
+    assert_eq!(excluded.len(), 2, "one event per lead excluded after capture: {excluded:?}");
+    assert_eq!(
+        (excluded[1].lead_id.as_str(), excluded[1].reason.as_str(), excluded[1].note.as_str()),
+        ("n2", "competitor", "found out on the phone")
+    );
+    assert_eq!(excluded[1].previous_status, mk::LeadStatus::Nurturing as i32);
+    assert_eq!(excluded[0].sender, Department::InsideSales as i32);
     let later = exclude(t, exclusion("n2-z", "n2", "partner", "2026-11-04T09:00:00Z")).await.unwrap();
     assert_eq!(later.exclusion_reason, "competitor", "an excluded lead stays as it is");
     assert!(!quote_request(t, "n2", "2026-11-05T09:00:00Z").await.handed_over);

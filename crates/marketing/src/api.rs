@@ -40,6 +40,7 @@ impl From<Refused> for ApiError {
             Refused::Excluded(id, _) | Refused::AlreadyHandedOver(id) | Refused::HeldByInsideSales(id) => {
                 format!("leads/{id}")
             }
+            Refused::Reason(_) => return ApiError::field("reason", r.to_string()),
         };
         ApiError::precondition("STATE", subject, r.to_string())
     }
@@ -565,7 +566,7 @@ impl Api {
             }
         };
         v.check((0..=60).contains(&r.timing_months), "timing_months", "must be 0-60");
-        v.text("note", &r.note, 4000);
+        let note = v.text("note", &r.note, 4000);
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
         let timing_months = r.timing_months;
         let (lead_id, reason, sender) = v.build(|| Some((lead_id?, reason?, sender?)))?;
@@ -575,7 +576,7 @@ impl Api {
                 let mut s = Session::new(cx);
                 let def = cx.definition;
                 let lead = s.lead(&lead_id)?.ok_or_else(|| no_lead(&lead_id))?;
-                let out = lead.recycle(&reason, sender, timing_months, at, def);
+                let out = lead.recycle(&reason, sender, timing_months, &note, at, def);
                 let resp = pb::RecycleLeadResponse { lead: Some(lead_to_proto(lead)) };
                 s.collect(out, &lead_id);
                 Ok(s.done(&resp))
@@ -597,23 +598,15 @@ impl Api {
                 None
             }
         };
-        v.text("note", &r.note, 4000);
+        let note = v.text("note", &r.note, 4000);
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
         let (lead_id, reason, sender) = v.build(|| Some((lead_id?, reason?, sender?)))?;
         let needs = vec![Need::Row(Key::Lead(lead_id.clone()))];
         self.writer
             .execute(call, needs, move |cx| {
-                let def = cx.definition;
-                // Marketing's own judgement is checked against the definition;
-                // inside sales checked its reason against the one it applied
-                // (see RecycleLead).
-                if sender == Department::Marketing {
-                    def.check_never_buy_reason(reason.as_str())
-                        .map_err(|e| ApiError::field("reason", e.to_string()))?;
-                }
                 let mut s = Session::new(cx);
                 let lead = s.lead(&lead_id)?.ok_or_else(|| no_lead(&lead_id))?;
-                let out = lead.exclude(&reason, sender, at, def)?;
+                let out = lead.exclude(&reason, sender, &note, at, cx.definition)?;
                 let resp = pb::ExcludeLeadResponse { lead: Some(lead_to_proto(lead)) };
                 s.collect(out, &lead_id);
                 Ok(s.done(&resp))

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use themodel_proto::insidesales::v1::AcceptLeadRequest;
 use themodel_proto::marketing::v1 as pb;
-use themodel_quality::{Classification, Definition, LeadFacts, Relationship, Score, TouchKind};
+use themodel_quality::{Classification, Definition, LeadFacts, ReasonRefused, Relationship, Score, TouchKind};
 use themodel_runtime::Effects;
 use themodel_runtime::outbox::Handover;
 use themodel_runtime::time::{Micros, to_timestamp};
@@ -131,6 +131,8 @@ pub enum Refused {
     AlreadyHandedOver(LeadId),
     #[error("lead {0} is with inside sales: disqualify it there (DisqualifyLead), which excludes it here too")]
     HeldByInsideSales(LeadId),
+    #[error(transparent)]
+    Reason(#[from] ReasonRefused),
 }
 
 /// An anonymous visitor, and the lead it identified as (if any).
@@ -394,6 +396,7 @@ impl Lead {
         reason: &Code,
         sender: Department,
         timing_months: i32,
+        note: &str,
         at: Micros,
         def: &Definition,
     ) -> Out {
@@ -418,18 +421,30 @@ impl Lead {
                 behaviour_score: self.score.behaviour,
                 definition_version: def.version,
                 reopened,
+                note: note.to_owned(),
             }),
         ))
     }
-}
 
-impl Lead {
     /// The lead is found to be never-buy after its capture: it ends
     /// excluded and is never handed over again. Marketing reclassifies only
     /// a lead it holds; inside sales' disqualification (`sender`) is taken
     /// whatever marketing's status, since the lead was with inside sales.
     /// A lead already excluded stays as it is, and nothing is published.
-    pub fn exclude(&mut self, reason: &Code, sender: Department, at: Micros, def: &Definition) -> Result<Out, Refused> {
+    /// Marketing's own reason must be one of the definition's never-buy
+    /// reasons; inside sales checked its reason against the definition it
+    /// applied (a receiver refusing it would only make a dead letter).
+    pub fn exclude(
+        &mut self,
+        reason: &Code,
+        sender: Department,
+        note: &str,
+        at: Micros,
+        def: &Definition,
+    ) -> Result<Out, Refused> {
+        if sender == Department::Marketing {
+            def.check_never_buy_reason(reason.as_str())?;
+        }
         let previous = self.status;
         match (previous, sender) {
             (Status::Excluded, _) => return Ok(Out::default()),
@@ -448,6 +463,7 @@ impl Lead {
                 sender: department_to_proto(sender) as i32,
                 previous_status: previous.to_proto() as i32,
                 definition_version: def.version,
+                note: note.to_owned(),
             }),
         )))
     }
@@ -579,20 +595,32 @@ mod tests {
         let def = Definition::default();
         let student = Code::parse("student").expect("code");
         let (mut nurtured, _) = Lead::capture(new_lead("", Relationship::Prospect), BTreeMap::new(), &def);
-        assert_eq!(nurtured.exclude(&student, Department::Marketing, 20, &def).expect("held").events.len(), 1);
+        let rude = Code::parse("rude").expect("code");
+        assert!(matches!(
+            nurtured.exclude(&rude, Department::Marketing, "", 20, &def),
+            Err(Refused::Reason(ReasonRefused::Unknown { .. }))
+        ));
+        assert_eq!(nurtured.exclude(&student, Department::Marketing, "", 20, &def).expect("held").events.len(), 1);
         assert_eq!((nurtured.status, nurtured.exclusion_reason.as_str()), (Status::Excluded, "student"));
         let partner = Code::parse("partner").expect("code");
-        assert!(nurtured.exclude(&partner, Department::Marketing, 21, &def).expect("no-op").events.is_empty());
+        assert!(nurtured.exclude(&partner, Department::Marketing, "", 21, &def).expect("no-op").events.is_empty());
         assert_eq!(nurtured.exclusion_reason, "student");
         assert!(nurtured.touch(&touch(TouchKind::QuoteRequest, 22), "", &def).handovers.is_empty());
 
         let (mut handed, _) = Lead::capture(new_lead("CTO", Relationship::Prospect), BTreeMap::new(), &def);
         handed.touch(&touch(TouchKind::QuoteRequest, 11), "", &def);
         assert!(matches!(
-            handed.exclude(&student, Department::Marketing, 20, &def),
+            handed.exclude(&student, Department::Marketing, "", 20, &def),
             Err(Refused::HeldByInsideSales(_))
         ));
-        assert_eq!(handed.exclude(&student, Department::InsideSales, 20, &def).expect("disqualified").events.len(), 1);
+        assert_eq!(
+            handed
+                .exclude(&student, Department::InsideSales, "from the call", 20, &def)
+                .expect("disqualified")
+                .events
+                .len(),
+            1
+        );
         assert_eq!(handed.status, Status::Excluded);
     }
 
@@ -602,7 +630,11 @@ mod tests {
         let (mut lead, _) = Lead::capture(new_lead("CTO", Relationship::Prospect), BTreeMap::new(), &def);
         lead.touch(&touch(TouchKind::QuoteRequest, 11), "", &def);
         let timing = Code::parse("timing").expect("code");
-        lead.recycle(&timing, Department::InsideSales, 3, 12, &def);
+        let out = lead.recycle(&timing, Department::InsideSales, 3, "call in spring", 12, &def);
+        let Some(pb::marketing_event::Event::LeadRecycled(recycled)) = &out.events[0].event else {
+            panic!("a recycle publishes LeadRecycled: {out:?}");
+        };
+        assert_eq!(recycled.note, "call in spring", "the sender's note is kept");
         assert_eq!((lead.status, lead.score.behaviour), (Status::Recycled, 0));
         assert_eq!(lead.recycled_by, Some(Department::InsideSales));
         assert!(lead.touch(&touch(TouchKind::PageView, 13), "", &def).handovers.is_empty());
