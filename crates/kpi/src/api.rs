@@ -348,7 +348,7 @@ fn target_stage(wire: i32) -> Option<targets::Stage> {
 }
 
 fn stage_to_proto(stage: targets::Stage) -> pb::Stage {
-    TARGET_STAGES.iter().find(|(_, s)| *s == stage).map_or(pb::Stage::Unspecified, |(w, _)| *w)
+    wire_of(&TARGET_STAGES, stage).unwrap_or(pb::Stage::Unspecified)
 }
 
 fn step_kind(kind: StepKind) -> pb::JourneyStepKind {
@@ -461,6 +461,11 @@ fn lookup<W: PartialEq + Copy, D: Copy>(table: &[(W, D)], wire: W) -> Option<D> 
     table.iter().find(|(w, _)| *w == wire).map(|(_, d)| *d)
 }
 
+/// The contract value domain value `d` maps to in `table`.
+fn wire_of<W: Copy, D: PartialEq>(table: &[(W, D)], d: D) -> Option<W> {
+    table.iter().find(|(_, x)| *x == d).map(|(w, _)| *w)
+}
+
 /// "must be one of A, B, C": the contract names of `table`'s values.
 fn one_of<W, D>(table: &[(W, D)], name: fn(&W) -> &'static str) -> String {
     let names: Vec<&str> = table.iter().map(|(w, _)| name(w)).collect();
@@ -527,6 +532,14 @@ impl Api {
     async fn flow_totals(&self, (start, end): (i64, i64)) -> ApiResult<domain::Counts> {
         let mut all = store::counts(self.writer.db(), store::Basis::Flow, None, start, end).await?;
         Ok(all.remove("").unwrap_or_default())
+    }
+
+    /// A request's period and `split_by`, checked together.
+    fn period_and_split(&self, req: &impl PeriodRequest, split: i32) -> ApiResult<((i64, i64), Option<Dimension>)> {
+        let mut v = Violations::new();
+        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let split = split_by(&mut v, split);
+        v.build(|| Some((period?, split?)))
     }
 
     /// The flow revenue per currency over business days `[start, end)`.
@@ -940,7 +953,7 @@ impl Api {
             Some(target) => {
                 let actual = self.flow_revenue(period).await?.remove(&target.currency_code).map_or(0, |r| r.won);
                 let target_nanos = domain::total_nanos(target.units, target.nanos.into());
-                let expected = target_nanos * i128::from(progress.elapsed) / i128::from(progress.days);
+                let expected = progress.expected_nanos(target_nanos);
                 Some(pb::RevenueAttainment {
                     target: Some(target.clone()),
                     actual: Some(domain::money(&target.currency_code, actual)),
@@ -1006,10 +1019,7 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_retention(&self, req: pb::GetRetentionRequest) -> ApiResult<pb::GetRetentionResponse> {
-        let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
-        let split = split_by(&mut v, req.split_by);
-        let ((start, end), split) = v.build(|| Some((period?, split?)))?;
+        let ((start, end), split) = self.period_and_split(&req, req.split_by)?;
         let db = self.writer.db();
         let histories = store::account_histories(db, end).await?;
         // Each account's split value: the lead's whose deal opened it.
@@ -1107,10 +1117,7 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_velocity(&self, req: pb::GetVelocityRequest) -> ApiResult<pb::GetVelocityResponse> {
-        let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
-        let split = split_by(&mut v, req.split_by);
-        let ((start, end), split) = v.build(|| Some((period?, split?)))?;
+        let ((start, end), split) = self.period_and_split(&req, req.split_by)?;
         let as_of = domain::day_start(end, self.tz).map_or(self.clock.now(), |t| t.min(self.clock.now()));
         let mut by_value = store::velocity(self.writer.db(), split, (start, end), as_of).await?;
         let total = match split {
@@ -1160,8 +1167,6 @@ impl Api {
             rows.extend(by_value.into_iter().filter(|(_, c)| c.leads > 0).map(|(value, c)| (dim, value, c)));
         }
         let (rows, draft) = calibration::propose(&definition, rows, &baseline, min_sample);
-        let wire_dimension =
-            |dim| DIMENSIONS.iter().find(|(_, d)| *d == dim).map_or(pb::Dimension::Unspecified, |(w, _)| *w);
         Ok(pb::GetAttributeCalibrationResponse {
             start_date: domain::format_day(start),
             end_date: domain::format_day(end),
@@ -1172,7 +1177,7 @@ impl Api {
             attributes: rows
                 .iter()
                 .map(|r| pb::AttributeCalibration {
-                    dimension: wire_dimension(r.dimension) as i32,
+                    dimension: wire_of(&DIMENSIONS, r.dimension).unwrap_or(pb::Dimension::Unspecified) as i32,
                     value: r.value.clone(),
                     rates: Some(attribute_rates(&r.counts)),
                     opportunity_lift: r.lifts.opportunity,

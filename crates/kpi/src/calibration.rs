@@ -6,7 +6,7 @@
 use themodel_quality::Definition;
 
 use crate::domain::{Counts, Rate};
-use crate::journey::Dimension;
+use crate::journey::{Dimension, OTHER_TITLE, rule_class, size_band};
 
 /// The dimensions calibrated: the three the attribute score weighs, and the
 /// lead source (shown, never scored).
@@ -49,16 +49,14 @@ fn entry(d: &Definition, dim: Dimension, value: &str) -> Option<Entry> {
     let a = &d.attribute;
     match dim {
         Dimension::Industry if !value.is_empty() => Some(Entry::Industry(value.to_owned())),
-        Dimension::CompanySizeBand => {
-            let min: i32 = value.split(['-', '+']).next()?.parse().ok()?;
-            a.company_size_bands.iter().position(|(m, _)| *m == min).map(Entry::SizeBand)
+        // The band whose own smallest size is labelled `value`.
+        Dimension::CompanySizeBand => (0..a.company_size_bands.len())
+            .find(|&i| size_band(d, a.company_size_bands[i].0.max(1)) == value)
+            .map(Entry::SizeBand),
+        Dimension::JobTitleClass if value == OTHER_TITLE => Some(Entry::OtherTitle),
+        Dimension::JobTitleClass => {
+            (0..a.job_title_rules.len()).find(|&i| rule_class(d, i) == value).map(Entry::TitleRule)
         }
-        Dimension::JobTitleClass if value == "other" => Some(Entry::OtherTitle),
-        Dimension::JobTitleClass => a
-            .job_title_rules
-            .iter()
-            .position(|(words, _)| words.first().is_some_and(|w| w.to_lowercase() == value))
-            .map(Entry::TitleRule),
         _ => None,
     }
 }
@@ -184,9 +182,11 @@ mod tests {
     #[test]
     fn size_bands_and_title_classes_name_their_entries() {
         let d = Definition::default();
-        let band = crate::journey::size_band(&d, 120);
+        let band = size_band(&d, 120);
         assert!(entry(&d, Dimension::CompanySizeBand, &band).is_some(), "{band}");
+        assert_eq!(entry(&d, Dimension::CompanySizeBand, &band), d.size_band(120).map(Entry::SizeBand));
         let class = crate::journey::title_class(&d, "CEO");
+        assert_eq!(entry(&d, Dimension::CompanySizeBand, "7-8"), None, "not a band of the definition");
         assert_eq!(entry(&d, Dimension::JobTitleClass, &class), Some(Entry::TitleRule(0)));
         assert_eq!(entry(&d, Dimension::JobTitleClass, ""), None);
     }

@@ -211,9 +211,12 @@ async fn dashboard(State(kpi): State<Kpi>, query: Result<Query<ViewQuery>, Query
             end_date: end_date.clone(),
             ..Default::default()
         })
-        .await
-        .ok()
-        .map(tonic::Response::into_inner);
+        .await;
+    let attainment = match attainment {
+        Ok(r) => Some(r.into_inner()),
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => return refused(&status),
+    };
     let bottleneck = kpi
         .clone()
         .get_bottleneck(pb::GetBottleneckRequest {

@@ -278,10 +278,19 @@ pub fn size_band(d: &Definition, size: i32) -> String {
 /// when there is no title.
 pub fn title_class(d: &Definition, title: &str) -> String {
     match d.title_rule(title) {
-        TitleMatch::Rule(i) => d.attribute.job_title_rules[i].0.first().map(|w| w.to_lowercase()).unwrap_or_default(),
-        TitleMatch::Other => "other".into(),
+        TitleMatch::Rule(i) => rule_class(d, i),
+        TitleMatch::Other => OTHER_TITLE.into(),
         TitleMatch::Blank => String::new(),
     }
+}
+
+/// The class of a title no rule meets.
+pub const OTHER_TITLE: &str = "other";
+
+/// The class of the titles job-title rule `i` of `d` meets: its first word,
+/// lower-cased.
+pub fn rule_class(d: &Definition, i: usize) -> String {
+    d.attribute.job_title_rules[i].0.first().map(|w| w.to_lowercase()).unwrap_or_default()
 }
 
 impl Journey {
@@ -377,23 +386,31 @@ impl Journey {
         // With marketing: from the capture, and from each recycle, until the
         // next hand-over (or the exclusion). A lead excluded at capture is
         // never nurtured.
-        if let Some(captured) = self.captured_at.filter(|_| !(self.excluded && self.excluded_at.is_none())) {
-            let mut marks: Vec<(i64, u8)> = vec![(captured, 0)];
-            marks.extend(self.recycles.iter().map(|r| (r.at, 0)));
-            marks.extend(self.promoted.iter().map(|&at| (at, 1)));
-            marks.extend(self.excluded_at.map(|at| (at, 2)));
+        if let Some(captured) = self.captured_at.filter(|_| !self.excluded_at_capture()) {
+            // At the same moment a stay begins before it ends.
+            #[derive(PartialEq, Eq, PartialOrd, Ord)]
+            enum Mark {
+                Begins,
+                HandedOver,
+                Excluded,
+            }
+            let mut marks = vec![(captured, Mark::Begins)];
+            marks.extend(self.recycles.iter().map(|r| (r.at, Mark::Begins)));
+            marks.extend(self.promoted.iter().map(|&at| (at, Mark::HandedOver)));
+            marks.extend(self.excluded_at.map(|at| (at, Mark::Excluded)));
             marks.sort();
             let mut since = None;
             for (at, mark) in marks {
+                let excluded = mark == Mark::Excluded;
                 match (mark, since) {
-                    (0, None) => since = Some(at),
-                    (1 | 2, Some(start)) => {
+                    (Mark::Begins, None) => since = Some(at),
+                    (Mark::HandedOver | Mark::Excluded, Some(start)) => {
                         stays.push(stay(Stage::Nurture, start, Some(at)));
                         since = None;
                     }
                     _ => {}
                 }
-                if mark == 2 {
+                if excluded {
                     break;
                 }
             }
@@ -419,6 +436,11 @@ impl Journey {
             }
         }
         stays
+    }
+
+    /// Whether the lead was classed never-buy when it was captured.
+    pub fn excluded_at_capture(&self) -> bool {
+        self.excluded && self.excluded_at.is_none()
     }
 
     /// When the lead was classed never-buy: at capture or later (`None`:

@@ -156,6 +156,11 @@ impl Progress {
     pub fn expected(self, target: f64) -> f64 {
         target * self.elapsed as f64 / self.days as f64
     }
+
+    /// [`Progress::expected`] of an amount in nanos, exactly (rounded down).
+    pub fn expected_nanos(self, target: i128) -> i128 {
+        target * i128::from(self.elapsed) / i128::from(self.days)
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +234,7 @@ mod tests {
         assert_eq!(Progress::of(nov, 99), Progress { elapsed: 0, days: 30 });
         assert_eq!(Progress::of(nov, 100), Progress { elapsed: 1, days: 30 }, "today counts");
         assert_eq!(Progress::of(nov, 114).expected(30.0), 15.0);
+        assert_eq!(Progress::of(nov, 114).expected_nanos(30_000_000_001), 15_000_000_000, "rounded down");
         assert_eq!(Progress::of(nov, 400), Progress { elapsed: 30, days: 30 });
     }
 
