@@ -5,11 +5,15 @@
 # (THEMODEL_BIN, default target/debug/themodel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${THEMODEL_BIN:-target/debug/themodel}"
+bin=$(realpath "${THEMODEL_BIN:-target/debug/themodel}")
+readme=$(realpath README.md)
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$bin" up --data-dir "$work/data" >"$work/up.log" 2>&1 &
+# As a newcomer would: `themodel up` with its default ./data, and every
+# step run from that same directory.
+cd "$work"
+"$bin" up >"$work/up.log" 2>&1 &
 pid=$!
 up=""
 for _ in $(seq 1 150); do
@@ -24,8 +28,12 @@ if [ -z "$up" ]; then
   exit 1
 fi
 
-# Every grpcurl line of the walkthrough section, in order.
-awk '/^## Walk a lead/{on=1} /^## Test it/{on=0} on && /^grpcurl /' README.md >"$work/steps"
+# The token the walkthrough exports, then every grpcurl line of it, in order.
+token_line=$(awk '/^## Walk a lead/{on=1} /^## Test it/{on=0} on && /^export TOKEN=/' "$readme")
+[ -n "$token_line" ] || { echo "the walkthrough exports no TOKEN" >&2; exit 1; }
+eval "$token_line"
+[ -n "$TOKEN" ] || { echo "no admin token in $work/data/tokens" >&2; exit 1; }
+awk '/^## Walk a lead/{on=1} /^## Test it/{on=0} on && /^grpcurl /' "$readme" >"$work/steps"
 [ -s "$work/steps" ] || { echo "no walkthrough steps found in README.md" >&2; exit 1; }
 n=0
 while IFS= read -r step; do
@@ -40,24 +48,31 @@ while IFS= read -r step; do
   fi
 done <"$work/steps"
 
+# Without the token, a call is refused.
+if out=$(grpcurl -plaintext -d '{"lead_id": "lead-ada"}' localhost:50051 themodel.marketing.v1.MarketingService/GetLead 2>&1); then
+  echo "a call without a token was answered: $out" >&2; exit 1
+fi
+grep -q "Unauthenticated" <<<"$out" || { echo "expected Unauthenticated without a token, got: $out" >&2; exit 1; }
+auth=(-H "authorization: Bearer $TOKEN")
+
 # The funnel the README promises.
-funnel=$(grpcurl -plaintext -emit-defaults -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
+funnel=$(grpcurl -plaintext "${auth[@]}" -emit-defaults -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
   localhost:50055 themodel.kpi.v1.KpiService/GetFunnel)
 for want in '"visitors": "2"' '"leads": "2"' '"excludedLeads": "1"' '"opportunities": "1"' '"wins": "1"' '"retained": "1"' \
   '"currencyCode": "JPY"' '"units": "1200000"'; do
   grep -q "$want" <<<"$funnel" || { echo "funnel lacks $want: $funnel" >&2; exit 1; }
 done
-attainment=$(grpcurl -plaintext -d '{"start_date": "2026-11-15", "period_unit": "PERIOD_UNIT_MONTH"}' \
+attainment=$(grpcurl -plaintext "${auth[@]}" -d '{"start_date": "2026-11-15", "period_unit": "PERIOD_UNIT_MONTH"}' \
   localhost:50055 themodel.kpi.v1.KpiService/GetAttainment)
 for want in '"target": "3"' '"actual": "2"' '"attainment": 1.2'; do
   grep -q "$want" <<<"$attainment" || { echo "attainment lacks $want: $attainment" >&2; exit 1; }
 done
-retention=$(grpcurl -plaintext -d '{"start_date": "2026-12-01", "period_unit": "PERIOD_UNIT_MONTH"}' \
+retention=$(grpcurl -plaintext "${auth[@]}" -d '{"start_date": "2026-12-01", "period_unit": "PERIOD_UNIT_MONTH"}' \
   localhost:50055 themodel.kpi.v1.KpiService/GetRetention)
 for want in '"accountsAtStart": "1"' '"grossRevenueRetention": 1' '"netRevenueRetention": 1'; do
   grep -q "$want" <<<"$retention" || { echo "retention lacks $want: $retention" >&2; exit 1; }
 done
-velocity=$(grpcurl -plaintext -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
+velocity=$(grpcurl -plaintext "${auth[@]}" -d '{"start_date": "2026-11-01", "end_date": "2026-12-01"}' \
   localhost:50055 themodel.kpi.v1.KpiService/GetVelocity)
 for want in '"firstContacts": "1"' '"withinSla": "1"' '"slaAttainment": 1' '"medianTimeToFirstContact": "1800s"'; do
   grep -q "$want" <<<"$velocity" || { echo "velocity lacks $want: $velocity" >&2; exit 1; }

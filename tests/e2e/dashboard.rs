@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use themodel_e2e::TestSuite;
 use themodel_proto::kpi::v1 as kpi;
-use themodel_runtime::telemetry::peer_channel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::chain::november;
@@ -212,9 +211,8 @@ async fn the_dashboard_in_a_browser_shows_what_the_rpcs_answer() {
     assert_eq!(cell(&dom, "data-stage", "wins", "actual"), Some(cohort.wins.to_string()));
 
     // `themodel report` prints the same waterfall.
-    let mut client = themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient::new(
-        peer_channel(&t.suite.url(themodel_e2e::Svc::Kpi)).unwrap(),
-    );
+    let mut client =
+        themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient::new(t.channel(themodel_e2e::Svc::Kpi));
     let text = tokio::time::timeout(
         Duration::from_secs(20),
         themodel::report::report(&mut client, period(kpi::Dimension::Unspecified)),

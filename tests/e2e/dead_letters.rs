@@ -48,7 +48,7 @@ async fn dead_letters(t: &TestSuite) -> Vec<common::Handover> {
 /// The outbox events in field sales' stream, in order.
 async fn outbox_events(t: &TestSuite) -> Vec<common::outbox_event::Event> {
     let mut stream = themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient::new(
-        tonic::transport::Channel::from_shared(t.suite.url(Svc::FieldSales)).unwrap().connect_lazy(),
+        t.channel(Svc::FieldSales),
     );
     let page =
         stream.list_events(common::ListEventsRequest { after_seq: 0, page_size: 5000, wait: None }).await.unwrap();

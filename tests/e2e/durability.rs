@@ -186,7 +186,7 @@ async fn shutdown_reports_not_serving_before_it_stops() {
     // A grace period far longer than a health check takes, so the poll below
     // cannot miss it on a slow machine.
     let mut t = TestSuite::start_with(|o| o.shutdown_grace = std::time::Duration::from_secs(3)).await;
-    let channel = tonic::transport::Channel::from_shared(t.suite.url(Svc::Kpi)).unwrap().connect_lazy();
+    let channel = t.channel(Svc::Kpi);
     let health = HealthClient::new(channel);
     let check = HealthCheckRequest { service: "themodel.kpi.v1.KpiService".into() };
     let status = |mut health: HealthClient<_>, check| async move {

@@ -130,9 +130,7 @@ async fn bad_tokens_are_refused_with_the_accepted_forms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_poll_answers_when_the_next_event_is_committed() {
     let t = TestSuite::start().await;
-    let mut stream = EventStreamServiceClient::new(
-        tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy(),
-    );
+    let mut stream = EventStreamServiceClient::new(t.channel(Svc::Marketing));
     let wait = |ms: i64| Some(prost_types::Duration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 });
 
     // Nothing comes: an empty page once the wait is over.
@@ -167,9 +165,7 @@ async fn a_long_poll_answers_when_the_next_event_is_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_shuts_down_promptly_with_a_long_poll_open() {
     let mut t = TestSuite::start().await;
-    let mut stream = EventStreamServiceClient::new(
-        tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy(),
-    );
+    let mut stream = EventStreamServiceClient::new(t.channel(Svc::Marketing));
     let poll = tokio::spawn(async move {
         let req = common::ListEventsRequest {
             after_seq: 0,

@@ -25,6 +25,7 @@ mod planning;
 mod postgres;
 mod recycling;
 mod retention;
+mod roles;
 mod targets;
 mod velocity;
 mod views;

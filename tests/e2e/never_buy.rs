@@ -49,9 +49,7 @@ async fn exclude(t: &TestSuite, req: mk::ExcludeLeadRequest) -> Result<mk::Lead,
 
 /// The LeadExcluded events in marketing's stream, in order.
 async fn marketing_exclusions(t: &TestSuite) -> Vec<mk::LeadExcluded> {
-    let mut stream = EventStreamServiceClient::new(
-        tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy(),
-    );
+    let mut stream = EventStreamServiceClient::new(t.channel(Svc::Marketing));
     let req = ListEventsRequest { after_seq: 0, page_size: 5000, wait: None };
     let page = stream.list_events(req).await.unwrap().into_inner();
     page.events

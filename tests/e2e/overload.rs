@@ -23,7 +23,7 @@ async fn beyond_the_limit_calls_are_refused_at_once_and_leave_nothing_behind() {
     // Several connections, as many client processes would open.
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let channel = tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy();
+            let channel = t.channel(Svc::Marketing);
             mk::marketing_service_client::MarketingServiceClient::new(channel)
         })
         .collect();
@@ -32,8 +32,7 @@ async fn beyond_the_limit_calls_are_refused_at_once_and_leave_nothing_behind() {
         let mut c = clients[n % clients.len()].clone();
         calls.spawn(async move { (n, c.capture_lead(lead(&format!("burst-{n}"), "2026-11-02T09:00:00Z")).await) });
     }
-    let health =
-        HealthClient::new(tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy());
+    let health = HealthClient::new(t.channel(Svc::Marketing));
     let probe = tokio::spawn(async move {
         let mut health = health;
         health.check(HealthCheckRequest { service: String::new() }).await.map(|r| r.into_inner().status)
@@ -110,7 +109,7 @@ async fn a_long_run_of_refusals_leaves_the_connection_working() {
     let t = TestSuite::start_with(|o| o.max_in_flight = 1).await;
     capture_when_admitted(&t, lead("read-me", "2026-11-02T09:00:00Z")).await;
     const REFUSALS: u64 = 30_000;
-    let channel = tonic::transport::Channel::from_shared(t.suite.url(Svc::Marketing)).unwrap().connect_lazy();
+    let channel = t.channel(Svc::Marketing);
     let client = mk::marketing_service_client::MarketingServiceClient::new(channel);
     let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut callers = tokio::task::JoinSet::new();

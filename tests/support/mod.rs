@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
-use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel::{ADMIN, ServiceName, Suite, SuiteOptions};
 use themodel_proto::common::v1 as common;
 use themodel_proto::common::v1::outbox_service_client::OutboxServiceClient;
 use themodel_proto::customersuccess::v1::customer_success_service_client::CustomerSuccessServiceClient;
@@ -19,6 +19,7 @@ use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
 use themodel_runtime::Clock;
 use themodel_runtime::consistency::{self, Positions};
+use themodel_runtime::telemetry::PeerChannel;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -69,6 +70,8 @@ pub struct Recorded {
     inner: Channel,
     tokens: Tokens,
     send_tokens: bool,
+    /// `Bearer <admin token>`.
+    authorization: http::HeaderValue,
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for Recorded {
@@ -81,6 +84,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Recorded {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        req.headers_mut().insert(http::header::AUTHORIZATION, self.authorization.clone());
         let header = self.tokens.header();
         if self.send_tokens
             && !header.is_empty()
@@ -114,10 +118,13 @@ impl TestSuite {
         configure(&mut options);
         let suite = Suite::start(options).await.unwrap();
         let tokens = Tokens::default();
+        let admin = suite.token(ADMIN).unwrap();
+        let authorization = http::HeaderValue::from_str(&format!("Bearer {admin}")).unwrap();
         let recorded = |name: Svc| Recorded {
             inner: channel(suite.url(name)),
             tokens: tokens.clone(),
             send_tokens: name == Svc::Kpi,
+            authorization: authorization.clone(),
         };
         let t = TestSuite {
             marketing: MarketingServiceClient::new(recorded(Svc::Marketing)),
@@ -135,8 +142,18 @@ impl TestSuite {
 
     /// A kpi client that sends no consistency token: it sees what kpi has
     /// counted so far.
-    pub fn kpi_as_is(&self) -> KpiServiceClient<Channel> {
-        KpiServiceClient::new(channel(self.suite.url(Svc::Kpi)))
+    pub fn kpi_as_is(&self) -> KpiServiceClient<PeerChannel> {
+        KpiServiceClient::new(self.channel(Svc::Kpi))
+    }
+
+    /// A channel to a service as the suite's administrator.
+    pub fn channel(&self, name: Svc) -> PeerChannel {
+        self.channel_as(name, ADMIN)
+    }
+
+    /// A channel to a service that presents `identity`'s token.
+    pub fn channel_as(&self, name: Svc, identity: &str) -> PeerChannel {
+        self.suite.channel_as(name, identity).unwrap()
     }
 
     /// The consistency tokens the test's calls were answered with so far.
@@ -165,8 +182,8 @@ impl TestSuite {
     }
 
     /// A service's outbox admin client.
-    pub fn outbox(&self, name: ServiceName) -> OutboxServiceClient<Channel> {
-        OutboxServiceClient::new(channel(self.suite.url(name)))
+    pub fn outbox(&self, name: ServiceName) -> OutboxServiceClient<PeerChannel> {
+        OutboxServiceClient::new(self.channel(name))
     }
 
     /// A service's outbox backlog towards one destination (all zero when it

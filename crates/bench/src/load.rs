@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use themodel_proto::marketing::v1 as mk;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
+use themodel_runtime::auth::Credential;
 use themodel_runtime::db::{Db, Script};
+use themodel_runtime::telemetry::{PeerChannel, peer_channel};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::echo;
 
@@ -174,7 +175,7 @@ fn touch_message(
 
 /// `streams` ingest streams sending `batch`-touch messages for `duration`.
 pub async fn ingest(
-    channels: &[Channel],
+    channels: &[PeerChannel],
     leads: &Arc<Vec<String>>,
     sent: &Arc<Vec<AtomicU64>>,
     streams: usize,
@@ -235,7 +236,7 @@ pub async fn ingest(
 }
 
 /// Every sampled lead's touch count equals the touches acknowledged to it.
-pub async fn check_scores(channel: &Channel, leads: &[String], sent: &[AtomicU64]) -> anyhow::Result<usize> {
+pub async fn check_scores(channel: &PeerChannel, leads: &[String], sent: &[AtomicU64]) -> anyhow::Result<usize> {
     let mut m = MarketingServiceClient::new(channel.clone());
     let step = (leads.len() / 200).max(1);
     let mut checked = 0;
@@ -250,7 +251,7 @@ pub async fn check_scores(channel: &Channel, leads: &[String], sent: &[AtomicU64
 }
 
 /// Sends stream 0's first message again on a new stream: every item is a duplicate.
-pub async fn repeat_message(channel: &Channel, leads: &[String], batch: usize) -> anyhow::Result<i32> {
+pub async fn repeat_message(channel: &PeerChannel, leads: &[String], batch: usize) -> anyhow::Result<i32> {
     let (msg, _) = touch_message(0, 0, batch, leads);
     let mut client = MarketingServiceClient::new(channel.clone());
     let mut acks = client.ingest_behaviour(tonic::codegen::tokio_stream::iter([msg])).await?.into_inner();
@@ -318,11 +319,16 @@ pub async fn raw_insert_rate(batch: usize, touches: u64) -> anyhow::Result<f64> 
 /// The overload burst: `callers` callers sending RecordTouch to `leads`
 /// (ids, one per line) for `seconds` over 16 connections; prints what came
 /// back and how fast.
-pub async fn overload_client(addr: &str, callers: usize, seconds: u64, leads: &std::path::Path) -> anyhow::Result<()> {
+pub async fn overload_client(
+    addr: &str,
+    credential: &Credential,
+    callers: usize,
+    seconds: u64,
+    leads: &std::path::Path,
+) -> anyhow::Result<()> {
     let leads: Vec<String> = std::fs::read_to_string(leads)?.lines().map(str::to_owned).collect();
     anyhow::ensure!(!leads.is_empty(), "no lead ids to touch");
-    let chans: Vec<Channel> =
-        (0..16).map(|_| Ok(Channel::from_shared(addr.to_owned())?.connect_lazy())).collect::<anyhow::Result<_>>()?;
+    let chans: Vec<PeerChannel> = (0..16).map(|_| peer_channel(addr, credential)).collect::<anyhow::Result<_>>()?;
     let refusals = Arc::new(std::sync::Mutex::new(Vec::new()));
     let refused = refusals.clone();
     let stats = closed_loop(callers, Duration::from_secs(seconds), move |c, n| {

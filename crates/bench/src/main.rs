@@ -31,12 +31,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use load::{Stats, closed_loop};
-use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel::{ADMIN, ServiceName, Suite, SuiteOptions};
 use themodel_proto::kpi::v1 as kpi;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::marketing::v1 as mk;
 use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
-use tonic::transport::Channel;
+use themodel_runtime::auth::Credential;
+use themodel_runtime::telemetry::{PeerChannel, peer_channel};
 
 /// The same allocator as the `themodel` binary, so the suite is measured as it runs.
 #[global_allocator]
@@ -94,6 +95,9 @@ enum Mode {
     OverloadClient {
         #[arg(long)]
         addr: String,
+        /// The file holding the token to call with.
+        #[arg(long)]
+        token_file: std::path::PathBuf,
         #[arg(long)]
         callers: usize,
         #[arg(long)]
@@ -111,8 +115,9 @@ enum Mode {
     },
 }
 
-fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
-    (0..n.max(1)).map(|_| Ok(Channel::from_shared(url.to_owned())?.connect_lazy())).collect()
+/// `n` connections to `url`, each presenting `credential`.
+fn channels(url: &str, n: usize, credential: &Credential) -> anyhow::Result<Vec<PeerChannel>> {
+    (0..n.max(1)).map(|_| peer_channel(url, credential)).collect()
 }
 
 /// A capture of a lead that scores below the promising threshold, so the
@@ -161,8 +166,8 @@ fn reset_peak_rss(pid: u32) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode {
-        Some(Mode::OverloadClient { addr, callers, seconds, leads }) => {
-            return load::overload_client(&addr, callers, seconds, &leads).await;
+        Some(Mode::OverloadClient { addr, token_file, callers, seconds, leads }) => {
+            return load::overload_client(&addr, &Credential::from_file(&token_file)?, callers, seconds, &leads).await;
         }
         Some(Mode::Suite { data_dir }) => return serve(data_dir).await,
         None => {}
@@ -172,7 +177,8 @@ async fn main() -> anyhow::Result<()> {
     options.poll_interval = Duration::from_millis(100);
     let suite = Suite::start(options).await?;
     let marketing_url = suite.url(ServiceName::Marketing);
-    let marketing = channels(&marketing_url, args.connections)?;
+    let admin = suite.credential(ADMIN)?;
+    let marketing = channels(&marketing_url, args.connections, &admin)?;
     let phase = Duration::from_secs(args.seconds);
     let conc = args.concurrency;
     let run = |p: &str| args.phases.split(',').any(|x| x.trim() == p);
@@ -181,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
     // The yardstick, measured right before each phase it is compared with:
     // on a shared machine the rate drifts between phases.
     let echo_url = load::start_echo().await?;
-    let echo_channels = channels(&echo_url, args.connections)?;
+    let echo_channels = channels(&echo_url, args.connections, &Credential::none())?;
     let echo = |label: &'static str| {
         let echo_channels = echo_channels.clone();
         let enabled = run("echo");
@@ -337,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
             f.leads,
             f.visitors
         );
-        let kpi_channel = Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy();
+        let kpi_channel = peer_channel(&suite.url(ServiceName::Kpi), &admin)?;
         // The month the leads were captured in (now: captures carry no time).
         use chrono::{Datelike, Months};
         let first = chrono::Utc::now().date_naive().with_day(1).unwrap_or_default();
@@ -380,7 +386,7 @@ async fn main() -> anyhow::Result<()> {
             async move { m.capture_lead(capture(&id)).await.map(|_| ()) }
         }));
         let mut m = MarketingServiceClient::new(marketing[0].clone());
-        let mut k = KpiServiceClient::new(Channel::from_shared(suite.url(ServiceName::Kpi))?.connect_lazy());
+        let mut k = KpiServiceClient::new(peer_channel(&suite.url(ServiceName::Kpi), &admin)?);
         let today = chrono::Utc::now().date_naive();
         let day = kpi::GetFunnelRequest {
             start_date: today.to_string(),
@@ -455,7 +461,8 @@ async fn overload(data_dir: &std::path::Path, args: &Args, leads: &Arc<Vec<Strin
         .await?
         .ok_or_else(|| anyhow::anyhow!("the suite process did not start"))?;
 
-    let chans = channels(&url, args.connections)?;
+    let token_file = data_dir.join("tokens").join(format!("{ADMIN}.token"));
+    let chans = channels(&url, args.connections, &Credential::from_file(&token_file)?)?;
     let ids = leads.clone();
     let warm = closed_loop(args.concurrency, Duration::from_secs(args.seconds), move |c, n| {
         let mut m = MarketingServiceClient::new(chans[c % chans.len()].clone());
@@ -478,6 +485,8 @@ async fn overload(data_dir: &std::path::Path, args: &Args, leads: &Arc<Vec<Strin
     reset_peak_rss(pid);
     let out = tokio::process::Command::new(&exe)
         .args(["overload-client", "--addr", &url])
+        .arg("--token-file")
+        .arg(&token_file)
         .args(["--callers", &args.overload_callers.to_string()])
         .args(["--seconds", &args.overload_seconds.to_string()])
         .arg("--leads")

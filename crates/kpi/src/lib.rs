@@ -67,7 +67,7 @@ pub async fn run(
     }
     let mut consumers = Vec::new();
     for (source, addr) in sources {
-        let client = EventStreamServiceClient::new(peer_channel(addr)?);
+        let client = EventStreamServiceClient::new(peer_channel(addr, &config.credential)?);
         let consumer = Arc::new(consumer::Consumer::new(source, client, started.db.clone(), tz).await?);
         let background = consumer.clone();
         let poll = config.poll_interval;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use themodel_proto::marketing::v1 as pb;
 use themodel_proto::marketing::v1::marketing_service_server::MarketingService;
 use themodel_quality::Relationship;
+use themodel_runtime::auth;
 use themodel_runtime::loader::Loader;
 use themodel_runtime::time::to_timestamp_opt;
 use themodel_runtime::validate::{self, Violations};
@@ -570,6 +571,7 @@ impl Api {
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
         let timing_months = r.timing_months;
         let (lead_id, reason, sender) = v.build(|| Some((lead_id?, reason?, sender?)))?;
+        check_sender(&request, sender)?;
         let needs = vec![Need::Row(Key::Lead(lead_id.clone()))];
         self.writer
             .execute(call, needs, move |cx| {
@@ -601,6 +603,7 @@ impl Api {
         let note = v.text("note", &r.note, 4000);
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
         let (lead_id, reason, sender) = v.build(|| Some((lead_id?, reason?, sender?)))?;
+        check_sender(&request, sender)?;
         let needs = vec![Need::Row(Key::Lead(lead_id.clone()))];
         self.writer
             .execute(call, needs, move |cx| {
@@ -834,6 +837,16 @@ impl MarketingService for Api {
         request: Request<pb::ExcludeLeadRequest>,
     ) -> Result<Response<pb::ExcludeLeadResponse>, Status> {
         Ok(Response::new(Api::exclude_lead(self, request).await?))
+    }
+}
+
+/// Refuses a caller that speaks for a department it is not: a hand-over's
+/// `sender` must be the service that calls (docs/security.md).
+fn check_sender<T>(request: &Request<T>, sender: Department) -> ApiResult<()> {
+    if auth::may_send_as(auth::caller(request), sender, Department::Marketing) {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(format!("this caller may not send as {}", sender.code())))
     }
 }
 

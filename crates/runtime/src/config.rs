@@ -59,6 +59,11 @@ pub struct ServiceConfig {
     /// (inside sales, field sales, customer success; empty: records stay
     /// unassigned until a request names an owner).
     pub owners: crate::owners::Roster,
+    /// The callers the service lets in; `None` lets every call in (only
+    /// when the deployment asks for it: `--no-auth`).
+    pub keyring: Option<std::sync::Arc<crate::auth::Keyring>>,
+    /// What the service presents to its peers.
+    pub credential: crate::auth::Credential,
 }
 
 impl ServiceConfig {
@@ -75,6 +80,8 @@ impl ServiceConfig {
             writer: WriterConfig::default(),
             dead_letter_after: 5,
             owners: crate::owners::Roster::default(),
+            keyring: None,
+            credential: crate::auth::Credential::none(),
         }
     }
 }

@@ -56,8 +56,14 @@ impl SharedDefinition {
     }
 
     /// Keeps the definition in step with kpi's current version until `shutdown`.
-    pub async fn follow(self, kpi_addr: String, every: Duration, shutdown: CancellationToken) {
-        let mut client = match peer_channel(&kpi_addr) {
+    pub async fn follow(
+        self,
+        kpi_addr: String,
+        credential: crate::auth::Credential,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut client = match peer_channel(&kpi_addr, &credential) {
             Ok(ch) => KpiServiceClient::new(ch),
             Err(e) => {
                 tracing::error!(error = %e, kpi = %kpi_addr, "bad kpi address; using the built-in definition");
@@ -71,6 +77,11 @@ impl SharedDefinition {
                     Some(Err(e)) => tracing::error!(error = %e, "kpi served an unusable definition"),
                     None => tracing::error!("kpi answered without a definition"),
                 },
+                Err(status)
+                    if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+                {
+                    tracing::warn!(code = ?status.code(), "kpi refused this service's credential for the definition")
+                }
                 Err(status) => {
                     tracing::debug!(code = ?status.code(), "kpi not reachable for the definition")
                 }

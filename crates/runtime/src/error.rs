@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The request is well formed but the entity's state does not allow it.
     #[error("{description}")]
     FailedPrecondition { kind: &'static str, subject: String, description: String },
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A concurrent request got there first; retrying is safe.
     #[error("{0}")]
     Aborted(String),
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::NotFound { .. } => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::DeadlineExceeded => Code::DeadlineExceeded,
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::FailedPrecondition { kind, subject, description } => {
                 ApiError::FailedPrecondition { kind, subject: subject.clone(), description: description.clone() }
             }
+            ApiError::PermissionDenied(m) => ApiError::PermissionDenied(m.clone()),
             ApiError::Aborted(m) => ApiError::Aborted(m.clone()),
             ApiError::ResourceExhausted { message, retry_after } => {
                 ApiError::ResourceExhausted { message: message.clone(), retry_after: *retry_after }

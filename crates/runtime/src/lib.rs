@@ -4,6 +4,7 @@
 //!
 //! - [`work`]: the unit of work, and the writer that commits concurrent units
 //!   of a service together (group commit), idempotent on `request_id`.
+//! - [`auth`]: bearer tokens, roles, and the table of who may call what.
 //! - [`cache`]: the writer's cache of the rows it committed.
 //! - [`loader`]: batched point reads on the read pool.
 //! - [`db`]: one connection layer for SQLite and PostgreSQL (sqlx `Any`),
@@ -23,6 +24,7 @@
 //!   statuses, and field violations for bad input.
 //! - [`definition`]: the shared quality definition as a service follows it.
 
+pub mod auth;
 pub mod cache;
 pub mod call;
 pub mod config;

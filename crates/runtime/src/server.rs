@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::auth::AuthLayer;
 use crate::consistency::TokenLayer;
 use crate::shed::ShedLayer;
 use crate::telemetry;
@@ -36,13 +37,15 @@ pub struct Limits {
 }
 
 /// Serves `routes` (whose gRPC service names are `names`) on `listener`,
-/// stamping every answer with the service's consistency token.
+/// letting in only the callers `auth` admits and stamping every answer with
+/// the service's consistency token.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     names: &[&'static str],
     Limits { grace, max_in_flight }: Limits,
     tokens: TokenLayer,
+    auth: AuthLayer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -78,6 +81,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .trace_fn(telemetry::request_span)
+        .layer(auth)
         .layer(ShedLayer::new(max_in_flight))
         .layer(tokens)
         .add_routes(routes)

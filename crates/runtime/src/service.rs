@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::auth::AuthLayer;
 use crate::consistency::TokenLayer;
 use crate::definition::SharedDefinition;
 use crate::outbox::{Outbox, OutboxAdmin, Relay};
@@ -61,7 +62,12 @@ pub async fn start(
         tasks: JoinSet::new(),
     };
     if let Some(kpi) = config.peers.kpi.clone() {
-        let follow = started.definition.clone().follow(kpi, config.definition_refresh, started.tasks_stop.clone());
+        let follow = started.definition.clone().follow(
+            kpi,
+            config.credential.clone(),
+            config.definition_refresh,
+            started.tasks_stop.clone(),
+        );
         started.tasks.spawn(follow);
     }
     Ok(started)
@@ -75,7 +81,7 @@ impl Started {
         for (name, flag) in destinations {
             let addr =
                 self.config.peers.get(name).ok_or_else(|| anyhow::anyhow!("missing peer address: set {flag}"))?;
-            peers.insert(*name, peer_channel(addr)?);
+            peers.insert(*name, peer_channel(addr, &self.config.credential)?);
         }
         let (relay, outbox) = Relay::new(
             self.db.clone(),
@@ -158,6 +164,7 @@ impl Started {
             names,
             server::Limits { grace: self.config.shutdown_grace, max_in_flight: self.config.max_in_flight },
             TokenLayer::new(self.stream, self.db.clone()),
+            AuthLayer::new(self.config.keyring.clone()),
             shutdown,
         )
         .await;

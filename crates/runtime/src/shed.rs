@@ -114,7 +114,7 @@ const READ_OFF_TIME: Duration = Duration::from_millis(20);
 /// guard against reset floods): under a long burst of refusals, calls that
 /// had been accepted on that connection then failed with "broken pipe"
 /// (UNKNOWN). A unary request is small and mostly arrived already.
-async fn read_off<B: http_body::Body>(body: B) {
+pub(crate) async fn read_off<B: http_body::Body>(body: B) {
     let mut body = std::pin::pin!(body);
     let mut read = 0;
     let _ = tokio::time::timeout(READ_OFF_TIME, async {

@@ -122,9 +122,12 @@ pub fn inject(span: &tracing::Span, traceparent: &str, metadata: &mut MetadataMa
     }
 }
 
-/// Client interceptor that puts the current trace context into the request metadata.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InjectTraceContext;
+/// Client interceptor that puts the current trace context, and the
+/// caller's credential, into the request metadata.
+#[derive(Debug, Clone, Default)]
+pub struct InjectTraceContext {
+    credential: crate::auth::Credential,
+}
 
 impl Interceptor for InjectTraceContext {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -132,20 +135,24 @@ impl Interceptor for InjectTraceContext {
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&cx, &mut MetadataInjector(request.metadata_mut()))
         });
+        self.credential.apply(request.metadata_mut());
         Ok(request)
     }
 }
 
-/// A lazily connecting channel to a peer, with trace-context injection.
+/// A lazily connecting channel to a peer, with trace-context injection and
+/// the caller's credential.
 pub type PeerChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, InjectTraceContext>;
 
-/// Connects lazily to `addr` (`http://host:port`): the first call dials, and a
-/// broken connection is re-dialled by the next call.
-pub fn peer_channel(addr: &str) -> anyhow::Result<PeerChannel> {
+/// Connects lazily to `addr` (`http://host:port`), presenting `credential`:
+/// the first call dials, and a broken connection is re-dialled by the next
+/// call.
+pub fn peer_channel(addr: &str, credential: &crate::auth::Credential) -> anyhow::Result<PeerChannel> {
     let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())?
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(15))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(30));
-    Ok(tonic::service::interceptor::InterceptedService::new(endpoint.connect_lazy(), InjectTraceContext))
+    let inject = InjectTraceContext { credential: credential.clone() };
+    Ok(tonic::service::interceptor::InterceptedService::new(endpoint.connect_lazy(), inject))
 }

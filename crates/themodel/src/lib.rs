@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -21,13 +22,13 @@ use themodel_proto::common::v1::ListEventsRequest;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
+use themodel_runtime::auth::{self, Credential, Keyring, LocalTokens, Peer, Role};
 use themodel_runtime::owners::Roster;
-use themodel_runtime::telemetry::peer_channel;
+use themodel_runtime::telemetry::{PeerChannel, peer_channel};
 use themodel_runtime::{Clock, Peers, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,6 +67,17 @@ impl ServiceName {
             ServiceName::FieldSales => 50053,
             ServiceName::CustomerSuccess => 50054,
             ServiceName::Kpi => 50055,
+        }
+    }
+
+    /// The service as an identity calling its peers.
+    pub fn peer(self) -> Peer {
+        match self {
+            ServiceName::Marketing => Peer::Marketing,
+            ServiceName::InsideSales => Peer::InsideSales,
+            ServiceName::FieldSales => Peer::FieldSales,
+            ServiceName::CustomerSuccess => Peer::CustomerSuccess,
+            ServiceName::Kpi => Peer::Kpi,
         }
     }
 
@@ -131,7 +143,13 @@ pub struct SuiteOptions {
     /// Port of kpi's dashboard page (0 picks a free one); `None`: no page.
     pub dashboard_port: Option<u16>,
     pub clock: Clock,
+    /// Callers to issue tokens to besides `admin` and the five services
+    /// (see [`Suite::token`]).
+    pub identities: Vec<(String, Role)>,
 }
+
+/// The identity `themodel up` issues its administrator token to.
+pub const ADMIN: &str = "admin";
 
 /// Port `themodel up` serves the dashboard page on by default.
 pub const DASHBOARD_PORT: u16 = 50056;
@@ -155,6 +173,7 @@ impl SuiteOptions {
             owners: BTreeMap::new(),
             dashboard_port: Some(DASHBOARD_PORT),
             clock: Clock::system(),
+            identities: Vec::new(),
         }
     }
 
@@ -184,6 +203,10 @@ struct Running {
 /// The five services running in this process.
 pub struct Suite {
     options: SuiteOptions,
+    /// The tokens under `<data_dir>/tokens`, and the keyring every service
+    /// checks callers against.
+    tokens: LocalTokens,
+    keyring: Arc<Keyring>,
     addrs: BTreeMap<ServiceName, SocketAddr>,
     running: BTreeMap<ServiceName, Running>,
     /// kpi's dashboard page: where, and its task.
@@ -191,9 +214,15 @@ pub struct Suite {
 }
 
 impl Suite {
-    /// Binds every port first (so each service knows its peers' addresses),
-    /// then starts the services.
+    /// Issues the local tokens (see [`Suite::tokens_dir`]), binds every port
+    /// (so each service knows its peers' addresses), then starts the
+    /// services.
     pub async fn start(options: SuiteOptions) -> anyhow::Result<Suite> {
+        let mut identities = vec![(ADMIN.to_owned(), Role::Admin)];
+        identities.extend(ServiceName::ALL.map(|n| (auth::service_identity(n.peer()), Role::Service(n.peer()))));
+        identities.extend(options.identities.iter().cloned());
+        let tokens = LocalTokens::ensure(&options.data_dir.join("tokens"), &identities)?;
+        let keyring = Arc::new(tokens.keyring.clone());
         let mut listeners = BTreeMap::new();
         for name in ServiceName::ALL {
             let port = options.ports.get(&name).copied().unwrap_or(0);
@@ -202,15 +231,17 @@ impl Suite {
             listeners.insert(name, listener);
         }
         let addrs = listeners.iter().map(|(n, l)| Ok((*n, l.local_addr()?))).collect::<anyhow::Result<_>>()?;
-        let mut suite = Suite { options, addrs, running: BTreeMap::new(), dashboard: None };
+        let mut suite = Suite { options, tokens, keyring, addrs, running: BTreeMap::new(), dashboard: None };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
         }
         if let Some(port) = suite.options.dashboard_port {
+            let kpi_identity = auth::service_identity(Peer::Kpi);
             let addr = SocketAddr::new(suite.options.host, port);
             let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
             let addr = listener.local_addr()?;
-            let kpi = KpiServiceClient::new(peer_channel(&suite.url(ServiceName::Kpi))?);
+            let kpi =
+                KpiServiceClient::new(peer_channel(&suite.url(ServiceName::Kpi), &suite.credential(&kpi_identity)?)?);
             let stop = CancellationToken::new();
             let task = tokio::spawn(themodel_kpi::dashboard::serve(listener, kpi, stop.clone()));
             suite.dashboard = Some((addr, Running { stop, task }));
@@ -222,6 +253,29 @@ impl Suite {
     pub fn dashboard_url(&self) -> Option<String> {
         let (addr, _) = self.dashboard.as_ref()?;
         Some(format!("{}/", local_url(*addr)))
+    }
+
+    /// Where the tokens live: `keyring` (their hashes, which the services
+    /// check) and `<identity>.token` for each issued one.
+    pub fn tokens_dir(&self) -> &std::path::Path {
+        &self.tokens.dir
+    }
+
+    /// The token issued to `identity` (`admin`, `marketing-service`, ...,
+    /// or one of [`SuiteOptions::identities`]).
+    pub fn token(&self, identity: &str) -> Option<&str> {
+        self.tokens.token(identity)
+    }
+
+    /// A credential for `identity`'s token.
+    pub fn credential(&self, identity: &str) -> anyhow::Result<Credential> {
+        let token = self.token(identity).with_context(|| format!("no token issued to {identity:?}"))?;
+        Credential::bearer(token)
+    }
+
+    /// A channel to a service that presents `identity`'s token.
+    pub fn channel_as(&self, name: ServiceName, identity: &str) -> anyhow::Result<PeerChannel> {
+        peer_channel(&self.url(name), &self.credential(identity)?)
     }
 
     /// Where a service listens.
@@ -236,7 +290,7 @@ impl Suite {
 
     /// The head seq of a service's event stream, read over gRPC.
     pub async fn stream_head(&self, name: ServiceName) -> anyhow::Result<i64> {
-        let mut c = EventStreamServiceClient::new(Channel::from_shared(self.url(name))?.connect_lazy());
+        let mut c = EventStreamServiceClient::new(self.channel_as(name, ADMIN)?);
         Ok(c.list_events(ListEventsRequest { after_seq: 0, page_size: 1, wait: None }).await?.into_inner().head_seq)
     }
 
@@ -257,7 +311,7 @@ impl Suite {
         for name in ServiceName::ALL.into_iter().filter(|n| *n != ServiceName::Kpi) {
             heads.push((name.as_str(), self.stream_head(name).await?));
         }
-        let mut kpi = KpiServiceClient::new(Channel::from_shared(self.url(ServiceName::Kpi))?.connect_lazy());
+        let mut kpi = KpiServiceClient::new(self.channel_as(ServiceName::Kpi, ADMIN)?);
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let last = match kpi.get_funnel(req.clone()).await {
@@ -302,6 +356,12 @@ impl Suite {
         c.writer.queue = o.writer_queue;
         c.dead_letter_after = o.dead_letter_after;
         c.owners = o.owners.get(&name).cloned().unwrap_or_default();
+        c.keyring = Some(self.keyring.clone());
+        c.credential = self
+            .tokens
+            .token(&auth::service_identity(name.peer()))
+            .and_then(|t| Credential::bearer(t).ok())
+            .unwrap_or_default();
         c
     }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use themodel::{ServiceName, Suite, SuiteOptions};
+use themodel::{ADMIN, ServiceName, Suite, SuiteOptions};
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use themodel_runtime::auth::{self, Credential, Keyring, Role};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::server::shutdown_signal;
 use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry};
@@ -43,6 +44,43 @@ enum Command {
     Serve(Serve),
     /// Prints a period's waterfall, read from kpi.
     Report(Report),
+    /// Issues a token: adds its hash to a keyring and prints the token once.
+    Token(Token),
+}
+
+#[derive(Args)]
+struct Token {
+    /// The keyring to add to (`themodel up` keeps its own in <data-dir>/tokens/keyring).
+    #[arg(long, env = "THEMODEL_KEYRING", default_value = "data/tokens/keyring")]
+    keyring: PathBuf,
+    /// Who the token is for (letters, digits, '-', '_', '.'); an identity
+    /// already there gets a new token and the old one stops working.
+    #[arg(long)]
+    identity: String,
+    /// marketing, inside-sales, field-sales, customer-success, revops, admin,
+    /// read-only, or service:<service> (see docs/security.md).
+    #[arg(long)]
+    role: String,
+}
+
+/// How a client presents itself to a service.
+#[derive(Args)]
+struct ClientAuth {
+    /// The bearer token to send.
+    #[arg(long, env = "THEMODEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the token to send, when --token is not given.
+    #[arg(long, env = "THEMODEL_TOKEN_FILE", default_value = "data/tokens/admin.token")]
+    token_file: PathBuf,
+}
+
+impl ClientAuth {
+    fn credential(&self) -> anyhow::Result<Credential> {
+        match &self.token {
+            Some(token) => Credential::bearer(token),
+            None => Credential::from_file(&self.token_file),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -62,6 +100,8 @@ struct Report {
     /// flow (what happened in the period) or cohort (what became of its leads).
     #[arg(long, default_value = "flow")]
     view: String,
+    #[command(flatten)]
+    auth: ClientAuth,
 }
 
 #[derive(Args)]
@@ -175,6 +215,18 @@ struct Serve {
     /// kpi only: also serve the dashboard page on this address.
     #[arg(long, env = "THEMODEL_DASHBOARD_LISTEN")]
     dashboard_listen: Option<SocketAddr>,
+    /// The keyring of callers this service lets in (`identity role
+    /// sha256-of-token` per line; see docs/security.md).
+    #[arg(long, env = "THEMODEL_KEYRING", required_unless_present = "no_auth")]
+    keyring: Option<PathBuf>,
+    /// The file holding the token this service presents to its peers (its
+    /// service:<name> identity).
+    #[arg(long, env = "THEMODEL_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Let every call in without a credential: only behind something that
+    /// authenticates callers itself.
+    #[arg(long, env = "THEMODEL_NO_AUTH", conflicts_with = "keyring")]
+    no_auth: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -186,6 +238,7 @@ async fn main() -> std::process::ExitCode {
         Command::Up(_) => "themodel".to_owned(),
         Command::Serve(s) => format!("themodel-{}", s.service),
         Command::Report(_) => "themodel-report".to_owned(),
+        Command::Token(_) => "themodel-token".to_owned(),
     };
     let _telemetry = match telemetry::init(&name, cli.log_format == "json") {
         Ok(guard) => guard,
@@ -198,6 +251,7 @@ async fn main() -> std::process::ExitCode {
         Command::Up(up) => run_up(up).await,
         Command::Serve(serve) => run_serve(serve).await,
         Command::Report(report) => run_report(report).await,
+        Command::Token(token) => run_token(token),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -238,6 +292,8 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     if let Some(url) = suite.dashboard_url() {
         tracing::info!(%url, "dashboard");
     }
+    let admin_token = suite.tokens_dir().join(format!("{ADMIN}.token"));
+    tracing::info!(file = %admin_token.display(), "admin token (send it as `authorization: Bearer <token>`)");
     tracing::info!(data_dir = %up.data_dir.display(), "themodel is up; ctrl-c to stop");
     tokio::select! {
         _ = shutdown_signal() => suite.shutdown().await,
@@ -261,6 +317,18 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     serve.common.apply(&mut config);
     config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
     config.owners = serve.owners;
+    match (&serve.keyring, serve.no_auth) {
+        (Some(path), _) => {
+            let keyring = Keyring::load(path)?;
+            anyhow::ensure!(!keyring.is_empty(), "the keyring {} names no caller", path.display());
+            config.keyring = Some(std::sync::Arc::new(keyring));
+        }
+        (None, true) => tracing::warn!("--no-auth: every call is let in without a credential"),
+        (None, false) => anyhow::bail!("set --keyring, or --no-auth to let every call in"),
+    }
+    if let Some(path) = &serve.token_file {
+        config.credential = Credential::from_file(path)?;
+    }
     let listener = TcpListener::bind(serve.listen).await.with_context(|| format!("binding {}", serve.listen))?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -272,7 +340,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
         anyhow::ensure!(serve.service == ServiceName::Kpi, "--dashboard-listen is for kpi only");
         let page = TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
         let own = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
-        let kpi = KpiServiceClient::new(telemetry::peer_channel(&own)?);
+        let kpi = KpiServiceClient::new(telemetry::peer_channel(&own, &config.credential)?);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = themodel_kpi::dashboard::serve(page, kpi, stop).await {
@@ -291,7 +359,7 @@ async fn run_report(r: Report) -> anyhow::Result<()> {
             .filter(|u| *u != pb::PeriodUnit::Unspecified)
             .ok_or_else(|| anyhow::anyhow!("--period-unit {unit:?}: one of day, week, month, quarter, year"))?,
     };
-    let mut kpi = KpiServiceClient::new(telemetry::peer_channel(&r.kpi_addr)?);
+    let mut kpi = KpiServiceClient::new(telemetry::peer_channel(&r.kpi_addr, &r.auth.credential()?)?);
     let req = pb::GetFunnelRequest {
         start_date: r.start_date,
         end_date: r.end_date,
@@ -303,4 +371,12 @@ async fn run_report(r: Report) -> anyhow::Result<()> {
     // The report is the command's output, not a log line.
     use std::io::Write;
     std::io::stdout().lock().write_all(text.as_bytes()).context("writing the report")
+}
+
+fn run_token(t: Token) -> anyhow::Result<()> {
+    let role = Role::parse(&t.role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+    let token = auth::issue(&t.keyring, &t.identity, role)?;
+    tracing::info!(identity = %t.identity, %role, keyring = %t.keyring.display(), "token issued; services load the keyring when they start");
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{token}").context("writing the token")
 }
