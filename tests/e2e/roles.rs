@@ -190,3 +190,85 @@ async fn forged_hand_overs_are_refused() {
     let refused = inside.recycle_lead(recycle).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 }
+
+/// Hand-overs the real senders could repeat (a stale duplicate under a new
+/// id) cannot turn a record back: a converted lead is not reopened, and a
+/// won deal is not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_hand_overs_turn_nothing_back() {
+    use themodel_proto::customersuccess::v1 as cs;
+    use themodel_proto::fieldsales::v1 as fs;
+
+    let t = TestSuite::start().await;
+    win(&t, "back-1", "2026-11-02").await;
+    let won = account(&t, "acct-back-1").await;
+    let item = in_queue_any(&t, "back-1").await;
+    assert_eq!(item.status, is::QueueStatus::Converted as i32);
+
+    // Marketing's identity repeats the lead's hand-over under a new id.
+    let mut marketing = is::inside_sales_service_client::InsideSalesServiceClient::new(
+        t.channel_as(Svc::InsideSales, &auth::service_identity(Peer::Marketing)),
+    );
+    let repeat = is::AcceptLeadRequest {
+        request_id: "repeated-hand-over".into(),
+        lead_id: "back-1".into(),
+        email: "back-1@acme.example".into(),
+        source: "web_form".into(),
+        handed_over_at: ts("2026-11-02T09:30:00Z"),
+        ..Default::default()
+    };
+    let answered = marketing.accept_lead(repeat).await.unwrap().into_inner().item.unwrap();
+    assert_eq!(answered.status, is::QueueStatus::Converted as i32, "acknowledged as it is");
+    assert_eq!(answered.opportunity_id, "opp-back-1");
+    assert!(answered.bant.is_some(), "BANT kept");
+    // Converting again is refused: still one opportunity for the lead.
+    let again = t
+        .inside_sales
+        .clone()
+        .convert_to_opportunity(is::ConvertToOpportunityRequest {
+            request_id: "convert-again".into(),
+            lead_id: "back-1".into(),
+            opportunity_id: "opp-back-1-bis".into(),
+            estimated_value: Some(yen(1_000_000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let opportunities = t
+        .field_sales
+        .clone()
+        .list_opportunities(fs::ListOpportunitiesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .opportunities;
+    assert_eq!(opportunities.iter().filter(|o| o.lead_id == "back-1").count(), 1);
+
+    // Field sales' identity repeats the won deal under a new id.
+    let mut field_sales = cs::customer_success_service_client::CustomerSuccessServiceClient::new(
+        t.channel_as(Svc::CustomerSuccess, &auth::service_identity(Peer::FieldSales)),
+    );
+    let deal = cs::AcceptWonDealRequest {
+        request_id: "repeated-deal".into(),
+        account_id: "acct-back-1".into(),
+        opportunity_id: "opp-back-1".into(),
+        lead_id: "back-1".into(),
+        contract_value: Some(yen(1_200_000)),
+        term_months: 12,
+        occurred_at: ts("2026-11-02T12:00:00Z"),
+        ..Default::default()
+    };
+    let answered = field_sales.accept_won_deal(deal).await.unwrap().into_inner().account.unwrap();
+    assert_eq!(answered.contract_value, won.contract_value, "not counted twice");
+    assert_eq!(account(&t, "acct-back-1").await.contract_value, won.contract_value);
+
+    let funnel = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!((funnel.opportunities, funnel.wins), (1, 1));
+}
+
+/// The lead's queue item, whatever its status.
+async fn in_queue_any(t: &TestSuite, lead_id: &str) -> is::QueueItem {
+    let req = is::GetQueueItemRequest { lead_id: lead_id.into() };
+    t.inside_sales.clone().get_queue_item(req).await.unwrap().into_inner().item.unwrap()
+}

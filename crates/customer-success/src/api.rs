@@ -111,6 +111,11 @@ impl Api {
         self.writer
             .execute(call, needs, move |cx| {
                 let existing = cx.state.account(&deal.account_id)?;
+                // The deal the account holds already, handed over again, is
+                // acknowledged without effect: it never counts twice.
+                if let Some(a) = existing.filter(|a| a.opportunity_id == deal.opportunity_id) {
+                    return Ok(Done::new(&pb::AcceptWonDealResponse { account: Some(account_to_proto(a)) }));
+                }
                 // The account's manager stays while on the roster; a new
                 // account (or one whose manager left) gets the next in turn.
                 let kept = existing.and_then(|a| a.kept_owner(&roster));

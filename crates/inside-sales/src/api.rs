@@ -124,6 +124,9 @@ impl Api {
         self.writer
             .execute(call, needs, move |cx| {
                 let existing = cx.state.item(&lead.lead_id)?;
+                if let Some(item) = existing.filter(|e| !e.takes_hand_over(lead.handed_over_at)) {
+                    return Ok(Done::new(&pb::AcceptLeadResponse { item: Some(item_to_proto(item)) }));
+                }
                 let kept = QueueItem::returning_owner(existing, &roster);
                 let (owner, turn) = owners::kept_or_next(kept, cx.state.turns(), store::ROUND_ROBIN, &roster)?;
                 let (item, out) = QueueItem::accept(lead.clone(), existing, &handover_id, cx.definition, owner);

@@ -177,6 +177,20 @@ impl QueueItem {
         (item, out)
     }
 
+    /// Whether a hand-over made at `handed_over_at` changes this item. A
+    /// lead comes back only through a later hand-over: after inside sales
+    /// recycled it, or after its opportunity was lost and marketing nurtured
+    /// it again. Anything else (a repeat of an earlier hand-over, a lead
+    /// still open here, a disqualified one) is acknowledged without effect:
+    /// a converted lead is never reopened by a stale hand-over, so one
+    /// hand-over can never become two opportunities.
+    pub fn takes_hand_over(&self, handed_over_at: Micros) -> bool {
+        match self.status {
+            Status::Recycled | Status::Converted => handed_over_at > self.handed_over_at,
+            Status::Open | Status::Disqualified => false,
+        }
+    }
+
     /// The rep a lead coming back (handed over again) keeps: its owner,
     /// while still on `roster`.
     pub fn returning_owner(existing: Option<&QueueItem>, roster: &Roster) -> Option<Owner> {
@@ -433,6 +447,22 @@ mod tests {
         assert_eq!((a.first_contact, a.sla_met), (true, Some(false)));
         item.log_activity("ac-2", call.0, call.1, 1_000 + 4 * HOUR);
         assert_eq!(item.activity_count, 2);
+    }
+
+    #[test]
+    fn only_a_later_hand_over_brings_a_lead_back() {
+        let def = Definition::default();
+        let (mut item, _) = QueueItem::accept(incoming("web_form"), None, "ho", &def, None);
+        let (earlier, same, later) = (999, 1_000, 1_001);
+        assert!(!item.takes_hand_over(later), "open: a second hand-over changes nothing");
+        for status in [Status::Converted, Status::Recycled] {
+            item.status = status;
+            assert!(!item.takes_hand_over(earlier), "{status:?}: a stale hand-over");
+            assert!(!item.takes_hand_over(same), "{status:?}: the same hand-over again");
+            assert!(item.takes_hand_over(later), "{status:?}: handed over again after it came back to marketing");
+        }
+        item.status = Status::Disqualified;
+        assert!(!item.takes_hand_over(later), "a disqualified lead never comes back");
     }
 
     #[test]
