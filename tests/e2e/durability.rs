@@ -206,3 +206,41 @@ async fn shutdown_reports_not_serving_before_it_stops() {
     stopped.unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_secs(3), "the service waited out its grace period");
 }
+
+/// A client holding streams open (a health watch, an ingest stream) does not
+/// keep a stopping service alive: both end with UNAVAILABLE once the grace
+/// period is over, and the service stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_streams_end_when_the_service_stops() {
+    use themodel_proto::marketing::v1 as mk;
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut t = TestSuite::start_with(|o| o.shutdown_grace = std::time::Duration::from_millis(300)).await;
+    let mut health = HealthClient::new(t.channel(Svc::Marketing));
+    let watch = HealthCheckRequest { service: "themodel.marketing.v1.MarketingService".into() };
+    let mut watching = health.watch(watch).await.unwrap().into_inner();
+    assert_eq!(watching.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    // An ingest stream whose client never finishes sending.
+    let (_sending, rx) = tokio::sync::mpsc::channel::<mk::IngestBehaviourRequest>(1);
+    let mut acks = t.marketing.clone().ingest_behaviour(ReceiverStream::new(rx)).await.unwrap().into_inner();
+
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), t.suite.stop(Svc::Marketing)).await;
+    stopped.expect("the service stopped although streams were open").unwrap();
+
+    // The watcher heard NOT_SERVING, then the stream ended with UNAVAILABLE.
+    let mut heard = Vec::new();
+    let end = loop {
+        match watching.message().await {
+            Ok(Some(m)) => heard.push(m.status),
+            Ok(None) => break None,
+            Err(status) => break Some(status.code()),
+        }
+    };
+    assert_eq!(heard, vec![ServingStatus::NotServing as i32]);
+    assert_eq!(end, Some(tonic::Code::Unavailable));
+    let ingest_end = acks.message().await.unwrap_err();
+    assert_eq!(ingest_end.code(), tonic::Code::Unavailable, "{ingest_end:?}");
+}

@@ -764,6 +764,9 @@ impl MarketingService for Api {
                     }
                 };
                 tokio::select! {
+                    // The answer stream is gone (the caller left, or the
+                    // service is shutting down): stop reading.
+                    _ = acks.closed() => return,
                     msg = inbound.message(), if open && !full => match msg {
                         Ok(Some(msg)) => {
                             if msg.items.len() > MAX_INGEST_ITEMS {

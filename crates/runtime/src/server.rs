@@ -4,12 +4,16 @@
 //!
 //! Tests and production take the same path: the caller binds (port 0 in
 //! tests), builds the service, and cancels the token to stop. On shutdown,
-//! health turns NOT_SERVING first, then the server stops accepting and lets
-//! in-flight calls finish.
+//! health turns NOT_SERVING first; after the grace period the server stops
+//! accepting, lets in-flight calls finish, and ends every response stream
+//! still open (a health watch, an ingest stream) with UNAVAILABLE, so no
+//! client holding a stream keeps the process from exiting.
 
+use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -69,6 +73,8 @@ pub async fn serve(
     let routes = routes.add_service(health).add_service(v1).add_service(v1alpha);
 
     let names: Vec<&'static str> = names.to_vec();
+    let draining = CancellationToken::new();
+    let end_streams = EndStreamsLayer { draining: draining.clone() };
     let signal = async move {
         shutdown.cancelled().await;
         reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -77,10 +83,12 @@ pub async fn serve(
         }
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: health is NOT_SERVING");
         tokio::time::sleep(grace).await;
+        draining.cancel();
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .trace_fn(telemetry::request_span)
+        .layer(end_streams)
         .layer(auth)
         .layer(ShedLayer::new(max_in_flight))
         .layer(tokens)
@@ -89,6 +97,98 @@ pub async fn serve(
         .await
         .context("serving gRPC")?;
     Ok(())
+}
+
+/// Ends response streams once the server drains (see the module docs).
+#[derive(Debug, Clone)]
+struct EndStreamsLayer {
+    draining: CancellationToken,
+}
+
+impl<S> tower::Layer<S> for EndStreamsLayer {
+    type Service = EndStreams<S>;
+
+    fn layer(&self, inner: S) -> EndStreams<S> {
+        EndStreams { inner, draining: self.draining.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EndStreams<S> {
+    inner: S,
+    draining: CancellationToken,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for EndStreams<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Ending<ResBody>>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let answer = self.inner.call(req);
+        let draining = self.draining.clone();
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| Ending {
+                inner: body,
+                draining: Box::pin(draining.cancelled_owned()),
+                ended: false,
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that, once the server drains, ends with UNAVAILABLE
+    /// instead of waiting for more (what it has ready is sent first).
+    struct Ending<B> {
+        #[pin]
+        inner: B,
+        draining: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+        ended: bool,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Ending<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.draining.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        *this.ended = true;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("the%20service%20is%20shutting%20down"));
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
