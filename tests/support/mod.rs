@@ -63,20 +63,18 @@ impl Tokens {
     }
 }
 
-/// A channel that keeps the consistency token of every answer and, towards
-/// kpi, sends the tokens kept so far.
-#[derive(Debug, Clone)]
+/// A channel (as the suite's administrator) that keeps the consistency
+/// token of every answer and, towards kpi, sends the tokens kept so far.
+#[derive(Clone)]
 pub struct Recorded {
-    inner: Channel,
+    inner: PeerChannel,
     tokens: Tokens,
     send_tokens: bool,
-    /// `Bearer <admin token>`.
-    authorization: http::HeaderValue,
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for Recorded {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
+    type Response = <PeerChannel as tower::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = <PeerChannel as tower::Service<http::Request<tonic::body::Body>>>::Error;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
@@ -84,7 +82,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for Recorded {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        req.headers_mut().insert(http::header::AUTHORIZATION, self.authorization.clone());
         let header = self.tokens.header();
         if self.send_tokens
             && !header.is_empty()
@@ -118,13 +115,10 @@ impl TestSuite {
         configure(&mut options);
         let suite = Suite::start(options).await.unwrap();
         let tokens = Tokens::default();
-        let admin = suite.token(ADMIN).unwrap();
-        let authorization = http::HeaderValue::from_str(&format!("Bearer {admin}")).unwrap();
         let recorded = |name: Svc| Recorded {
-            inner: channel(suite.url(name)),
+            inner: suite.channel_as(name, ADMIN).unwrap(),
             tokens: tokens.clone(),
             send_tokens: name == Svc::Kpi,
-            authorization: authorization.clone(),
         };
         let t = TestSuite {
             marketing: MarketingServiceClient::new(recorded(Svc::Marketing)),

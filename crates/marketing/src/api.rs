@@ -559,13 +559,7 @@ impl Api {
         // receiver that refused a well-formed one (during a definition
         // change, say) would only turn the hand-over into a dead letter.
         let reason = v.parse("reason", Code::parse(&r.reason));
-        let sender = match department_from_proto(r.sender) {
-            Some(d @ (Department::InsideSales | Department::FieldSales)) => Some(d),
-            _ => {
-                v.add("sender", "must be DEPARTMENT_INSIDE_SALES or DEPARTMENT_FIELD_SALES");
-                None
-            }
-        };
+        let sender = sender(&mut v, r.sender, &[Department::InsideSales, Department::FieldSales]);
         v.check((0..=60).contains(&r.timing_months), "timing_months", "must be 0-60");
         let note = v.text("note", &r.note, 4000);
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
@@ -593,13 +587,7 @@ impl Api {
         let mut v = Violations::new();
         let lead_id = v.parse("lead_id", LeadId::parse(&r.lead_id));
         let reason = v.parse("reason", Code::parse(&r.reason));
-        let sender = match department_from_proto(r.sender) {
-            Some(d @ (Department::Marketing | Department::InsideSales)) => Some(d),
-            _ => {
-                v.add("sender", "must be DEPARTMENT_MARKETING or DEPARTMENT_INSIDE_SALES");
-                None
-            }
-        };
+        let sender = sender(&mut v, r.sender, &[Department::Marketing, Department::InsideSales]);
         let note = v.text("note", &r.note, 4000);
         let at = v.occurred_at("occurred_at", r.occurred_at.as_ref(), &self.clock);
         let (lead_id, reason, sender) = v.build(|| Some((lead_id?, reason?, sender?)))?;
@@ -841,6 +829,17 @@ impl MarketingService for Api {
     ) -> Result<Response<pb::ExcludeLeadResponse>, Status> {
         Ok(Response::new(Api::exclude_lead(self, request).await?))
     }
+}
+
+/// The request's `sender`, if it is one of `accepted`; otherwise a field
+/// violation listing them.
+fn sender(v: &mut Violations, wire: i32, accepted: &[Department]) -> Option<Department> {
+    let found = department_from_proto(wire).filter(|d| accepted.contains(d));
+    if found.is_none() {
+        let names: Vec<&str> = accepted.iter().map(|d| department_to_proto(*d).as_str_name()).collect();
+        v.add("sender", format!("must be {}", names.join(" or ")));
+    }
+    found
 }
 
 /// Refuses a caller that speaks for a department it is not: a hand-over's

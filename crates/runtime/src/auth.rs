@@ -295,6 +295,11 @@ impl Keyring {
         Keyring::parse(&text).with_context(|| format!("in the keyring {}", path.display()))
     }
 
+    /// The keyring at `path`, or an empty one when there is no file yet.
+    pub fn load_or_empty(path: &Path) -> anyhow::Result<Keyring> {
+        if path.exists() { Keyring::load(path) } else { Ok(Keyring::default()) }
+    }
+
     /// Adds or replaces `identity`.
     pub fn insert(&mut self, identity: &str, role: Role, digest: [u8; 32]) {
         if let Some((_, old)) = self.entries.insert(identity.to_owned(), (role, digest)) {
@@ -348,7 +353,7 @@ pub fn check_identity(identity: &str) -> anyhow::Result<()> {
 /// is nowhere else.
 pub fn issue(path: &Path, identity: &str, role: Role) -> anyhow::Result<String> {
     check_identity(identity)?;
-    let mut keyring = if path.exists() { Keyring::load(path)? } else { Keyring::default() };
+    let mut keyring = Keyring::load_or_empty(path)?;
     let token = new_token();
     keyring.insert(identity, role, hash(&token));
     keyring.save(path)?;
@@ -372,7 +377,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 pub struct LocalTokens {
     pub dir: PathBuf,
     pub keyring: Keyring,
-    tokens: BTreeMap<String, String>,
+    tokens: BTreeMap<String, (String, Credential)>,
 }
 
 impl LocalTokens {
@@ -387,7 +392,7 @@ impl LocalTokens {
     pub fn ensure(dir: &Path, identities: &[(String, Role)]) -> anyhow::Result<LocalTokens> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = Self::keyring_path(dir);
-        let mut keyring = if path.exists() { Keyring::load(&path)? } else { Keyring::default() };
+        let mut keyring = Keyring::load_or_empty(&path)?;
         let mut tokens = BTreeMap::new();
         for (identity, role) in identities {
             check_identity(identity)?;
@@ -400,8 +405,9 @@ impl LocalTokens {
                     t
                 }
             };
+            let credential = Credential::bearer(&token).with_context(|| format!("in {}", file.display()))?;
             keyring.insert(identity, *role, hash(&token));
-            tokens.insert(identity.clone(), token);
+            tokens.insert(identity.clone(), (token, credential));
         }
         keyring.save(&path)?;
         Ok(LocalTokens { dir: dir.to_owned(), keyring, tokens })
@@ -409,8 +415,24 @@ impl LocalTokens {
 
     /// The token issued to `identity` by [`LocalTokens::ensure`].
     pub fn token(&self, identity: &str) -> Option<&str> {
-        self.tokens.get(identity).map(String::as_str)
+        self.tokens.get(identity).map(|(token, _)| token.as_str())
     }
+
+    /// What `identity` sends, with the token issued to it.
+    pub fn credential(&self, identity: &str) -> anyhow::Result<Credential> {
+        self.tokens.get(identity).map(|(_, c)| c.clone()).with_context(|| format!("no token issued to {identity:?}"))
+    }
+}
+
+/// The identity `themodel up` issues its administrator token to.
+pub const ADMIN: &str = "admin";
+
+/// The callers a suite run by `themodel up` has tokens for: the
+/// administrator and each service.
+pub fn suite_identities() -> Vec<(String, Role)> {
+    let mut all = vec![(ADMIN.to_owned(), Role::Admin)];
+    all.extend(Peer::ALL.map(|p| (service_identity(p), Role::Service(p))));
+    all
 }
 
 /// The identity of a service in the suite's local keyring.
@@ -538,12 +560,7 @@ where
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                 }
-                Err(status) => {
-                    return Box::pin(async move {
-                        crate::shed::read_off(req.into_body()).await;
-                        Ok(status.into_http())
-                    });
-                }
+                Err(status) => return Box::pin(async move { Ok(crate::shed::refuse(req.into_body(), status).await) }),
             }
         }
         let fut = self.inner.call(req);

@@ -57,9 +57,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(100);
 /// Calls the limit does not count: probes, and the event stream, which
 /// bounds its readers itself ([`crate::events`]).
 fn exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
-        || path.starts_with("/grpc.reflection.")
-        || path.starts_with("/themodel.common.v1.EventStreamService/")
+    crate::auth::is_open(path) || path.starts_with("/themodel.common.v1.EventStreamService/")
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Shed<S>
@@ -86,10 +84,7 @@ where
                 Ok(p) => Some(p),
                 Err(_) => {
                     let status = Status::from(ApiError::overloaded("this service", RETRY_AFTER));
-                    return Box::pin(async move {
-                        read_off(req.into_body()).await;
-                        Ok(status.into_http())
-                    });
+                    return Box::pin(async move { Ok(refuse(req.into_body(), status).await) });
                 }
             }
         };
@@ -107,6 +102,13 @@ where
 const READ_OFF_BYTES: usize = 64 * 1024;
 const READ_OFF_TIME: Duration = Duration::from_millis(20);
 
+/// The answer to a call refused before it reached its handler, sent once
+/// the request has been read off (see [`read_off`]).
+pub(crate) async fn refuse<B: http_body::Body, R: Default>(body: B, status: Status) -> Response<R> {
+    read_off(body).await;
+    status.into_http()
+}
+
 /// Reads a refused request to its end (within bounds) and drops it.
 ///
 /// Answering while the request is still arriving ends the HTTP/2 stream with
@@ -114,7 +116,7 @@ const READ_OFF_TIME: Duration = Duration::from_millis(20);
 /// guard against reset floods): under a long burst of refusals, calls that
 /// had been accepted on that connection then failed with "broken pipe"
 /// (UNKNOWN). A unary request is small and mostly arrived already.
-pub(crate) async fn read_off<B: http_body::Body>(body: B) {
+async fn read_off<B: http_body::Body>(body: B) {
     let mut body = std::pin::pin!(body);
     let mut read = 0;
     let _ = tokio::time::timeout(READ_OFF_TIME, async {

@@ -22,6 +22,7 @@ use themodel_proto::common::v1::ListEventsRequest;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
+pub use themodel_runtime::auth::ADMIN;
 use themodel_runtime::auth::{self, Credential, Keyring, LocalTokens, Peer, Role};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::telemetry::{PeerChannel, peer_channel};
@@ -148,9 +149,6 @@ pub struct SuiteOptions {
     pub identities: Vec<(String, Role)>,
 }
 
-/// The identity `themodel up` issues its administrator token to.
-pub const ADMIN: &str = "admin";
-
 /// Port `themodel up` serves the dashboard page on by default.
 pub const DASHBOARD_PORT: u16 = 50056;
 
@@ -218,8 +216,7 @@ impl Suite {
     /// (so each service knows its peers' addresses), then starts the
     /// services.
     pub async fn start(options: SuiteOptions) -> anyhow::Result<Suite> {
-        let mut identities = vec![(ADMIN.to_owned(), Role::Admin)];
-        identities.extend(ServiceName::ALL.map(|n| (auth::service_identity(n.peer()), Role::Service(n.peer()))));
+        let mut identities = auth::suite_identities();
         identities.extend(options.identities.iter().cloned());
         let tokens = LocalTokens::ensure(&options.data_dir.join("tokens"), &identities)?;
         let keyring = Arc::new(tokens.keyring.clone());
@@ -269,8 +266,7 @@ impl Suite {
 
     /// A credential for `identity`'s token.
     pub fn credential(&self, identity: &str) -> anyhow::Result<Credential> {
-        let token = self.token(identity).with_context(|| format!("no token issued to {identity:?}"))?;
-        Credential::bearer(token)
+        self.tokens.credential(identity)
     }
 
     /// A channel to a service that presents `identity`'s token.
@@ -357,11 +353,8 @@ impl Suite {
         c.dead_letter_after = o.dead_letter_after;
         c.owners = o.owners.get(&name).cloned().unwrap_or_default();
         c.keyring = Some(self.keyring.clone());
-        c.credential = self
-            .tokens
-            .token(&auth::service_identity(name.peer()))
-            .and_then(|t| Credential::bearer(t).ok())
-            .unwrap_or_default();
+        // Issued at start for every service (Suite::start).
+        c.credential = self.tokens.credential(&auth::service_identity(name.peer())).unwrap_or_default();
         c
     }
 
