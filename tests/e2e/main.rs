@@ -27,5 +27,6 @@ mod recycling;
 mod retention;
 mod roles;
 mod targets;
+mod tls;
 mod velocity;
 mod views;

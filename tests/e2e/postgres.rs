@@ -32,7 +32,8 @@ impl Databases {
     }
 
     fn names(&self) -> Vec<String> {
-        self.urls.iter().map(|(_, u)| u.rsplit('/').next().unwrap().to_owned()).collect()
+        let path = |u: &str| u.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned();
+        self.urls.iter().map(|(_, u)| path(u)).collect()
     }
 
     async fn drop_all(&mut self) {
@@ -135,5 +136,61 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     streamed_equals_replayed(&t, &replayed).await;
     t.suite.shutdown().await.unwrap();
 
+    dbs.drop_all().await;
+}
+
+/// The services reach PostgreSQL over TLS with `sslmode=verify-full`: every
+/// connection they hold is encrypted, and a server whose certificate does
+/// not chain to the given CA, or does not name the host dialled, is
+/// refused. Runs when THEMODEL_TEST_POSTGRES_CA names the CA of the test
+/// server's certificate (issued for `localhost`; `.ci/postgres.sh` makes
+/// one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_services_reach_postgres_over_verified_tls() {
+    let (Ok(admin_url), Ok(ca)) =
+        (std::env::var("THEMODEL_TEST_POSTGRES_URL"), std::env::var("THEMODEL_TEST_POSTGRES_CA"))
+    else {
+        eprintln!("skipped: set THEMODEL_TEST_POSTGRES_URL and THEMODEL_TEST_POSTGRES_CA to run PostgreSQL over TLS");
+        return;
+    };
+    let by_name = admin_url.replace("@127.0.0.1:", "@localhost:");
+    let verified = |url: &str, ca: &str| format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+
+    // verify-full against the right CA and the certificate's name: encrypted.
+    let mut conn = sqlx::PgConnection::connect(&verified(&by_name, &ca)).await.unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(ssl, "verify-full connects with TLS");
+    // A name the certificate does not carry, or a CA that did not sign it.
+    let err =
+        sqlx::PgConnection::connect(&verified(&admin_url, &ca)).await.expect_err("127.0.0.1 is not in the certificate");
+    assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = themodel_e2e::certs::TestCa::new(other.path(), "other");
+    let err = sqlx::PgConnection::connect(&verified(&by_name, other_ca.cert.to_str().unwrap()))
+        .await
+        .expect_err("a CA that did not sign the server's certificate");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+
+    // The whole chain with every service on verify-full.
+    let mut dbs = Databases::new(&by_name).await;
+    dbs.urls = dbs.urls.iter().map(|(svc, url)| (*svc, verified(url, &ca))).collect();
+    let t = dbs.suite(|_| {}).await;
+    november(&t).await;
+    assert_november_funnel(&t.settled_funnel("2026-11-01", "2026-12-01").await);
+    let names = dbs.names();
+    let (encrypted, plain): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(encrypted >= 5, "each service holds encrypted connections: {encrypted}");
+    assert_eq!(plain, 0, "no service connection is in plaintext");
+    t.suite.shutdown().await.unwrap();
     dbs.drop_all().await;
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod certs;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +22,6 @@ use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceCli
 use themodel_runtime::Clock;
 use themodel_runtime::consistency::{self, Positions};
 use themodel_runtime::telemetry::PeerChannel;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -41,10 +42,6 @@ pub struct TestSuite {
     pub kpi: KpiServiceClient<Recorded>,
     tokens: Tokens,
     _dir: tempfile::TempDir,
-}
-
-fn channel(url: String) -> Channel {
-    Channel::from_shared(url).unwrap().connect_lazy()
 }
 
 /// The furthest consistency token per stream the test's calls were
@@ -163,7 +160,7 @@ impl TestSuite {
     /// Waits until every service answers its health check with SERVING.
     pub async fn wait_serving(&self) {
         for name in ServiceName::ALL {
-            let health = HealthClient::new(channel(self.suite.url(name)));
+            let health = HealthClient::new(self.channel(name));
             eventually(&format!("{name} serving"), || {
                 let mut health = health.clone();
                 async move {

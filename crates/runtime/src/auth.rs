@@ -259,13 +259,19 @@ pub fn new_token() -> String {
     format!("tm_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// The callers a service knows, by the hash of their token.
+/// The callers a service knows: each identity's role, and the hash of its
+/// token (none for an identity that only presents a client certificate).
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     /// identity → (role, hash), in identity order: what the file holds.
-    entries: BTreeMap<String, (Role, [u8; 32])>,
+    entries: BTreeMap<String, (Role, Option<[u8; 32]>)>,
     by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    by_identity: HashMap<String, Arc<Principal>>,
 }
+
+/// What a keyring line holds in place of a hash for an identity without a
+/// token (one that authenticates by client certificate only).
+const NO_TOKEN: &str = "-";
 
 impl Keyring {
     /// Reads a keyring's text; an error names the line.
@@ -278,12 +284,20 @@ impl Keyring {
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [identity, role, digest] = fields[..] else {
-                anyhow::bail!("line {}: want `identity role sha256-hex`, found {} fields", n + 1, fields.len());
+                anyhow::bail!(
+                    "line {}: want `identity role sha256-hex` (or `-`), found {} fields",
+                    n + 1,
+                    fields.len()
+                );
             };
             check_identity(identity).with_context(|| format!("line {}", n + 1))?;
             let role = Role::parse(role).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
-            let digest = from_hex(digest)
-                .ok_or_else(|| anyhow::anyhow!("line {}: the hash must be 64 hexadecimal digits", n + 1))?;
+            let digest = match digest {
+                NO_TOKEN => None,
+                hex => Some(from_hex(hex).ok_or_else(|| {
+                    anyhow::anyhow!("line {}: the hash must be 64 hexadecimal digits, or `-` for no token", n + 1)
+                })?),
+            };
             anyhow::ensure!(!ring.entries.contains_key(identity), "line {}: identity {identity:?} twice", n + 1);
             ring.insert(identity, role, digest);
         }
@@ -300,17 +314,26 @@ impl Keyring {
         if path.exists() { Keyring::load(path) } else { Ok(Keyring::default()) }
     }
 
-    /// Adds or replaces `identity`.
-    pub fn insert(&mut self, identity: &str, role: Role, digest: [u8; 32]) {
-        if let Some((_, old)) = self.entries.insert(identity.to_owned(), (role, digest)) {
+    /// Adds or replaces `identity`, with the hash of its token if it has one.
+    pub fn insert(&mut self, identity: &str, role: Role, digest: Option<[u8; 32]>) {
+        if let Some((_, Some(old))) = self.entries.insert(identity.to_owned(), (role, digest)) {
             self.by_hash.remove(&old);
         }
-        self.by_hash.insert(digest, Arc::new(Principal { identity: identity.to_owned(), role }));
+        let principal = Arc::new(Principal { identity: identity.to_owned(), role });
+        if let Some(digest) = digest {
+            self.by_hash.insert(digest, principal.clone());
+        }
+        self.by_identity.insert(identity.to_owned(), principal);
     }
 
     /// The caller a token belongs to.
     pub fn verify(&self, token: &str) -> Option<Arc<Principal>> {
         self.by_hash.get(&hash(token)).cloned()
+    }
+
+    /// The caller a verified client certificate names (see [`crate::tls`]).
+    pub fn identity(&self, identity: &str) -> Option<Arc<Principal>> {
+        self.by_identity.get(identity).cloned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -321,7 +344,8 @@ impl Keyring {
     pub fn to_text(&self) -> String {
         let mut text = String::from("# identity role sha256-of-token (see docs/security.md)\n");
         for (identity, (role, digest)) in &self.entries {
-            text.push_str(&format!("{identity} {role} {}\n", to_hex(digest)));
+            let digest = digest.as_ref().map_or_else(|| NO_TOKEN.to_owned(), |d| to_hex(d));
+            text.push_str(&format!("{identity} {role} {digest}\n"));
         }
         text
     }
@@ -355,7 +379,7 @@ pub fn issue(path: &Path, identity: &str, role: Role) -> anyhow::Result<String> 
     check_identity(identity)?;
     let mut keyring = Keyring::load_or_empty(path)?;
     let token = new_token();
-    keyring.insert(identity, role, hash(&token));
+    keyring.insert(identity, role, Some(hash(&token)));
     keyring.save(path)?;
     Ok(token)
 }
@@ -406,7 +430,7 @@ impl LocalTokens {
                 }
             };
             let credential = Credential::bearer(&token).with_context(|| format!("in {}", file.display()))?;
-            keyring.insert(identity, *role, hash(&token));
+            keyring.insert(identity, *role, Some(hash(&token)));
             tokens.insert(identity.clone(), (token, credential));
         }
         keyring.save(&path)?;
@@ -440,19 +464,23 @@ pub fn service_identity(peer: Peer) -> String {
     format!("{}-service", peer.as_str())
 }
 
-/// What a client sends: a bearer token, or nothing.
+/// What a client presents to a service: a bearer token, or nothing; and,
+/// for `https://` addresses, its TLS (the CA it trusts, its certificate).
 #[derive(Debug, Clone, Default)]
-pub struct Credential(Option<MetadataValue<Ascii>>);
+pub struct Credential {
+    bearer: Option<MetadataValue<Ascii>>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
 
 impl Credential {
     pub fn none() -> Self {
-        Credential(None)
+        Credential::default()
     }
 
     pub fn bearer(token: &str) -> anyhow::Result<Self> {
         let value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| anyhow::anyhow!("a token must be printable ASCII"))?;
-        Ok(Credential(Some(value)))
+        Ok(Credential { bearer: Some(value), tls: None })
     }
 
     /// Reads a token from a file (as `themodel up` writes them).
@@ -461,9 +489,20 @@ impl Credential {
         Self::bearer(&token)
     }
 
+    /// The same credential, with `tls` for `https://` addresses (see
+    /// [`crate::tls::client`]).
+    pub fn with_tls(self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        Credential { tls: Some(tls), ..self }
+    }
+
+    /// The TLS to use for an `https://` address, if set.
+    pub fn tls(&self) -> Option<&tonic::transport::ClientTlsConfig> {
+        self.tls.as_ref()
+    }
+
     /// Puts the credential into outgoing metadata.
     pub fn apply(&self, metadata: &mut tonic::metadata::MetadataMap) {
-        if let Some(v) = &self.0 {
+        if let Some(v) = &self.bearer {
             metadata.insert("authorization", v.clone());
         }
     }
@@ -520,12 +559,28 @@ fn bearer<B>(req: &Request<B>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Decides a call: the caller, or the refusal.
-pub fn admit(keyring: &Keyring, path: &str, token: Option<&str>) -> Result<Arc<Principal>, Status> {
-    let Some(token) = token else {
-        return Err(Status::unauthenticated("missing credential: send `authorization: Bearer <token>`"));
+/// How a call presents its caller.
+#[derive(Debug, Clone, Copy)]
+pub enum Presented<'a> {
+    /// An `authorization: Bearer` token (it wins over a certificate).
+    Token(&'a str),
+    /// The subject name of a client certificate the server's client CA
+    /// signed (see [`crate::tls`]).
+    Certificate(&'a str),
+    Nothing,
+}
+
+/// Decides a call: the caller, or the refusal. Refusals say what to send,
+/// never which part of a credential was wrong.
+pub fn admit(keyring: &Keyring, path: &str, presented: Presented<'_>) -> Result<Arc<Principal>, Status> {
+    let principal = match presented {
+        Presented::Nothing => {
+            return Err(Status::unauthenticated("missing credential: send `authorization: Bearer <token>`"));
+        }
+        Presented::Token(token) => keyring.verify(token),
+        Presented::Certificate(name) => keyring.identity(name),
     };
-    let Some(principal) = keyring.verify(token) else {
+    let Some(principal) = principal else {
         return Err(Status::unauthenticated("invalid credential"));
     };
     if !rule(path).allows(principal.role) {
@@ -556,7 +611,13 @@ where
         if let Some(keyring) = &self.keyring
             && !is_open(req.uri().path())
         {
-            match admit(keyring, req.uri().path(), bearer(&req)) {
+            let certificate = crate::tls::client_identity(&req);
+            let presented = match (bearer(&req), &certificate) {
+                (Some(token), _) => Presented::Token(token),
+                (None, Some(name)) => Presented::Certificate(name),
+                (None, None) => Presented::Nothing,
+            };
+            match admit(keyring, req.uri().path(), presented) {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                 }
@@ -602,13 +663,26 @@ mod tests {
         let (ring, admin, reader) = ring();
         let capture = "/themodel.marketing.v1.MarketingService/CaptureLead";
         let get = "/themodel.marketing.v1.MarketingService/GetLead";
-        assert_eq!(admit(&ring, get, None).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(admit(&ring, get, Some("tm_nope")).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(admit(&ring, get, Some(&reader)).expect("reader reads").identity, "rita");
-        let denied = admit(&ring, capture, Some(&reader)).unwrap_err();
+        use Presented::{Certificate, Nothing, Token};
+        assert_eq!(admit(&ring, get, Nothing).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(admit(&ring, get, Token("tm_nope")).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(admit(&ring, get, Token(&reader)).expect("reader reads").identity, "rita");
+        let denied = admit(&ring, capture, Token(&reader)).unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert_eq!(denied.message(), "role read-only may not call CaptureLead");
-        assert_eq!(admit(&ring, capture, Some(&admin)).expect("admin writes").role, Role::Admin);
+        assert_eq!(admit(&ring, capture, Token(&admin)).expect("admin writes").role, Role::Admin);
+        // A certificate names an identity; the keyring gives its role.
+        assert_eq!(admit(&ring, capture, Certificate("admin")).expect("admin by certificate").identity, "admin");
+        assert_eq!(admit(&ring, get, Certificate("mallory")).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(admit(&ring, capture, Certificate("rita")).unwrap_err().code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn certificate_only_identities_have_no_token() {
+        let ring = Keyring::parse("billing-service marketing -\n").expect("keyring");
+        assert_eq!(ring.identity("billing-service").expect("known").role, Role::Department(Department::Marketing));
+        assert!(ring.verify("-").is_none(), "no token matches a certificate-only line");
+        assert_eq!(ring.to_text().lines().last(), Some("billing-service marketing -"));
     }
 
     #[test]
@@ -659,7 +733,7 @@ mod tests {
         let token = first.token("admin").expect("issued").to_owned();
         // Another caller added by hand survives the next start.
         let mut ring = Keyring::load(&LocalTokens::keyring_path(dir.path())).expect("load");
-        ring.insert("rita", Role::ReadOnly, hash("tm_rita"));
+        ring.insert("rita", Role::ReadOnly, Some(hash("tm_rita")));
         ring.save(&LocalTokens::keyring_path(dir.path())).expect("save");
         let again = LocalTokens::ensure(dir.path(), &who).expect("again");
         assert_eq!(again.token("admin"), Some(token.as_str()));

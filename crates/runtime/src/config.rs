@@ -62,8 +62,12 @@ pub struct ServiceConfig {
     /// The callers the service lets in; `None` lets every call in (only
     /// when the deployment asks for it: `--no-auth`).
     pub keyring: Option<std::sync::Arc<crate::auth::Keyring>>,
-    /// What the service presents to its peers.
+    /// What the service presents to its peers (its token, and its TLS for
+    /// `https://` peer addresses).
     pub credential: crate::auth::Credential,
+    /// The server's TLS (see [`crate::tls::server`]); `None` serves
+    /// plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl ServiceConfig {
@@ -82,6 +86,7 @@ impl ServiceConfig {
             owners: crate::owners::Roster::default(),
             keyring: None,
             credential: crate::auth::Credential::none(),
+            tls: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`work`]: the unit of work, and the writer that commits concurrent units
 //!   of a service together (group commit), idempotent on `request_id`.
 //! - [`auth`]: bearer tokens, roles, and the table of who may call what.
+//! - [`tls`]: TLS for servers and peer clients, and client-certificate
+//!   identities.
 //! - [`cache`]: the writer's cache of the rows it committed.
 //! - [`loader`]: batched point reads on the read pool.
 //! - [`db`]: one connection layer for SQLite and PostgreSQL (sqlx `Any`),
@@ -43,6 +45,7 @@ pub mod service;
 pub mod shed;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 pub mod work;

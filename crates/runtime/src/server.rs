@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::AuthLayer;
@@ -40,11 +40,13 @@ pub struct Limits {
     pub max_in_flight: usize,
 }
 
-/// Serves `routes` (whose gRPC service names are `names`) on `listener`,
-/// letting in only the callers `auth` admits and stamping every answer with
-/// the service's consistency token.
+/// Serves `routes` (whose gRPC service names are `names`) on `listener`
+/// (TLS only when `tls` is given), letting in only the callers `auth`
+/// admits and stamping every answer with the service's consistency token.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
     routes: Routes,
     names: &[&'static str],
     Limits { grace, max_in_flight }: Limits,
@@ -86,7 +88,11 @@ pub async fn serve(
         draining.cancel();
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).context("setting up TLS")?;
+    }
+    server
         .trace_fn(telemetry::request_span)
         .layer(end_streams)
         .layer(auth)

@@ -157,9 +157,10 @@ impl Started {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, services = ?names, "serving");
+        tracing::info!(%addr, services = ?names, tls = self.config.tls.is_some(), "serving");
         let served = server::serve(
             listener,
+            self.config.tls.clone(),
             routes,
             names,
             server::Limits { grace: self.config.shutdown_grace, max_in_flight: self.config.max_in_flight },

@@ -4,6 +4,7 @@
 //! metadata: servers extract it ([`request_span`]), clients inject it
 //! ([`InjectTraceContext`]), so one trace follows a lead across services.
 
+use anyhow::Context as _;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -144,15 +145,20 @@ impl Interceptor for InjectTraceContext {
 /// the caller's credential.
 pub type PeerChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, InjectTraceContext>;
 
-/// Connects lazily to `addr` (`http://host:port`), presenting `credential`:
-/// the first call dials, and a broken connection is re-dialled by the next
-/// call.
+/// Connects lazily to `addr` (`http://host:port`, or `https://` for TLS
+/// with the credential's TLS, else the public web roots), presenting
+/// `credential`: the first call dials, and a broken connection is
+/// re-dialled by the next call.
 pub fn peer_channel(addr: &str, credential: &crate::auth::Credential) -> anyhow::Result<PeerChannel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())?
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(15))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(std::time::Duration::from_secs(30));
+    if endpoint.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+        let tls = credential.tls().cloned().unwrap_or_else(crate::tls::client_with_web_roots);
+        endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS for {addr}"))?;
+    }
     let inject = InjectTraceContext { credential: credential.clone() };
     Ok(tonic::service::interceptor::InterceptedService::new(endpoint.connect_lazy(), inject))
 }

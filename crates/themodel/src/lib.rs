@@ -26,7 +26,7 @@ pub use themodel_runtime::auth::ADMIN;
 use themodel_runtime::auth::{self, Credential, Keyring, LocalTokens, Peer, Role};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::telemetry::{PeerChannel, peer_channel};
-use themodel_runtime::{Clock, Peers, ServiceConfig};
+use themodel_runtime::{Clock, Peers, ServiceConfig, tls};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +147,42 @@ pub struct SuiteOptions {
     /// Callers to issue tokens to besides `admin` and the five services
     /// (see [`Suite::token`]).
     pub identities: Vec<(String, Role)>,
+    /// TLS for every service; `None` serves plaintext.
+    pub tls: Option<SuiteTls>,
+}
+
+/// TLS for the whole suite: every service serves its own certificate,
+/// and calls its peers presenting that certificate instead of a token
+/// (mTLS: its subject common name is the service's identity, such as
+/// `marketing-service`); servers and clients trust `ca`. Clients of the
+/// suite reach it at `https://localhost:<port>`, so each certificate
+/// names `localhost`.
+#[derive(Debug, Clone)]
+pub struct SuiteTls {
+    /// The CA certificate (PEM file) that signed every certificate.
+    pub ca: PathBuf,
+    /// Each service's certificate chain and key (PEM files).
+    pub services: BTreeMap<ServiceName, (PathBuf, PathBuf)>,
+}
+
+/// [`SuiteTls`] read from its files.
+struct LoadedTls {
+    servers: BTreeMap<ServiceName, (tonic::transport::ServerTlsConfig, Credential)>,
+    /// What the suite's clients trust.
+    clients: tonic::transport::ClientTlsConfig,
+}
+
+impl LoadedTls {
+    fn load(t: &SuiteTls) -> anyhow::Result<LoadedTls> {
+        let mut servers = BTreeMap::new();
+        for name in ServiceName::ALL {
+            let (cert, key) = t.services.get(&name).with_context(|| format!("no TLS certificate for {name}"))?;
+            let server = tls::server(cert, key, Some(&t.ca))?;
+            let peers = Credential::none().with_tls(tls::client(Some(&t.ca), Some((cert, key)))?);
+            servers.insert(name, (server, peers));
+        }
+        Ok(LoadedTls { servers, clients: tls::client(Some(&t.ca), None)? })
+    }
 }
 
 /// Port `themodel up` serves the dashboard page on by default.
@@ -172,6 +208,7 @@ impl SuiteOptions {
             dashboard_port: Some(DASHBOARD_PORT),
             clock: Clock::system(),
             identities: Vec::new(),
+            tls: None,
         }
     }
 
@@ -205,6 +242,7 @@ pub struct Suite {
     /// checks callers against.
     tokens: LocalTokens,
     keyring: Arc<Keyring>,
+    tls: Option<LoadedTls>,
     addrs: BTreeMap<ServiceName, SocketAddr>,
     running: BTreeMap<ServiceName, Running>,
     /// kpi's dashboard page: where, and its task.
@@ -220,6 +258,7 @@ impl Suite {
         identities.extend(options.identities.iter().cloned());
         let tokens = LocalTokens::ensure(&options.data_dir.join("tokens"), &identities)?;
         let keyring = Arc::new(tokens.keyring.clone());
+        let tls = options.tls.as_ref().map(LoadedTls::load).transpose()?;
         let mut listeners = BTreeMap::new();
         for name in ServiceName::ALL {
             let port = options.ports.get(&name).copied().unwrap_or(0);
@@ -228,7 +267,7 @@ impl Suite {
             listeners.insert(name, listener);
         }
         let addrs = listeners.iter().map(|(n, l)| Ok((*n, l.local_addr()?))).collect::<anyhow::Result<_>>()?;
-        let mut suite = Suite { options, tokens, keyring, addrs, running: BTreeMap::new(), dashboard: None };
+        let mut suite = Suite { options, tokens, keyring, tls, addrs, running: BTreeMap::new(), dashboard: None };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
         }
@@ -264,9 +303,14 @@ impl Suite {
         self.tokens.token(identity)
     }
 
-    /// A credential for `identity`'s token.
+    /// A credential for `identity`'s token (trusting the suite's CA when it
+    /// serves TLS).
     pub fn credential(&self, identity: &str) -> anyhow::Result<Credential> {
-        self.tokens.credential(identity)
+        let credential = self.tokens.credential(identity)?;
+        Ok(match &self.tls {
+            Some(tls) => credential.with_tls(tls.clients.clone()),
+            None => credential,
+        })
     }
 
     /// A channel to a service that presents `identity`'s token.
@@ -279,9 +323,13 @@ impl Suite {
         self.addrs[&name]
     }
 
-    /// `http://127.0.0.1:port` of a service, for clients.
+    /// `http://127.0.0.1:port` of a service, for clients
+    /// (`https://localhost:port` when the suite serves TLS).
     pub fn url(&self, name: ServiceName) -> String {
-        local_url(self.addr(name))
+        match &self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr(name).port()),
+            None => local_url(self.addr(name)),
+        }
     }
 
     /// The head seq of a service's event stream, read over gRPC.
@@ -355,6 +403,10 @@ impl Suite {
         c.keyring = Some(self.keyring.clone());
         // Issued at start for every service (Suite::start).
         c.credential = self.tokens.credential(&auth::service_identity(name.peer())).unwrap_or_default();
+        if let Some((server, peers)) = self.tls.as_ref().and_then(|t| t.servers.get(&name)) {
+            c.tls = Some(server.clone());
+            c.credential = peers.clone();
+        }
         c
     }
 

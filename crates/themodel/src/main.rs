@@ -14,7 +14,7 @@ use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_runtime::auth::{self, Credential, Keyring, Role};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::server::shutdown_signal;
-use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry};
+use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry, tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ enum Command {
     /// Runs all five services in this process, each on its own port with its own SQLite database.
     Up(Up),
     /// Runs one service.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Prints a period's waterfall, read from kpi.
     Report(Report),
     /// Issues a token: adds its hash to a keyring and prints the token once.
@@ -72,14 +72,61 @@ struct ClientAuth {
     /// A file holding the token to send, when --token is not given.
     #[arg(long, env = "THEMODEL_TOKEN_FILE", default_value = "data/tokens/admin.token")]
     token_file: PathBuf,
+    /// For an https:// address: the CA the server's certificate chains to
+    /// (default: the public web roots).
+    #[arg(long, env = "THEMODEL_CA")]
+    ca: Option<PathBuf>,
 }
 
 impl ClientAuth {
     fn credential(&self) -> anyhow::Result<Credential> {
-        match &self.token {
-            Some(token) => Credential::bearer(token),
-            None => Credential::from_file(&self.token_file),
+        let credential = match &self.token {
+            Some(token) => Credential::bearer(token)?,
+            None => Credential::from_file(&self.token_file)?,
+        };
+        Ok(match &self.ca {
+            Some(ca) => credential.with_tls(tls::client(Some(ca), None)?),
+            None => credential,
+        })
+    }
+}
+
+/// TLS for a served service and for its calls to peers (see docs/security.md).
+#[derive(Args)]
+struct ServeTls {
+    /// The server's certificate chain (PEM); with --tls-key, the service
+    /// serves TLS only.
+    #[arg(long, env = "THEMODEL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "THEMODEL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA whose client certificates identify callers (mTLS): a
+    /// certificate's subject common name is an identity of the keyring.
+    #[arg(long, env = "THEMODEL_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The CA peers' certificates chain to, for https:// peer addresses
+    /// (default: the public web roots).
+    #[arg(long, env = "THEMODEL_PEER_CA")]
+    peer_ca: Option<PathBuf>,
+    /// The certificate this service presents to its peers (mTLS).
+    #[arg(long, env = "THEMODEL_PEER_CERT", requires = "peer_key")]
+    peer_cert: Option<PathBuf>,
+    /// The key of --peer-cert.
+    #[arg(long, env = "THEMODEL_PEER_KEY", requires = "peer_cert")]
+    peer_key: Option<PathBuf>,
+}
+
+impl ServeTls {
+    fn apply(&self, c: &mut ServiceConfig) -> anyhow::Result<()> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls = Some(tls::server(cert, key, self.tls_client_ca.as_deref())?);
         }
+        let identity = self.peer_cert.as_deref().zip(self.peer_key.as_deref());
+        if self.peer_ca.is_some() || identity.is_some() {
+            c.credential = c.credential.clone().with_tls(tls::client(self.peer_ca.as_deref(), identity)?);
+        }
+        Ok(())
     }
 }
 
@@ -228,6 +275,8 @@ struct Serve {
     #[arg(long, env = "THEMODEL_NO_AUTH", conflicts_with = "keyring")]
     no_auth: bool,
     #[command(flatten)]
+    tls: ServeTls,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -249,7 +298,7 @@ async fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Up(up) => run_up(up).await,
-        Command::Serve(serve) => run_serve(serve).await,
+        Command::Serve(serve) => run_serve(*serve).await,
         Command::Report(report) => run_report(report).await,
         Command::Token(token) => run_token(token),
     };
@@ -329,6 +378,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     if let Some(path) = &serve.token_file {
         config.credential = Credential::from_file(path)?;
     }
+    serve.tls.apply(&mut config)?;
     let listener = TcpListener::bind(serve.listen).await.with_context(|| format!("binding {}", serve.listen))?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -339,7 +389,14 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     if let Some(addr) = serve.dashboard_listen {
         anyhow::ensure!(serve.service == ServiceName::Kpi, "--dashboard-listen is for kpi only");
         let page = TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
-        let own = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        // Over TLS the page dials kpi by a name its certificate carries:
+        // --kpi-addr when given, else localhost.
+        let port = listener.local_addr()?.port();
+        let own = match (&config.tls, &config.peers.kpi) {
+            (None, _) => format!("http://127.0.0.1:{port}"),
+            (Some(_), Some(addr)) => addr.clone(),
+            (Some(_), None) => format!("https://localhost:{port}"),
+        };
         let kpi = KpiServiceClient::new(telemetry::peer_channel(&own, &config.credential)?);
         let stop = shutdown.clone();
         tokio::spawn(async move {

@@ -1,0 +1,93 @@
+//! TLS and mutual TLS: the whole chain with every link encrypted and each
+//! service identified by its certificate, and handshakes and callers that
+//! must fail.
+
+use std::collections::BTreeMap;
+
+use themodel::{ServiceName, SuiteTls};
+use themodel_e2e::certs::TestCa;
+use themodel_e2e::{Svc, TestSuite};
+use themodel_proto::marketing::v1 as mk;
+use themodel_proto::marketing::v1::marketing_service_client::MarketingServiceClient;
+use themodel_runtime::auth::{self, Credential, Role};
+use themodel_runtime::telemetry::peer_channel;
+use themodel_runtime::tls;
+use tonic::Code;
+
+use crate::flows::win;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chain_runs_over_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(certs.path(), "suite");
+    let services: BTreeMap<_, _> =
+        ServiceName::ALL.into_iter().map(|n| (n, ca.issue(&auth::service_identity(n.peer())))).collect();
+    let suite_tls = SuiteTls { ca: ca.cert.clone(), services };
+    let t = TestSuite::start_with(|o| {
+        o.tls = Some(suite_tls);
+        o.identities.push(("auditor".into(), Role::ReadOnly));
+    })
+    .await;
+
+    // Every hand-over and every event read below goes over TLS, and the
+    // services present no token to each other: only their certificates.
+    win(&t, "tls-1", "2026-11-02").await;
+    let funnel = t.settled_funnel("2026-11-01", "2026-12-01").await;
+    assert_eq!((funnel.leads, funnel.opportunities, funnel.wins), (1, 1, 1), "{funnel:?}");
+
+    let url = t.suite.url(Svc::Marketing);
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let list = |credential: Credential| {
+        let url = url.clone();
+        async move {
+            let mut client = MarketingServiceClient::new(peer_channel(&url, &credential).unwrap());
+            client.list_leads(mk::ListLeadsRequest::default()).await.map(|r| r.into_inner().leads.len())
+        }
+    };
+    let trusting = |ca: &TestCa, identity: Option<&(std::path::PathBuf, std::path::PathBuf)>| {
+        Credential::none()
+            .with_tls(tls::client(Some(&ca.cert), identity.map(|(c, k)| (c.as_path(), k.as_path()))).unwrap())
+    };
+
+    // A token over TLS, no certificate.
+    let admin = t.suite.credential(themodel::ADMIN).unwrap();
+    assert_eq!(list(admin).await.unwrap(), 1);
+    // A certificate the suite's CA signed names its caller: no token needed.
+    let admin_cert = ca.issue("admin");
+    assert_eq!(list(trusting(&ca, Some(&admin_cert))).await.unwrap(), 1);
+    // ... and the keyring gives that identity its role.
+    let auditor = ca.issue("auditor");
+    let mut reader = MarketingServiceClient::new(peer_channel(&url, &trusting(&ca, Some(&auditor))).unwrap());
+    assert_eq!(reader.list_leads(mk::ListLeadsRequest::default()).await.unwrap().into_inner().leads.len(), 1);
+    let capture = mk::CaptureLeadRequest { request_id: "by-auditor".into(), ..Default::default() };
+    assert_eq!(reader.capture_lead(capture).await.unwrap_err().code(), Code::PermissionDenied);
+    // A signed certificate for an identity the keyring does not hold.
+    let stranger = ca.issue("stranger");
+    assert_eq!(list(trusting(&ca, Some(&stranger))).await.unwrap_err().code(), Code::Unauthenticated);
+    // Neither token nor certificate.
+    assert_eq!(list(trusting(&ca, None)).await.unwrap_err().code(), Code::Unauthenticated);
+
+    // Handshakes that must fail: a client that does not trust the server's
+    // CA; a client certificate another CA signed (even naming admin);
+    // plaintext to a TLS port.
+    let other = TestCa::new(certs.path(), "other");
+    let foreign_admin = other.issue("admin");
+    let refused = [
+        ("server CA not trusted", list(trusting(&other, None)).await),
+        ("client certificate from another CA", list(trusting(&ca, Some(&foreign_admin))).await),
+    ];
+    // The refusal reaches the client as a transport failure: UNAVAILABLE
+    // when the handshake fails on its side; when the server refuses the
+    // client's certificate, the alert or the closed connection arrives after
+    // the client's side of a TLS 1.3 handshake ended, as UNKNOWN or CANCELLED.
+    // Never an answer of the service's own.
+    for (what, answer) in refused {
+        let status = answer.expect_err(what);
+        assert!(matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown), "{what}: {status:?}");
+    }
+    let plaintext = url.replace("https://localhost", "http://127.0.0.1");
+    let token = t.suite.credential(themodel::ADMIN).unwrap();
+    let mut client = MarketingServiceClient::new(peer_channel(&plaintext, &token).unwrap());
+    let status = client.list_leads(mk::ListLeadsRequest::default()).await.expect_err("plaintext to a TLS port");
+    assert_ne!(status.code(), Code::Ok);
+}
