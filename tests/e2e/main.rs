@@ -14,6 +14,7 @@ mod dead_letters;
 mod definitions;
 mod durability;
 mod flows;
+mod fuzz;
 mod freshness;
 mod idempotency;
 mod ingest;

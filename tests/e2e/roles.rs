@@ -68,7 +68,7 @@ fn expected(path: &str, role: &str) -> bool {
 }
 
 /// The service that serves `path`.
-fn served_by(path: &str) -> Vec<ServiceName> {
+pub fn served_by(path: &str) -> Vec<ServiceName> {
     let service = path.trim_start_matches('/').split('/').next().unwrap();
     match service.split('.').nth(1).unwrap() {
         "marketing" => vec![Svc::Marketing],

@@ -176,11 +176,11 @@ impl EventStreamService for EventStream {
         let mut v = crate::validate::Violations::new();
         v.check(req.after_seq >= 0, "after_seq", "must not be negative");
         let limit = crate::validate::page_size(&mut v, req.page_size, 500, 5000);
-        let wait = match req.wait.map(Duration::try_from) {
+        let wait = match req.wait.as_ref().map(crate::time::non_negative) {
             None => Duration::ZERO,
-            Some(Ok(wait)) => wait.min(MAX_WAIT),
-            Some(Err(_)) => {
-                v.add("wait", "must be a duration of zero or more");
+            Some(Some(wait)) => wait.min(MAX_WAIT),
+            Some(None) => {
+                v.add("wait", "must be a duration of zero or more (nanos 0 to 999,999,999)");
                 Duration::ZERO
             }
         };

@@ -84,6 +84,15 @@ pub fn to_timestamp_opt(micros: Option<Micros>) -> Option<Timestamp> {
     micros.map(to_timestamp)
 }
 
+/// A request's duration, if it is zero or more with its nanos in range.
+/// Checked by hand: prost's own conversion normalises first, which
+/// overflows on the extreme values a hostile client can send.
+pub fn non_negative(d: &prost_types::Duration) -> Option<std::time::Duration> {
+    let seconds = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    Some(std::time::Duration::new(seconds, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +113,15 @@ mod tests {
         let c = Clock::starting_at(1_000_000_000);
         let t = c.now();
         assert!((1_000_000_000..1_000_000_000 + 60_000_000).contains(&t));
+    }
+
+    #[test]
+    fn durations_from_requests() {
+        let d = |seconds, nanos| non_negative(&prost_types::Duration { seconds, nanos });
+        assert_eq!(d(2, 500), Some(std::time::Duration::new(2, 500)));
+        for (seconds, nanos) in [(-1, 0), (0, -1), (0, 1_000_000_000), (i64::MIN, i32::MIN), (i64::MIN, 0)] {
+            assert_eq!(d(seconds, nanos), None, "{seconds}s {nanos}ns");
+        }
     }
 
     #[test]
