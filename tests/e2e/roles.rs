@@ -272,3 +272,28 @@ async fn in_queue_any(t: &TestSuite, lead_id: &str) -> is::QueueItem {
     let req = is::GetQueueItemRequest { lead_id: lead_id.into() };
     t.inside_sales.clone().get_queue_item(req).await.unwrap().into_inner().item.unwrap()
 }
+
+/// A caller added to the keyring file gets in without a restart, and a
+/// token replaced there stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyring_changes_take_effect_without_a_restart() {
+    let t = TestSuite::start().await;
+    let keyring = t.suite.tokens_dir().join("keyring");
+    let list = |token: String| {
+        let channel = raw(&t, Svc::Marketing, Some(&token));
+        async move {
+            let mut m = mk::marketing_service_client::MarketingServiceClient::new(channel);
+            m.list_leads(mk::ListLeadsRequest::default()).await.map(|_| ()).map_err(|s| s.code())
+        }
+    };
+    let first = auth::issue(&keyring, "newcomer", Role::ReadOnly).unwrap();
+    themodel_e2e::eventually("the new caller let in", || async { list(first.clone()).await.ok() }).await;
+
+    let second = auth::issue(&keyring, "newcomer", Role::ReadOnly).unwrap();
+    themodel_e2e::eventually("the replaced token refused", || async {
+        (list(first.clone()).await == Err(Code::Unauthenticated)).then_some(())
+    })
+    .await;
+    assert_eq!(list(second).await, Ok(()));
+    assert_eq!(list(t.suite.token(ADMIN).unwrap().to_owned()).await, Ok(()), "the others stay");
+}

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use anyhow::Context as _;
@@ -359,6 +359,66 @@ impl Keyring {
     }
 }
 
+/// The keyring a service checks callers against, replaced whenever its
+/// file changes (see [`LiveKeyring::follow`]): a caller added or a token
+/// revoked takes effect without a restart, as when Kubernetes updates a
+/// mounted secret.
+#[derive(Debug, Clone)]
+pub struct LiveKeyring(Arc<RwLock<Arc<Keyring>>>);
+
+impl LiveKeyring {
+    pub fn new(keyring: Keyring) -> Self {
+        LiveKeyring(Arc::new(RwLock::new(Arc::new(keyring))))
+    }
+
+    /// The keyring as it stands.
+    pub fn current(&self) -> Arc<Keyring> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn replace(&self, keyring: Keyring) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keyring);
+    }
+
+    /// Re-reads `path` every `every` until `stop`, taking its new text when
+    /// it parses. A file that does not parse, is empty of callers or cannot
+    /// be read leaves the keyring as it was, and says why in the log.
+    pub async fn follow(self, path: PathBuf, every: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut last = std::fs::read_to_string(&path).ok();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    if last.take().is_some() {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot read the keyring; keeping the callers loaded");
+                    }
+                    continue;
+                }
+            };
+            if last.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            match Keyring::parse(&text) {
+                Ok(keyring) if !keyring.is_empty() => {
+                    tracing::info!(file = %path.display(), callers = keyring.entries.len(), "keyring reloaded");
+                    self.replace(keyring);
+                }
+                Ok(_) => {
+                    tracing::warn!(file = %path.display(), "the keyring names no caller; keeping the callers loaded")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = format!("{e:#}"), "the keyring does not parse; keeping the callers loaded")
+                }
+            }
+            last = Some(text);
+        }
+    }
+}
+
 /// An identity is a name a token file can carry: letters, digits, '-', '_'
 /// or '.' (not starting with '.').
 pub fn check_identity(identity: &str) -> anyhow::Result<()> {
@@ -528,11 +588,11 @@ pub fn may_send_as(caller: Option<&Principal>, sender: Department, own: Departme
 /// (a deployment that authenticates elsewhere, said at start).
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    keyring: Option<Arc<Keyring>>,
+    keyring: Option<LiveKeyring>,
 }
 
 impl AuthLayer {
-    pub fn new(keyring: Option<Arc<Keyring>>) -> Self {
+    pub fn new(keyring: Option<LiveKeyring>) -> Self {
         AuthLayer { keyring }
     }
 }
@@ -549,7 +609,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
-    keyring: Option<Arc<Keyring>>,
+    keyring: Option<LiveKeyring>,
 }
 
 /// The token of an `authorization: Bearer <token>` header.
@@ -617,7 +677,7 @@ where
                 (None, Some(name)) => Presented::Certificate(name),
                 (None, None) => Presented::Nothing,
             };
-            match admit(keyring, req.uri().path(), presented) {
+            match admit(&keyring.current(), req.uri().path(), presented) {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                 }

@@ -61,7 +61,7 @@ pub struct ServiceConfig {
     pub owners: crate::owners::Roster,
     /// The callers the service lets in; `None` lets every call in (only
     /// when the deployment asks for it: `--no-auth`).
-    pub keyring: Option<std::sync::Arc<crate::auth::Keyring>>,
+    pub keyring: Option<crate::auth::LiveKeyring>,
     /// What the service presents to its peers (its token, and its TLS for
     /// `https://` peer addresses).
     pub credential: crate::auth::Credential,

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceC
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
 pub use themodel_runtime::auth::ADMIN;
-use themodel_runtime::auth::{self, Credential, Keyring, LocalTokens, Peer, Role};
+use themodel_runtime::auth::{self, Credential, LiveKeyring, LocalTokens, Peer, Role};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::telemetry::{PeerChannel, peer_channel};
 use themodel_runtime::{Clock, Peers, ServiceConfig, tls};
@@ -241,7 +240,9 @@ pub struct Suite {
     /// The tokens under `<data_dir>/tokens`, and the keyring every service
     /// checks callers against.
     tokens: LocalTokens,
-    keyring: Arc<Keyring>,
+    keyring: LiveKeyring,
+    /// Stops following the keyring file.
+    keyring_follow: CancellationToken,
     tls: Option<LoadedTls>,
     addrs: BTreeMap<ServiceName, SocketAddr>,
     running: BTreeMap<ServiceName, Running>,
@@ -257,7 +258,15 @@ impl Suite {
         let mut identities = auth::suite_identities();
         identities.extend(options.identities.iter().cloned());
         let tokens = LocalTokens::ensure(&options.data_dir.join("tokens"), &identities)?;
-        let keyring = Arc::new(tokens.keyring.clone());
+        // Callers added to the keyring file (`themodel token`) are let in
+        // without a restart.
+        let keyring = LiveKeyring::new(tokens.keyring.clone());
+        let keyring_follow = CancellationToken::new();
+        tokio::spawn(keyring.clone().follow(
+            LocalTokens::keyring_path(&tokens.dir),
+            options.poll_interval,
+            keyring_follow.clone(),
+        ));
         let tls = options.tls.as_ref().map(LoadedTls::load).transpose()?;
         let mut listeners = BTreeMap::new();
         for name in ServiceName::ALL {
@@ -267,7 +276,8 @@ impl Suite {
             listeners.insert(name, listener);
         }
         let addrs = listeners.iter().map(|(n, l)| Ok((*n, l.local_addr()?))).collect::<anyhow::Result<_>>()?;
-        let mut suite = Suite { options, tokens, keyring, tls, addrs, running: BTreeMap::new(), dashboard: None };
+        let mut suite =
+            Suite { options, tokens, keyring, keyring_follow, tls, addrs, running: BTreeMap::new(), dashboard: None };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
         }
@@ -486,5 +496,11 @@ impl Suite {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        self.keyring_follow.cancel();
     }
 }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use themodel::{ADMIN, ServiceName, Suite, SuiteOptions};
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
-use themodel_runtime::auth::{self, Credential, Keyring, Role};
+use themodel_runtime::auth::{self, Credential, Keyring, LiveKeyring, Role};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::server::shutdown_signal;
 use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry, tls};
@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 /// and returns memory to the system after a burst.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How often `serve` looks for a changed keyring file.
+const KEYRING_CHECK: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(name = "themodel", version, about = "The Model revenue process as gRPC services")]
@@ -263,7 +266,8 @@ struct Serve {
     #[arg(long, env = "THEMODEL_DASHBOARD_LISTEN")]
     dashboard_listen: Option<SocketAddr>,
     /// The keyring of callers this service lets in (`identity role
-    /// sha256-of-token` per line; see docs/security.md).
+    /// sha256-of-token` per line; see docs/security.md). Re-read when it
+    /// changes: callers added or removed take effect within seconds.
     #[arg(long, env = "THEMODEL_KEYRING", required_unless_present = "no_auth")]
     keyring: Option<PathBuf>,
     /// The file holding the token this service presents to its peers (its
@@ -370,7 +374,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
         (Some(path), _) => {
             let keyring = Keyring::load(path)?;
             anyhow::ensure!(!keyring.is_empty(), "the keyring {} names no caller", path.display());
-            config.keyring = Some(std::sync::Arc::new(keyring));
+            config.keyring = Some(LiveKeyring::new(keyring));
         }
         (None, true) => tracing::warn!("--no-auth: every call is let in without a credential"),
         (None, false) => anyhow::bail!("set --keyring, or --no-auth to let every call in"),
@@ -386,6 +390,9 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
+    if let (Some(keyring), Some(path)) = (&config.keyring, &serve.keyring) {
+        tokio::spawn(keyring.clone().follow(path.clone(), KEYRING_CHECK, shutdown.clone()));
+    }
     if let Some(addr) = serve.dashboard_listen {
         anyhow::ensure!(serve.service == ServiceName::Kpi, "--dashboard-listen is for kpi only");
         let page = TcpListener::bind(addr).await.with_context(|| format!("binding the dashboard to {addr}"))?;
@@ -433,7 +440,7 @@ async fn run_report(r: Report) -> anyhow::Result<()> {
 fn run_token(t: Token) -> anyhow::Result<()> {
     let role = Role::parse(&t.role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
     let token = auth::issue(&t.keyring, &t.identity, role)?;
-    tracing::info!(identity = %t.identity, %role, keyring = %t.keyring.display(), "token issued; services load the keyring when they start");
+    tracing::info!(identity = %t.identity, %role, keyring = %t.keyring.display(), "token issued; services following this keyring let it in within seconds");
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{token}").context("writing the token")
 }
