@@ -5,6 +5,7 @@
 //! and lists). Each call must get an answer of the service's own, never
 //! INTERNAL or UNKNOWN (what a panic or a broken invariant gives), and a
 //! call that is refused must leave the service's event stream where it was.
+//! How many requests were sent is written to `<target>/tmp/fuzz.txt`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -344,6 +345,8 @@ async fn generated_hostile_requests_never_break_a_service() {
     t.wait_serving().await;
     crate::flows::win(&t, "after-fuzz", "2026-11-02").await;
     let (sent, refused) = (sent.into_inner(), refused.into_inner());
-    eprintln!("fuzz: {sent} generated requests to {rpcs} RPCs ({refused} refused), none broke a service");
+    let summary = format!("fuzz: {sent} generated requests to {rpcs} RPCs ({refused} refused), none broke a service");
+    eprintln!("{summary}");
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz.txt"), format!("{summary}\n")).unwrap();
     assert!(sent >= rpcs * cases, "{sent} requests sent");
 }
