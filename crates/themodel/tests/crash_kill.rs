@@ -289,6 +289,14 @@ async fn nothing_is_lost_or_doubled_across_sigkills() {
                 if n >= MAX_LEADS {
                     return;
                 }
+                // Past the first LEADS, the leads left are spread over the
+                // kills still due: lead n waits for its share of them, so a
+                // machine where restarts are slow still gets MIN_KILLS kills
+                // before the last lead starts.
+                let due = (n.saturating_sub(LEADS) * MIN_KILLS).div_ceil(MAX_LEADS - LEADS);
+                while kills.load(Ordering::SeqCst) < due {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 drive(&clients, &format!("ck-{n}")).await;
             }
         });
