@@ -5,8 +5,15 @@
 # signed by a throwaway CA whose certificate is
 # /tmp/themodel-pg-$PGPORT-tls/ca.crt (the TLS test checks verify-full against it).
 # Installs Debian's server package (and openssl) first if this machine has none.
+#
+# `bash .ci/postgres.sh ca` prints the path of that CA certificate instead.
 set -euo pipefail
 port="${PGPORT:-55432}"
+tls=/tmp/themodel-pg-$port-tls
+if [ "${1:-}" = ca ]; then
+  echo "$tls/ca.crt"
+  exit 0
+fi
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -21,7 +28,6 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 id postgres >/dev/null 2>&1 || useradd --system --create-home postgres
 data=/tmp/themodel-pg-$port
-tls=/tmp/themodel-pg-$port-tls
 if ! "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port" 2>/dev/null; then
   rm -rf "$data" "$tls" && mkdir -p "$data" "$tls"
   openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=themodel test PostgreSQL CA" \

@@ -58,6 +58,7 @@ const PLAUSIBLE: &[&str] = &[
 /// Every message type of the contract (and the well-known types it uses),
 /// by full name.
 struct Schema {
+    set: FileDescriptorSet,
     messages: HashMap<String, DescriptorProto>,
 }
 
@@ -70,14 +71,13 @@ impl Schema {
                 add(&mut messages, &format!(".{}", file.package()), m);
             }
         }
-        Schema { messages }
+        Schema { set, messages }
     }
 
     /// The input type of an RPC path, and whether the client streams.
     fn input(&self, path: &str) -> (String, bool) {
-        let set = FileDescriptorSet::decode(themodel_proto::FILE_DESCRIPTOR_SET).unwrap();
         let (service, method) = path.trim_start_matches('/').rsplit_once('/').unwrap();
-        for file in &set.file {
+        for file in &self.set.file {
             for s in &file.service {
                 if format!("{}.{}", file.package(), s.name()) != service {
                     continue;

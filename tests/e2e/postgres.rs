@@ -153,6 +153,12 @@ async fn the_services_reach_postgres_over_verified_tls() {
         eprintln!("skipped: set THEMODEL_TEST_POSTGRES_URL and THEMODEL_TEST_POSTGRES_CA to run PostgreSQL over TLS");
         return;
     };
+    // The test server's certificate names localhost, not 127.0.0.1: the
+    // same server dialled by each address is one verified and one refused.
+    if !admin_url.contains("@127.0.0.1:") {
+        eprintln!("skipped: the TLS test dials the server as 127.0.0.1 and as localhost; give its URL with 127.0.0.1");
+        return;
+    }
     let by_name = admin_url.replace("@127.0.0.1:", "@localhost:");
     let verified = |url: &str, ca: &str| format!("{url}?sslmode=verify-full&sslrootcert={ca}");
 

@@ -263,10 +263,9 @@ pub fn new_token() -> String {
 /// token (none for an identity that only presents a client certificate).
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
-    /// identity → (role, hash), in identity order: what the file holds.
-    entries: BTreeMap<String, (Role, Option<[u8; 32]>)>,
+    /// identity → (caller, hash), in identity order: what the file holds.
+    entries: BTreeMap<String, (Arc<Principal>, Option<[u8; 32]>)>,
     by_hash: HashMap<[u8; 32], Arc<Principal>>,
-    by_identity: HashMap<String, Arc<Principal>>,
 }
 
 /// What a keyring line holds in place of a hash for an identity without a
@@ -316,14 +315,15 @@ impl Keyring {
 
     /// Adds or replaces `identity`, with the hash of its token if it has one.
     pub fn insert(&mut self, identity: &str, role: Role, digest: Option<[u8; 32]>) {
-        if let Some((_, Some(old))) = self.entries.insert(identity.to_owned(), (role, digest)) {
-            self.by_hash.remove(&old);
-        }
         let principal = Arc::new(Principal { identity: identity.to_owned(), role });
         if let Some(digest) = digest {
             self.by_hash.insert(digest, principal.clone());
         }
-        self.by_identity.insert(identity.to_owned(), principal);
+        if let Some((_, Some(old))) = self.entries.insert(identity.to_owned(), (principal, digest))
+            && Some(old) != digest
+        {
+            self.by_hash.remove(&old);
+        }
     }
 
     /// The caller a token belongs to.
@@ -333,7 +333,7 @@ impl Keyring {
 
     /// The caller a verified client certificate names (see [`crate::tls`]).
     pub fn identity(&self, identity: &str) -> Option<Arc<Principal>> {
-        self.by_identity.get(identity).cloned()
+        self.entries.get(identity).map(|(principal, _)| principal.clone())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -343,9 +343,9 @@ impl Keyring {
     /// The keyring as its file holds it.
     pub fn to_text(&self) -> String {
         let mut text = String::from("# identity role sha256-of-token (see docs/security.md)\n");
-        for (identity, (role, digest)) in &self.entries {
+        for (identity, (principal, digest)) in &self.entries {
             let digest = digest.as_ref().map_or_else(|| NO_TOKEN.to_owned(), |d| to_hex(d));
-            text.push_str(&format!("{identity} {role} {digest}\n"));
+            text.push_str(&format!("{identity} {} {digest}\n", principal.role));
         }
         text
     }
@@ -384,37 +384,42 @@ impl LiveKeyring {
     /// it parses. A file that does not parse, is empty of callers or cannot
     /// be read leaves the keyring as it was, and says why in the log.
     pub async fn follow(self, path: PathBuf, every: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
-        let mut last = std::fs::read_to_string(&path).ok();
+        // The file's text as last seen, so each version is parsed and
+        // reported once; the first look compares it with what is loaded,
+        // which catches a change made after the service read it.
+        let mut seen: Option<String> = None;
         loop {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    if seen.take().is_some() {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot read the keyring; keeping the callers loaded");
+                    }
+                    None
+                }
+            };
+            if let Some(text) = text
+                && seen.as_deref() != Some(text.as_str())
+            {
+                match Keyring::parse(&text) {
+                    Ok(keyring) if keyring.to_text() == self.current().to_text() => {}
+                    Ok(keyring) if !keyring.is_empty() => {
+                        tracing::info!(file = %path.display(), callers = keyring.entries.len(), "keyring reloaded");
+                        self.replace(keyring);
+                    }
+                    Ok(_) => {
+                        tracing::warn!(file = %path.display(), "the keyring names no caller; keeping the callers loaded")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = format!("{e:#}"), "the keyring does not parse; keeping the callers loaded")
+                    }
+                }
+                seen = Some(text);
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    if last.take().is_some() {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot read the keyring; keeping the callers loaded");
-                    }
-                    continue;
-                }
-            };
-            if last.as_deref() == Some(text.as_str()) {
-                continue;
-            }
-            match Keyring::parse(&text) {
-                Ok(keyring) if !keyring.is_empty() => {
-                    tracing::info!(file = %path.display(), callers = keyring.entries.len(), "keyring reloaded");
-                    self.replace(keyring);
-                }
-                Ok(_) => {
-                    tracing::warn!(file = %path.display(), "the keyring names no caller; keeping the callers loaded")
-                }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = format!("{e:#}"), "the keyring does not parse; keeping the callers loaded")
-                }
-            }
-            last = Some(text);
         }
     }
 }
