@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "themodel/common/v1/common.proto",
     "themodel/common/v1/event_stream.proto",
     "themodel/common/v1/outbox.proto",
+    "themodel/common/v1/audit.proto",
     "themodel/marketing/v1/marketing.proto",
     "themodel/marketing/v1/events.proto",
     "themodel/insidesales/v1/inside_sales.proto",

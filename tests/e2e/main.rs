@@ -24,6 +24,7 @@ mod overload;
 mod owners;
 mod planning;
 mod postgres;
+mod privacy;
 mod recycling;
 mod retention;
 mod roles;

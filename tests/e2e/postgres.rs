@@ -130,6 +130,11 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     overflow_is_refused(&t).await;
     t.suite.shutdown().await.unwrap();
 
+    // Erasing a person, and the audit log.
+    let t = dbs.suite(|o| o.identities = vec![("rex".to_owned(), crate::privacy::revops())]).await;
+    crate::privacy::erasure(&t, &dbs.urls).await;
+    t.suite.shutdown().await.unwrap();
+
     // The stream on PostgreSQL equals the one-by-one replay on SQLite.
     let t = dbs.suite(|_| {}).await;
     let replayed = TestSuite::start().await;

@@ -38,12 +38,15 @@ fn identities() -> Vec<(String, String)> {
 fn expected(path: &str, role: &str) -> bool {
     let (service, method) = path.trim_start_matches('/').split_once('/').unwrap();
     let reads = (method.starts_with("Get") || method.starts_with("List") || method == "PlanFromRevenue")
-        && method != "ListDeadLetters";
+        && !["ListDeadLetters", "ListAuditEntries"].contains(&method);
     let hand_over_from: Option<&[&str]> = match method {
         "AcceptLead" => Some(&["service:marketing"]),
         "AcceptOpportunity" => Some(&["service:inside-sales"]),
         "AcceptWonDeal" => Some(&["service:field-sales"]),
         "RecycleLead" if service.contains("marketing") => Some(&["service:inside-sales", "service:field-sales"]),
+        "ErasePerson" if service.contains("insidesales") => Some(&["service:marketing"]),
+        "ErasePerson" if service.contains("fieldsales") => Some(&["service:inside-sales"]),
+        "ErasePerson" if service.contains("customersuccess") => Some(&["service:field-sales"]),
         _ => None,
     };
     let owner = match service.split('.').nth(1).unwrap() {
@@ -61,8 +64,8 @@ fn expected(path: &str, role: &str) -> bool {
     }
     match method {
         "ExcludeLead" => ["marketing", "admin", "service:inside-sales"].contains(&role),
-        "SetTargets" | "PublishQualityDefinition" => ["revops", "admin"].contains(&role),
-        "ListDeadLetters" | "RetryDeadLetter" | "DropDeadLetter" => role == "admin",
+        "SetTargets" | "PublishQualityDefinition" | "ListAuditEntries" => ["revops", "admin"].contains(&role),
+        "ListDeadLetters" | "RetryDeadLetter" | "DropDeadLetter" | "ErasePerson" => role == "admin",
         _ => role == owner || role == "admin",
     }
 }
@@ -76,7 +79,7 @@ pub fn served_by(path: &str) -> Vec<ServiceName> {
         "fieldsales" => vec![Svc::FieldSales],
         "customersuccess" => vec![Svc::CustomerSuccess],
         "kpi" => vec![Svc::Kpi],
-        // Every service serves its event stream and outbox.
+        // Every service serves its event stream, outbox and audit log.
         _ => ServiceName::ALL.to_vec(),
     }
 }

@@ -62,6 +62,7 @@ pub fn account_to_proto(a: &Account) -> pb::Account {
         expansions: a.expansions,
         owner_id,
         team,
+        erased_at: to_timestamp_opt(a.erased_at),
     }
 }
 
@@ -76,11 +77,37 @@ fn account(cx: &Ctx<'_, CustomerSuccess>, id: &AccountId) -> ApiResult<Account> 
 
 impl Api {
     #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id, handover = %request.get_ref().request_id))]
+    async fn erase_person(&self, request: Request<pb::ErasePersonRequest>) -> ApiResult<pb::ErasePersonResponse> {
+        let call = Call::new(&request, &format!("{METHOD}ErasePerson"), &request.get_ref().request_id)?
+            .about(&request.get_ref().account_id);
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let id = account_id(&mut v, &r.account_id);
+        let lead_id = v.parse("lead_id", LeadId::parse(&r.lead_id));
+        let (id, lead_id) = v.build(|| Some((id?, lead_id?)))?;
+        self.writer
+            .execute(call, vec![Need::Row(Key::Account(id.clone()))], move |cx| {
+                let Some(a) = cx.state.account(&id)? else {
+                    return Ok(Done::new(&pb::ErasePersonResponse { erased: false }));
+                };
+                let mut a = a.clone();
+                if !a.erase(&lead_id, cx.now) {
+                    return Ok(Done::new(&pb::ErasePersonResponse { erased: false }));
+                }
+                Ok(Done::new(&pb::ErasePersonResponse { erased: true })
+                    .change(Change::Account(Box::new(a)))
+                    .erased([id.to_string()]))
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id, handover = %request.get_ref().request_id))]
     async fn accept_won_deal(
         &self,
         request: Request<pb::AcceptWonDealRequest>,
     ) -> ApiResult<pb::AcceptWonDealResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AcceptWonDeal"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AcceptWonDeal"), &request.get_ref().request_id)?
+            .about(&request.get_ref().account_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = account_id(&mut v, &r.account_id);
@@ -130,7 +157,7 @@ impl Api {
                     None => Account::open(deal.clone(), &handover_id, owner)?,
                 };
                 let resp = pb::AcceptWonDealResponse { account: Some(account_to_proto(&a)) };
-                Ok(Done::new(&resp).change(Change::Account(a)).changes(turn.map(Change::Turn)).effects(out))
+                Ok(Done::new(&resp).change(Change::Account(Box::new(a))).changes(turn.map(Change::Turn)).effects(out))
             })
             .await
     }
@@ -177,7 +204,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
     async fn record_renewal(&self, request: Request<pb::RecordRenewalRequest>) -> ApiResult<pb::RecordRenewalResponse> {
-        let call = Call::new(&request, &format!("{METHOD}RecordRenewal"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}RecordRenewal"), &request.get_ref().request_id)?
+            .about(&request.get_ref().account_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = account_id(&mut v, &r.account_id);
@@ -208,14 +236,15 @@ impl Api {
                     value: a.contract_value,
                     at,
                 };
-                Ok(Done::new(&resp).change(Change::Account(a)).change(Change::Renewal(row)).effects(out))
+                Ok(Done::new(&resp).change(Change::Account(Box::new(a))).change(Change::Renewal(row)).effects(out))
             })
             .await
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
     async fn record_churn(&self, request: Request<pb::RecordChurnRequest>) -> ApiResult<pb::RecordChurnResponse> {
-        let call = Call::new(&request, &format!("{METHOD}RecordChurn"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}RecordChurn"), &request.get_ref().request_id)?
+            .about(&request.get_ref().account_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = account_id(&mut v, &r.account_id);
@@ -229,14 +258,15 @@ impl Api {
                 let mut a = account(cx, &id)?;
                 let out = a.churn(&reason, at)?;
                 let resp = pb::RecordChurnResponse { account: Some(account_to_proto(&a)) };
-                Ok(Done::new(&resp).change(Change::Account(a)).effects(out))
+                Ok(Done::new(&resp).change(Change::Account(Box::new(a))).effects(out))
             })
             .await
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id, owner = %request.get_ref().owner_id))]
     async fn assign_account(&self, request: Request<pb::AssignAccountRequest>) -> ApiResult<pb::AssignAccountResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AssignAccount"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AssignAccount"), &request.get_ref().request_id)?
+            .about(&request.get_ref().account_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = account_id(&mut v, &r.account_id);
@@ -249,7 +279,7 @@ impl Api {
                 let mut a = account(cx, &id)?;
                 let out = a.assign(owner.clone(), at)?;
                 let resp = pb::AssignAccountResponse { account: Some(account_to_proto(&a)) };
-                Ok(Done::new(&resp).change(Change::Account(a)).effects(out))
+                Ok(Done::new(&resp).change(Change::Account(Box::new(a))).effects(out))
             })
             .await
     }
@@ -297,5 +327,12 @@ impl CustomerSuccessService for Api {
         request: Request<pb::AssignAccountRequest>,
     ) -> Result<Response<pb::AssignAccountResponse>, Status> {
         Ok(Response::new(Api::assign_account(self, request).await?))
+    }
+
+    async fn erase_person(
+        &self,
+        request: Request<pb::ErasePersonRequest>,
+    ) -> Result<Response<pb::ErasePersonResponse>, Status> {
+        Ok(Response::new(Api::erase_person(self, request).await?))
     }
 }

@@ -52,6 +52,8 @@ pub struct Account {
     pub churn_reason: String,
     /// The customer success manager who owns it.
     pub owner: Option<Owner>,
+    /// When the contact was erased ([`Account::erase`]).
+    pub erased_at: Option<Micros>,
 }
 
 /// A won deal handed over by field sales.
@@ -112,6 +114,7 @@ impl Account {
             churned_at: None,
             churn_reason: String::new(),
             owner: None,
+            erased_at: None,
         };
         let (owner_id, team, rule) = a.take_owner(owner);
         let out = Out::default().event(event(
@@ -266,6 +269,22 @@ impl Account {
                 contract_value: Some(money_to_proto(&self.contract_value)),
             }),
         )))
+    }
+
+    /// Erases the contact when it is the person of `lead` (marketing's
+    /// erasure, handed on by field sales): contact name and e-mail are
+    /// removed; the account keeps its id, company, values, renewals and
+    /// history. Returns whether it did (a contact of another lead stays).
+    pub fn erase(&mut self, lead: &LeadId, at: Micros) -> bool {
+        if self.lead_id != *lead {
+            return false;
+        }
+        if self.erased_at.is_none() {
+            self.contact_name.clear();
+            self.contact_email.clear();
+            self.erased_at = Some(at);
+        }
+        true
     }
 }
 

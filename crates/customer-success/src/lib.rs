@@ -12,7 +12,7 @@ pub mod store;
 use themodel_proto::customersuccess::v1::customer_success_service_server::CustomerSuccessServiceServer;
 use themodel_runtime::events::EventStream;
 use themodel_runtime::loader::Loader;
-use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
+use themodel_runtime::server::{AUDIT, EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,7 @@ pub async fn run(
         api::Api { writer: writer.clone(), accounts, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(CustomerSuccessServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
-        .add_service(started.outbox_admin(&writer));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
+        .add_service(started.outbox_admin(&writer))
+        .add_service(started.audit_log());
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
 }

@@ -38,7 +38,7 @@ pub struct RenewalRow {
 /// One change a unit makes.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Account(Account),
+    Account(Box<Account>),
     Renewal(RenewalRow),
     Turn(Turn),
 }
@@ -83,11 +83,12 @@ struct Row {
     churn_reason: String,
     owner_id: String,
     team: String,
+    erased_at: Option<i64>,
 }
 
 const COLUMNS: &str = "account_id, opportunity_id, lead_id, company, contact_name, contact_email, status, \
     contract_currency, contract_units, contract_nanos, term_months, started_at, term_ends_at, renewals, expansions, \
-    churned_at, churn_reason, owner_id, team";
+    churned_at, churn_reason, owner_id, team, erased_at";
 
 /// The accounts table as written: [`COLUMNS`].
 const ACCOUNTS: Table = Table {
@@ -112,6 +113,7 @@ const ACCOUNTS: Table = Table {
         "churn_reason",
         "owner_id",
         "team",
+        "erased_at",
     ],
     key: 1,
 };
@@ -137,6 +139,7 @@ fn account_values(a: &Account) -> Vec<Value<'_>> {
         a.churn_reason.as_str().into(),
         a.owner.as_ref().map_or("", |o| o.id.as_str()).into(),
         a.owner.as_ref().map_or("", Owner::team_str).into(),
+        a.erased_at.into(),
     ]
 }
 
@@ -164,6 +167,7 @@ impl TryFrom<Row> for Account {
             churned_at: r.churned_at,
             churn_reason: r.churn_reason,
             owner: Owner::from_stored(r.owner_id, r.team),
+            erased_at: r.erased_at,
         })
     }
 }
@@ -218,7 +222,7 @@ impl Store for CustomerSuccess {
 
     fn apply(&self, state: &mut State, change: Change) {
         match change {
-            Change::Account(a) => state.accounts.put(a.account_id.clone(), a),
+            Change::Account(a) => state.accounts.put(a.account_id.clone(), *a),
             Change::Renewal(r) => state.renewals.push(r),
             Change::Turn(t) => state.turns.put(t.rule, t),
         }

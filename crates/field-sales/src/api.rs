@@ -74,6 +74,7 @@ pub fn opportunity_to_proto(o: &Opportunity) -> pb::Opportunity {
         owner_id,
         team,
         handed_over_by: o.handed_over_by.clone(),
+        erased_at: to_timestamp_opt(o.erased_at),
     }
 }
 
@@ -88,11 +89,42 @@ fn opportunity(cx: &Ctx<'_, FieldSales>, id: &OpportunityId) -> ApiResult<Opport
 
 impl Api {
     #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id, handover = %request.get_ref().request_id))]
+    async fn erase_person(&self, request: Request<pb::ErasePersonRequest>) -> ApiResult<pb::ErasePersonResponse> {
+        let call = Call::new(&request, &format!("{METHOD}ErasePerson"), &request.get_ref().request_id)?
+            .about(&request.get_ref().opportunity_id);
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let id = opportunity_id(&mut v, &r.opportunity_id);
+        let lead_id = v.parse("lead_id", LeadId::parse(&r.lead_id));
+        let (id, lead_id) = v.build(|| Some((id?, lead_id?)))?;
+        self.writer
+            .execute(call, vec![Need::Row(Key::Opportunity(id.clone()))], move |cx| {
+                let Some(o) = cx.state.opportunity(&id)? else {
+                    return Ok(Done::new(&pb::ErasePersonResponse { erased: false }));
+                };
+                if o.lead_id != lead_id {
+                    return Err(ApiError::field(
+                        "lead_id",
+                        format!("is not the lead of opportunity {:?}", id.as_str()),
+                    ));
+                }
+                let mut o = o.clone();
+                let out = o.erase(cx.now);
+                Ok(Done::new(&pb::ErasePersonResponse { erased: true })
+                    .change(Change::Opportunity(Box::new(o)))
+                    .effects(out)
+                    .erased([id.to_string()]))
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id, handover = %request.get_ref().request_id))]
     async fn accept_opportunity(
         &self,
         request: Request<pb::AcceptOpportunityRequest>,
     ) -> ApiResult<pb::AcceptOpportunityResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AcceptOpportunity"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AcceptOpportunity"), &request.get_ref().request_id)?
+            .about(&request.get_ref().opportunity_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = opportunity_id(&mut v, &r.opportunity_id);
@@ -186,7 +218,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id))]
     async fn advance_phase(&self, request: Request<pb::AdvancePhaseRequest>) -> ApiResult<pb::AdvancePhaseResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AdvancePhase"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AdvancePhase"), &request.get_ref().request_id)?
+            .about(&request.get_ref().opportunity_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = opportunity_id(&mut v, &r.opportunity_id);
@@ -221,7 +254,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id))]
     async fn close_won(&self, request: Request<pb::CloseWonRequest>) -> ApiResult<pb::CloseWonResponse> {
-        let call = Call::new(&request, &format!("{METHOD}CloseWon"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}CloseWon"), &request.get_ref().request_id)?
+            .about(&request.get_ref().opportunity_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = opportunity_id(&mut v, &r.opportunity_id);
@@ -243,7 +277,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(opportunity_id = %request.get_ref().opportunity_id, reason = %request.get_ref().reason))]
     async fn close_lost(&self, request: Request<pb::CloseLostRequest>) -> ApiResult<pb::CloseLostResponse> {
-        let call = Call::new(&request, &format!("{METHOD}CloseLost"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}CloseLost"), &request.get_ref().request_id)?
+            .about(&request.get_ref().opportunity_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = opportunity_id(&mut v, &r.opportunity_id);
@@ -269,7 +304,8 @@ impl Api {
         &self,
         request: Request<pb::AssignOpportunityRequest>,
     ) -> ApiResult<pb::AssignOpportunityResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AssignOpportunity"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AssignOpportunity"), &request.get_ref().request_id)?
+            .about(&request.get_ref().opportunity_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = opportunity_id(&mut v, &r.opportunity_id);
@@ -295,6 +331,13 @@ impl FieldSalesService for Api {
         request: Request<pb::AssignOpportunityRequest>,
     ) -> Result<Response<pb::AssignOpportunityResponse>, Status> {
         Ok(Response::new(Api::assign_opportunity(self, request).await?))
+    }
+
+    async fn erase_person(
+        &self,
+        request: Request<pb::ErasePersonRequest>,
+    ) -> Result<Response<pb::ErasePersonResponse>, Status> {
+        Ok(Response::new(Api::erase_person(self, request).await?))
     }
 
     async fn accept_opportunity(

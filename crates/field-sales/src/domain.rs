@@ -4,7 +4,7 @@
 //! clients.
 
 use themodel_proto::common::v1::AssignmentRule;
-use themodel_proto::customersuccess::v1::AcceptWonDealRequest;
+use themodel_proto::customersuccess::v1::{AcceptWonDealRequest, ErasePersonRequest};
 use themodel_proto::fieldsales::v1 as pb;
 use themodel_proto::marketing::v1::RecycleLeadRequest;
 use themodel_quality::{BantRecord, Definition, Phase, PhaseMoveRefused, ReasonRefused};
@@ -51,6 +51,8 @@ pub struct Opportunity {
     pub owner: Option<Owner>,
     /// The inside-sales rep who converted the lead (empty: unassigned).
     pub handed_over_by: String,
+    /// When the contact was erased ([`Opportunity::erase`]).
+    pub erased_at: Option<Micros>,
 }
 
 /// An opportunity handed over by inside sales.
@@ -123,6 +125,7 @@ impl Opportunity {
             history: Vec::new(),
             owner,
             handed_over_by: o.handed_over_by,
+            erased_at: None,
         };
         let (owner_id, team) = owners::fields(opp.owner.as_ref());
         let rule = if opp.owner.is_some() { AssignmentRule::RoundRobin } else { AssignmentRule::Unspecified };
@@ -283,6 +286,33 @@ impl Opportunity {
         ));
         out.push_handover(handover);
         Ok(out)
+    }
+
+    /// Erases the contact (marketing's erasure, handed on by inside
+    /// sales): contact name and e-mail, and the BANT notes, are removed;
+    /// the opportunity keeps its id, company, phase, values and history. A
+    /// won deal has the erasure handed on to customer success. Erasing
+    /// again does nothing.
+    pub fn erase(&mut self, at: Micros) -> Out {
+        if self.erased_at.is_some() {
+            return Out::default();
+        }
+        self.contact_name.clear();
+        self.contact_email.clear();
+        self.bant.budget_note.clear();
+        self.bant.authority_note.clear();
+        self.bant.need_note.clear();
+        self.bant.timeline_note.clear();
+        self.erased_at = Some(at);
+        let mut out = Out::default();
+        if let Some(account) = &self.account_id {
+            out.push_handover(Handover::new(ErasePersonRequest {
+                request_id: String::new(),
+                account_id: account.to_string(),
+                lead_id: self.lead_id.to_string(),
+            }));
+        }
+        out
     }
 }
 

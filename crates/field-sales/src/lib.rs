@@ -13,7 +13,7 @@ pub mod store;
 use themodel_proto::fieldsales::v1::field_sales_service_server::FieldSalesServiceServer;
 use themodel_runtime::events::EventStream;
 use themodel_runtime::loader::Loader;
-use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
+use themodel_runtime::server::{AUDIT, EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,7 @@ pub async fn run(
         api::Api { writer: writer.clone(), opportunities, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(FieldSalesServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
-        .add_service(started.outbox_admin(&writer));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
+        .add_service(started.outbox_admin(&writer))
+        .add_service(started.audit_log());
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
 }

@@ -87,13 +87,14 @@ struct Row {
     owner_id: String,
     team: String,
     handed_over_by: String,
+    erased_at: Option<i64>,
 }
 
 const COLUMNS: &str = "opportunity_id, lead_id, company, contact_name, contact_email, source, phase, bant_budget, \
     bant_authority, bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, \
     estimated_currency, estimated_units, estimated_nanos, contract_currency, contract_units, contract_nanos, \
     term_months, account_id, lost_reason, quality, opened_at, closed_at, definition_version, owner_id, team, \
-    handed_over_by";
+    handed_over_by, erased_at";
 
 fn phase(name: &str) -> anyhow::Result<Phase> {
     Phase::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown phase {name:?}"))
@@ -136,6 +137,7 @@ impl Row {
             history,
             owner: Owner::from_stored(self.owner_id, self.team),
             handed_over_by: self.handed_over_by,
+            erased_at: self.erased_at,
         })
     }
 }
@@ -223,6 +225,7 @@ const OPPORTUNITIES: Table = Table {
         "owner_id",
         "team",
         "handed_over_by",
+        "erased_at",
     ],
     key: 1,
 };
@@ -262,6 +265,7 @@ fn opportunity_values(o: &Opportunity) -> Vec<Value<'_>> {
         o.owner.as_ref().map_or("", |o| o.id.as_str()).into(),
         o.owner.as_ref().map_or("", Owner::team_str).into(),
         o.handed_over_by.as_str().into(),
+        o.erased_at.into(),
     ]
 }
 

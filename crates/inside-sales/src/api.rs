@@ -79,6 +79,7 @@ pub fn item_to_proto(i: &QueueItem) -> pb::QueueItem {
         channel: i.channel.as_ref().map(Code::to_string).unwrap_or_default(),
         owner_id,
         team,
+        erased_at: to_timestamp_opt(i.erased_at),
     }
 }
 
@@ -94,11 +95,16 @@ fn item(cx: &Ctx<'_, InsideSales>, id: &LeadId) -> ApiResult<QueueItem> {
 impl Api {
     #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, handover = %request.get_ref().request_id))]
     async fn accept_lead(&self, request: Request<pb::AcceptLeadRequest>) -> ApiResult<pb::AcceptLeadResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AcceptLead"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AcceptLead"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
-        let email = v.parse("email", Email::parse(&r.email));
+        let erased_at = r.erased_at.as_ref().map(|t| v.occurred_at("erased_at", Some(t), &self.clock));
+        let email = match erased_at {
+            Some(_) if r.email.is_empty() => Some(Email::from_stored(String::new())),
+            _ => v.parse("email", Email::parse(&r.email)),
+        };
         let source = v.parse("source", Code::parse(&r.source));
         let channel = v.optional_code("channel", &r.channel);
         v.check(r.company_size >= 0, "company_size", "must not be negative (0 = unknown)");
@@ -116,6 +122,7 @@ impl Api {
             score: r.score,
             definition_version: r.definition_version,
             handed_over_at: v.occurred_at("handed_over_at", r.handed_over_at.as_ref(), &self.clock),
+            erased_at,
         };
         let lead = v.build(|| Some(IncomingLead { lead_id: id?, email: email?, source: source?, ..lead }))?;
         let handover_id = r.request_id.clone();
@@ -132,6 +139,32 @@ impl Api {
                 let (item, out) = QueueItem::accept(lead.clone(), existing, &handover_id, cx.definition, owner);
                 let resp = pb::AcceptLeadResponse { item: Some(item_to_proto(&item)) };
                 Ok(Done::new(&resp).change(Change::Item(Box::new(item))).changes(turn.map(Change::Turn)).effects(out))
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, handover = %request.get_ref().request_id))]
+    async fn erase_person(&self, request: Request<pb::ErasePersonRequest>) -> ApiResult<pb::ErasePersonResponse> {
+        let call = Call::new(&request, &format!("{METHOD}ErasePerson"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
+        let mut v = Violations::new();
+        let id = lead_id(&mut v, &request.get_ref().lead_id);
+        let id = v.build(|| id)?;
+        // Past conversions are history and do not change; the item's
+        // current one is read again in the unit.
+        let opportunities = store::conversions_of(self.writer.db(), &id).await?;
+        self.writer
+            .execute(call, vec![Need::Row(Key::Item(id.clone()))], move |cx| {
+                let Some(item) = cx.state.item(&id)? else {
+                    return Ok(Done::new(&pb::ErasePersonResponse { erased: false }));
+                };
+                let mut item = item.clone();
+                let out = item.erase(cx.now, &opportunities);
+                Ok(Done::new(&pb::ErasePersonResponse { erased: true })
+                    .change(Change::Item(Box::new(item)))
+                    .change(Change::EraseActivityNotes(id.clone()))
+                    .effects(out)
+                    .erased([id.to_string()]))
             })
             .await
     }
@@ -185,7 +218,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn log_activity(&self, request: Request<pb::LogActivityRequest>) -> ApiResult<pb::LogActivityResponse> {
-        let call = Call::new(&request, &format!("{METHOD}LogActivity"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}LogActivity"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
@@ -245,7 +279,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn record_bant(&self, request: Request<pb::RecordBantRequest>) -> ApiResult<pb::RecordBantResponse> {
-        let call = Call::new(&request, &format!("{METHOD}RecordBant"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}RecordBant"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
@@ -274,7 +309,8 @@ impl Api {
         &self,
         request: Request<pb::ConvertToOpportunityRequest>,
     ) -> ApiResult<pb::ConvertToOpportunityResponse> {
-        let call = Call::new(&request, &format!("{METHOD}ConvertToOpportunity"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}ConvertToOpportunity"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
@@ -316,7 +352,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, reason = %request.get_ref().reason))]
     async fn recycle_lead(&self, request: Request<pb::RecycleLeadRequest>) -> ApiResult<pb::RecycleLeadResponse> {
-        let call = Call::new(&request, &format!("{METHOD}RecycleLead"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}RecycleLead"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
@@ -343,7 +380,8 @@ impl Api {
         &self,
         request: Request<pb::DisqualifyLeadRequest>,
     ) -> ApiResult<pb::DisqualifyLeadResponse> {
-        let call = Call::new(&request, &format!("{METHOD}DisqualifyLead"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}DisqualifyLead"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
@@ -363,7 +401,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, owner = %request.get_ref().owner_id))]
     async fn assign_lead(&self, request: Request<pb::AssignLeadRequest>) -> ApiResult<pb::AssignLeadResponse> {
-        let call = Call::new(&request, &format!("{METHOD}AssignLead"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}AssignLead"), &request.get_ref().request_id)?
+            .about(&request.get_ref().lead_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let id = lead_id(&mut v, &r.lead_id);
@@ -389,6 +428,13 @@ impl InsideSalesService for Api {
         request: Request<pb::AssignLeadRequest>,
     ) -> Result<Response<pb::AssignLeadResponse>, Status> {
         Ok(Response::new(Api::assign_lead(self, request).await?))
+    }
+
+    async fn erase_person(
+        &self,
+        request: Request<pb::ErasePersonRequest>,
+    ) -> Result<Response<pb::ErasePersonResponse>, Status> {
+        Ok(Response::new(Api::erase_person(self, request).await?))
     }
 
     async fn accept_lead(

@@ -4,7 +4,7 @@
 //! it makes; no SQL, no gRPC clients.
 
 use themodel_proto::common::v1 as common;
-use themodel_proto::fieldsales::v1::AcceptOpportunityRequest;
+use themodel_proto::fieldsales::v1::{AcceptOpportunityRequest, ErasePersonRequest};
 use themodel_proto::insidesales::v1 as pb;
 use themodel_proto::marketing::v1::{ExcludeLeadRequest, RecycleLeadRequest};
 use themodel_quality::{BantCondition, BantRecord, Definition, ReasonRefused};
@@ -59,6 +59,8 @@ pub struct IncomingLead {
     pub score: i32,
     pub definition_version: i64,
     pub handed_over_at: Micros,
+    /// When marketing erased the person (contact fields then empty).
+    pub erased_at: Option<Micros>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +88,8 @@ pub struct QueueItem {
     pub definition_version: i64,
     /// The rep who owns the lead.
     pub owner: Option<Owner>,
+    /// When the person was erased ([`QueueItem::erase`]).
+    pub erased_at: Option<Micros>,
 }
 
 /// Why inside sales refuses a step.
@@ -156,6 +160,7 @@ impl QueueItem {
             disqualify_reason: String::new(),
             definition_version: lead.definition_version,
             owner: owner.as_ref().map(|(o, _)| o.clone()),
+            erased_at: lead.erased_at.or(existing.and_then(|e| e.erased_at)),
         };
         let (owner_id, team) = owners::fields(item.owner.as_ref());
         let out = Out::default().event(event(
@@ -387,6 +392,39 @@ impl QueueItem {
     pub fn bant_proto(&self) -> common::Bant {
         self.bant.as_ref().map(bant_to_proto).unwrap_or_default()
     }
+
+    /// Erases the person (marketing's erasure, handed on): their e-mail
+    /// address, name and job title, and the BANT notes, are removed; the
+    /// item keeps its id, company, dimensions, status and history. The
+    /// notes of its activities are the store's to clear. Each opportunity
+    /// the lead became (`opportunities`: every conversion) has the erasure
+    /// handed on to field sales. Erasing again does nothing.
+    pub fn erase(&mut self, at: Micros, opportunities: &[OpportunityId]) -> Out {
+        if self.erased_at.is_some() {
+            return Out::default();
+        }
+        self.email = Email::from_stored(String::new());
+        self.name.clear();
+        if let Some(b) = &mut self.bant {
+            b.budget_note.clear();
+            b.authority_note.clear();
+            b.need_note.clear();
+            b.timeline_note.clear();
+        }
+        self.erased_at = Some(at);
+        let mut out = Out::default();
+        let mut all: Vec<&OpportunityId> = opportunities.iter().chain(&self.opportunity_id).collect();
+        all.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        all.dedup();
+        for id in all {
+            out.push_handover(Handover::new(ErasePersonRequest {
+                request_id: String::new(),
+                opportunity_id: id.to_string(),
+                lead_id: self.lead_id.to_string(),
+            }));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -411,6 +449,7 @@ mod tests {
             score: 70,
             definition_version: 1,
             handed_over_at: 1_000,
+            erased_at: None,
         }
     }
 

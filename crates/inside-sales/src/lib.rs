@@ -14,7 +14,7 @@ pub mod store;
 use themodel_proto::insidesales::v1::inside_sales_service_server::InsideSalesServiceServer;
 use themodel_runtime::events::EventStream;
 use themodel_runtime::loader::Loader;
-use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
+use themodel_runtime::server::{AUDIT, EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,7 @@ pub async fn run(
     let api = api::Api { writer: writer.clone(), items, clock: started.clock.clone(), owners: config.owners.clone() };
     let routes = Routes::new(InsideSalesServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
-        .add_service(started.outbox_admin(&writer));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
+        .add_service(started.outbox_admin(&writer))
+        .add_service(started.audit_log());
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
 }

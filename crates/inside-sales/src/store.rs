@@ -54,6 +54,9 @@ pub enum Change {
     Activity(ActivityRow),
     Conversion(ConversionRow),
     Turn(Turn),
+    /// The notes of the lead's activities are cleared (its person was
+    /// erased).
+    EraseActivityNotes(LeadId),
 }
 
 /// A batch's rows.
@@ -64,6 +67,7 @@ pub struct State {
     activities: Vec<ActivityRow>,
     new_conversions: Vec<ConversionRow>,
     turns: Turns,
+    erased_activity_notes: Vec<LeadId>,
 }
 
 impl State {
@@ -115,12 +119,13 @@ struct Row {
     definition_version: i64,
     owner_id: String,
     team: String,
+    erased_at: Option<i64>,
 }
 
 const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, campaign, channel, \
     score, status, handed_over_at, follow_up_due_at, first_contact_at, bant_recorded, bant_budget, bant_authority, \
     bant_need, bant_timeline, budget_note, authority_note, need_note, timeline_note, activity_count, opportunity_id, \
-    recycle_reason, disqualify_reason, definition_version, owner_id, team";
+    recycle_reason, disqualify_reason, definition_version, owner_id, team, erased_at";
 
 /// The queue table as written: [`COLUMNS`].
 const QUEUE: Table = Table {
@@ -157,6 +162,7 @@ const QUEUE: Table = Table {
         "definition_version",
         "owner_id",
         "team",
+        "erased_at",
     ],
     key: 1,
 };
@@ -197,6 +203,7 @@ fn item_values(i: &QueueItem) -> Vec<Value<'_>> {
         i.definition_version.into(),
         i.owner.as_ref().map_or("", |o| o.id.as_str()).into(),
         i.owner.as_ref().map_or("", Owner::team_str).into(),
+        i.erased_at.into(),
     ]
 }
 
@@ -240,6 +247,7 @@ impl TryFrom<Row> for QueueItem {
             disqualify_reason: r.disqualify_reason,
             definition_version: r.definition_version,
             owner: Owner::from_stored(r.owner_id, r.team),
+            erased_at: r.erased_at,
         })
     }
 }
@@ -318,6 +326,7 @@ impl Store for InsideSales {
                 state.new_conversions.push(c);
             }
             Change::Turn(t) => state.turns.put(t.rule, t),
+            Change::EraseActivityNotes(id) => state.erased_activity_notes.push(id),
         }
     }
 
@@ -341,7 +350,22 @@ impl Store for InsideSales {
             |q, c| q.bind(c.opportunity_id.as_str()).bind(c.lead_id.as_str()).bind(i64::from(c.quality)).bind(c.at),
         );
         owners::flush_turns(script, &state.turns);
+        // After the inserts: a note recorded earlier in the batch goes too.
+        for id in &state.erased_activity_notes {
+            script.push(&format!("UPDATE activities SET note = '' WHERE lead_id = {}", self.db.param(1)), |b| {
+                b.bind(id.as_str())
+            });
+        }
     }
+}
+
+/// The opportunities a lead became (every conversion), on the read pool.
+pub async fn conversions_of(db: &Db, lead: &LeadId) -> Result<Vec<OpportunityId>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT opportunity_id FROM conversions WHERE lead_id = $1")
+        .bind(lead.as_str())
+        .fetch_all(db.reader())
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| OpportunityId::from_stored(id)).collect())
 }
 
 /// Queue items by lead id, for the batched reader.

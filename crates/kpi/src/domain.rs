@@ -354,7 +354,8 @@ impl Decoded {
                 Some(M::LeadExcluded(x)) => {
                     vec![Effect::Excluded { lead: x.lead_id.clone(), reason: x.reason.clone() }]
                 }
-                Some(M::TouchRecorded(_)) | None => Vec::new(),
+                // An erasure changes contact data only, which no KPI counts.
+                Some(M::TouchRecorded(_) | M::LeadErased(_)) | None => Vec::new(),
             },
             Decoded::InsideSales(e) => match &e.event {
                 Some(I::LeadAccepted(a)) => {

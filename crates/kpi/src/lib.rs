@@ -31,7 +31,7 @@ use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceC
 use themodel_proto::kpi::v1::kpi_service_server::KpiServiceServer;
 use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
-use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
+use themodel_runtime::server::{AUDIT, EVENT_STREAM, OUTBOX};
 use themodel_runtime::telemetry::peer_channel;
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
@@ -85,6 +85,7 @@ pub async fn run(
     };
     let routes = Routes::new(KpiServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
-        .add_service(started.outbox_admin(&writer));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
+        .add_service(started.outbox_admin(&writer))
+        .add_service(started.audit_log());
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
 }

@@ -78,6 +78,8 @@ pub fn lead_to_proto(l: &Lead) -> pb::Lead {
         captured_at: to_timestamp_opt(Some(l.captured_at)),
         handed_over_at: to_timestamp_opt(l.handed_over_at),
         recycled_at: to_timestamp_opt(l.recycled_at),
+        erased_at: to_timestamp_opt(l.erased_at),
+        note: l.note.clone(),
     }
 }
 
@@ -264,10 +266,14 @@ impl<'c, 'a> Session<'c, 'a> {
         Ok((lead_id, handed))
     }
 
+    /// The unit: the session's rows, its effects, and the leads it was
+    /// about (for the audit log).
     fn done<R: prost::Message>(mut self, response: &R) -> Done<Marketing> {
-        self.rows.extend(self.leads.into_values().map(Change::Lead));
+        let mut about: Vec<String> = self.leads.keys().map(|id| id.as_str().to_owned()).collect();
+        about.sort_unstable();
+        self.rows.extend(self.leads.into_values().map(|l| Change::Lead(Box::new(l))));
         self.rows.extend(self.visitors.into_values().map(Change::Visitor));
-        Done::new(response).changes(self.rows).effects(self.out)
+        about.into_iter().fold(Done::new(response).changes(self.rows).effects(self.out), Done::about)
     }
 }
 
@@ -379,7 +385,8 @@ const INGEST_IN_FLIGHT: usize = 4;
 impl Api {
     #[tracing::instrument(skip_all, fields(visitor_id = %request.get_ref().visitor_id))]
     async fn record_visit(&self, request: Request<pb::RecordVisitRequest>) -> ApiResult<pb::RecordVisitResponse> {
-        let call = Call::new(&request, &format!("{METHOD}RecordVisit"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{METHOD}RecordVisit"), &request.get_ref().request_id)?
+            .about(&request.get_ref().visitor_id);
         let r = request.get_ref();
         let mut v = Violations::new();
         let visit = parse_visit(
@@ -605,6 +612,46 @@ impl Api {
             .await
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn erase_person(&self, request: Request<pb::ErasePersonRequest>) -> ApiResult<pb::ErasePersonResponse> {
+        let call = Call::new(&request, &format!("{METHOD}ErasePerson"), &request.get_ref().request_id)?;
+        let r = request.get_ref();
+        let mut v = Violations::new();
+        let by = match (r.lead_id.is_empty(), r.email.is_empty()) {
+            (false, true) => v.parse("lead_id", LeadId::parse(&r.lead_id)).map(Key::Lead),
+            (true, false) => v.parse("email", Email::parse(&r.email)).map(|e| Key::Email(e.key())),
+            (true, true) => {
+                v.add("lead_id", "give the lead_id or the email of the person to erase");
+                None
+            }
+            (false, false) => {
+                v.add("email", "give either lead_id or email, not both");
+                None
+            }
+        };
+        let by = v.build(|| by)?;
+        self.writer
+            .execute(call, vec![Need::Row(by.clone())], move |cx| {
+                let id = match &by {
+                    Key::Lead(id) => id.clone(),
+                    Key::Email(key) => cx
+                        .state
+                        .lead_by_email_key(key)?
+                        .map(|l| l.lead_id.clone())
+                        .ok_or_else(|| ApiError::not_found("lead with e-mail address", "(the given address)"))?,
+                    _ => return Err(ApiError::Internal(anyhow::anyhow!("erasure by an unexpected key"))),
+                };
+                let mut s = Session::new(cx);
+                let lead = s.lead(&id)?.ok_or_else(|| no_lead(&id))?;
+                let out = lead.erase(cx.now);
+                let resp = pb::ErasePersonResponse { lead: Some(lead_to_proto(lead)) };
+                // Not a promotion: the hand-over it makes is the erasure's.
+                s.out.append(out);
+                Ok(s.done(&resp).erased([id.to_string()]))
+            })
+            .await
+    }
+
     /// Parses one ingest message: its valid items, and rejections for the rest.
     fn parse_ingest(&self, msg: &pb::IngestBehaviourRequest, first: i64) -> (Vec<Ingested>, Vec<pb::IngestRejection>) {
         let mut items = Vec::with_capacity(msg.items.len());
@@ -662,7 +709,7 @@ impl Api {
     /// Applies one ingest message through the writer, waiting (within a
     /// bound) when the writer is at capacity: a stream is backpressured,
     /// not refused.
-    async fn ingest_message(&self, items: Vec<Ingested>) -> ApiResult<pb::IngestBehaviourResponse> {
+    async fn ingest_message(&self, call: Call, items: Vec<Ingested>) -> ApiResult<pb::IngestBehaviourResponse> {
         if items.is_empty() {
             return Ok(pb::IngestBehaviourResponse::default());
         }
@@ -687,7 +734,7 @@ impl Api {
         let mut waited = Duration::ZERO;
         loop {
             let batch = items.clone();
-            match self.writer.execute(Call::system(), needs.clone(), move |cx| ingest(cx, &batch)).await {
+            match self.writer.execute(call.clone(), needs.clone(), move |cx| ingest(cx, &batch)).await {
                 Err(ApiError::ResourceExhausted { retry_after, .. }) if waited < Duration::from_secs(30) => {
                     tokio::time::sleep(retry_after).await;
                     waited += retry_after;
@@ -736,6 +783,7 @@ impl MarketingService for Api {
         &self,
         request: Request<Streaming<pb::IngestBehaviourRequest>>,
     ) -> Result<Response<Self::IngestBehaviourStream>, Status> {
+        let call = Call::streaming(&request, &format!("{METHOD}IngestBehaviour"));
         let mut inbound = request.into_inner();
         let (acks, rx) = mpsc::channel::<Result<pb::IngestBehaviourResponse, Status>>(INGEST_IN_FLIGHT);
         let api = self.clone();
@@ -765,7 +813,8 @@ impl MarketingService for Api {
                             let (items, rejected) = api.parse_ingest(&msg, received);
                             received += msg.items.len() as i64;
                             let worker = api.clone();
-                            let outcome = tokio::spawn(async move { worker.ingest_message(items).await });
+                            let call = call.clone();
+                            let outcome = tokio::spawn(async move { worker.ingest_message(call, items).await });
                             pending.push_back(InFlight { through: received, rejected, outcome });
                         }
                         Ok(None) => open = false,
@@ -828,6 +877,13 @@ impl MarketingService for Api {
         request: Request<pb::ExcludeLeadRequest>,
     ) -> Result<Response<pb::ExcludeLeadResponse>, Status> {
         Ok(Response::new(Api::exclude_lead(self, request).await?))
+    }
+
+    async fn erase_person(
+        &self,
+        request: Request<pb::ErasePersonRequest>,
+    ) -> Result<Response<pb::ErasePersonResponse>, Status> {
+        Ok(Response::new(Api::erase_person(self, request).await?))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use themodel_proto::insidesales::v1::AcceptLeadRequest;
+use themodel_proto::insidesales::v1::{AcceptLeadRequest, ErasePersonRequest};
 use themodel_proto::marketing::v1 as pb;
 use themodel_quality::{Classification, Definition, LeadFacts, ReasonRefused, Relationship, Score, TouchKind};
 use themodel_runtime::Effects;
@@ -120,6 +120,10 @@ pub struct Lead {
     pub captured_at: Micros,
     pub handed_over_at: Option<Micros>,
     pub recycled_at: Option<Micros>,
+    /// The latest note given with a hand-over, recycle or exclusion.
+    pub note: String,
+    /// When the person was erased ([`Lead::erase`]).
+    pub erased_at: Option<Micros>,
 }
 
 /// Why marketing refuses a step.
@@ -256,6 +260,8 @@ impl Lead {
             captured_at: new.captured_at,
             handed_over_at: None,
             recycled_at: None,
+            note: String::new(),
+            erased_at: None,
         };
         if let Classification::Excluded(reason) = def.classify(&lead.facts()) {
             lead.status = Status::Excluded;
@@ -348,6 +354,9 @@ impl Lead {
     fn promote(&mut self, at: Micros, note: Option<&str>, def: &Definition) -> Out {
         self.status = Status::HandedOver;
         self.handed_over_at = Some(at);
+        if let Some(note) = note {
+            self.note = note.to_owned();
+        }
         let handover = Handover::new(AcceptLeadRequest {
             request_id: String::new(),
             lead_id: self.lead_id.to_string(),
@@ -363,6 +372,7 @@ impl Lead {
             industry: self.industry.clone(),
             campaign: self.campaign.clone(),
             channel: self.channel.as_ref().map(Code::to_string).unwrap_or_default(),
+            erased_at: self.erased_at.map(to_timestamp),
         });
         let mut out = Out::default().event(event(
             at,
@@ -371,7 +381,6 @@ impl Lead {
                 score: self.score.total(),
                 source: self.source.to_string(),
                 manual: note.is_some(),
-                note: note.unwrap_or_default().to_owned(),
                 handover_id: handover.id.clone(),
                 definition_version: def.version,
             }),
@@ -403,6 +412,7 @@ impl Lead {
         self.recycle_reason = reason.to_string();
         self.recycled_by = Some(sender);
         self.recycled_at = Some(at);
+        self.note = note.to_owned();
         let reopened = self.status != Status::Excluded;
         if reopened {
             self.status = Status::Recycled;
@@ -421,7 +431,6 @@ impl Lead {
                 behaviour_score: self.score.behaviour,
                 definition_version: def.version,
                 reopened,
-                note: note.to_owned(),
             }),
         ))
     }
@@ -455,6 +464,7 @@ impl Lead {
         }
         self.status = Status::Excluded;
         self.exclusion_reason = reason.to_string();
+        self.note = note.to_owned();
         Ok(Out::default().event(event(
             at,
             pb::marketing_event::Event::LeadExcluded(pb::LeadExcluded {
@@ -463,9 +473,44 @@ impl Lead {
                 sender: department_to_proto(sender) as i32,
                 previous_status: previous.to_proto() as i32,
                 definition_version: def.version,
-                note: note.to_owned(),
             }),
         )))
+    }
+
+    /// Erases the person: their e-mail address and name, and the notes
+    /// about them, are removed; the lead keeps its id, company,
+    /// dimensions, scores and history, which is what every KPI counts. A
+    /// lead that went to inside sales has the erasure handed on (inside
+    /// sales hands it further down the chain). Erasing again does nothing.
+    pub fn erase(&mut self, at: Micros) -> Out {
+        if self.erased_at.is_some() {
+            return Out::default();
+        }
+        self.email = Email::from_stored(String::new());
+        self.name.clear();
+        self.note.clear();
+        self.erased_at = Some(at);
+        let mut out = Out::default().event(event(
+            at,
+            pb::marketing_event::Event::LeadErased(pb::LeadErased { lead_id: self.lead_id.to_string() }),
+        ));
+        if self.handed_over_at.is_some() {
+            out.push_handover(Handover::new(ErasePersonRequest {
+                request_id: String::new(),
+                lead_id: self.lead_id.to_string(),
+            }));
+        }
+        out
+    }
+
+    /// The identity of the lead's address: [`Email::key`], or, once the
+    /// person is erased, a key of the lead's own that frees the address
+    /// for a new lead.
+    pub fn email_key(&self) -> String {
+        match self.erased_at {
+            Some(_) => format!("erased:{}", self.lead_id),
+            None => self.email.key(),
+        }
     }
 }
 
@@ -634,7 +679,8 @@ mod tests {
         let Some(pb::marketing_event::Event::LeadRecycled(recycled)) = &out.events[0].event else {
             panic!("a recycle publishes LeadRecycled: {out:?}");
         };
-        assert_eq!(recycled.note, "call in spring", "the sender's note is kept");
+        assert_eq!(recycled.reason, "timing");
+        assert_eq!(lead.note, "call in spring", "the sender's note is kept, on the lead");
         assert_eq!((lead.status, lead.score.behaviour), (Status::Recycled, 0));
         assert_eq!(lead.recycled_by, Some(Department::InsideSales));
         assert!(lead.touch(&touch(TouchKind::PageView, 13), "", &def).handovers.is_empty());

@@ -13,7 +13,7 @@ pub mod store;
 use themodel_proto::marketing::v1::marketing_service_server::MarketingServiceServer;
 use themodel_runtime::events::EventStream;
 use themodel_runtime::loader::Loader;
-use themodel_runtime::server::{EVENT_STREAM, OUTBOX};
+use themodel_runtime::server::{AUDIT, EVENT_STREAM, OUTBOX};
 use themodel_runtime::{Clock, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,7 @@ pub async fn run(
     let api = api::Api { writer: writer.clone(), leads, clock: started.clock.clone() };
     let routes = Routes::new(MarketingServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
-        .add_service(started.outbox_admin(&writer));
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX], shutdown).await
+        .add_service(started.outbox_admin(&writer))
+        .add_service(started.audit_log());
+    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
 }

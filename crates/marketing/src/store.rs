@@ -55,7 +55,7 @@ pub struct TouchRow {
 /// One change a unit makes.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Lead(Lead),
+    Lead(Box<Lead>),
     Visitor(Visitor),
     Visit(VisitRow),
     Touch(TouchRow),
@@ -83,8 +83,12 @@ impl State {
 
     /// The lead with this address, if any.
     pub fn lead_by_email(&self, email: &Email) -> ApiResult<Option<&Lead>> {
-        let key = email.key();
-        match self.by_email.get(&key) {
+        self.lead_by_email_key(&email.key())
+    }
+
+    /// The lead whose address has this [`Email::key`], if any.
+    pub fn lead_by_email_key(&self, key: &str) -> ApiResult<Option<&Lead>> {
+        match self.by_email.get(key) {
             None => Err(ApiError::Internal(anyhow::anyhow!("a unit read e-mail {key} it did not ask for"))),
             Some(None) => Ok(None),
             Some(Some(id)) => self.lead(id),
@@ -140,11 +144,13 @@ struct LeadRow {
     captured_at: i64,
     handed_over_at: Option<i64>,
     recycled_at: Option<i64>,
+    note: String,
+    erased_at: Option<i64>,
 }
 
 const COLUMNS: &str = "lead_id, email, name, company, company_size, industry, job_title, source, campaign, channel, \
     visitor_id, relationship, status, exclusion_reason, attribute_score, behaviour_score, scored_touches, \
-    touch_count, definition_version, recycle_reason, recycled_by, captured_at, handed_over_at, recycled_at";
+    touch_count, definition_version, recycle_reason, recycled_by, captured_at, handed_over_at, recycled_at, note, erased_at";
 
 /// The leads table as written: [`COLUMNS`], then the e-mail key.
 const LEADS: Table = Table {
@@ -174,6 +180,8 @@ const LEADS: Table = Table {
         "captured_at",
         "handed_over_at",
         "recycled_at",
+        "note",
+        "erased_at",
         "email_key",
     ],
     key: 1,
@@ -205,7 +213,9 @@ fn lead_values(l: &Lead) -> Vec<Value<'_>> {
         l.captured_at.into(),
         l.handed_over_at.into(),
         l.recycled_at.into(),
-        l.email.key().into(),
+        l.note.as_str().into(),
+        l.erased_at.into(),
+        l.email_key().into(),
     ]
 }
 
@@ -283,6 +293,8 @@ impl TryFrom<LeadRow> for Lead {
             captured_at: r.captured_at,
             handed_over_at: r.handed_over_at,
             recycled_at: r.recycled_at,
+            note: r.note,
+            erased_at: r.erased_at,
         })
     }
 }
@@ -382,7 +394,7 @@ impl Store for Marketing {
 
         let wanted: Vec<&str> = emails.into_iter().filter(|e| !state.by_email.contains_key(*e)).collect();
         for lead in fetch(conn, db, "email_key", &wanted).await? {
-            state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+            state.by_email.insert(lead.email_key(), Some(lead.lead_id.clone()));
             state.leads.loaded(lead.lead_id.clone(), Some(lead));
         }
         for e in wanted {
@@ -406,12 +418,18 @@ impl Store for Marketing {
     fn apply(&self, state: &mut State, change: Change) {
         match change {
             Change::Lead(lead) => {
-                // A lead's address never changes: only a new lead is news
-                // to the e-mail index.
-                if !matches!(state.leads.get(lead.lead_id.as_str()), Ok(Some(_))) {
-                    state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+                // A lead's address changes only when its person is erased,
+                // which frees the address.
+                match state.leads.get(lead.lead_id.as_str()) {
+                    Ok(Some(before)) if before.erased_at.is_none() && lead.erased_at.is_some() => {
+                        state.by_email.insert(before.email.key(), None);
+                    }
+                    Ok(Some(_)) => {}
+                    _ => {
+                        state.by_email.insert(lead.email.key(), Some(lead.lead_id.clone()));
+                    }
                 }
-                state.leads.put(lead.lead_id.clone(), lead);
+                state.leads.put(lead.lead_id.clone(), *lead);
             }
             Change::Visitor(v) => state.visitors.put(v.visitor_id.clone(), v),
             Change::Visit(row) => {

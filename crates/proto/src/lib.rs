@@ -119,6 +119,25 @@ handover!(
     "/themodel.marketing.v1.MarketingService/ExcludeLead",
     lead_id
 );
+// An erasure follows the hand-overs that brought the record: same subject.
+handover!(
+    insidesales::v1::ErasePersonRequest,
+    "inside-sales",
+    "/themodel.insidesales.v1.InsideSalesService/ErasePerson",
+    lead_id
+);
+handover!(
+    fieldsales::v1::ErasePersonRequest,
+    "field-sales",
+    "/themodel.fieldsales.v1.FieldSalesService/ErasePerson",
+    opportunity_id
+);
+handover!(
+    customersuccess::v1::ErasePersonRequest,
+    "customer-success",
+    "/themodel.customersuccess.v1.CustomerSuccessService/ErasePerson",
+    account_id
+);
 
 #[cfg(test)]
 mod tests {

@@ -177,6 +177,8 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/themodel.marketing.v1.MarketingService/ListLeads", Rule::Read),
     ("/themodel.marketing.v1.MarketingService/RecycleLead", Rule::HandOver(&[Peer::InsideSales, Peer::FieldSales])),
     ("/themodel.marketing.v1.MarketingService/ExcludeLead", Rule::DepartmentOrHandOver(MK, &[Peer::InsideSales])),
+    // Erasing a person is a privacy officer's act, not a department's.
+    ("/themodel.marketing.v1.MarketingService/ErasePerson", Rule::Admin),
     ("/themodel.insidesales.v1.InsideSalesService/AcceptLead", Rule::HandOver(&[Peer::Marketing])),
     ("/themodel.insidesales.v1.InsideSalesService/ListQueue", Rule::Read),
     ("/themodel.insidesales.v1.InsideSalesService/GetQueueItem", Rule::Read),
@@ -186,6 +188,7 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/themodel.insidesales.v1.InsideSalesService/RecycleLead", Rule::Department(IS)),
     ("/themodel.insidesales.v1.InsideSalesService/DisqualifyLead", Rule::Department(IS)),
     ("/themodel.insidesales.v1.InsideSalesService/AssignLead", Rule::Department(IS)),
+    ("/themodel.insidesales.v1.InsideSalesService/ErasePerson", Rule::HandOver(&[Peer::Marketing])),
     ("/themodel.fieldsales.v1.FieldSalesService/AcceptOpportunity", Rule::HandOver(&[Peer::InsideSales])),
     ("/themodel.fieldsales.v1.FieldSalesService/GetOpportunity", Rule::Read),
     ("/themodel.fieldsales.v1.FieldSalesService/ListOpportunities", Rule::Read),
@@ -193,12 +196,14 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/themodel.fieldsales.v1.FieldSalesService/CloseWon", Rule::Department(FS)),
     ("/themodel.fieldsales.v1.FieldSalesService/CloseLost", Rule::Department(FS)),
     ("/themodel.fieldsales.v1.FieldSalesService/AssignOpportunity", Rule::Department(FS)),
+    ("/themodel.fieldsales.v1.FieldSalesService/ErasePerson", Rule::HandOver(&[Peer::InsideSales])),
     ("/themodel.customersuccess.v1.CustomerSuccessService/AcceptWonDeal", Rule::HandOver(&[Peer::FieldSales])),
     ("/themodel.customersuccess.v1.CustomerSuccessService/GetAccount", Rule::Read),
     ("/themodel.customersuccess.v1.CustomerSuccessService/ListAccounts", Rule::Read),
     ("/themodel.customersuccess.v1.CustomerSuccessService/RecordRenewal", Rule::Department(CS)),
     ("/themodel.customersuccess.v1.CustomerSuccessService/RecordChurn", Rule::Department(CS)),
     ("/themodel.customersuccess.v1.CustomerSuccessService/AssignAccount", Rule::Department(CS)),
+    ("/themodel.customersuccess.v1.CustomerSuccessService/ErasePerson", Rule::HandOver(&[Peer::FieldSales])),
     ("/themodel.kpi.v1.KpiService/GetFunnel", Rule::Read),
     ("/themodel.kpi.v1.KpiService/PlanFromRevenue", Rule::Read),
     ("/themodel.kpi.v1.KpiService/GetBottleneck", Rule::Read),
@@ -220,6 +225,7 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/themodel.common.v1.OutboxService/ListDeadLetters", Rule::Admin),
     ("/themodel.common.v1.OutboxService/RetryDeadLetter", Rule::Admin),
     ("/themodel.common.v1.OutboxService/DropDeadLetter", Rule::Admin),
+    ("/themodel.common.v1.AuditService/ListAuditEntries", Rule::Revops),
 ];
 
 /// Calls anyone may make: health checks and reflection.

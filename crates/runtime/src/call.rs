@@ -1,11 +1,13 @@
 //! What the runtime keeps of an incoming mutating call: its idempotency key,
-//! its deadline and its trace context.
+//! its deadline, its trace context, and who made it (for the audit log).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::idempotency;
 use crate::telemetry;
@@ -20,6 +22,14 @@ pub struct Call {
     pub(crate) deadline: Option<Instant>,
     /// W3C `traceparent` of the call, kept with any hand-over it causes.
     pub(crate) trace: String,
+    /// Who called (`None` on a service without a keyring).
+    pub(crate) caller: Option<Arc<Principal>>,
+    /// The full gRPC method.
+    pub(crate) method: String,
+    pub(crate) request_id: String,
+    /// The record the call names, when the handler knows it before the
+    /// step runs (the step can name it instead: [`crate::Done::about`]).
+    pub(crate) about: String,
 }
 
 impl Call {
@@ -32,12 +42,31 @@ impl Call {
             key: idempotency::Key::new(method, request_id, request.get_ref()),
             deadline: deadline(request.metadata()),
             trace: telemetry::current_traceparent(request.metadata()),
+            caller: request.extensions().get::<Arc<Principal>>().cloned(),
+            method: method.to_owned(),
+            request_id: request_id.to_owned(),
+            about: String::new(),
         })
     }
 
-    /// Work the service does on its own behalf: no key, no deadline.
-    pub fn system() -> Call {
-        Call { trace: telemetry::current_traceparent(&MetadataMap::new()), ..Call::default() }
+    /// Names the record the call is about: the audit log's `record`, and
+    /// the subject of its stored response (which erasing that record's
+    /// person scrubs).
+    pub fn about(mut self, record: impl Into<String>) -> Call {
+        self.about = record.into();
+        self
+    }
+
+    /// A call without a request id of its own (a client stream, whose
+    /// messages each become a unit): who made it, and its method.
+    pub fn streaming<T>(request: &tonic::Request<T>, method: &str) -> Call {
+        Call {
+            deadline: deadline(request.metadata()),
+            trace: telemetry::current_traceparent(request.metadata()),
+            caller: request.extensions().get::<Arc<Principal>>().cloned(),
+            method: method.to_owned(),
+            ..Call::default()
+        }
     }
 
     /// Whether the caller's deadline has passed.

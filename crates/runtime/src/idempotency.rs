@@ -40,6 +40,8 @@ impl Key {
 pub struct Record {
     pub fingerprint: String,
     pub response: Vec<u8>,
+    /// The response was scrubbed when the person it was about was erased.
+    pub erased: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -47,6 +49,7 @@ struct Row {
     request_key: String,
     fingerprint: String,
     response: Vec<u8>,
+    erased_at: Option<i64>,
 }
 
 /// Begins the writer's transaction and reads the stored records of `keys`,
@@ -60,27 +63,48 @@ pub async fn begin_and_load(
     let (begun, rows): (db::Begun, Vec<Row>) = db::begin_and_select_in(
         conn,
         db,
-        "SELECT request_key, fingerprint, response FROM idempotency WHERE request_key IN ",
+        "SELECT request_key, fingerprint, response, erased_at FROM idempotency WHERE request_key IN ",
         "",
         keys,
     )
     .await?;
     let records = rows
         .into_iter()
-        .map(|r| (r.request_key, Record { fingerprint: r.fingerprint, response: r.response }))
+        .map(|r| {
+            let record = Record { fingerprint: r.fingerprint, response: r.response, erased: r.erased_at.is_some() };
+            (r.request_key, record)
+        })
         .collect();
     Ok((begun, records))
 }
 
-/// Records first responses, in the transaction that made their changes.
-pub fn insert<'q>(script: &mut Script<'q>, rows: &'q [(&'q Key, &'q [u8])], now: Micros) {
+/// Records first responses, each with the record it is about ('' if none
+/// or several), in the transaction that made their changes.
+pub fn insert<'q>(script: &mut Script<'q>, rows: &'q [(&'q Key, &'q [u8], &'q str)], now: Micros) {
     script.insert_rows(
-        "INSERT INTO idempotency (request_key, fingerprint, response, created_at)",
-        4,
+        "INSERT INTO idempotency (request_key, fingerprint, response, created_at, subject)",
+        5,
         "",
         rows,
-        |b, (key, response)| b.bind(key.request_key.as_str()).bind(key.fingerprint.as_str()).bind(*response).bind(now),
+        |b, (key, response, subject)| {
+            b.bind(key.request_key.as_str()).bind(key.fingerprint.as_str()).bind(*response).bind(now).bind(*subject)
+        },
     );
+}
+
+/// Scrubs the stored responses about `subjects` (their person was erased):
+/// the key and fingerprint stay, so a retry is recognised and refused
+/// rather than applied again.
+pub fn erase<'q>(script: &mut Script<'q>, db: &Db, subjects: &'q [String], now: Micros) {
+    for part in subjects.chunks(db::CHUNKS[0]) {
+        let sql = format!(
+            "UPDATE idempotency SET response = {}, erased_at = {} WHERE subject IN {} AND erased_at IS NULL",
+            db.param(1),
+            db.param(2),
+            db.list(part.len(), 3)
+        );
+        script.push(&sql, |b| part.iter().fold(b.bind(&[][..] as &[u8]).bind(now), |b, s| b.bind(s.as_str())));
+    }
 }
 
 /// FNV-1a, 64 bit: stable across builds and platforms, unlike std's hasher.

@@ -4,6 +4,7 @@
 //!
 //! - [`work`]: the unit of work, and the writer that commits concurrent units
 //!   of a service together (group commit), idempotent on `request_id`.
+//! - [`audit`]: the log of who changed which record, and its gRPC service.
 //! - [`auth`]: bearer tokens, roles, and the table of who may call what.
 //! - [`tls`]: TLS for servers and peer clients, and client-certificate
 //!   identities.
@@ -26,6 +27,7 @@
 //!   statuses, and field violations for bad input.
 //! - [`definition`]: the shared quality definition as a service follows it.
 
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod call;

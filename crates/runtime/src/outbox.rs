@@ -257,6 +257,31 @@ pub(crate) fn update<'q>(script: &mut Script<'q>, db: &Db, changes: &'q [Change]
     }
 }
 
+/// Scrubs the hand-overs about `subjects` (their person was erased): the
+/// requests of delivered and dropped ones are emptied (the envelope stays),
+/// and dead letters are dropped, emptied too, never to be delivered. A
+/// pending hand-over is left to arrive: the erasure's own hand-over to the
+/// same receiver follows it, and delivery empties it.
+pub(crate) fn erase<'q>(script: &mut Script<'q>, db: &Db, subjects: &'q [String], now: Micros) {
+    for part in subjects.chunks(db::CHUNKS[0]) {
+        let sql = format!(
+            "UPDATE outbox SET body = {p1}, \
+             last_error = CASE WHEN state = 'dead' THEN {p2} ELSE last_error END, \
+             next_attempt_at = CASE WHEN state = 'dead' THEN {p3} ELSE next_attempt_at END, \
+             state = CASE WHEN state = 'dead' THEN 'dropped' ELSE state END \
+             WHERE subject_id IN {list} AND state IN ('delivered', 'dropped', 'dead')",
+            p1 = db.param(1),
+            p2 = db.param(2),
+            p3 = db.param(3),
+            list = db.list(part.len(), 4)
+        );
+        script.push(&sql, |b| {
+            let b = b.bind(&[][..] as &[u8]).bind("dropped: the person it was about was erased").bind(now);
+            part.iter().fold(b, |b, s| b.bind(s.as_str()))
+        });
+    }
+}
+
 /// What handlers hold to learn when the hand-overs they made were tried.
 #[derive(Clone, Default)]
 pub struct Outbox(Option<Arc<Signals>>);
@@ -478,13 +503,16 @@ impl Relay {
         }
         if !delivered.is_empty() {
             for part in delivered.chunks(db::CHUNKS[0]) {
+                // A delivered request is the receiver's to keep: the outbox
+                // keeps its envelope, not the personal data in it.
                 let sql = format!(
                     "UPDATE outbox SET state = 'delivered', delivered_at = {}, attempts = attempts + 1, \
-                     lease_until = NULL WHERE id IN {}",
+                     lease_until = NULL, body = {} WHERE id IN {}",
                     self.db.param(1),
-                    self.db.list(part.len(), 2)
+                    self.db.param(2),
+                    self.db.list(part.len(), 3)
                 );
-                let mut q = sqlx::query(&sql).bind(self.clock.now());
+                let mut q = sqlx::query(&sql).bind(self.clock.now()).bind(&[][..] as &[u8]);
                 for id in part {
                     q = q.bind(*id);
                 }
@@ -811,7 +839,8 @@ impl<S: Store> OutboxService for OutboxAdmin<S> {
         &self,
         request: Request<pb::RetryDeadLetterRequest>,
     ) -> Result<Response<pb::RetryDeadLetterResponse>, Status> {
-        let call = Call::new(&request, &format!("{ADMIN}RetryDeadLetter"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{ADMIN}RetryDeadLetter"), &request.get_ref().request_id)?
+            .about(&request.get_ref().handover_id);
         let id = handover_id(&request.get_ref().handover_id)?;
         let resp = self
             .resolve(call, id, State::Pending, String::new(), |h| pb::RetryDeadLetterResponse { handover: Some(h) })
@@ -823,7 +852,8 @@ impl<S: Store> OutboxService for OutboxAdmin<S> {
         &self,
         request: Request<pb::DropDeadLetterRequest>,
     ) -> Result<Response<pb::DropDeadLetterResponse>, Status> {
-        let call = Call::new(&request, &format!("{ADMIN}DropDeadLetter"), &request.get_ref().request_id)?;
+        let call = Call::new(&request, &format!("{ADMIN}DropDeadLetter"), &request.get_ref().request_id)?
+            .about(&request.get_ref().handover_id);
         let mut v = Violations::new();
         let reason = v.text("reason", &request.get_ref().reason, 2000);
         v.finish()?;

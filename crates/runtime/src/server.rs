@@ -30,6 +30,8 @@ use crate::telemetry;
 pub const EVENT_STREAM: &str = "themodel.common.v1.EventStreamService";
 /// Name of the outbox service every service also serves.
 pub const OUTBOX: &str = "themodel.common.v1.OutboxService";
+/// Name of the audit-log service every service also serves.
+pub const AUDIT: &str = "themodel.common.v1.AuditService";
 
 /// How a server sheds load and stops.
 #[derive(Debug, Clone, Copy)]

@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use sqlx::migrate::Migrator;
+use themodel_proto::common::v1::audit_service_server::AuditServiceServer;
 use themodel_proto::common::v1::outbox_service_server::OutboxServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::audit::AuditLog;
 use crate::auth::AuthLayer;
 use crate::consistency::TokenLayer;
 use crate::definition::SharedDefinition;
@@ -132,6 +134,11 @@ impl Started {
     /// The outbox service for this service's hand-overs.
     pub fn outbox_admin<S: Store>(&self, writer: &Writer<S>) -> OutboxServiceServer<OutboxAdmin<S>> {
         OutboxAdmin::server(writer.clone(), self.destinations.clone(), self.clock.clone())
+    }
+
+    /// The audit-log service over this service's log.
+    pub fn audit_log(&self) -> AuditServiceServer<AuditLog> {
+        AuditLog::server(self.db.clone())
     }
 
     /// A token that fires once serving has stopped, for background tasks.

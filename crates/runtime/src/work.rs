@@ -46,7 +46,7 @@ use crate::definition::SharedDefinition;
 use crate::error::{ApiError, ApiResult};
 use crate::outbox::{self, Handover, Outbox};
 use crate::time::{Clock, Micros};
-use crate::{events, idempotency};
+use crate::{audit, events, idempotency};
 
 /// A service's rows as the writer sees them.
 pub trait Store: Send + Sync + 'static {
@@ -154,6 +154,11 @@ pub struct Done<S: Store> {
     effects: Effects<S::Event>,
     outbox_events: Vec<OutboxEvent>,
     outbox_changes: Vec<outbox::Change>,
+    /// The records the unit is about (else the call's, [`Call::about`]).
+    about: Vec<String>,
+    /// Records whose person the unit erased: their stored responses and
+    /// hand-overs are scrubbed in the same transaction.
+    erased: Vec<String>,
 }
 
 impl<S: Store> Done<S> {
@@ -165,7 +170,26 @@ impl<S: Store> Done<S> {
             effects: Effects::default(),
             outbox_events: Vec::new(),
             outbox_changes: Vec::new(),
+            about: Vec::new(),
+            erased: Vec::new(),
         }
+    }
+
+    /// Names a record the unit is about, for the audit log and for the
+    /// stored response (see [`Call::about`]); overrides the call's.
+    pub fn about(mut self, record: impl Into<String>) -> Self {
+        self.about.push(record.into());
+        self
+    }
+
+    /// Says the unit erased the personal data of `records`: the writer
+    /// also scrubs what it keeps of them besides the rows: the stored
+    /// responses to earlier requests about them (a retry of one is then
+    /// refused, FAILED_PRECONDITION) and the requests of their delivered
+    /// and dead hand-overs (a dead one is dropped).
+    pub fn erased(mut self, records: impl IntoIterator<Item = String>) -> Self {
+        self.erased.extend(records);
+        self
     }
 
     pub fn change(mut self, c: S::Change) -> Self {
@@ -466,7 +490,9 @@ impl<S: Store> Shared<S> {
         let mut events: Vec<Any> = Vec::new();
         let mut new_handovers: Vec<(Handover, &str)> = Vec::new();
         let mut outbox_changes = Vec::new();
-        let mut records: Vec<(&idempotency::Key, usize)> = Vec::new();
+        let mut records: Vec<(&idempotency::Key, usize, String)> = Vec::new();
+        let mut audits: Vec<audit::Entry<'_>> = Vec::new();
+        let mut erased: Vec<String> = Vec::new();
         let mut applied: HashMap<&str, usize> = HashMap::new();
         let mut responses: Vec<Vec<u8>> = Vec::new();
 
@@ -474,7 +500,11 @@ impl<S: Store> Shared<S> {
             let key = job.call.key.as_ref();
             if let Some(key) = key {
                 if let Some(first) = stored.get(&key.request_key) {
-                    outcomes.push(replay(key, &first.fingerprint, first.response.clone()));
+                    outcomes.push(if first.erased {
+                        erased_replay(key, &first.fingerprint)
+                    } else {
+                        replay(key, &first.fingerprint, first.response.clone())
+                    });
                     continue;
                 }
                 if let Some(&i) = applied.get(key.request_key.as_str()) {
@@ -508,10 +538,23 @@ impl<S: Store> Shared<S> {
             events.extend(done.outbox_events.iter().map(events::pack));
             let ids = done.effects.handovers.iter().map(|h| h.id.clone()).collect();
             new_handovers.extend(done.effects.handovers.into_iter().map(|h| (h, job.call.trace.as_str())));
+            let about = if done.about.is_empty() && !job.call.about.is_empty() {
+                vec![job.call.about.clone()]
+            } else {
+                done.about
+            };
+            let record = if about.len() == 1 { about[0].clone() } else { String::new() };
             if let Some(key) = key {
                 applied.insert(&key.request_key, records.len());
-                records.push((key, responses.len()));
+                // An erasure's own response names only ids; its record stays
+                // out of reach of the scrub below.
+                let subject = if done.erased.is_empty() { record.clone() } else { String::new() };
+                records.push((key, responses.len(), subject));
             }
+            if !job.call.method.is_empty() {
+                audits.push(audit::Entry { call: &job.call, record, records: about.len() });
+            }
+            erased.extend(done.erased);
             responses.push(done.response.clone());
             outcomes.push(Outcome::Done(Ok(Committed { response: done.response, handovers: ids })));
         }
@@ -522,9 +565,12 @@ impl<S: Store> Shared<S> {
         outbox::update(&mut script, db, &outbox_changes, now);
         outbox::insert(&mut script, &new_handovers, now);
         events::append(&mut script, db, &events, now);
-        let record_rows: Vec<(&idempotency::Key, &[u8])> =
-            records.iter().map(|(key, i)| (*key, responses[*i].as_slice())).collect();
+        let record_rows: Vec<(&idempotency::Key, &[u8], &str)> =
+            records.iter().map(|(key, i, subject)| (*key, responses[*i].as_slice(), subject.as_str())).collect();
         idempotency::insert(&mut script, &record_rows, now);
+        idempotency::erase(&mut script, db, &erased, now);
+        outbox::erase(&mut script, db, &erased, now);
+        audit::insert(&mut script, begun.writes, &audits, now);
         script.push("COMMIT", |b| b);
         script.run(conn).await?;
         *last_writes = Some(begun.writes);
@@ -545,6 +591,18 @@ fn replay(key: &idempotency::Key, fingerprint: &str, response: Vec<u8>) -> Outco
             "request_id",
             "was already used for a different request to this method; use a new request_id for a new request",
         )))
+    }
+}
+
+/// The answer to a repeated key whose stored response was scrubbed.
+fn erased_replay(key: &idempotency::Key, fingerprint: &str) -> Outcome {
+    match replay(key, fingerprint, Vec::new()) {
+        Outcome::Replay(_) => Outcome::Done(Err(ApiError::precondition(
+            "ERASED",
+            "request_id",
+            "this request was applied, but the person it was about has since been erased; its response is gone",
+        ))),
+        refused => refused,
     }
 }
 
