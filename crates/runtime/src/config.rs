@@ -68,6 +68,9 @@ pub struct ServiceConfig {
     /// The server's TLS (see [`crate::tls::server`]); `None` serves
     /// plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Where to also serve the health service alone, in plaintext, for
+    /// probes that speak neither TLS nor tokens (see [`crate::server::serve`]).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl ServiceConfig {
@@ -87,6 +90,7 @@ impl ServiceConfig {
             keyring: None,
             credential: crate::auth::Credential::none(),
             tls: None,
+            health_listen: None,
         }
     }
 }

@@ -45,9 +45,15 @@ pub struct Limits {
 /// Serves `routes` (whose gRPC service names are `names`) on `listener`
 /// (TLS only when `tls` is given), letting in only the callers `auth`
 /// admits and stamping every answer with the service's consistency token.
+///
+/// `health_only`, when given, also serves the health service alone, in
+/// plaintext and open to all: Kubernetes' gRPC probes speak neither TLS
+/// nor tokens, and the probe should still see NOT_SERVING when the
+/// service drains. It stops when the main listener stops.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    health_only: Option<TcpListener>,
     tls: Option<ServerTlsConfig>,
     routes: Routes,
     names: &[&'static str],
@@ -74,11 +80,21 @@ pub async fn serve(
     };
     let v1 = reflection().build_v1().context("building reflection v1")?;
     let v1alpha = reflection().build_v1alpha().context("building reflection v1alpha")?;
+    let probes = health.clone();
     let routes = routes.add_service(health).add_service(v1).add_service(v1alpha);
 
     let names: Vec<&'static str> = names.to_vec();
     let draining = CancellationToken::new();
     let end_streams = EndStreamsLayer { draining: draining.clone() };
+    let probe_port = health_only.map(|listener| {
+        let stop = draining.clone();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            .layer(EndStreamsLayer { draining: stop.clone() })
+            .add_service(probes)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+        tokio::spawn(server)
+    });
     let signal = async move {
         shutdown.cancelled().await;
         reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -104,6 +120,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, signal)
         .await
         .context("serving gRPC")?;
+    if let Some(port) = probe_port {
+        port.await.context("the health port's task")?.context("serving the health port")?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use themodel_proto::common::v1::audit_service_server::AuditServiceServer;
 use themodel_proto::common::v1::outbox_service_server::OutboxServiceServer;
@@ -164,9 +165,14 @@ impl Started {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, services = ?names, tls = self.config.tls.is_some(), "serving");
+        let health_only = match self.config.health_listen {
+            Some(at) => Some(TcpListener::bind(at).await.with_context(|| format!("binding the health port {at}"))?),
+            None => None,
+        };
+        tracing::info!(%addr, health_only = ?self.config.health_listen, services = ?names, tls = self.config.tls.is_some(), "serving");
         let served = server::serve(
             listener,
+            health_only,
             self.config.tls.clone(),
             routes,
             names,

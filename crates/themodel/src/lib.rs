@@ -148,6 +148,9 @@ pub struct SuiteOptions {
     pub identities: Vec<(String, Role)>,
     /// TLS for every service; `None` serves plaintext.
     pub tls: Option<SuiteTls>,
+    /// Services that also serve their health alone, in plaintext, on a
+    /// port of `host` (see [`ServiceConfig::health_listen`]).
+    pub health_ports: BTreeMap<ServiceName, u16>,
 }
 
 /// TLS for the whole suite: every service serves its own certificate,
@@ -208,6 +211,7 @@ impl SuiteOptions {
             clock: Clock::system(),
             identities: Vec::new(),
             tls: None,
+            health_ports: BTreeMap::new(),
         }
     }
 
@@ -413,6 +417,7 @@ impl Suite {
         c.keyring = Some(self.keyring.clone());
         // Issued at start for every service (Suite::start).
         c.credential = self.tokens.credential(&auth::service_identity(name.peer())).unwrap_or_default();
+        c.health_listen = o.health_ports.get(&name).map(|port| std::net::SocketAddr::new(o.host, *port));
         if let Some((server, peers)) = self.tls.as_ref().and_then(|t| t.servers.get(&name)) {
             c.tls = Some(server.clone());
             c.credential = peers.clone();

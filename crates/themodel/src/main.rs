@@ -265,6 +265,11 @@ struct Serve {
     /// kpi only: also serve the dashboard page on this address.
     #[arg(long, env = "THEMODEL_DASHBOARD_LISTEN")]
     dashboard_listen: Option<SocketAddr>,
+    /// Also serve grpc.health.v1.Health alone, in plaintext and open to
+    /// all, on this address: for Kubernetes' gRPC probes, which speak
+    /// neither TLS nor tokens, when the service serves TLS.
+    #[arg(long, env = "THEMODEL_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
     /// The keyring of callers this service lets in (`identity role
     /// sha256-of-token` per line; see docs/security.md). Re-read when it
     /// changes: callers added or removed take effect within seconds.
@@ -370,6 +375,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     serve.common.apply(&mut config);
     config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
     config.owners = serve.owners;
+    config.health_listen = serve.health_listen;
     match (&serve.keyring, serve.no_auth) {
         (Some(path), _) => {
             let keyring = Keyring::load(path)?;
