@@ -695,6 +695,12 @@ impl Api {
     async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
         let q = FunnelQuery::parse(&req, self.fiscal_year_start_month)?;
         let db = self.writer.db();
+        // The cursors before the counts: a page applied between the two
+        // reads then shows in the counts but not yet in `applied_seq`, so
+        // what a response says it applied, its counts always include. Read
+        // the other way round, a caller waiting for its events could be
+        // told they were applied and get counts from before them.
+        let cursors = store::cursors(db).await?;
         let totals = store::counts(db, q.basis, None, q.start, q.end).await?.remove("").unwrap_or_default();
         let splits = match q.split {
             None => Default::default(),
@@ -710,7 +716,6 @@ impl Api {
             ),
             store::Basis::Cohort { .. } => Default::default(),
         };
-        let cursors = store::cursors(db).await?;
         let funnel = |c: &domain::Counts, revenue: Option<&BTreeMap<String, domain::Revenue>>| {
             let r = c.rates();
             pb::Funnel {
