@@ -17,7 +17,6 @@ use prost::Message;
 use prost::bytes::{Buf, BufMut};
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
-use themodel::ServiceName;
 use themodel_e2e::TestSuite;
 use themodel_runtime::auth::{self, Rule};
 use themodel_runtime::telemetry::PeerChannel;
@@ -275,23 +274,6 @@ fn caller(path: &str) -> String {
     }
 }
 
-/// Waits until no service has a hand-over still to deliver, so the next
-/// case's stream heads move only through its own call.
-async fn quiet(t: &TestSuite) {
-    for name in ServiceName::ALL {
-        themodel_e2e::eventually(&format!("{name}'s outbox drained"), || async {
-            let stats = t
-                .outbox(name)
-                .get_outbox_stats(themodel_proto::common::v1::GetOutboxStatsRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            stats.destinations.iter().all(|d| d.pending == 0).then_some(())
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_hostile_requests_never_break_a_service() {
     let cases = std::env::var("THEMODEL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(CASES);
@@ -319,7 +301,7 @@ async fn generated_hostile_requests_never_break_a_service() {
                             "{path} on {name} answered {code:?}"
                         );
                         if code == Code::Ok {
-                            quiet(&t).await;
+                            t.outboxes_drained().await;
                         } else {
                             refused.fetch_add(1, Ordering::Relaxed);
                             let after = t.head(name).await;

@@ -13,6 +13,8 @@ use crate::flows::*;
 
 const EMAIL: &str = "ada.lovelace@analytical.example";
 const NAME: &str = "Ada Lovelace";
+/// What inside sales noted of Ada's need (it travels to field sales).
+const BANT_NOTE: &str = "needs an engine for Bernoulli numbers";
 
 /// Ada's lead, captured with contact data a scan can find.
 fn ada(id: &str) -> mk::CaptureLeadRequest {
@@ -84,22 +86,6 @@ async fn audit(t: &TestSuite, name: Svc, record: &str) -> Vec<common::AuditEntry
     AuditServiceClient::new(t.channel(name)).list_audit_entries(req).await.unwrap().into_inner().entries
 }
 
-/// Waits until no service has a hand-over waiting.
-async fn outboxes_drained(t: &TestSuite) {
-    for (from, to) in [
-        (Svc::Marketing, "inside-sales"),
-        (Svc::InsideSales, "field-sales"),
-        (Svc::InsideSales, "marketing"),
-        (Svc::FieldSales, "customer-success"),
-        (Svc::FieldSales, "marketing"),
-    ] {
-        eventually(&format!("{from} has delivered everything to {to}"), || async move {
-            (t.outbox_stats(from, to).await.pending == 0).then_some(())
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn erasing_a_person_reaches_every_service_and_leaves_the_kpis() {
     let t = TestSuite::start_with(|o| o.identities = vec![("rex".to_owned(), revops())]).await;
@@ -119,18 +105,22 @@ pub async fn erasure(t: &TestSuite, urls: &[(Svc, String)]) {
     capture(t, ada("p-ada")).await;
     assert!(quote_request(t, "p-ada", "2026-11-03T09:30:00Z").await.handed_over);
     in_queue(t, "p-ada").await;
-    qualify(t, "p-ada", bant_all(), "2026-11-03T10:00:00Z").await;
+    let noted = themodel_proto::common::v1::Bant { need_note: BANT_NOTE.into(), ..bant_all() };
+    qualify(t, "p-ada", noted, "2026-11-03T10:00:00Z").await;
     convert(t, "p-ada", "opp-ada", "2026-11-03T10:30:00Z").await;
     opportunity(t, "opp-ada").await;
     walk_to_approval(t, "opp-ada", "2026-11-04T11:00:00Z").await;
     close_won(t, "opp-ada", "acct-ada", "2026-11-05T12:00:00Z").await;
     account(t, "acct-ada").await;
     capture(t, lead("p-grace", "2026-11-06T09:00:00Z")).await;
-    outboxes_drained(t).await;
+    t.outboxes_drained().await;
     let before = t.settled_funnel("2026-11-01", "2026-12-01").await;
     assert_eq!((before.leads, before.opportunities, before.wins), (2, 1, 1), "{before:?}");
     for name in [Svc::Marketing, Svc::InsideSales, Svc::FieldSales, Svc::CustomerSuccess] {
         assert!(!rows_holding(url(name), EMAIL).await.is_empty(), "{name} holds Ada's address before erasure");
+    }
+    for name in [Svc::InsideSales, Svc::FieldSales] {
+        assert!(!rows_holding(url(name), BANT_NOTE).await.is_empty(), "{name} holds the BANT note before erasure");
     }
 
     // Only admin erases; a department, a reader and revops may not.
@@ -175,12 +165,12 @@ pub async fn erasure(t: &TestSuite, urls: &[(Svc, String)]) {
     assert!(opp.erased_at.is_some());
     assert_eq!((opp.contact_name.as_str(), opp.contact_email.as_str()), ("", ""));
     assert_eq!(opp.phase, themodel_proto::fieldsales::v1::Phase::Won as i32);
-    outboxes_drained(t).await;
+    t.outboxes_drained().await;
 
     // Nothing of Ada's contact data is left in any table of any service:
     // records, stored responses, hand-overs, events.
     for name in ServiceName::ALL {
-        for needle in [EMAIL, NAME, "qualified on the phone"] {
+        for needle in [EMAIL, NAME, "qualified on the phone", BANT_NOTE] {
             assert_eq!(rows_holding(url(name), needle).await, Vec::<String>::new(), "{name} still holds {needle:?}");
         }
     }

@@ -184,6 +184,17 @@ impl TestSuite {
         stats.destinations.into_iter().find(|d| d.destination == destination).unwrap_or_default()
     }
 
+    /// Waits until no service has a hand-over still to deliver.
+    pub async fn outboxes_drained(&self) {
+        for name in ServiceName::ALL {
+            eventually(&format!("{name}'s outbox drained"), || async move {
+                let stats = self.outbox(name).get_outbox_stats(common::GetOutboxStatsRequest {}).await.ok()?;
+                stats.into_inner().destinations.iter().all(|d| d.pending == 0).then_some(())
+            })
+            .await;
+        }
+    }
+
     /// The head of a service's event stream.
     pub async fn head(&self, name: ServiceName) -> i64 {
         self.suite.stream_head(name).await.unwrap()

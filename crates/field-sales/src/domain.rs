@@ -299,10 +299,7 @@ impl Opportunity {
         }
         self.contact_name.clear();
         self.contact_email.clear();
-        self.bant.budget_note.clear();
-        self.bant.authority_note.clear();
-        self.bant.need_note.clear();
-        self.bant.timeline_note.clear();
+        self.bant.clear_notes();
         self.erased_at = Some(at);
         let mut out = Out::default();
         if let Some(account) = &self.account_id {

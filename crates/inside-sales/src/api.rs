@@ -102,7 +102,7 @@ impl Api {
         let id = lead_id(&mut v, &r.lead_id);
         let erased_at = r.erased_at.as_ref().map(|t| v.occurred_at("erased_at", Some(t), &self.clock));
         let email = match erased_at {
-            Some(_) if r.email.is_empty() => Some(Email::from_stored(String::new())),
+            Some(_) if r.email.is_empty() => Some(Email::erased()),
             _ => v.parse("email", Email::parse(&r.email)),
         };
         let source = v.parse("source", Code::parse(&r.source));

@@ -394,7 +394,7 @@ impl QueueItem {
     }
 
     /// Erases the person (marketing's erasure, handed on): their e-mail
-    /// address, name and job title, and the BANT notes, are removed; the
+    /// address and name, and the BANT notes, are removed; the
     /// item keeps its id, company, dimensions, status and history. The
     /// notes of its activities are the store's to clear. Each opportunity
     /// the lead became (`opportunities`: every conversion) has the erasure
@@ -403,19 +403,15 @@ impl QueueItem {
         if self.erased_at.is_some() {
             return Out::default();
         }
-        self.email = Email::from_stored(String::new());
+        self.email = Email::erased();
         self.name.clear();
         if let Some(b) = &mut self.bant {
-            b.budget_note.clear();
-            b.authority_note.clear();
-            b.need_note.clear();
-            b.timeline_note.clear();
+            b.clear_notes();
         }
         self.erased_at = Some(at);
         let mut out = Out::default();
-        let mut all: Vec<&OpportunityId> = opportunities.iter().chain(&self.opportunity_id).collect();
-        all.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-        all.dedup();
+        let all: std::collections::BTreeSet<&OpportunityId> =
+            opportunities.iter().chain(&self.opportunity_id).collect();
         for id in all {
             out.push_handover(Handover::new(ErasePersonRequest {
                 request_id: String::new(),

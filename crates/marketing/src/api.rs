@@ -617,9 +617,14 @@ impl Api {
         let call = Call::new(&request, &format!("{METHOD}ErasePerson"), &request.get_ref().request_id)?;
         let r = request.get_ref();
         let mut v = Violations::new();
+        /// Whom the request names: a lead, or the key of an address.
+        enum Person {
+            Lead(LeadId),
+            Address(String),
+        }
         let by = match (r.lead_id.is_empty(), r.email.is_empty()) {
-            (false, true) => v.parse("lead_id", LeadId::parse(&r.lead_id)).map(Key::Lead),
-            (true, false) => v.parse("email", Email::parse(&r.email)).map(|e| Key::Email(e.key())),
+            (false, true) => v.parse("lead_id", LeadId::parse(&r.lead_id)).map(Person::Lead),
+            (true, false) => v.parse("email", Email::parse(&r.email)).map(|e| Person::Address(e.key())),
             (true, true) => {
                 v.add("lead_id", "give the lead_id or the email of the person to erase");
                 None
@@ -630,16 +635,19 @@ impl Api {
             }
         };
         let by = v.build(|| by)?;
+        let need = match &by {
+            Person::Lead(id) => Key::Lead(id.clone()),
+            Person::Address(key) => Key::Email(key.clone()),
+        };
         self.writer
-            .execute(call, vec![Need::Row(by.clone())], move |cx| {
+            .execute(call, vec![Need::Row(need)], move |cx| {
                 let id = match &by {
-                    Key::Lead(id) => id.clone(),
-                    Key::Email(key) => cx
+                    Person::Lead(id) => id.clone(),
+                    Person::Address(key) => cx
                         .state
                         .lead_by_email_key(key)?
                         .map(|l| l.lead_id.clone())
                         .ok_or_else(|| ApiError::not_found("lead with e-mail address", "(the given address)"))?,
-                    _ => return Err(ApiError::Internal(anyhow::anyhow!("erasure by an unexpected key"))),
                 };
                 let mut s = Session::new(cx);
                 let lead = s.lead(&id)?.ok_or_else(|| no_lead(&id))?;
@@ -901,7 +909,7 @@ fn sender(v: &mut Violations, wire: i32, accepted: &[Department]) -> Option<Depa
 /// Refuses a caller that speaks for a department it is not: a hand-over's
 /// `sender` must be the service that calls (docs/security.md).
 fn check_sender<T>(request: &Request<T>, sender: Department) -> ApiResult<()> {
-    if auth::may_send_as(auth::caller(request), sender, Department::Marketing) {
+    if auth::may_send_as(auth::caller(request).map(AsRef::as_ref), sender, Department::Marketing) {
         Ok(())
     } else {
         Err(ApiError::PermissionDenied(format!("this caller may not send as {}", sender.code())))

@@ -486,7 +486,7 @@ impl Lead {
         if self.erased_at.is_some() {
             return Out::default();
         }
-        self.email = Email::from_stored(String::new());
+        self.email = Email::erased();
         self.name.clear();
         self.note.clear();
         self.erased_at = Some(at);

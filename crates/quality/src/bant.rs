@@ -262,3 +262,13 @@ pub struct BantRecord {
     pub need_note: String,
     pub timeline_note: String,
 }
+
+impl BantRecord {
+    /// Removes what the prospect said (the notes are about a person, the
+    /// flags are the qualification): what erasing the person leaves.
+    pub fn clear_notes(&mut self) {
+        for note in [&mut self.budget_note, &mut self.authority_note, &mut self.need_note, &mut self.timeline_note] {
+            note.clear();
+        }
+    }
+}

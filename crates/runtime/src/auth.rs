@@ -580,8 +580,8 @@ impl Credential {
 }
 
 /// The caller of a request, when the service checks credentials.
-pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Principal> {
-    request.extensions().get::<Arc<Principal>>().map(AsRef::as_ref)
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Principal>> {
+    request.extensions().get::<Arc<Principal>>()
 }
 
 /// Whether the caller may act for `sender` in a hand-over: a service only

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
-use crate::auth::Principal;
+use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::idempotency;
 use crate::telemetry;
@@ -40,12 +40,8 @@ impl Call {
         }
         Ok(Call {
             key: idempotency::Key::new(method, request_id, request.get_ref()),
-            deadline: deadline(request.metadata()),
-            trace: telemetry::current_traceparent(request.metadata()),
-            caller: request.extensions().get::<Arc<Principal>>().cloned(),
-            method: method.to_owned(),
             request_id: request_id.to_owned(),
-            about: String::new(),
+            ..Call::streaming(request, method)
         })
     }
 
@@ -63,7 +59,7 @@ impl Call {
         Call {
             deadline: deadline(request.metadata()),
             trace: telemetry::current_traceparent(request.metadata()),
-            caller: request.extensions().get::<Arc<Principal>>().cloned(),
+            caller: auth::caller(request).cloned(),
             method: method.to_owned(),
             ..Call::default()
         }

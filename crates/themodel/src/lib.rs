@@ -49,14 +49,9 @@ impl ServiceName {
         ServiceName::Kpi,
     ];
 
+    /// The service's name (its peers' and its stream's name for it).
     pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceName::Marketing => "marketing",
-            ServiceName::InsideSales => "inside-sales",
-            ServiceName::FieldSales => "field-sales",
-            ServiceName::CustomerSuccess => "customer-success",
-            ServiceName::Kpi => "kpi",
-        }
+        self.peer().as_str()
     }
 
     /// The port `themodel up` uses by default.

@@ -41,6 +41,11 @@ impl Email {
         Email(s)
     }
 
+    /// The address of a person who was erased: none (empty).
+    pub fn erased() -> Email {
+        Email(String::new())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
