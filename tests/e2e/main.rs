@@ -19,6 +19,7 @@ mod fuzz;
 mod idempotency;
 mod ingest;
 mod interfaces;
+mod jwt;
 mod never_buy;
 mod overload;
 mod owners;

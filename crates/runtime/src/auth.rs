@@ -18,7 +18,9 @@
 //! [`AuthLayer`] sits in front of every service. Health and reflection are
 //! open (probes and `grpcurl list` need no secret); every other call needs a
 //! known token (else UNAUTHENTICATED) whose role the table allows (else
-//! PERMISSION_DENIED). The caller's [`Principal`] travels in the request's
+//! PERMISSION_DENIED). A bearer token shaped as a JWT is checked against
+//! the company's identity provider instead, when one is configured
+//! ([`crate::jwt`]). The caller's [`Principal`] travels in the request's
 //! extensions, for handlers that narrow further (a hand-over's `sender`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +37,8 @@ use themodel_values::Department;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tower::{Layer, Service};
+
+use crate::jwt::{JwtVerifier, Refused, Verified};
 
 /// A service of the suite, as an identity that calls its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -595,16 +599,25 @@ pub fn may_send_as(caller: Option<&Principal>, sender: Department, own: Departme
     }
 }
 
+/// What a service checks callers against: its keyring (tokens and
+/// certificate identities) and, if configured, the company's identity
+/// provider (JWTs; see [`crate::jwt`]).
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    pub keyring: LiveKeyring,
+    pub jwt: Option<Arc<JwtVerifier>>,
+}
+
 /// Checks credentials in front of a service; `None` lets every call through
 /// (a deployment that authenticates elsewhere, said at start).
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    keyring: Option<LiveKeyring>,
+    auth: Option<Authenticator>,
 }
 
 impl AuthLayer {
-    pub fn new(keyring: Option<LiveKeyring>) -> Self {
-        AuthLayer { keyring }
+    pub fn new(auth: Option<Authenticator>) -> Self {
+        AuthLayer { auth }
     }
 }
 
@@ -612,7 +625,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, keyring: self.keyring.clone() }
+        Auth { inner, auth: self.auth.clone() }
     }
 }
 
@@ -620,7 +633,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
-    keyring: Option<LiveKeyring>,
+    auth: Option<Authenticator>,
 }
 
 /// The token of an `authorization: Bearer <token>` header.
@@ -641,6 +654,22 @@ pub enum Presented<'a> {
     Nothing,
 }
 
+fn invalid_credential() -> Status {
+    Status::unauthenticated("invalid credential")
+}
+
+/// The refusal of a caller whose roles do not allow `path`.
+fn denied(path: &str, identity: &str, roles: &[Role]) -> Status {
+    let method = path.rsplit('/').next().unwrap_or(path);
+    let roles: Vec<String> = roles.iter().map(|r| r.name()).collect();
+    tracing::info!(%identity, roles = %roles.join(","), %path, "permission denied");
+    match roles.len() {
+        0 => Status::permission_denied(format!("a caller with no role of the suite may not call {method}")),
+        1 => Status::permission_denied(format!("role {} may not call {method}", roles[0])),
+        _ => Status::permission_denied(format!("roles {} may not call {method}", roles.join(", "))),
+    }
+}
+
 /// Decides a call: the caller, or the refusal. Refusals say what to send,
 /// never which part of a credential was wrong.
 pub fn admit(keyring: &Keyring, path: &str, presented: Presented<'_>) -> Result<Arc<Principal>, Status> {
@@ -652,14 +681,26 @@ pub fn admit(keyring: &Keyring, path: &str, presented: Presented<'_>) -> Result<
         Presented::Certificate(name) => keyring.identity(name),
     };
     let Some(principal) = principal else {
-        return Err(Status::unauthenticated("invalid credential"));
+        return Err(invalid_credential());
     };
     if !rule(path).allows(principal.role) {
-        let method = path.rsplit('/').next().unwrap_or(path);
-        tracing::info!(identity = %principal.identity, role = %principal.role, %path, "permission denied");
-        return Err(Status::permission_denied(format!("role {} may not call {method}", principal.role)));
+        return Err(denied(path, &principal.identity, &[principal.role]));
     }
     Ok(principal)
+}
+
+/// Decides a call made with a JWT: the caller acts in the first of the
+/// token's roles that may call `path`.
+pub fn admit_verified(path: &str, verified: Result<Verified, Refused>) -> Result<Arc<Principal>, Status> {
+    let verified = verified.map_err(|reason| {
+        tracing::info!(%reason, %path, "JWT refused");
+        invalid_credential()
+    })?;
+    let rule = rule(path);
+    match verified.roles.iter().find(|r| rule.allows(**r)) {
+        Some(role) => Ok(Arc::new(Principal { identity: verified.identity, role: *role })),
+        None => Err(denied(path, &verified.identity, &verified.roles)),
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
@@ -679,24 +720,41 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        if let Some(keyring) = &self.keyring
-            && !is_open(req.uri().path())
-        {
-            let certificate = crate::tls::client_identity(&req);
-            let presented = match (bearer(&req), &certificate) {
-                (Some(token), _) => Presented::Token(token),
-                (None, Some(name)) => Presented::Certificate(name),
-                (None, None) => Presented::Nothing,
-            };
-            match admit(&keyring.current(), req.uri().path(), presented) {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal);
-                }
-                Err(status) => return Box::pin(async move { Ok(crate::shed::refuse(req.into_body(), status).await) }),
-            }
+        let Some(auth) = &self.auth else { return Box::pin(self.inner.call(req)) };
+        if is_open(req.uri().path()) {
+            return Box::pin(self.inner.call(req));
         }
-        let fut = self.inner.call(req);
-        Box::pin(fut)
+        let certificate = crate::tls::client_identity(&req);
+        let presented = match (bearer(&req), &certificate) {
+            (Some(token), _) => Presented::Token(token),
+            (None, Some(name)) => Presented::Certificate(name),
+            (None, None) => Presented::Nothing,
+        };
+        if let (Presented::Token(token), Some(jwt)) = (presented, &auth.jwt)
+            && crate::jwt::looks_like_jwt(token)
+        {
+            // Checked off the caller's path: the JWKS may be read first.
+            let (jwt, token) = (jwt.clone(), token.to_owned());
+            let ready = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, ready);
+            return Box::pin(async move {
+                let verified = jwt.verify_fresh(&token).await;
+                match admit_verified(req.uri().path(), verified) {
+                    Ok(principal) => {
+                        req.extensions_mut().insert(principal);
+                        inner.call(req).await
+                    }
+                    Err(status) => Ok(crate::shed::refuse(req.into_body(), status).await),
+                }
+            });
+        }
+        match admit(&auth.keyring.current(), req.uri().path(), presented) {
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
+                Box::pin(self.inner.call(req))
+            }
+            Err(status) => Box::pin(async move { Ok(crate::shed::refuse(req.into_body(), status).await) }),
+        }
     }
 }
 

@@ -62,6 +62,9 @@ pub struct ServiceConfig {
     /// The callers the service lets in; `None` lets every call in (only
     /// when the deployment asks for it: `--no-auth`).
     pub keyring: Option<crate::auth::LiveKeyring>,
+    /// JWTs from the company's identity provider, accepted beside the
+    /// keyring's callers (an empty keyring when `keyring` is `None`).
+    pub jwt: Option<std::sync::Arc<crate::jwt::JwtVerifier>>,
     /// What the service presents to its peers (its token, and its TLS for
     /// `https://` peer addresses).
     pub credential: crate::auth::Credential,
@@ -88,10 +91,21 @@ impl ServiceConfig {
             dead_letter_after: 5,
             owners: crate::owners::Roster::default(),
             keyring: None,
+            jwt: None,
             credential: crate::auth::Credential::none(),
             tls: None,
             health_listen: None,
         }
+    }
+
+    /// What the service checks callers against; `None` when it lets every
+    /// call in.
+    pub fn authenticator(&self) -> Option<crate::auth::Authenticator> {
+        if self.keyring.is_none() && self.jwt.is_none() {
+            return None;
+        }
+        let keyring = self.keyring.clone().unwrap_or_else(|| crate::auth::LiveKeyring::new(Default::default()));
+        Some(crate::auth::Authenticator { keyring, jwt: self.jwt.clone() })
     }
 }
 

@@ -6,6 +6,8 @@
 //!   of a service together (group commit), idempotent on `request_id`.
 //! - [`audit`]: the log of who changed which record, and its gRPC service.
 //! - [`auth`]: bearer tokens, roles, and the table of who may call what.
+//! - [`jwt`]: callers the company's identity provider vouches for (JWTs
+//!   checked against its JWKS).
 //! - [`tls`]: TLS for servers and peer clients, and client-certificate
 //!   identities.
 //! - [`cache`]: the writer's cache of the rows it committed.
@@ -38,6 +40,7 @@ pub mod definition;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod jwt;
 pub mod loader;
 pub mod outbox;
 pub mod owners;

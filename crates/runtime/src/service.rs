@@ -178,7 +178,7 @@ impl Started {
             names,
             server::Limits { grace: self.config.shutdown_grace, max_in_flight: self.config.max_in_flight },
             TokenLayer::new(self.stream, self.db.clone()),
-            AuthLayer::new(self.config.keyring.clone()),
+            AuthLayer::new(self.config.authenticator()),
             shutdown,
         )
         .await;

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_proto::kpi::v1::{Funnel, GetFunnelRequest, GetFunnelResponse};
 pub use themodel_runtime::auth::ADMIN;
 use themodel_runtime::auth::{self, Credential, LiveKeyring, LocalTokens, Peer, Role};
+use themodel_runtime::jwt::{JwtConfig, JwtVerifier};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::telemetry::{PeerChannel, peer_channel};
 use themodel_runtime::{Clock, Peers, ServiceConfig, tls};
@@ -146,6 +148,8 @@ pub struct SuiteOptions {
     /// Services that also serve their health alone, in plaintext, on a
     /// port of `host` (see [`ServiceConfig::health_listen`]).
     pub health_ports: BTreeMap<ServiceName, u16>,
+    /// JWTs from an identity provider, accepted beside the local tokens.
+    pub jwt: Option<JwtConfig>,
 }
 
 /// TLS for the whole suite: every service serves its own certificate,
@@ -207,6 +211,7 @@ impl SuiteOptions {
             identities: Vec::new(),
             tls: None,
             health_ports: BTreeMap::new(),
+            jwt: None,
         }
     }
 
@@ -240,7 +245,8 @@ pub struct Suite {
     /// checks callers against.
     tokens: LocalTokens,
     keyring: LiveKeyring,
-    /// Stops following the keyring file.
+    jwt: Option<Arc<JwtVerifier>>,
+    /// Stops following the keyring file and the JWKS.
     keyring_follow: CancellationToken,
     tls: Option<LoadedTls>,
     addrs: BTreeMap<ServiceName, SocketAddr>,
@@ -266,6 +272,10 @@ impl Suite {
             options.poll_interval,
             keyring_follow.clone(),
         ));
+        let jwt = options.jwt.clone().map(JwtVerifier::new).transpose()?;
+        if let Some(jwt) = &jwt {
+            tokio::spawn(jwt.clone().follow(keyring_follow.clone()));
+        }
         let tls = options.tls.as_ref().map(LoadedTls::load).transpose()?;
         let mut listeners = BTreeMap::new();
         for name in ServiceName::ALL {
@@ -275,8 +285,17 @@ impl Suite {
             listeners.insert(name, listener);
         }
         let addrs = listeners.iter().map(|(n, l)| Ok((*n, l.local_addr()?))).collect::<anyhow::Result<_>>()?;
-        let mut suite =
-            Suite { options, tokens, keyring, keyring_follow, tls, addrs, running: BTreeMap::new(), dashboard: None };
+        let mut suite = Suite {
+            options,
+            tokens,
+            keyring,
+            jwt,
+            keyring_follow,
+            tls,
+            addrs,
+            running: BTreeMap::new(),
+            dashboard: None,
+        };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
         }
@@ -410,6 +429,7 @@ impl Suite {
         c.dead_letter_after = o.dead_letter_after;
         c.owners = o.owners.get(&name).cloned().unwrap_or_default();
         c.keyring = Some(self.keyring.clone());
+        c.jwt = self.jwt.clone();
         // Issued at start for every service (Suite::start).
         c.credential = self.tokens.credential(&auth::service_identity(name.peer())).unwrap_or_default();
         c.health_listen = o.health_ports.get(&name).map(|port| std::net::SocketAddr::new(o.host, *port));

@@ -12,6 +12,7 @@ use themodel::{ADMIN, ServiceName, Suite, SuiteOptions};
 use themodel_proto::kpi::v1 as pb;
 use themodel_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use themodel_runtime::auth::{self, Credential, Keyring, LiveKeyring, Role};
+use themodel_runtime::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use themodel_runtime::owners::Roster;
 use themodel_runtime::server::shutdown_signal;
 use themodel_runtime::{Clock, Peers, ServiceConfig, telemetry, tls};
@@ -133,6 +134,56 @@ impl ServeTls {
     }
 }
 
+/// Callers the company's identity provider vouches for: JWTs it signed
+/// (see docs/security.md, "Tokens from an identity provider").
+#[derive(Args)]
+struct JwtArgs {
+    /// Accept JWTs this issuer signed (their `iss`); needs --jwt-audience
+    /// and --jwt-jwks.
+    #[arg(long, env = "THEMODEL_JWT_ISSUER", requires_all = ["jwt_audience", "jwt_jwks"])]
+    jwt_issuer: Option<String>,
+    /// The audience tokens must be for (their `aud`).
+    #[arg(long, env = "THEMODEL_JWT_AUDIENCE", requires = "jwt_issuer")]
+    jwt_audience: Option<String>,
+    /// The issuer's signing keys (JWKS): an https:// URL (http:// only on
+    /// a loopback address), or a file.
+    #[arg(long, env = "THEMODEL_JWT_JWKS", requires = "jwt_issuer")]
+    jwt_jwks: Option<String>,
+    /// A CA to trust for an https:// JWKS besides the public web roots.
+    #[arg(long, env = "THEMODEL_JWT_JWKS_CA", requires = "jwt_issuer")]
+    jwt_jwks_ca: Option<PathBuf>,
+    /// Seconds between reads of the JWKS (it is also read when a token
+    /// names a key it lacks, at most every 10 seconds).
+    #[arg(long, env = "THEMODEL_JWT_JWKS_REFRESH_SECS", default_value_t = 300)]
+    jwt_jwks_refresh_secs: u64,
+    /// The claim holding the caller's roles: a claim name, or a JSON
+    /// pointer such as /realm_access/roles.
+    #[arg(long, env = "THEMODEL_JWT_ROLES_CLAIM", default_value = "roles")]
+    jwt_roles_claim: String,
+    /// Only role values with this prefix count, without it
+    /// (themodel-revops is the role revops).
+    #[arg(long, env = "THEMODEL_JWT_ROLE_PREFIX", default_value = "")]
+    jwt_role_prefix: String,
+    /// The claim naming the caller in the audit log.
+    #[arg(long, env = "THEMODEL_JWT_IDENTITY_CLAIM", default_value = "sub")]
+    jwt_identity_claim: String,
+}
+
+impl JwtArgs {
+    fn config(&self) -> anyhow::Result<Option<JwtConfig>> {
+        let (Some(issuer), Some(audience), Some(jwks)) = (&self.jwt_issuer, &self.jwt_audience, &self.jwt_jwks) else {
+            return Ok(None);
+        };
+        let mut config = JwtConfig::new(issuer, audience, JwksSource::parse(jwks).context("--jwt-jwks")?);
+        config.jwks_ca = self.jwt_jwks_ca.clone();
+        config.refresh = Duration::from_secs(self.jwt_jwks_refresh_secs.max(1));
+        config.roles_claim = self.jwt_roles_claim.clone();
+        config.role_prefix = self.jwt_role_prefix.clone();
+        config.identity_claim = self.jwt_identity_claim.clone();
+        Ok(Some(config))
+    }
+}
+
 #[derive(Args)]
 struct Report {
     /// kpi's address.
@@ -230,6 +281,8 @@ struct Up {
     #[arg(long)]
     no_dashboard: bool,
     #[command(flatten)]
+    jwt: JwtArgs,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -273,7 +326,7 @@ struct Serve {
     /// The keyring of callers this service lets in (`identity role
     /// sha256-of-token` per line; see docs/security.md). Re-read when it
     /// changes: callers added or removed take effect within seconds.
-    #[arg(long, env = "THEMODEL_KEYRING", required_unless_present = "no_auth")]
+    #[arg(long, env = "THEMODEL_KEYRING", required_unless_present_any = ["no_auth", "jwt_issuer"])]
     keyring: Option<PathBuf>,
     /// The file holding the token this service presents to its peers (its
     /// service:<name> identity).
@@ -281,8 +334,10 @@ struct Serve {
     token_file: Option<PathBuf>,
     /// Let every call in without a credential: only behind something that
     /// authenticates callers itself.
-    #[arg(long, env = "THEMODEL_NO_AUTH", conflicts_with = "keyring")]
+    #[arg(long, env = "THEMODEL_NO_AUTH", conflicts_with_all = ["keyring", "jwt_issuer"])]
     no_auth: bool,
+    #[command(flatten)]
+    jwt: JwtArgs,
     #[command(flatten)]
     tls: ServeTls,
     #[command(flatten)]
@@ -343,6 +398,7 @@ async fn run_up(up: Up) -> anyhow::Result<()> {
     options.owners.insert(ServiceName::FieldSales, up.field_sales_owners);
     options.owners.insert(ServiceName::CustomerSuccess, up.customer_success_owners);
     options.dashboard_port = (!up.no_dashboard).then_some(up.dashboard_port);
+    options.jwt = up.jwt.config()?;
     let mut suite = Suite::start(options).await?;
     for name in ServiceName::ALL {
         tracing::info!(service = %name, addr = %suite.addr(name), "listening");
@@ -376,6 +432,7 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
     config.owners = serve.owners;
     config.health_listen = serve.health_listen;
+    config.jwt = serve.jwt.config()?.map(JwtVerifier::new).transpose()?;
     match (&serve.keyring, serve.no_auth) {
         (Some(path), _) => {
             let keyring = Keyring::load(path)?;
@@ -383,7 +440,8 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
             config.keyring = Some(LiveKeyring::new(keyring));
         }
         (None, true) => tracing::warn!("--no-auth: every call is let in without a credential"),
-        (None, false) => anyhow::bail!("set --keyring, or --no-auth to let every call in"),
+        (None, false) if config.jwt.is_some() => {}
+        (None, false) => anyhow::bail!("set --keyring or --jwt-issuer, or --no-auth to let every call in"),
     }
     if let Some(path) = &serve.token_file {
         config.credential = Credential::from_file(path)?;
@@ -398,6 +456,10 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     });
     if let (Some(keyring), Some(path)) = (&config.keyring, &serve.keyring) {
         tokio::spawn(keyring.clone().follow(path.clone(), KEYRING_CHECK, shutdown.clone()));
+    }
+    if let Some(jwt) = &config.jwt {
+        tracing::info!(issuer = %jwt.config().issuer, audience = %jwt.config().audience, jwks = %jwt.config().jwks, "accepting JWTs");
+        tokio::spawn(jwt.clone().follow(shutdown.clone()));
     }
     if let Some(addr) = serve.dashboard_listen {
         anyhow::ensure!(serve.service == ServiceName::Kpi, "--dashboard-listen is for kpi only");
