@@ -136,13 +136,30 @@ async fn revenue_per_currency_new_expansion_and_churned() {
     assert_eq!(revenue(nov.funnel.as_ref().unwrap()), [jpy(3_600_000, 2_400_000, 1_200_000, 0), usd.clone()]);
     let row = |value: &str| nov.splits.iter().find(|s| s.value == value).and_then(|s| s.funnel.clone()).unwrap();
     assert_eq!(revenue(&row("web_form")), [jpy(3_600_000, 2_400_000, 1_200_000, 0)]);
-    assert_eq!(revenue(&row("trade_show")), [usd]);
+    assert_eq!(revenue(&row("trade_show")), std::slice::from_ref(&usd));
     // December: late's account churned with its 1.2M.
     let dec = funnel(&t, period("2026-12-01", "2027-01-01", kpi::View::Flow)).await;
     assert_eq!(revenue(dec.funnel.as_ref().unwrap()), [jpy(0, 0, 0, 1_200_000)]);
-    // The cohort view gives counts only.
-    let cohort = funnel(&t, period("2026-11-01", "2026-12-01", kpi::View::Cohort)).await;
-    assert_eq!(cohort.funnel.unwrap().revenue, []);
+
+    // The cohort view: what November's leads (late, more, usd) brought,
+    // whenever it came. Late's account churning in December counts against
+    // them; early's October lead and its money do not.
+    let mut req = period("2026-11-01", "2026-12-01", kpi::View::Cohort);
+    req.split_by = kpi::Dimension::Source as i32;
+    let cohort = funnel(&t, req).await;
+    let jpy_nov = jpy(2_400_000, 1_200_000, 1_200_000, 1_200_000);
+    assert_eq!(revenue(cohort.funnel.as_ref().unwrap()), [jpy_nov.clone(), usd.clone()]);
+    let row = |value: &str| cohort.splits.iter().find(|s| s.value == value).and_then(|s| s.funnel.clone()).unwrap();
+    assert_eq!(revenue(&row("web_form")), [jpy_nov]);
+    assert_eq!(revenue(&row("trade_show")), std::slice::from_ref(&usd));
+    // As of the end of November the churn had not happened.
+    let mut req = period("2026-11-01", "2026-12-01", kpi::View::Cohort);
+    req.as_of_date = "2026-11-30".into();
+    let before_churn = funnel(&t, req).await;
+    assert_eq!(revenue(before_churn.funnel.as_ref().unwrap()), [jpy(2_400_000, 1_200_000, 1_200_000, 0), usd]);
+    // October's cohort is early alone: won in November, whenever it was.
+    let october = funnel(&t, period("2026-10-01", "2026-11-01", kpi::View::Cohort)).await;
+    assert_eq!(revenue(october.funnel.as_ref().unwrap()), [jpy(1_200_000, 1_200_000, 0, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

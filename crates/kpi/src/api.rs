@@ -544,7 +544,7 @@ impl Api {
 
     /// The flow revenue per currency over business days `[start, end)`.
     async fn flow_revenue(&self, (start, end): (i64, i64)) -> ApiResult<BTreeMap<String, domain::Revenue>> {
-        let mut all = store::revenue(self.writer.db(), None, start, end).await?;
+        let mut all = store::revenue(self.writer.db(), store::Basis::Flow, None, start, end).await?;
         Ok(all.remove("").unwrap_or_default())
     }
 
@@ -706,15 +706,10 @@ impl Api {
             None => Default::default(),
             Some(dim) => store::counts(db, q.basis, Some(dim), q.start, q.end).await?,
         };
-        let (revenue, split_revenue) = match q.basis {
-            store::Basis::Flow => (
-                self.flow_revenue((q.start, q.end)).await?,
-                match q.split {
-                    None => Default::default(),
-                    Some(dim) => store::revenue(db, Some(dim), q.start, q.end).await?,
-                },
-            ),
-            store::Basis::Cohort { .. } => Default::default(),
+        let revenue = store::revenue(db, q.basis, None, q.start, q.end).await?.remove("").unwrap_or_default();
+        let split_revenue = match q.split {
+            None => Default::default(),
+            Some(dim) => store::revenue(db, q.basis, Some(dim), q.start, q.end).await?,
         };
         let funnel = |c: &domain::Counts, revenue: Option<&BTreeMap<String, domain::Revenue>>| {
             let r = c.rates();

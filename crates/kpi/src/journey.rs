@@ -607,7 +607,8 @@ impl Journey {
                 Some((kind, day(m.at), m.currency.clone(), m.units, m.nanos))
             })
             .collect();
-        Contribution { values: self.values(), flow, cohort, money, reasons, stays: self.stays() }
+        let capture_day = self.captured_at.map(day);
+        Contribution { values: self.values(), flow, cohort, capture_day, money, reasons, stays: self.stays() }
     }
 }
 
@@ -694,8 +695,11 @@ pub struct Contribution {
     pub flow: Vec<(Metric, i64)>,
     /// Cohort stages reached: what, the capture day, the day first reached.
     pub cohort: Vec<(Metric, i64, i64)>,
-    /// Flow revenue: what, business day, currency, units, nanos (kept
-    /// per amount, not in [`Deltas`]: sums are made when read).
+    /// The business day the lead was captured (`None` until read): the
+    /// cohort its money counts in.
+    pub capture_day: Option<i64>,
+    /// Revenue: what, business day, currency, units, nanos (kept per
+    /// amount, not in [`Deltas`]: sums are made when read).
     pub money: Vec<(MoneyKind, i64, String, i64, i32)>,
     /// Recycles as cohorts per reason: reason, the recycle's day, what it
     /// was followed by ([`Metric::Recycled`] for itself), the day it was.

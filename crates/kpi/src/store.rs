@@ -232,15 +232,18 @@ pub async fn write_page(
                 values.iter().fold(b, |b, v| b.bind(v.as_str()))
             },
         );
-        let money = rows
-            .iter()
-            .flat_map(|(lead, c)| c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, &c.values)));
+        let money = rows.iter().flat_map(|(lead, c)| {
+            c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, c.capture_day, &c.values))
+        });
         script.insert_rows(
-            &format!("INSERT INTO money_facts (lead_id, n, day, kind, currency, units, nanos, {})", dims.join(", ")),
-            7 + dims.len(),
+            &format!(
+                "INSERT INTO money_facts (lead_id, n, day, kind, currency, units, nanos, capture_day, {})",
+                dims.join(", ")
+            ),
+            8 + dims.len(),
             "",
             money,
-            |b, (lead, n, (kind, day, currency, units, nanos), values)| {
+            |b, (lead, n, (kind, day, currency, units, nanos), captured, values)| {
                 let b = b
                     .bind(lead)
                     .bind(n)
@@ -248,7 +251,8 @@ pub async fn write_page(
                     .bind(kind.code())
                     .bind(currency.as_str())
                     .bind(*units)
-                    .bind(i64::from(*nanos));
+                    .bind(i64::from(*nanos))
+                    .bind(captured.unwrap_or(NOT_CAPTURED));
                 values.iter().fold(b, |b, v| b.bind(v.as_str()))
             },
         );
@@ -256,6 +260,10 @@ pub async fn write_page(
     script.run(conn).await?;
     Ok(())
 }
+
+/// The capture day of a money fact whose lead's capture is not read yet:
+/// before every period, so it is in no cohort.
+const NOT_CAPTURED: i64 = -1;
 
 /// How a stay fact stores a moment that has not come (an open stay's end,
 /// a first contact not yet made, a deadline not given).
@@ -520,19 +528,41 @@ pub async fn recycle_reasons(
     counts_under(&mut conn, Basis::Cohort { as_of }, RECYCLE_REASON, start, end).await
 }
 
-/// Revenue over business days `[start, end)` in nanos, per dimension value
-/// (the totals under "" when `split` is `None`), then per currency.
+/// Revenue in nanos, per dimension value (the totals under "" when `split`
+/// is `None`), then per currency: in the flow view, the amounts dated on
+/// business days `[start, end)`; in the cohort view, the amounts of the
+/// leads captured on those days, dated on or before `as_of` (a lead's money
+/// counts no earlier than its capture, as its stages do).
 pub async fn revenue(
     db: &Db,
+    basis: Basis,
     split: Option<Dimension>,
     start: i64,
     end: i64,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, Revenue>>> {
     // The column is one of the dimensions' fixed names, never input.
     let value = split.map_or("''", Dimension::code);
-    let sql = format!("SELECT {value}, kind, currency, units, nanos FROM money_facts WHERE day >= $1 AND day < $2");
-    let rows: Vec<(String, String, String, i64, i64)> =
-        sqlx::query_as(&sql).bind(start).bind(end).fetch_all(db.reader()).await?;
+    let select = format!("SELECT {value}, kind, currency, units, nanos FROM money_facts");
+    let rows: Vec<(String, String, String, i64, i64)> = match basis {
+        Basis::Flow => {
+            sqlx::query_as(&format!("{select} WHERE day >= $1 AND day < $2"))
+                .bind(start)
+                .bind(end)
+                .fetch_all(db.reader())
+                .await?
+        }
+        Basis::Cohort { as_of } => {
+            let as_of = as_of.unwrap_or(i64::MAX);
+            sqlx::query_as(&format!(
+                "{select} WHERE capture_day >= $1 AND capture_day < $2 AND day <= $3 AND capture_day <= $3"
+            ))
+            .bind(start)
+            .bind(end)
+            .bind(as_of)
+            .fetch_all(db.reader())
+            .await?
+        }
+    };
     let mut out: BTreeMap<String, BTreeMap<String, Revenue>> = BTreeMap::new();
     for (value, kind, currency, units, nanos) in rows {
         let Some(kind) = MoneyKind::from_code(&kind) else { continue };
