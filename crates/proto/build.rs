@@ -19,6 +19,7 @@ const PROTOS: &[&str] = &[
     "themodel/customersuccess/v1/events.proto",
     "themodel/kpi/v1/kpi.proto",
     "themodel/kpi/v1/events.proto",
+    "themodel/kpi/v1/preview.proto",
     "google/rpc/error_details.proto",
 ];
 

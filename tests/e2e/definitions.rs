@@ -107,3 +107,83 @@ async fn a_published_definition_is_used_and_recorded_by_version() {
     let queued = in_queue(&t, &lead.lead_id).await;
     assert_eq!(queued.definition_version, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draft_is_dry_run_on_the_current_leads_without_publishing() {
+    let t = TestSuite::start().await;
+    // fit: a CTO of a 500-person software company, 55 of 65 points, no
+    // intent yet. keen: the same fit and a quote request, so promising.
+    // rival: fit, but its domain is about to be named a competitor's.
+    // kid: a student, never-buy whatever the definition.
+    capture(&t, lead("fit", "2026-11-02T09:00:00Z")).await;
+    capture(&t, lead("keen", "2026-11-02T09:00:00Z")).await;
+    quote_request(&t, "keen", "2026-11-03T09:00:00Z").await;
+    let mut rival = lead("rival", "2026-11-02T09:00:00Z");
+    rival.email = "sam@rival.example".into();
+    capture(&t, rival).await;
+    let mut kid = lead("kid", "2026-11-02T09:00:00Z");
+    kid.relationship = themodel_proto::marketing::v1::Relationship::Student as i32;
+    capture(&t, kid).await;
+
+    let mut k = t.kpi.clone();
+    let current = k.get_quality_definition(kpi::GetQualityDefinitionRequest::default()).await.unwrap().into_inner();
+    let current = current.definition.unwrap();
+    let mut draft = current.clone();
+    draft.promising_threshold = 50;
+    draft.exclusion.as_mut().unwrap().competitor_domains.push("rival.example".into());
+    let preview = k
+        .preview_quality_definition(kpi::PreviewQualityDefinitionRequest { definition: Some(draft) })
+        .await
+        .unwrap()
+        .into_inner()
+        .preview
+        .unwrap();
+    let counts = |n, p, x| Some(kpi::ClassCounts { nurturing: n, promising: p, never_buy: x });
+    let change = |from: kpi::LeadClass, to: kpi::LeadClass| kpi::LeadClassChange {
+        from_class: from as i32,
+        to_class: to as i32,
+        leads: 1,
+    };
+    use kpi::LeadClass::{NeverBuy, Nurturing, Promising};
+    assert_eq!(
+        preview,
+        kpi::DefinitionPreview {
+            baseline_version: current.version,
+            leads: 4,
+            changed: 2,
+            // fit reaches the lower threshold; rival becomes a competitor.
+            changes: vec![change(Nurturing, Promising), change(Nurturing, NeverBuy)],
+            baseline: counts(2, 1, 1),
+            draft: counts(0, 2, 2),
+        }
+    );
+
+    // An erased person is no lead to class: rival's change goes with them.
+    let erase = themodel_proto::marketing::v1::ErasePersonRequest {
+        request_id: "erase-rival".into(),
+        lead_id: "rival".into(),
+        ..Default::default()
+    };
+    t.marketing.clone().erase_person(erase).await.unwrap();
+    let mut draft = current.clone();
+    draft.promising_threshold = 50;
+    draft.exclusion.as_mut().unwrap().competitor_domains.push("rival.example".into());
+    let again = k.preview_quality_definition(kpi::PreviewQualityDefinitionRequest { definition: Some(draft) }).await;
+    let again = again.unwrap().into_inner().preview.unwrap();
+    assert_eq!((again.leads, again.changed, again.changes), (3, 1, vec![change(Nurturing, Promising)]));
+
+    // A draft that could not be published is refused the same way, naming
+    // the field; nothing is ever published by a dry run.
+    let mut bad = current.clone();
+    bad.promising_threshold = 0;
+    let err =
+        k.preview_quality_definition(kpi::PreviewQualityDefinitionRequest { definition: Some(bad) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        err.get_details_bad_request().unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["definition.promising_threshold"]);
+    let err = k.preview_quality_definition(kpi::PreviewQualityDefinitionRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let after = k.get_quality_definition(kpi::GetQualityDefinitionRequest::default()).await.unwrap().into_inner();
+    assert_eq!(after.definition.unwrap().version, current.version);
+}

@@ -64,7 +64,10 @@ fn expected(path: &str, role: &str) -> bool {
     }
     match method {
         "ExcludeLead" => ["marketing", "admin", "service:inside-sales"].contains(&role),
-        "SetTargets" | "PublishQualityDefinition" | "ListAuditEntries" => ["revops", "admin"].contains(&role),
+        "SetTargets" | "PublishQualityDefinition" | "PreviewQualityDefinition" | "ListAuditEntries" => {
+            ["revops", "admin"].contains(&role)
+        }
+        "PreviewDefinition" => ["revops", "admin", "service:kpi"].contains(&role),
         "ListDeadLetters" | "RetryDeadLetter" | "DropDeadLetter" | "ErasePerson" => role == "admin",
         _ => role == owner || role == "admin",
     }
@@ -73,6 +76,10 @@ fn expected(path: &str, role: &str) -> bool {
 /// The service that serves `path`.
 pub fn served_by(path: &str) -> Vec<ServiceName> {
     let service = path.trim_start_matches('/').split('/').next().unwrap();
+    if service == "themodel.kpi.v1.DefinitionPreviewService" {
+        // kpi's contract, served where the leads are.
+        return vec![Svc::Marketing];
+    }
     match service.split('.').nth(1).unwrap() {
         "marketing" => vec![Svc::Marketing],
         "insidesales" => vec![Svc::InsideSales],

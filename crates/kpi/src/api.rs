@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use themodel_proto::common::v1 as common;
 use themodel_proto::kpi::v1 as pb;
+use themodel_proto::kpi::v1::definition_preview_service_client::DefinitionPreviewServiceClient;
 use themodel_proto::kpi::v1::kpi_service_server::KpiService;
 use themodel_quality::Phase;
 use themodel_runtime::call;
 use themodel_runtime::consistency::{self, Token};
-use themodel_runtime::definition::{from_proto, to_proto};
+use themodel_runtime::definition::{self, to_proto};
 use themodel_runtime::paging;
+use themodel_runtime::telemetry::PeerChannel;
 use themodel_runtime::time::to_timestamp;
 use themodel_runtime::validate::{Violations, page_size};
 use themodel_runtime::wire::{money, required_money};
@@ -47,7 +49,12 @@ pub struct Api {
     pub fiscal_year_start_month: u32,
     /// The stream consumers, whose progress reads wait on and report.
     pub consumers: Arc<[Arc<Consumer>]>,
+    /// Marketing, which dry-runs definition drafts on its leads.
+    pub marketing: DefinitionPreviewServiceClient<PeerChannel>,
 }
+
+/// How long marketing may take to class its leads for a dry run.
+const PREVIEW_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A funnel request, checked.
 #[derive(Debug)]
@@ -1266,6 +1273,34 @@ impl Api {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn preview_quality_definition(
+        &self,
+        req: pb::PreviewQualityDefinitionRequest,
+    ) -> ApiResult<pb::PreviewQualityDefinitionResponse> {
+        let mut v = Violations::new();
+        definition::required(&mut v, "definition", req.definition.as_ref());
+        v.finish()?;
+        let (current, at) = store::definition(self.writer.db(), 0)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("kpi holds no quality definition"))?;
+        let mut ask = Request::new(pb::PreviewDefinitionRequest {
+            baseline: Some(to_proto(&current, Some(at))),
+            draft: req.definition,
+        });
+        ask.set_timeout(PREVIEW_TIMEOUT);
+        let preview = self.marketing.clone().preview_definition(ask).await.map_err(|status| {
+            tracing::warn!(code = ?status.code(), message = status.message(), "marketing could not dry-run the draft");
+            match status.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted => {
+                    ApiError::Unavailable(format!("marketing cannot dry-run the draft now: {}", status.message()))
+                }
+                _ => ApiError::Internal(anyhow::anyhow!("marketing refused the dry run: {}", status.message())),
+            }
+        })?;
+        Ok(pb::PreviewQualityDefinitionResponse { preview: preview.into_inner().preview })
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn publish_quality_definition(
         &self,
         request: Request<pb::PublishQualityDefinitionRequest>,
@@ -1273,19 +1308,7 @@ impl Api {
         let call =
             Call::new(&request, "/themodel.kpi.v1.KpiService/PublishQualityDefinition", &request.get_ref().request_id)?;
         let mut v = Violations::new();
-        let definition = match &request.get_ref().definition {
-            None => {
-                v.add("definition", "is required");
-                None
-            }
-            Some(p) => match from_proto(p) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    v.add(&format!("definition.{}", e.field), e.message);
-                    None
-                }
-            },
-        };
+        let definition = definition::required(&mut v, "definition", request.get_ref().definition.as_ref());
         let definition = v.build(|| definition)?;
         let response: pb::PublishQualityDefinitionResponse = self
             .writer
@@ -1411,6 +1434,13 @@ impl KpiService for Api {
         request: Request<pb::ListQualityDefinitionsRequest>,
     ) -> Result<Response<pb::ListQualityDefinitionsResponse>, Status> {
         Ok(Response::new(Api::list_quality_definitions(self, request.into_inner()).await?))
+    }
+
+    async fn preview_quality_definition(
+        &self,
+        request: Request<pb::PreviewQualityDefinitionRequest>,
+    ) -> Result<Response<pb::PreviewQualityDefinitionResponse>, Status> {
+        Ok(Response::new(Api::preview_quality_definition(self, request.into_inner()).await?))
     }
 
     async fn publish_quality_definition(

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
+use themodel_proto::kpi::v1::definition_preview_service_client::DefinitionPreviewServiceClient;
 use themodel_proto::kpi::v1::kpi_service_server::KpiServiceServer;
 use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
@@ -82,6 +83,10 @@ pub async fn run(
         clock: started.clock.clone(),
         fiscal_year_start_month: config.fiscal_year_start_month,
         consumers: consumers.into(),
+        marketing: DefinitionPreviewServiceClient::new(peer_channel(
+            require_peer(&config.peers.marketing, "--marketing-addr")?,
+            &config.credential,
+        )?),
     };
     let routes = Routes::new(KpiServiceServer::new(api))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))

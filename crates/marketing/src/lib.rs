@@ -8,8 +8,10 @@
 
 pub mod api;
 pub mod domain;
+pub mod preview;
 pub mod store;
 
+use themodel_proto::kpi::v1::definition_preview_service_server::DefinitionPreviewServiceServer;
 use themodel_proto::marketing::v1::marketing_service_server::MarketingServiceServer;
 use themodel_runtime::events::EventStream;
 use themodel_runtime::loader::Loader;
@@ -43,9 +45,11 @@ pub async fn run(
         started.stop_token(),
     );
     let api = api::Api { writer: writer.clone(), leads, clock: started.clock.clone() };
+    let preview = preview::Preview { db: started.db.clone() };
     let routes = Routes::new(MarketingServiceServer::new(api))
+        .add_service(DefinitionPreviewServiceServer::new(preview))
         .add_service(EventStream::server(started.db.clone(), shutdown.clone()))
         .add_service(started.outbox_admin(&writer))
         .add_service(started.audit_log());
-    started.serve(listener, routes, &[SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
+    started.serve(listener, routes, &[SERVICE, preview::SERVICE, EVENT_STREAM, OUTBOX, AUDIT], shutdown).await
 }

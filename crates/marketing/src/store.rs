@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use themodel_quality::{Score, TouchKind};
+use themodel_quality::{Definition, LeadClass, LeadFacts, Score, TouchKind};
 use themodel_runtime::cache::{self, Cache};
 use themodel_runtime::db::Conn;
 use themodel_runtime::db::{self, Db, Script, Table, Value};
@@ -508,6 +508,48 @@ pub async fn list_leads(
     let list = NewestFirst { select: &format!("SELECT {COLUMNS} FROM leads"), time: "captured_at", id: "lead_id" };
     let rows: Vec<LeadRow> = list.page(db, &Vec::from_iter(status.map(|s| ("status", s.code()))), after, limit).await?;
     Ok(leads(rows)?)
+}
+
+/// Leads per class under two definitions, and the changes between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassTally {
+    /// (class under `baseline`, class under `draft`) → leads.
+    pub pairs: BTreeMap<(LeadClass, LeadClass), i64>,
+}
+
+/// Classes every lead but erased ones under `baseline` and `draft`, a page
+/// at a time in lead-id order (so the read holds no long transaction).
+pub async fn tally_classes(db: &Db, baseline: &Definition, draft: &Definition) -> anyhow::Result<ClassTally> {
+    const PAGE: i64 = 5_000;
+    type Row = (String, String, i64, String, String, String, String);
+    let mut tally = ClassTally::default();
+    let mut after = String::new();
+    loop {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT lead_id, email, company_size, industry, job_title, relationship, scored_touches FROM leads \
+             WHERE lead_id > $1 AND erased_at IS NULL ORDER BY lead_id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(PAGE)
+        .fetch_all(db.reader())
+        .await?;
+        for (_, email, size, industry, job_title, relationship, touches) in &rows {
+            let facts = LeadFacts {
+                email,
+                company_size: db::to_i32(*size, "company_size")?,
+                industry,
+                job_title,
+                relationship: relationship_from_code(relationship)
+                    .ok_or_else(|| anyhow::anyhow!("unknown relationship {relationship:?}"))?,
+            };
+            let touches = touches_from_text(touches)?;
+            *tally.pairs.entry((baseline.class(&facts, &touches), draft.class(&facts, &touches))).or_default() += 1;
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == PAGE => after = last.0.clone(),
+            _ => return Ok(tally),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod scoring;
 
 pub use bant::{Bant, BantCondition, BantRecord, BantRequirement, Phase, PhaseExit, PhaseMoveRefused};
 pub use reasons::{ReasonRefused, RecycleReason};
-pub use scoring::{Classification, ExclusionReason, LeadFacts, Relationship, Score, TitleMatch, TouchKind};
+pub use scoring::{Classification, ExclusionReason, LeadClass, LeadFacts, Relationship, Score, TitleMatch, TouchKind};
 
 /// One version of the shared definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -125,6 +125,15 @@ pub enum Classification {
     Excluded(ExclusionReason),
 }
 
+/// A lead's class under a definition, from its facts and scored touches
+/// alone (what people decided about it aside): see [`Definition::class`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeadClass {
+    Nurturing,
+    Promising,
+    NeverBuy,
+}
+
 /// What [`Definition::title_rule`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TitleMatch {
@@ -220,6 +229,16 @@ impl Definition {
         }
         Classification::Prospect
     }
+
+    /// Never-buy when the exclusion rules class the lead so; otherwise
+    /// promising when its score reaches the threshold; otherwise nurturing.
+    pub fn class(&self, lead: &LeadFacts<'_>, touches: &BTreeMap<TouchKind, i32>) -> LeadClass {
+        match self.classify(lead) {
+            Classification::Excluded(_) => LeadClass::NeverBuy,
+            Classification::Prospect if self.is_promising(self.score(lead, touches)) => LeadClass::Promising,
+            Classification::Prospect => LeadClass::Nurturing,
+        }
+    }
 }
 
 /// Whether `word` stands in `title` as a word of its own ("vp" in "vp sales",
@@ -263,6 +282,22 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(d.attribute_score(&f), want, "{f:?}");
         }
+    }
+
+    #[test]
+    fn classes_follow_exclusion_then_the_threshold() {
+        let d = Definition::default();
+        let none = BTreeMap::new();
+        let fit = facts(500, "software", "CTO");
+        assert_eq!(d.class(&fit, &none), LeadClass::Nurturing, "fit alone stays under 65");
+        let engaged = BTreeMap::from([(TouchKind::QuoteRequest, 1)]);
+        assert!(d.is_promising(d.score(&fit, &engaged)));
+        assert_eq!(d.class(&fit, &engaged), LeadClass::Promising);
+        let student = LeadFacts { relationship: Relationship::Student, ..fit };
+        assert_eq!(d.class(&student, &engaged), LeadClass::NeverBuy, "exclusion wins over any score");
+        let mut stricter = d.clone();
+        stricter.promising_threshold = d.score(&fit, &engaged).total() + 1;
+        assert_eq!(stricter.class(&fit, &engaged), LeadClass::Nurturing);
     }
 
     #[test]

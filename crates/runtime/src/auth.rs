@@ -142,6 +142,9 @@ pub enum Rule {
     Department(Department),
     /// revops and admin.
     Revops,
+    /// revops and admin, or one of these services (a read a service makes
+    /// of a peer for revops, such as kpi's dry run of a definition).
+    RevopsOrService(&'static [Peer]),
     /// admin only.
     Admin,
     /// A hand-over receiver: only the sending services.
@@ -157,7 +160,8 @@ impl Rule {
             (_, Role::Admin) => !matches!(self, Rule::HandOver(_)),
             (Rule::Read, _) => true,
             (Rule::Department(d) | Rule::DepartmentOrHandOver(d, _), Role::Department(r)) => d == r,
-            (Rule::Revops, Role::Revops) => true,
+            (Rule::Revops | Rule::RevopsOrService(_), Role::Revops) => true,
+            (Rule::RevopsOrService(services), Role::Service(p)) => services.contains(&p),
             (Rule::HandOver(senders) | Rule::DepartmentOrHandOver(_, senders), Role::Service(p)) => {
                 senders.contains(&p)
             }
@@ -222,6 +226,9 @@ pub const TABLE: &[(&str, Rule)] = &[
     ("/themodel.kpi.v1.KpiService/GetQualityDefinition", Rule::Read),
     ("/themodel.kpi.v1.KpiService/ListQualityDefinitions", Rule::Read),
     ("/themodel.kpi.v1.KpiService/PublishQualityDefinition", Rule::Revops),
+    ("/themodel.kpi.v1.KpiService/PreviewQualityDefinition", Rule::Revops),
+    // Served by marketing, which holds the leads a draft is tried on.
+    ("/themodel.kpi.v1.DefinitionPreviewService/PreviewDefinition", Rule::RevopsOrService(&[Peer::Kpi])),
     // Events carry ids and dimensions, never personal data.
     ("/themodel.common.v1.EventStreamService/ListEvents", Rule::Read),
     ("/themodel.common.v1.OutboxService/GetOutboxStats", Rule::Read),

@@ -168,6 +168,20 @@ fn invalid(field: &str, message: impl Into<String>) -> InvalidDefinition {
     InvalidDefinition { field: field.to_owned(), message: message.into() }
 }
 
+/// The definition a request's `field` must hold, validated; what is wrong
+/// with it goes into `v` under `field`.
+pub fn required(
+    v: &mut crate::validate::Violations,
+    field: &str,
+    p: Option<&pb::QualityDefinition>,
+) -> Option<Definition> {
+    let Some(p) = p else {
+        v.add(field, "is required");
+        return None;
+    };
+    from_proto(p).map_err(|e| v.add(&format!("{field}.{}", e.field), e.message)).ok()
+}
+
 /// A definition from its wire form, validated.
 pub fn from_proto(p: &pb::QualityDefinition) -> Result<Definition, InvalidDefinition> {
     let a = p.attribute.as_ref().ok_or_else(|| invalid("attribute", "is required"))?;
