@@ -239,20 +239,17 @@ impl JwtVerifier {
     }
 
     /// Reads the JWKS again when a token names an unknown key, unless it
-    /// was read within `unknown_key_refetch`; whether it was read.
-    async fn refetch_for_unknown_key(&self) -> bool {
+    /// was read within `unknown_key_refetch` (perhaps by a call that was
+    /// waiting for the same new key).
+    async fn refetch_for_unknown_key(&self) {
         let mut fetched = self.fetched.lock().await;
         if fetched.is_some_and(|at| at.elapsed() < self.config.unknown_key_refetch) {
-            return false;
+            return;
         }
         match self.refresh_locked(&mut fetched).await {
-            Ok(keys) => {
-                tracing::info!(jwks = %self.config.jwks, keys, "JWKS read again for an unknown key id");
-                true
-            }
+            Ok(keys) => tracing::info!(jwks = %self.config.jwks, keys, "JWKS read again for an unknown key id"),
             Err(e) => {
-                tracing::warn!(jwks = %self.config.jwks, error = format!("{e:#}"), "cannot read the JWKS; keeping the keys loaded");
-                false
+                tracing::warn!(jwks = %self.config.jwks, error = format!("{e:#}"), "cannot read the JWKS; keeping the keys loaded")
             }
         }
     }
@@ -331,8 +328,11 @@ impl JwtVerifier {
     /// key id not loaded (see [`JwtConfig::unknown_key_refetch`]).
     pub async fn verify_fresh(&self, token: &str) -> Result<Verified, Refused> {
         match self.verify(token) {
-            Err(Refused::UnknownKey) if self.refetch_for_unknown_key().await => self.verify(token),
-            other => other,
+            Err(Refused::UnknownKey) => {
+                self.refetch_for_unknown_key().await;
+                self.verify(token)
+            }
+            verified => verified,
         }
     }
 }
