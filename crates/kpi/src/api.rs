@@ -549,9 +549,14 @@ impl Api {
         v.build(|| Some((period?, split?)))
     }
 
-    /// The flow revenue per currency over business days `[start, end)`.
-    async fn flow_revenue(&self, (start, end): (i64, i64)) -> ApiResult<BTreeMap<String, domain::Revenue>> {
-        let mut all = store::revenue(self.writer.db(), store::Basis::Flow, None, start, end).await?;
+    /// The revenue per currency over business days `[start, end)`, in the
+    /// view `basis` names.
+    async fn total_revenue(
+        &self,
+        basis: store::Basis,
+        (start, end): (i64, i64),
+    ) -> ApiResult<BTreeMap<String, domain::Revenue>> {
+        let mut all = store::revenue(self.writer.db(), basis, None, start, end).await?;
         Ok(all.remove("").unwrap_or_default())
     }
 
@@ -713,7 +718,7 @@ impl Api {
             None => Default::default(),
             Some(dim) => store::counts(db, q.basis, Some(dim), q.start, q.end).await?,
         };
-        let revenue = store::revenue(db, q.basis, None, q.start, q.end).await?.remove("").unwrap_or_default();
+        let revenue = self.total_revenue(q.basis, (q.start, q.end)).await?;
         let split_revenue = match q.split {
             None => Default::default(),
             Some(dim) => store::revenue(db, q.basis, Some(dim), q.start, q.end).await?,
@@ -958,7 +963,11 @@ impl Api {
         let revenue = match &set.revenue {
             None => None,
             Some(target) => {
-                let actual = self.flow_revenue(period).await?.remove(&target.currency_code).map_or(0, |r| r.won);
+                let actual = self
+                    .total_revenue(store::Basis::Flow, period)
+                    .await?
+                    .remove(&target.currency_code)
+                    .map_or(0, |r| r.won);
                 let target_nanos = domain::total_nanos(target.units, target.nanos.into());
                 let expected = progress.expected_nanos(target_nanos);
                 Some(pb::RevenueAttainment {

@@ -31,16 +31,12 @@ fn class(c: LeadClass) -> pb::LeadClass {
 
 /// The contract's preview of a tally.
 pub fn to_proto(baseline_version: i64, tally: &ClassTally) -> pb::DefinitionPreview {
-    let mut preview = pb::DefinitionPreview {
-        baseline_version,
-        baseline: Some(pb::ClassCounts::default()),
-        draft: Some(pb::ClassCounts::default()),
-        ..Default::default()
-    };
-    for (&(from, to), &leads) in &tally.pairs {
+    let (mut baseline, mut draft) = (pb::ClassCounts::default(), pb::ClassCounts::default());
+    let mut preview = pb::DefinitionPreview { baseline_version, ..Default::default() };
+    for (&(from, to), &leads) in tally {
         preview.leads += leads;
-        add(preview.baseline.get_or_insert_default(), from, leads);
-        add(preview.draft.get_or_insert_default(), to, leads);
+        add(&mut baseline, from, leads);
+        add(&mut draft, to, leads);
         if from != to {
             preview.changed += leads;
             preview.changes.push(pb::LeadClassChange {
@@ -50,7 +46,7 @@ pub fn to_proto(baseline_version: i64, tally: &ClassTally) -> pb::DefinitionPrev
             });
         }
     }
-    preview
+    pb::DefinitionPreview { baseline: Some(baseline), draft: Some(draft), ..preview }
 }
 
 fn add(counts: &mut pb::ClassCounts, c: LeadClass, leads: i64) {

@@ -510,12 +510,8 @@ pub async fn list_leads(
     Ok(leads(rows)?)
 }
 
-/// Leads per class under two definitions, and the changes between them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClassTally {
-    /// (class under `baseline`, class under `draft`) → leads.
-    pub pairs: BTreeMap<(LeadClass, LeadClass), i64>,
-}
+/// Leads per (class under one definition, class under another).
+pub type ClassTally = BTreeMap<(LeadClass, LeadClass), i64>;
 
 /// Classes every lead but erased ones under `baseline` and `draft`, a page
 /// at a time in lead-id order (so the read holds no long transaction).
@@ -543,7 +539,7 @@ pub async fn tally_classes(db: &Db, baseline: &Definition, draft: &Definition) -
                     .ok_or_else(|| anyhow::anyhow!("unknown relationship {relationship:?}"))?,
             };
             let touches = touches_from_text(touches)?;
-            *tally.pairs.entry((baseline.class(&facts, &touches), draft.class(&facts, &touches))).or_default() += 1;
+            *tally.entry((baseline.class(&facts, &touches), draft.class(&facts, &touches))).or_default() += 1;
         }
         match rows.last() {
             Some(last) if rows.len() as i64 == PAGE => after = last.0.clone(),

@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -189,19 +189,17 @@ impl JwtVerifier {
                 Some(builder.build().context("building the JWKS client")?)
             }
         };
-        let verifier = JwtVerifier {
-            config,
-            keys: RwLock::new(Arc::new(Vec::new())),
-            client,
-            fetched: tokio::sync::Mutex::new(None),
+        // A file is read now, so a bad one stops the service from starting.
+        let (keys, fetched) = match &config.jwks {
+            JwksSource::File(path) => (signing_keys(&read_file(path)?, &config.jwks)?, Some(Instant::now())),
+            JwksSource::Url(_) => (Vec::new(), None),
         };
-        if let JwksSource::File(path) = &verifier.config.jwks {
-            let keys = parse_jwks(&read_file(path)?).with_context(|| format!("in the JWKS {}", path.display()))?;
-            anyhow::ensure!(!keys.is_empty(), "the JWKS {} holds no signing key", path.display());
-            *verifier.fetched.try_lock().context("a new verifier is not shared")? = Some(Instant::now());
-            verifier.replace(keys);
-        }
-        Ok(Arc::new(verifier))
+        Ok(Arc::new(JwtVerifier {
+            config,
+            keys: RwLock::new(Arc::new(keys)),
+            client,
+            fetched: tokio::sync::Mutex::new(fetched),
+        }))
     }
 
     pub fn config(&self) -> &JwtConfig {
@@ -231,8 +229,7 @@ impl JwtVerifier {
             (JwksSource::Url(url), Some(client)) => fetch(client, url).await?,
             (JwksSource::Url(_), None) => anyhow::bail!("no HTTP client for the JWKS URL"),
         };
-        let keys = parse_jwks(&text).with_context(|| format!("in the JWKS {}", self.config.jwks))?;
-        anyhow::ensure!(!keys.is_empty(), "the JWKS {} holds no signing key", self.config.jwks);
+        let keys = signing_keys(&text, &self.config.jwks)?;
         let count = keys.len();
         self.replace(keys);
         Ok(count)
@@ -258,31 +255,18 @@ impl JwtVerifier {
     /// loaded yet, then every few seconds until the first read succeeds).
     pub async fn follow(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         const RETRY: Duration = Duration::from_secs(5);
+        // A file was read by `new`; a URL is read first here.
+        let mut read = self.current().is_empty();
         loop {
-            let wait = if self.current().is_empty() {
-                match self.refresh().await {
-                    Ok(keys) => {
-                        tracing::info!(jwks = %self.config.jwks, keys, "JWKS loaded");
-                        self.config.refresh
-                    }
-                    Err(e) => {
-                        tracing::warn!(jwks = %self.config.jwks, error = format!("{e:#}"), "cannot read the JWKS; JWTs are refused until it can be read");
-                        RETRY.min(self.config.refresh)
-                    }
-                }
-            } else {
-                self.config.refresh
-            };
+            if read && let Err(e) = self.refresh().await {
+                tracing::warn!(jwks = %self.config.jwks, error = format!("{e:#}"), "cannot read the JWKS; keeping the keys loaded (JWTs are refused while there are none)");
+            }
+            let wait = if self.current().is_empty() { RETRY.min(self.config.refresh) } else { self.config.refresh };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            if self.current().is_empty() {
-                continue;
-            }
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(jwks = %self.config.jwks, error = format!("{e:#}"), "cannot read the JWKS; keeping the keys loaded");
-            }
+            read = true;
         }
     }
 
@@ -359,6 +343,14 @@ pub fn roles(claims: &Value, claim: &str, prefix: &str) -> Vec<Role> {
     roles
 }
 
+/// The signing keys of a JWKS document read from `source`; a document
+/// with none is an error.
+fn signing_keys(text: &str, source: &JwksSource) -> anyhow::Result<Vec<Key>> {
+    let keys = parse_jwks(text).with_context(|| format!("in the JWKS {source}"))?;
+    anyhow::ensure!(!keys.is_empty(), "the JWKS {source} holds no signing key");
+    Ok(keys)
+}
+
 fn read_file(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the JWKS {}", path.display()))?;
     anyhow::ensure!(text.len() <= MAX_JWKS_BYTES, "the JWKS {} is over {MAX_JWKS_BYTES} bytes", path.display());
@@ -429,23 +421,13 @@ fn algorithms(jwk: &Jwk) -> Vec<Algorithm> {
     };
     match jwk.common.key_algorithm {
         None => of_kind,
-        Some(named) => of_kind.into_iter().filter(|a| key_algorithm(*a) == Some(named)).collect(),
+        // The library names both alike (RS256, ES256, ...); an encryption
+        // algorithm (RSA-OAEP, ...) names no signature algorithm.
+        Some(named) => {
+            let named = named.to_string().parse::<Algorithm>().ok();
+            of_kind.into_iter().filter(|a| Some(*a) == named).collect()
+        }
     }
-}
-
-fn key_algorithm(a: Algorithm) -> Option<KeyAlgorithm> {
-    Some(match a {
-        Algorithm::ES256 => KeyAlgorithm::ES256,
-        Algorithm::ES384 => KeyAlgorithm::ES384,
-        Algorithm::RS256 => KeyAlgorithm::RS256,
-        Algorithm::RS384 => KeyAlgorithm::RS384,
-        Algorithm::RS512 => KeyAlgorithm::RS512,
-        Algorithm::PS256 => KeyAlgorithm::PS256,
-        Algorithm::PS384 => KeyAlgorithm::PS384,
-        Algorithm::PS512 => KeyAlgorithm::PS512,
-        Algorithm::EdDSA => KeyAlgorithm::EdDSA,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => return None,
-    })
 }
 
 #[cfg(test)]
@@ -503,6 +485,28 @@ mod tests {
         assert_eq!(found, vec![(Some("ec"), &[Algorithm::ES256][..]), (Some("rsa"), &[Algorithm::RS256][..])]);
         assert!(parse_jwks("{\"keys\": 3}").is_err());
         assert!(parse_jwks("not json").is_err());
+    }
+
+    #[test]
+    fn a_jwks_file_is_read_at_start_and_must_hold_a_signing_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("jwks.json");
+        let config = || JwtConfig::new("https://idp", "themodel", JwksSource::File(path.clone()));
+        let p256 = json!({"kty": "EC", "crv": "P-256", "kid": "ec",
+            "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"});
+        std::fs::write(&path, json!({"keys": [p256]}).to_string()).expect("write");
+        let verifier = JwtVerifier::new(config()).expect("a JWKS with a key");
+        assert_eq!(verifier.current().len(), 1);
+        // A token without a key id is checked against the one key, which
+        // takes no shared-secret algorithm.
+        let hs256 = verifier.verify("eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
+        assert!(matches!(&hs256, Err(Refused::Invalid(m)) if m.contains("HS256")), "{hs256:?}");
+        std::fs::write(&path, json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).to_string()).expect("write");
+        let err = JwtVerifier::new(config()).unwrap_err();
+        assert!(format!("{err:#}").contains("holds no signing key"), "{err:#}");
+        let err =
+            JwtVerifier::new(JwtConfig::new("https://idp", "themodel", JwksSource::File(dir.path().join("none"))));
+        assert!(format!("{:#}", err.unwrap_err()).contains("reading the JWKS"));
     }
 
     #[test]
