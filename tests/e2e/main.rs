@@ -33,3 +33,4 @@ mod targets;
 mod tls;
 mod velocity;
 mod views;
+mod zones;

@@ -164,7 +164,7 @@ pub async fn late_never_buy(t: &TestSuite) {
     // The journeys show when and why.
     let journey = |id: &str| {
         let mut k = t.kpi.clone();
-        let req = kpi::GetJourneyRequest { lead_id: id.into() };
+        let req = kpi::GetJourneyRequest { lead_id: id.into(), ..Default::default() };
         async move { k.get_journey(req).await.unwrap().into_inner() }
     };
     let steps = |j: &kpi::GetJourneyResponse| -> Vec<(i32, i64, String)> {

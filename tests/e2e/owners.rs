@@ -186,8 +186,13 @@ pub async fn reps_and_their_kpis(t: &TestSuite) {
     );
 
     // The journey names the rep.
-    let journey =
-        t.kpi.clone().get_journey(kpi::GetJourneyRequest { lead_id: "a4".into() }).await.unwrap().into_inner();
+    let journey = t
+        .kpi
+        .clone()
+        .get_journey(kpi::GetJourneyRequest { lead_id: "a4".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let rep = journey.dimensions.iter().find(|d| d.dimension == kpi::Dimension::InsideSalesRep as i32).unwrap();
     assert_eq!(rep.value, "chika");
 }

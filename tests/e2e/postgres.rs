@@ -107,6 +107,12 @@ async fn the_scenarios_on_postgres_give_the_same_results() {
     crate::calibration::assert_calibration(&t).await;
     t.suite.shutdown().await.unwrap();
 
+    // Periods in other time zones.
+    let t = dbs.suite(|_| {}).await;
+    crate::zones::history(&t).await;
+    crate::zones::assert_every_zone(&t).await;
+    t.suite.shutdown().await.unwrap();
+
     // Owners and the KPIs per rep.
     let t = dbs.suite(crate::owners::roster).await;
     crate::owners::reps_and_their_kpis(&t).await;

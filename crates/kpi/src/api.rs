@@ -14,7 +14,7 @@ use themodel_runtime::consistency::{self, Token};
 use themodel_runtime::definition::{self, to_proto};
 use themodel_runtime::paging;
 use themodel_runtime::telemetry::PeerChannel;
-use themodel_runtime::time::to_timestamp;
+use themodel_runtime::time::{Micros, to_timestamp};
 use themodel_runtime::validate::{Violations, page_size};
 use themodel_runtime::wire::{money, required_money};
 use themodel_runtime::{ApiError, ApiResult, Call, Clock, Done, Effects, Need, Writer};
@@ -31,6 +31,7 @@ use crate::journey::{Dimension, StepKind};
 use crate::period;
 use crate::planning::{self, Factor, Plan, PlanRates, RateSource};
 use crate::retention;
+use crate::span::Span;
 use crate::store::{self, Key, Writes};
 use crate::targets::{self, Progress, Target};
 use crate::velocity::{self, Stage};
@@ -39,9 +40,8 @@ use crate::velocity::{self, Stage};
 #[derive(Debug, Clone)]
 pub struct Api {
     pub writer: Writer<Writes>,
-    pub time_zone: String,
-    /// The business time zone, parsed.
-    pub tz: chrono_tz::Tz,
+    /// The time zone days are read in when a request names none.
+    pub time_zone: Zone,
     /// What "today" is, for attainment.
     pub clock: Clock,
     /// The month (1–12) fiscal quarters and years start in, unless a request
@@ -56,20 +56,72 @@ pub struct Api {
 /// How long marketing may take to class its leads for a dry run.
 const PREVIEW_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A time zone a request's days are read in.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    tz: chrono_tz::Tz,
+}
+
+impl Zone {
+    /// An IANA time zone, such as "UTC" or "Asia/Kolkata".
+    pub fn parse(name: &str) -> Option<Zone> {
+        domain::parse_time_zone(name).map(|tz| Zone { tz })
+    }
+
+    /// Its IANA name.
+    pub fn name(&self) -> String {
+        self.tz.name().to_owned()
+    }
+
+    /// The first moment of `day` (days since 1970-01-01) in the zone;
+    /// before or after every moment for a day past the calendar's range.
+    fn start_of(&self, day: i64) -> Micros {
+        domain::day_start(day, self.tz).unwrap_or(if day < 0 { Micros::MIN } else { Micros::MAX })
+    }
+
+    /// The moments of days `[start, end)` in the zone.
+    fn span(&self, (start, end): (i64, i64)) -> Span {
+        Span { start: self.start_of(start), end: self.start_of(end) }
+    }
+
+    /// The day (days since 1970-01-01) the moment `at` falls on in the zone.
+    fn day(&self, at: Micros) -> i64 {
+        domain::business_day(at, self.tz)
+    }
+}
+
+/// A request's period, checked: days `[start, end)` in `zone`.
+#[derive(Debug, Clone)]
+struct Period {
+    days: (i64, i64),
+    zone: Zone,
+}
+
+impl Period {
+    /// Its moments.
+    fn span(&self) -> Span {
+        self.zone.span(self.days)
+    }
+
+    /// The moment a cohort's "as of" day ends (`None`: no such day).
+    fn until(&self, as_of: Option<i64>) -> Option<Micros> {
+        as_of.map(|d| self.zone.start_of(d.saturating_add(1)))
+    }
+}
+
 /// A funnel request, checked.
 #[derive(Debug)]
 struct FunnelQuery {
-    start: i64,
-    end: i64,
+    period: Period,
     view: pb::View,
     basis: store::Basis,
     split: Option<Dimension>,
 }
 
 impl FunnelQuery {
-    fn parse(req: &pb::GetFunnelRequest, fiscal_year_start_month: u32) -> ApiResult<FunnelQuery> {
+    fn parse(req: &pb::GetFunnelRequest, api: &Api) -> ApiResult<FunnelQuery> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, api);
         let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
         let view = match pb::View::try_from(req.view) {
             Ok(pb::View::Unspecified | pb::View::Flow) => Some(pb::View::Flow),
@@ -85,12 +137,12 @@ impl FunnelQuery {
         let split = split_by(&mut v, req.split_by);
         v.build(|| {
             let view = view?;
+            let period = period?;
             let basis = match view {
-                pb::View::Cohort => store::Basis::Cohort { as_of },
+                pb::View::Cohort => store::Basis::Cohort { until: period.until(as_of) },
                 _ => store::Basis::Flow,
             };
-            let (start, end) = period?;
-            Some(FunnelQuery { start, end, view, basis, split: split? })
+            Some(FunnelQuery { period, view, basis, split: split? })
         })
     }
 }
@@ -110,16 +162,17 @@ fn split_by(v: &mut Violations, wire: i32) -> Option<Option<Dimension>> {
 }
 
 /// A request's period: `[start_date, end_date)`, or the period of `unit`
-/// around `start_date`.
+/// around `start_date`, in `time_zone`.
 struct PeriodFields<'a> {
     start_date: &'a str,
     end_date: &'a str,
     unit: i32,
     fiscal_year_start_month: i32,
+    time_zone: &'a str,
 }
 
 /// A request that names its period by `start_date`, `end_date`,
-/// `period_unit` and `fiscal_year_start_month`.
+/// `period_unit`, `fiscal_year_start_month` and `time_zone`.
 trait PeriodRequest {
     fn period_fields(&self) -> PeriodFields<'_>;
 }
@@ -133,6 +186,7 @@ macro_rules! period_requests {
                     end_date: &self.end_date,
                     unit: self.period_unit,
                     fiscal_year_start_month: self.fiscal_year_start_month,
+                    time_zone: &self.time_zone,
                 }
             }
         }
@@ -144,13 +198,25 @@ period_requests!(
     pb::PlanFromRevenueRequest,
     pb::GetBottleneckRequest,
     pb::SetTargetsRequest,
-    pb::ListTargetsRequest,
     pb::GetAttainmentRequest,
     pb::GetRetentionRequest,
     pb::GetRecyclingRequest,
     pb::GetVelocityRequest,
     pb::GetAttributeCalibrationRequest,
 );
+
+/// A target set's period is its days, whatever the zone they are read in.
+impl PeriodRequest for pb::ListTargetsRequest {
+    fn period_fields(&self) -> PeriodFields<'_> {
+        PeriodFields {
+            start_date: &self.start_date,
+            end_date: &self.end_date,
+            unit: self.period_unit,
+            fiscal_year_start_month: self.fiscal_year_start_month,
+            time_zone: "",
+        }
+    }
+}
 
 /// The units a period can be named by, as the contract names them.
 const PERIOD_UNITS: [(pb::PeriodUnit, period::Unit); 5] = [
@@ -162,9 +228,16 @@ const PERIOD_UNITS: [(pb::PeriodUnit, period::Unit); 5] = [
 ];
 
 impl PeriodFields<'_> {
-    /// The period in business days; `default_fiscal` is the deployment's
-    /// fiscal-year start month.
-    fn parse(&self, v: &mut Violations, default_fiscal: u32) -> Option<(i64, i64)> {
+    /// The period, its time zone the request's or else `api`'s.
+    fn parse(&self, v: &mut Violations, api: &Api) -> Option<Period> {
+        let zone = api.zone(v, self.time_zone);
+        let days = self.days(v, api.fiscal_year_start_month);
+        Some(Period { days: days?, zone: zone? })
+    }
+
+    /// The period's days; `default_fiscal` is the deployment's fiscal-year
+    /// start month.
+    fn days(&self, v: &mut Violations, default_fiscal: u32) -> Option<(i64, i64)> {
         let fiscal = match self.fiscal_year_start_month {
             0 => Some(default_fiscal),
             m @ 1..=12 => Some(m as u32),
@@ -210,15 +283,12 @@ fn period(v: &mut Violations, start: (&str, &str), end: (&str, &str)) -> Option<
 }
 
 /// A window given by two optional dates, both or neither; neither is the
-/// [`DEFAULT_WINDOW_DAYS`] days before `period`.
-fn window(
-    v: &mut Violations,
-    start: (&str, &str),
-    end: (&str, &str),
-    period: Option<(i64, i64)>,
-) -> Option<(i64, i64)> {
+/// [`DEFAULT_WINDOW_DAYS`] days before `period`. In `period`'s time zone.
+fn window(v: &mut Violations, start: (&str, &str), end: (&str, &str), period: Option<&Period>) -> Option<Period> {
+    let zone = period.map(|p| p.zone.clone());
     if start.1.is_empty() && end.1.is_empty() {
-        return period.map(|(s, _)| (s - DEFAULT_WINDOW_DAYS, s));
+        let (s, _) = period?.days;
+        return Some(Period { days: (s - DEFAULT_WINDOW_DAYS, s), zone: zone? });
     }
     if start.1.is_empty() || end.1.is_empty() {
         let missing = if start.1.is_empty() { start.0 } else { end.0 };
@@ -231,7 +301,8 @@ fn window(
         );
         return None;
     }
-    self::period(v, start, end)
+    let days = self::period(v, start, end);
+    Some(Period { days: days?, zone: zone? })
 }
 
 /// Days in a window when none is given.
@@ -252,8 +323,8 @@ fn day(v: &mut Violations, (field, value): (&str, &str), required: bool) -> Opti
     d
 }
 
-fn days((start, end): (i64, i64)) -> i64 {
-    end - start
+fn days(p: &Period) -> i64 {
+    p.days.1 - p.days.0
 }
 
 /// The version a page of versions (newest first) starts below, from the
@@ -535,28 +606,41 @@ impl Api {
         Ok(())
     }
 
-    /// The flow totals over business days `[start, end)`.
-    async fn flow_totals(&self, (start, end): (i64, i64)) -> ApiResult<domain::Counts> {
-        let mut all = store::counts(self.writer.db(), store::Basis::Flow, None, start, end).await?;
+    /// A request's `time_zone`: empty is the deployment's.
+    fn zone(&self, v: &mut Violations, name: &str) -> Option<Zone> {
+        if name.is_empty() {
+            return Some(self.time_zone.clone());
+        }
+        let zone = Zone::parse(name);
+        if zone.is_none() {
+            let why = "is not a time zone: give an IANA name such as UTC, America/New_York or Asia/Kolkata \
+                       (empty: the deployment's)";
+            v.add("time_zone", why);
+        }
+        zone
+    }
+
+    /// The flow totals of a period.
+    async fn flow_totals(&self, period: &Period) -> ApiResult<domain::Counts> {
+        let mut all = store::counts(self.writer.db(), store::Basis::Flow, None, period.span()).await?;
         Ok(all.remove("").unwrap_or_default())
     }
 
     /// A request's period and `split_by`, checked together.
-    fn period_and_split(&self, req: &impl PeriodRequest, split: i32) -> ApiResult<((i64, i64), Option<Dimension>)> {
+    fn period_and_split(&self, req: &impl PeriodRequest, split: i32) -> ApiResult<(Period, Option<Dimension>)> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let split = split_by(&mut v, split);
         v.build(|| Some((period?, split?)))
     }
 
-    /// The revenue per currency over business days `[start, end)`, in the
-    /// view `basis` names.
+    /// The revenue per currency of a period, in the view `basis` names.
     async fn total_revenue(
         &self,
         basis: store::Basis,
-        (start, end): (i64, i64),
+        period: &Period,
     ) -> ApiResult<BTreeMap<String, domain::Revenue>> {
-        let mut all = store::revenue(self.writer.db(), basis, None, start, end).await?;
+        let mut all = store::revenue(self.writer.db(), basis, None, period.span()).await?;
         Ok(all.remove("").unwrap_or_default())
     }
 
@@ -569,12 +653,12 @@ impl Api {
             v.check(t.total_nanos() > 0, "revenue_target", "must be above 0");
         }
         let wins = deal.as_ref().and_then(|d| wins_for_revenue(&mut v, ("revenue_target", target.as_ref()), d));
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let window = window(
             &mut v,
             ("trailing_start_date", &req.trailing_start_date),
             ("trailing_end_date", &req.trailing_end_date),
-            period,
+            period.as_ref(),
         );
         let mut given = |field: &str, rate: Option<f64>, at_most_one: bool| {
             let r = rate?;
@@ -586,7 +670,7 @@ impl Api {
         let given_opportunity = given("opportunity_rate", req.opportunity_rate, false);
         let given_acquisition = given("acquisition_rate", req.acquisition_rate, false);
         let (period, window, wins) = v.build(|| Some((period?, window?, wins?)))?;
-        let t = self.flow_totals(window).await?;
+        let t = self.flow_totals(&window).await?;
         let counted = t.exact_rates();
         let trailing = |r: Option<Rate>| r.map(|r| (r, RateSource::Trailing));
         let rates = PlanRates {
@@ -594,7 +678,7 @@ impl Api {
             opportunity: given_opportunity.or(trailing(counted.opportunity)),
             acquisition: given_acquisition.or(trailing(counted.acquisition)),
         };
-        let scale = days(period) as f64 / days(window) as f64;
+        let scale = days(&period) as f64 / days(&window) as f64;
         let stages = planning::plan(wins, rates);
         let paces = [
             (pb::Stage::Wins, t.wins),
@@ -623,30 +707,31 @@ impl Api {
                     }
                 })
                 .collect(),
-            trailing_start_date: domain::format_day(window.0),
-            trailing_end_date: domain::format_day(window.1),
-            time_zone: self.time_zone.clone(),
-            start_date: domain::format_day(period.0),
-            end_date: domain::format_day(period.1),
+            trailing_start_date: domain::format_day(window.days.0),
+            trailing_end_date: domain::format_day(window.days.1),
+            time_zone: period.zone.name(),
+            start_date: domain::format_day(period.days.0),
+            end_date: domain::format_day(period.days.1),
         })
     }
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_bottleneck(&self, req: pb::GetBottleneckRequest) -> ApiResult<pb::GetBottleneckResponse> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let baseline = window(
             &mut v,
             ("baseline_start_date", &req.baseline_start_date),
             ("baseline_end_date", &req.baseline_end_date),
-            period,
+            period.as_ref(),
         );
         let (period, baseline) = v.build(|| Some((period?, baseline?)))?;
 
         // Against the period's targets when no baseline is asked for and
         // the targets hold the chain (leads, opportunities, wins).
         let explicit = !req.baseline_start_date.is_empty() || !req.baseline_end_date.is_empty();
-        let current = if explicit { None } else { store::target_sets(self.writer.db(), period, None, 1).await?.pop() };
+        let current =
+            if explicit { None } else { store::target_sets(self.writer.db(), period.days, None, 1).await?.pop() };
         let target_plan = current.as_ref().and_then(|set| {
             let count = |stage| set.targets.iter().find(|t| target_stage(t.stage) == Some(stage)).map(|t| t.count);
             let plan = Plan::targets(
@@ -657,13 +742,13 @@ impl Api {
             );
             Some((set.version, plan))
         });
-        let actual = self.flow_totals(period).await?;
+        let actual = self.flow_totals(&period).await?;
         let (plan, basis, targets_version, baseline) = match target_plan {
             Some((version, plan)) => (plan, pb::PlanBasis::Targets, version, None),
             None => {
-                let base = self.flow_totals(baseline).await?;
-                let plan = Plan::baseline(&base, days(period) as f64 / days(baseline) as f64);
-                (plan, pb::PlanBasis::Baseline, 0, Some(baseline))
+                let base = self.flow_totals(&baseline).await?;
+                let plan = Plan::baseline(&base, days(&period) as f64 / days(&baseline) as f64);
+                (plan, pb::PlanBasis::Baseline, 0, Some(baseline.days))
             }
         };
         let b = planning::bottleneck(&actual, &plan);
@@ -695,9 +780,9 @@ impl Api {
             planned_wins: b.planned_wins,
             baseline_start_date: baseline.map(|b| domain::format_day(b.0)).unwrap_or_default(),
             baseline_end_date: baseline.map(|b| domain::format_day(b.1)).unwrap_or_default(),
-            time_zone: self.time_zone.clone(),
-            start_date: domain::format_day(period.0),
-            end_date: domain::format_day(period.1),
+            time_zone: period.zone.name(),
+            start_date: domain::format_day(period.days.0),
+            end_date: domain::format_day(period.days.1),
             basis: basis as i32,
             targets_version,
         })
@@ -705,7 +790,8 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date, view = req.view))]
     async fn get_funnel(&self, req: pb::GetFunnelRequest) -> ApiResult<pb::GetFunnelResponse> {
-        let q = FunnelQuery::parse(&req, self.fiscal_year_start_month)?;
+        let q = FunnelQuery::parse(&req, self)?;
+        let span = q.period.span();
         let db = self.writer.db();
         // The cursors before the counts: a page applied between the two
         // reads then shows in the counts but not yet in `applied_seq`, so
@@ -713,23 +799,24 @@ impl Api {
         // the other way round, a caller waiting for its events could be
         // told they were applied and get counts from before them.
         let cursors = store::cursors(db).await?;
-        let totals = store::counts(db, q.basis, None, q.start, q.end).await?.remove("").unwrap_or_default();
+        let totals = store::counts(db, q.basis, None, span).await?.remove("").unwrap_or_default();
         let splits = match q.split {
             None => Default::default(),
-            Some(dim) => store::counts(db, q.basis, Some(dim), q.start, q.end).await?,
+            Some(dim) => store::counts(db, q.basis, Some(dim), span).await?,
         };
-        let revenue = self.total_revenue(q.basis, (q.start, q.end)).await?;
+        let revenue = self.total_revenue(q.basis, &q.period).await?;
         let split_revenue = match q.split {
             None => Default::default(),
-            Some(dim) => store::revenue(db, q.basis, Some(dim), q.start, q.end).await?,
+            Some(dim) => store::revenue(db, q.basis, Some(dim), span).await?,
         };
+        let time_zone = q.period.zone.name();
         let funnel = |c: &domain::Counts, revenue: Option<&BTreeMap<String, domain::Revenue>>| {
             let r = c.rates();
             pb::Funnel {
                 view: q.view as i32,
-                start_date: domain::format_day(q.start),
-                end_date: domain::format_day(q.end),
-                time_zone: self.time_zone.clone(),
+                start_date: domain::format_day(q.period.days.0),
+                end_date: domain::format_day(q.period.days.1),
+                time_zone: time_zone.clone(),
                 visitors: c.visitors,
                 leads: c.leads,
                 excluded_leads: c.excluded_leads,
@@ -795,7 +882,7 @@ impl Api {
         let call = Call::new(&request, "/themodel.kpi.v1.KpiService/SetTargets", &request.get_ref().request_id)?;
         let req = request.get_ref();
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let mut given = BTreeMap::new();
         if req.targets.len() > TARGET_STAGES.len() {
             v.add("targets", format!("at most {} (one per stage)", TARGET_STAGES.len()));
@@ -838,7 +925,7 @@ impl Api {
                 &mut v,
                 ("trailing_start_date", &req.trailing_start_date),
                 ("trailing_end_date", &req.trailing_end_date),
-                period,
+                period.as_ref(),
             )
         } else {
             for (field, value) in
@@ -851,7 +938,7 @@ impl Api {
         let set_by = v.text("set_by", &req.set_by, 200);
         let note = v.text("note", &req.note, 2000);
         capacities(&mut v, &req.capacities);
-        let period = v.build(|| period)?;
+        let period = v.build(|| period)?.days;
 
         let mut set = pb::TargetSet {
             start_date: domain::format_day(period.0),
@@ -866,12 +953,13 @@ impl Api {
         let derived = match window {
             Some(window) => {
                 self.fresh(request.metadata()).await?;
-                let rates = self.flow_totals(window).await?.exact_rates();
+                let rates = self.flow_totals(&window).await?.exact_rates();
                 let derived = targets::derive(&given, wins, &rates)
                     .map_err(|e| ApiError::precondition("RATE_UNKNOWN", "targets", e))?;
                 if derived.values().any(|t| t.derived.is_some()) {
-                    set.trailing_start_date = domain::format_day(window.0);
-                    set.trailing_end_date = domain::format_day(window.1);
+                    set.trailing_start_date = domain::format_day(window.days.0);
+                    set.trailing_end_date = domain::format_day(window.days.1);
+                    set.trailing_time_zone = window.zone.name();
                 }
                 derived
             }
@@ -915,7 +1003,7 @@ impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn list_targets(&self, req: pb::ListTargetsRequest) -> ApiResult<pb::ListTargetsResponse> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().days(&mut v, self.fiscal_year_start_month);
         let limit = page_size(&mut v, req.page_size, 20, 100);
         let period = v.build(|| period)?;
         let before = before_version(&req.page_token)?;
@@ -927,21 +1015,21 @@ impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_attainment(&self, req: pb::GetAttainmentRequest) -> ApiResult<pb::GetAttainmentResponse> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let baseline = window(
             &mut v,
             ("baseline_start_date", &req.baseline_start_date),
             ("baseline_end_date", &req.baseline_end_date),
-            period,
+            period.as_ref(),
         );
         let (period, baseline) = v.build(|| Some((period?, baseline?)))?;
         let db = self.writer.db();
-        let set = store::target_sets(db, period, None, 1).await?.pop().ok_or_else(|| {
-            let (s, e) = (domain::format_day(period.0), domain::format_day(period.1));
+        let set = store::target_sets(db, period.days, None, 1).await?.pop().ok_or_else(|| {
+            let (s, e) = (domain::format_day(period.days.0), domain::format_day(period.days.1));
             ApiError::not_found("targets for the period", format!("[{s}, {e})"))
         })?;
-        let counts = self.flow_totals(period).await?;
-        let progress = Progress::of(period, domain::business_day(self.clock.now(), self.tz));
+        let counts = self.flow_totals(&period).await?;
+        let progress = Progress::of(period.days, period.zone.day(self.clock.now()));
         let stages = set
             .targets
             .iter()
@@ -964,7 +1052,7 @@ impl Api {
             None => None,
             Some(target) => {
                 let actual = self
-                    .total_revenue(store::Basis::Flow, period)
+                    .total_revenue(store::Basis::Flow, &period)
                     .await?
                     .remove(&target.currency_code)
                     .map_or(0, |r| r.won);
@@ -998,7 +1086,7 @@ impl Api {
             })
             .collect();
         let rates = counts.exact_rates();
-        let baseline_rates = self.flow_totals(baseline).await?.exact_rates();
+        let baseline_rates = self.flow_totals(&baseline).await?.exact_rates();
         let local_optimisation = targets::WATCHED
             .into_iter()
             .filter_map(|stage| {
@@ -1025,19 +1113,21 @@ impl Api {
             revenue,
             elapsed_days: progress.elapsed,
             period_days: progress.days,
-            time_zone: self.time_zone.clone(),
+            time_zone: period.zone.name(),
             starvation,
             local_optimisation,
-            baseline_start_date: domain::format_day(baseline.0),
-            baseline_end_date: domain::format_day(baseline.1),
+            baseline_start_date: domain::format_day(baseline.days.0),
+            baseline_end_date: domain::format_day(baseline.days.1),
         })
     }
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_retention(&self, req: pb::GetRetentionRequest) -> ApiResult<pb::GetRetentionResponse> {
-        let ((start, end), split) = self.period_and_split(&req, req.split_by)?;
+        let (period, split) = self.period_and_split(&req, req.split_by)?;
+        let span = period.span();
+        let (start, end) = period.days;
         let db = self.writer.db();
-        let histories = store::account_histories(db, end).await?;
+        let histories = store::account_histories(db, span.end).await?;
         // Each account's split value: the lead's whose deal opened it.
         let values: HashMap<String, String> = match split {
             None => HashMap::new(),
@@ -1056,17 +1146,17 @@ impl Api {
         let mut total = retention::Retention::default();
         let mut splits: BTreeMap<&str, retention::Retention> = BTreeMap::new();
         for (account, changes) in &histories {
-            total.add_account(changes, start);
+            total.add_account(changes, span.start);
             if split.is_some() {
                 let value = values.get(account).map_or("", String::as_str);
-                splits.entry(value).or_default().add_account(changes, start);
+                splits.entry(value).or_default().add_account(changes, span.start);
             }
         }
         splits.retain(|_, r| *r != retention::Retention::default());
         let to_proto = |r: &retention::Retention| pb::Retention {
             start_date: domain::format_day(start),
             end_date: domain::format_day(end),
-            time_zone: self.time_zone.clone(),
+            time_zone: period.zone.name(),
             accounts_at_start: r.accounts_at_start,
             churned_accounts: r.churned_accounts,
             logo_churn_rate: r.logo_churn_rate(),
@@ -1106,14 +1196,14 @@ impl Api {
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_recycling(&self, req: pb::GetRecyclingRequest) -> ApiResult<pb::GetRecyclingResponse> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
-        let (start, end) = v.build(|| period)?;
-        let reasons = store::recycle_reasons(self.writer.db(), start, end, as_of).await?;
+        let period = v.build(|| period)?;
+        let reasons = store::recycle_reasons(self.writer.db(), period.span(), period.until(as_of)).await?;
         Ok(pb::GetRecyclingResponse {
-            start_date: domain::format_day(start),
-            end_date: domain::format_day(end),
-            time_zone: self.time_zone.clone(),
+            start_date: domain::format_day(period.days.0),
+            end_date: domain::format_day(period.days.1),
+            time_zone: period.zone.name(),
             as_of_date: req.as_of_date.clone(),
             reasons: reasons
                 .into_iter()
@@ -1133,19 +1223,18 @@ impl Api {
 
     #[tracing::instrument(skip_all, fields(start = %req.start_date, end = %req.end_date))]
     async fn get_velocity(&self, req: pb::GetVelocityRequest) -> ApiResult<pb::GetVelocityResponse> {
-        let ((start, end), split) = self.period_and_split(&req, req.split_by)?;
-        let as_of = domain::day_start(end, self.tz).map_or(self.clock.now(), |t| t.min(self.clock.now()));
-        let mut by_value = store::velocity(self.writer.db(), split, (start, end), as_of).await?;
+        let (period, split) = self.period_and_split(&req, req.split_by)?;
+        let span = period.span();
+        let as_of = span.end.min(self.clock.now());
+        let mut by_value = store::velocity(self.writer.db(), split, span, as_of).await?;
         let total = match split {
             None => by_value.remove("").unwrap_or_default(),
-            Some(_) => {
-                store::velocity(self.writer.db(), None, (start, end), as_of).await?.remove("").unwrap_or_default()
-            }
+            Some(_) => store::velocity(self.writer.db(), None, span, as_of).await?.remove("").unwrap_or_default(),
         };
         Ok(pb::GetVelocityResponse {
-            start_date: domain::format_day(start),
-            end_date: domain::format_day(end),
-            time_zone: self.time_zone.clone(),
+            start_date: domain::format_day(period.days.0),
+            end_date: domain::format_day(period.days.1),
+            time_zone: period.zone.name(),
             as_of: Some(to_timestamp(as_of)),
             velocity: Some(velocity_to_proto(total)),
             split_by: req.split_by,
@@ -1162,7 +1251,7 @@ impl Api {
         req: pb::GetAttributeCalibrationRequest,
     ) -> ApiResult<pb::GetAttributeCalibrationResponse> {
         let mut v = Violations::new();
-        let period = req.period_fields().parse(&mut v, self.fiscal_year_start_month);
+        let period = req.period_fields().parse(&mut v, self);
         let as_of = day(&mut v, ("as_of_date", &req.as_of_date), false);
         let min_sample = match req.min_sample {
             0 => DEFAULT_MIN_SAMPLE,
@@ -1170,23 +1259,24 @@ impl Api {
         };
         v.check((1..=1_000_000).contains(&min_sample), "min_sample", "must be 1-1000000 (0: 30)");
         v.check(req.definition_version >= 0, "definition_version", "must not be negative (0 = current)");
-        let (start, end) = v.build(|| period)?;
+        let period = v.build(|| period)?;
+        let span = period.span();
         let db = self.writer.db();
         let (definition, _) = store::definition(db, req.definition_version)
             .await?
             .ok_or_else(|| ApiError::not_found("quality definition version", req.definition_version.to_string()))?;
-        let basis = store::Basis::Cohort { as_of };
-        let baseline = store::counts(db, basis, None, start, end).await?.remove("").unwrap_or_default();
+        let basis = store::Basis::Cohort { until: period.until(as_of) };
+        let baseline = store::counts(db, basis, None, span).await?.remove("").unwrap_or_default();
         let mut rows = Vec::new();
         for dim in calibration::DIMENSIONS {
-            let by_value = store::counts(db, basis, Some(dim), start, end).await?;
+            let by_value = store::counts(db, basis, Some(dim), span).await?;
             rows.extend(by_value.into_iter().filter(|(_, c)| c.leads > 0).map(|(value, c)| (dim, value, c)));
         }
         let (rows, draft) = calibration::propose(&definition, rows, &baseline, min_sample);
         Ok(pb::GetAttributeCalibrationResponse {
-            start_date: domain::format_day(start),
-            end_date: domain::format_day(end),
-            time_zone: self.time_zone.clone(),
+            start_date: domain::format_day(period.days.0),
+            end_date: domain::format_day(period.days.1),
+            time_zone: period.zone.name(),
             as_of_date: req.as_of_date.clone(),
             min_sample,
             baseline: Some(attribute_rates(&baseline)),
@@ -1211,7 +1301,8 @@ impl Api {
     async fn get_journey(&self, req: pb::GetJourneyRequest) -> ApiResult<pb::GetJourneyResponse> {
         let mut v = Violations::new();
         let lead = v.parse("lead_id", LeadId::parse(&req.lead_id));
-        let lead = v.build(|| lead)?;
+        let zone = self.zone(&mut v, &req.time_zone);
+        let (lead, zone) = v.build(|| Some((lead?, zone?)))?;
         let db = self.writer.db();
         let journey = store::journey(db, lead.as_str())
             .await?
@@ -1243,10 +1334,10 @@ impl Api {
             lead_id: lead.as_str().to_owned(),
             dimensions,
             visitor_id: journey.visitor_id,
-            first_visit_date: first_visit.map(domain::format_day).unwrap_or_default(),
+            first_visit_date: first_visit.map(|at| domain::format_day(zone.day(at))).unwrap_or_default(),
             excluded: journey.excluded,
             steps,
-            time_zone: self.time_zone.clone(),
+            time_zone: zone.name(),
         })
     }
 

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use chrono_tz::Tz;
 use themodel_proto::common::v1::event_stream_service_client::EventStreamServiceClient;
 use themodel_proto::common::v1::{ListEventsRequest, ListEventsResponse};
 use themodel_quality::Definition;
@@ -72,7 +71,6 @@ pub struct Consumer {
     pub source: Source,
     pub client: EventStreamServiceClient<PeerChannel>,
     pub db: Db,
-    pub tz: Tz,
     progress: watch::Sender<Progress>,
 }
 
@@ -82,12 +80,11 @@ impl Consumer {
         source: Source,
         client: EventStreamServiceClient<PeerChannel>,
         db: Db,
-        tz: Tz,
     ) -> anyhow::Result<Consumer> {
         let applied = store::cursor(db.reader(), source.name()).await?.map_or(0, |c| c.applied_seq);
         let mut progress = Progress::default();
         progress.saw(applied, applied);
-        Ok(Consumer { source, client, db, tz, progress: watch::Sender::new(progress) })
+        Ok(Consumer { source, client, db, progress: watch::Sender::new(progress) })
     }
 
     /// How far the stream is read.
@@ -220,7 +217,7 @@ impl Consumer {
             .collect();
         let mut deltas = Deltas::default();
         let before: BTreeMap<String, Contribution> =
-            journeys.iter().map(|(lead, j)| (lead.clone(), j.contribution(self.tz))).collect();
+            journeys.iter().map(|(lead, j)| (lead.clone(), j.contribution())).collect();
         for c in before.values() {
             deltas.add(c, -1);
         }
@@ -231,7 +228,7 @@ impl Consumer {
         for (at, effect) in effects {
             let at = *at;
             match effect {
-                Effect::Visit(visitor) => visits.push((domain::business_day(at, self.tz), visitor.clone())),
+                Effect::Visit(visitor) => visits.push((at, visitor.clone())),
                 Effect::Captured { lead, capture } => {
                     loaded(&mut journeys, lead)?.capture(at, capture, definitions.get(&capture.definition_version));
                 }
@@ -259,31 +256,23 @@ impl Consumer {
                     }
                 }
                 Effect::AccountValue { account, value } => {
-                    values.push(store::AccountValue {
-                        account: account.as_str(),
-                        at,
-                        day: domain::business_day(at, self.tz),
-                        value: value.as_ref(),
-                    });
+                    values.push(store::AccountValue { account: account.as_str(), at, value: value.as_ref() });
                 }
             }
         }
-        // Amounts and stays are kept one row each; a journey's rows are
-        // rewritten when its amounts, its stays or its split values changed.
+        // Besides the sums, each journey's facts are kept a row each (its
+        // events, stages, amounts and stays, at their moments); they are
+        // rewritten when its contribution changed.
         let mut rows = BTreeMap::new();
         for (lead, journey) in &journeys {
-            let after = journey.contribution(self.tz);
+            let after = journey.contribution();
             deltas.add(&after, 1);
-            let old = &before[lead];
-            let none = |c: &Contribution| c.money.is_empty() && c.stays.is_empty();
-            if (old.money != after.money || old.stays != after.stays || old.values != after.values)
-                && !(none(old) && none(&after))
-            {
+            if before[lead] != after {
                 rows.insert(lead.as_str(), after);
             }
         }
         deltas.settle();
-        store::write_page(tx, &self.db, self.tz, &journeys, &joins, &deltas, &rows).await?;
+        store::write_page(tx, &self.db, &journeys, &joins, &deltas, &rows).await?;
         store::add_account_values(tx, &values).await?;
         store::add_visits(tx, &visits).await
     }

@@ -58,6 +58,9 @@ struct ViewQuery {
     /// (`source`, `inside_sales_rep`, ...); empty for none.
     #[serde(default)]
     split_by: String,
+    /// An IANA time zone; empty for the deployment's.
+    #[serde(default)]
+    time_zone: String,
 }
 
 /// A gRPC refusal as the page shows it: the status's message, with 400 for
@@ -193,6 +196,7 @@ async fn dashboard(State(kpi): State<Kpi>, query: Result<Query<ViewQuery>, Query
             end_date: end_date.clone(),
             view: view as i32,
             split_by: split_by as i32,
+            time_zone: q.time_zone.clone(),
             ..Default::default()
         })
         .await;
@@ -209,6 +213,7 @@ async fn dashboard(State(kpi): State<Kpi>, query: Result<Query<ViewQuery>, Query
         .get_attainment(pb::GetAttainmentRequest {
             start_date: start_date.clone(),
             end_date: end_date.clone(),
+            time_zone: q.time_zone.clone(),
             ..Default::default()
         })
         .await;
@@ -222,6 +227,7 @@ async fn dashboard(State(kpi): State<Kpi>, query: Result<Query<ViewQuery>, Query
         .get_bottleneck(pb::GetBottleneckRequest {
             start_date: start_date.clone(),
             end_date: end_date.clone(),
+            time_zone: q.time_zone.clone(),
             ..Default::default()
         })
         .await;
@@ -321,6 +327,9 @@ struct PlanQuery {
     revenue: i64,
     deal_size: i64,
     currency: String,
+    /// An IANA time zone; empty for the deployment's.
+    #[serde(default)]
+    time_zone: String,
 }
 
 async fn plan(State(kpi): State<Kpi>, query: Result<Query<PlanQuery>, QueryRejection>) -> Response {
@@ -336,6 +345,7 @@ async fn plan(State(kpi): State<Kpi>, query: Result<Query<PlanQuery>, QueryRejec
             average_deal_size: amount(q.deal_size),
             start_date: q.start_date.clone(),
             end_date: q.end_date.clone(),
+            time_zone: q.time_zone.clone(),
             ..Default::default()
         })
         .await;

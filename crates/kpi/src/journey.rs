@@ -13,10 +13,12 @@
 //!
 //! No SQL here: [`crate::store`] keeps journeys and aggregates.
 
-use chrono_tz::Tz;
 use themodel_quality::{Definition, Phase, TitleMatch};
 
-use crate::domain::{Amount, Capture, Metric, MoneyKind, Role, StayStep, business_day};
+use themodel_runtime::time::Micros;
+
+use crate::domain::{Amount, Capture, Metric, MoneyKind, Role, StayStep};
+use crate::span::utc_day;
 use crate::velocity::{Stage, Stay};
 
 /// What a funnel can be split by: facts of the lead as captured, and the
@@ -522,18 +524,18 @@ impl Journey {
         first.get_or_insert(at);
     }
 
-    /// What the journey adds to the aggregates, in business days of `tz`.
-    pub fn contribution(&self, tz: Tz) -> Contribution {
-        let day = |at: i64| business_day(at, tz);
+    /// What the journey adds to the aggregates and facts, at the moments
+    /// things happened.
+    pub fn contribution(&self) -> Contribution {
         let mut flow = Vec::new();
         let mut cohort = Vec::new();
         if let Some(captured) = self.captured_at {
-            flow.push((Metric::Leads, day(captured)));
+            flow.push((Metric::Leads, captured));
             // The flow view's excluded leads are those of the period's
             // leads that are classed never-buy, whenever that was found: a
             // subset of the leads, so valid leads = leads - excluded leads.
             if self.excluded {
-                flow.push((Metric::ExcludedLeads, day(captured)));
+                flow.push((Metric::ExcludedLeads, captured));
             }
         }
         let lists = [
@@ -546,7 +548,7 @@ impl Journey {
             (Metric::Churned, &self.churns),
         ];
         for (metric, times) in lists {
-            flow.extend(times.iter().map(|&at| (metric, day(at))));
+            flow.extend(times.iter().map(|&at| (metric, at)));
         }
         // What came after a recycle: each hand-over, conversion and win
         // that follows the lead's first recycle.
@@ -556,31 +558,29 @@ impl Journey {
             (Metric::RecycledOpportunities, &self.opportunities),
             (Metric::RecycledWins, &self.wins),
         ];
-        flow.extend(self.recycles.iter().map(|r| (Metric::Recycled, day(r.at))));
+        flow.extend(self.recycles.iter().map(|r| (Metric::Recycled, r.at)));
         if let Some(recycled) = first_recycle {
             for (metric, times) in after_recycle {
-                flow.extend(times.iter().filter(|&&at| at > recycled).map(|&at| (metric, day(at))));
+                flow.extend(times.iter().filter(|&&at| at > recycled).map(|&at| (metric, at)));
             }
         }
         // Per recycle reason, the recycles as a cohort: what each recycle
         // was followed by (the first hand-over, conversion and win after it).
         let mut reasons = Vec::new();
         for r in &self.recycles {
-            let recycled = day(r.at);
-            reasons.push((r.reason.clone(), recycled, Metric::Recycled, recycled));
+            reasons.push((r.reason.clone(), r.at, Metric::Recycled, r.at));
             for (metric, times) in after_recycle {
                 if let Some(next) = times.iter().copied().filter(|&at| at > r.at).min() {
-                    reasons.push((r.reason.clone(), recycled, metric, day(next)));
+                    reasons.push((r.reason.clone(), r.at, metric, next));
                 }
             }
         }
         if let Some(captured) = self.captured_at {
-            let cohort_day = day(captured);
             let mut reached = |metric, at: Option<i64>| {
                 if let Some(at) = at {
-                    // A fact dated before the capture counts as reached on
-                    // the capture day: the lead was in the cohort by then.
-                    cohort.push((metric, cohort_day, day(at).max(cohort_day)));
+                    // A fact dated before the capture counts as reached at
+                    // the capture: the lead was in the cohort by then.
+                    cohort.push((metric, captured, at.max(captured)));
                 }
             };
             reached(Metric::Leads, Some(captured));
@@ -604,11 +604,18 @@ impl Journey {
             .iter()
             .filter_map(|m| {
                 let kind = MoneyKind::from_code(&m.kind)?;
-                Some((kind, day(m.at), m.currency.clone(), m.units, m.nanos))
+                Some((kind, m.at, m.currency.clone(), m.units, m.nanos))
             })
             .collect();
-        let capture_day = self.captured_at.map(day);
-        Contribution { values: self.values(), flow, cohort, capture_day, money, reasons, stays: self.stays() }
+        Contribution {
+            values: self.values(),
+            flow,
+            cohort,
+            captured_at: self.captured_at,
+            money,
+            reasons,
+            stays: self.stays(),
+        }
     }
 }
 
@@ -691,19 +698,20 @@ impl Journey {
 pub struct Contribution {
     /// The lead's value of each dimension, in [`Dimension::all`]'s order.
     pub values: Vec<String>,
-    /// Flow events: what, on which business day.
-    pub flow: Vec<(Metric, i64)>,
-    /// Cohort stages reached: what, the capture day, the day first reached.
-    pub cohort: Vec<(Metric, i64, i64)>,
-    /// The business day the lead was captured (`None` until read): the
-    /// cohort its money counts in.
-    pub capture_day: Option<i64>,
-    /// Revenue: what, business day, currency, units, nanos (kept per
-    /// amount, not in [`Deltas`]: sums are made when read).
-    pub money: Vec<(MoneyKind, i64, String, i64, i32)>,
-    /// Recycles as cohorts per reason: reason, the recycle's day, what it
-    /// was followed by ([`Metric::Recycled`] for itself), the day it was.
-    pub reasons: Vec<(String, i64, Metric, i64)>,
+    /// Flow events: what, when.
+    pub flow: Vec<(Metric, Micros)>,
+    /// Cohort stages reached: what, the capture, when first reached (never
+    /// before the capture).
+    pub cohort: Vec<(Metric, Micros, Micros)>,
+    /// When the lead was captured (`None` until read): the cohort its
+    /// money counts in.
+    pub captured_at: Option<Micros>,
+    /// Revenue: what, when, currency, units, nanos (kept per amount, not in
+    /// [`Deltas`]: sums are made when read).
+    pub money: Vec<(MoneyKind, Micros, String, i64, i32)>,
+    /// Recycles as cohorts per reason: reason, the recycle, what it was
+    /// followed by ([`Metric::Recycled`] for itself), when.
+    pub reasons: Vec<(String, Micros, Metric, Micros)>,
     /// Stays in each stage (kept one row each, like the money).
     pub stays: Vec<Stay>,
 }
@@ -713,9 +721,11 @@ pub struct Contribution {
 /// reasons are not a split of leads.
 pub const RECYCLE_REASON: &str = "recycle_reason";
 
-/// A flow aggregate's key: dimension ("" for the totals), value, day, metric.
+/// A flow aggregate's key: dimension ("" for the totals), value, UTC day,
+/// metric.
 pub type FlowKey = (&'static str, String, i64, Metric);
-/// A cohort aggregate's key: dimension, value, capture day, stage, day reached.
+/// A cohort aggregate's key: dimension, value, UTC day of the capture,
+/// stage, UTC day reached.
 pub type CohortKey = (&'static str, String, i64, Metric, i64);
 
 /// Sums of contributions, added and taken away: what a page of events does
@@ -733,15 +743,17 @@ impl Deltas {
         let series = std::iter::once(("", String::new()))
             .chain(Dimension::all().zip(&c.values).map(|(d, v)| (d.code(), v.clone())));
         for (dim, value) in series {
-            for &(metric, day) in &c.flow {
-                *self.flow.entry((dim, value.clone(), day, metric)).or_insert(0) += sign;
+            for &(metric, at) in &c.flow {
+                *self.flow.entry((dim, value.clone(), utc_day(at), metric)).or_insert(0) += sign;
             }
             for &(metric, captured, reached) in &c.cohort {
-                *self.cohort.entry((dim, value.clone(), captured, metric, reached)).or_insert(0) += sign;
+                let key = (dim, value.clone(), utc_day(captured), metric, utc_day(reached));
+                *self.cohort.entry(key).or_insert(0) += sign;
             }
         }
         for (reason, recycled, metric, reached) in &c.reasons {
-            *self.cohort.entry((RECYCLE_REASON, reason.clone(), *recycled, *metric, *reached)).or_insert(0) += sign;
+            let key = (RECYCLE_REASON, reason.clone(), utc_day(*recycled), *metric, utc_day(*reached));
+            *self.cohort.entry(key).or_insert(0) += sign;
         }
     }
 
@@ -835,9 +847,9 @@ mod tests {
         j.reach(Metric::Promising, at("2026-10-02"));
         j.exclude(at("2026-11-10"), "student");
         j.exclude(at("2026-11-20"), "partner");
-        let c = j.contribution(chrono_tz::UTC);
-        assert!(c.flow.contains(&(Metric::ExcludedLeads, day("2026-10-01"))));
-        assert!(c.cohort.contains(&(Metric::ExcludedLeads, day("2026-10-01"), day("2026-11-10"))));
+        let c = j.contribution();
+        assert!(c.flow.contains(&(Metric::ExcludedLeads, at("2026-10-01"))));
+        assert!(c.cohort.contains(&(Metric::ExcludedLeads, at("2026-10-01"), at("2026-11-10"))));
         let steps: Vec<_> = j.steps().into_iter().map(|s| (s.kind, s.reason)).collect();
         assert_eq!(
             steps,
@@ -889,24 +901,24 @@ mod tests {
         j.reach(Metric::Wins, at("2026-12-10"));
         j.account(Metric::Retained, at("2027-12-10"), true, None);
         j.account(Metric::Retained, at("2028-12-10"), true, None);
-        let c = j.contribution(chrono_tz::UTC);
+        let c = j.contribution();
         let flow = |m| c.flow.iter().filter(|(metric, _)| *metric == m).count();
         assert_eq!(flow(Metric::Promising), 2, "the flow view counts every hand-over");
         assert_eq!(flow(Metric::Opportunities), 2);
         assert_eq!(flow(Metric::Retained), 2);
         let cohort: Vec<_> = c.cohort.iter().map(|&(m, captured, reached)| (m, captured, reached)).collect();
-        let c0 = day("2026-11-02");
+        let c0 = at("2026-11-02");
         assert_eq!(
             cohort,
             vec![
                 (Metric::Leads, c0, c0),
-                (Metric::Promising, c0, day("2026-11-03")),
-                (Metric::Opportunities, c0, day("2026-11-05")),
-                (Metric::Wins, c0, day("2026-12-10")),
-                (Metric::Losses, c0, day("2026-11-20")),
-                (Metric::Retained, c0, day("2027-12-10")),
+                (Metric::Promising, c0, at("2026-11-03")),
+                (Metric::Opportunities, c0, at("2026-11-05")),
+                (Metric::Wins, c0, at("2026-12-10")),
+                (Metric::Losses, c0, at("2026-11-20")),
+                (Metric::Retained, c0, at("2027-12-10")),
             ],
-            "the cohort view counts the lead once per stage, on the day it first got there"
+            "the cohort view counts the lead once per stage, when it first got there"
         );
     }
 
@@ -919,12 +931,12 @@ mod tests {
         j.account(Metric::Churned, at("2027-01-10"), false, Some(&yen(1_200_000)));
         assert_eq!(j.money.len(), 1, "an account's lost value is filed under the lead that opened it");
         j.account(Metric::Churned, at("2027-01-10"), true, Some(&Amount { nanos: 500_000_000, ..yen(7) }));
-        let c = j.contribution(chrono_tz::UTC);
+        let c = j.contribution();
         assert_eq!(
             c.money,
             [
-                (MoneyKind::Won, day("2026-11-10"), "JPY".to_owned(), 1_200_000, 0),
-                (MoneyKind::Churned, day("2027-01-10"), "JPY".to_owned(), 7, 500_000_000),
+                (MoneyKind::Won, at("2026-11-10"), "JPY".to_owned(), 1_200_000, 0),
+                (MoneyKind::Churned, at("2027-01-10"), "JPY".to_owned(), 7, 500_000_000),
             ]
         );
         assert_eq!(c.values[0], "web_form", "filed under the lead's values");
@@ -982,10 +994,10 @@ mod tests {
             let mut deltas = Deltas::default();
             let mut j = Journey::default();
             for &i in order {
-                let before = j.contribution(chrono_tz::UTC);
+                let before = j.contribution();
                 apply(&mut j, facts[i]);
                 deltas.add(&before, -1);
-                deltas.add(&j.contribution(chrono_tz::UTC), 1);
+                deltas.add(&j.contribution(), 1);
             }
             deltas.settle();
             deltas

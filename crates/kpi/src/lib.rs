@@ -19,6 +19,7 @@ pub mod journey;
 pub mod period;
 pub mod planning;
 pub mod retention;
+pub mod span;
 pub mod store;
 pub mod targets;
 pub mod velocity;
@@ -49,7 +50,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tz = domain::parse_time_zone(&config.time_zone).with_context(|| {
+    let time_zone = api::Zone::parse(&config.time_zone).with_context(|| {
         format!("unknown time zone {:?} (use an IANA name such as UTC or Asia/Tokyo)", config.time_zone)
     })?;
     let peers = &config.peers;
@@ -63,13 +64,14 @@ pub async fn run(
     let own = ServiceConfig { peers: Default::default(), ..config.clone() };
     let mut started = service::start("kpi", &own, sqlx::migrate!("./migrations"), clock).await?;
     store::seed_definition(&started.db, started.clock.now()).await?;
-    if store::set_time_zone(&started.db, &config.time_zone).await? {
-        tracing::warn!(time_zone = %config.time_zone, "business time zone changed: rebuilding KPIs from the event streams");
+    if config.rebuild {
+        store::reset_counts(&started.db).await?;
+        tracing::warn!("rebuilding every KPI from the department streams");
     }
     let mut consumers = Vec::new();
     for (source, addr) in sources {
         let client = EventStreamServiceClient::new(peer_channel(addr, &config.credential)?);
-        let consumer = Arc::new(consumer::Consumer::new(source, client, started.db.clone(), tz).await?);
+        let consumer = Arc::new(consumer::Consumer::new(source, client, started.db.clone()).await?);
         let background = consumer.clone();
         let poll = config.poll_interval;
         started.spawn(move |stop| background.run(poll, stop));
@@ -78,8 +80,7 @@ pub async fn run(
     let writer = started.writer(store::Writes);
     let api = api::Api {
         writer: writer.clone(),
-        time_zone: config.time_zone.clone(),
-        tz,
+        time_zone,
         clock: started.clock.clone(),
         fiscal_year_start_month: config.fiscal_year_start_month,
         consumers: consumers.into(),

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use crate::domain::ratio;
 
-/// One change of an account's contract value, on business day `day`: the
+/// One change of an account's contract value, at the moment `at`: the
 /// value after it (currency, nanos), or `None` when the account churned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub day: i64,
+    pub at: i64,
     pub value: Option<(String, i128)>,
 }
 
@@ -55,10 +55,11 @@ pub struct Recurring {
 }
 
 impl Retention {
-    /// Adds one account, given its changes on days before the period's end
-    /// in time order, to the retention of `[start, end)`.
+    /// Adds one account, given its changes before the period's end in time
+    /// order, to the retention of the period that starts at the moment
+    /// `start`.
     pub fn add_account(&mut self, changes: &[Change], start: i64) {
-        let before = changes.iter().take_while(|c| c.day < start).last().and_then(|c| c.value.clone());
+        let before = changes.iter().take_while(|c| c.at < start).last().and_then(|c| c.value.clone());
         if let Some((currency, value)) = changes.last().and_then(|c| c.value.as_ref()) {
             self.accounts_at_end += 1;
             self.add(currency, |r| &mut r.end, *value);
@@ -73,7 +74,7 @@ impl Retention {
         r.start = r.start.saturating_add(value);
         let mut churned = false;
         let mut prev = before;
-        for change in changes.iter().filter(|c| c.day >= start) {
+        for change in changes.iter().filter(|c| c.at >= start) {
             match (&prev, &change.value) {
                 (Some((c, was)), None) => {
                     churned = true;
@@ -188,11 +189,11 @@ mod tests {
     const M: i128 = 1_000_000_000;
 
     fn yen(day: i64, units: i128) -> Change {
-        Change { day, value: Some(("JPY".to_owned(), units * M)) }
+        Change { at: day, value: Some(("JPY".to_owned(), units * M)) }
     }
 
     fn churn(day: i64) -> Change {
-        Change { day, value: None }
+        Change { at: day, value: None }
     }
 
     #[test]
@@ -254,7 +255,7 @@ mod tests {
     #[test]
     fn a_contract_moved_to_another_currency_is_lost_and_gained() {
         let mut r = Retention::default();
-        r.add_account(&[yen(1, 100), Change { day: 11, value: Some(("USD".to_owned(), M)) }], 10);
+        r.add_account(&[yen(1, 100), Change { at: 11, value: Some(("USD".to_owned(), M)) }], 10);
         assert_eq!(r.money["JPY"].contraction, 100 * M);
         assert_eq!((r.money["USD"].expansion, r.money["USD"].end), (M, M));
     }
@@ -264,7 +265,7 @@ mod tests {
         let big = i128::from(i64::MAX) * M;
         let mut r = Retention::default();
         for _ in 0..3 {
-            r.add_account(&[Change { day: 1, value: Some(("JPY".to_owned(), big)) }, churn(12)], 10);
+            r.add_account(&[Change { at: 1, value: Some(("JPY".to_owned(), big)) }, churn(12)], 10);
         }
         let jpy = r.money["JPY"];
         assert_eq!(jpy.churned, 3 * big);

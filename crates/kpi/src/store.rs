@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
-use chrono_tz::Tz;
 use prost::Message;
 use sqlx::{Any, Executor};
 use themodel_proto::kpi::v1 as pb;
@@ -15,40 +14,35 @@ use themodel_runtime::time::Micros;
 use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
 use crate::journey::{Contribution, Deltas, Dimension, Journey, RECYCLE_REASON};
 use crate::retention;
+use crate::span::{self, Span};
 use crate::velocity::{Stage, Stay, Velocity};
 use crate::visitors::{self, Cells};
 
-pub async fn meta(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(db.reader()).await?)
-}
-
-/// Sets the business time zone. When it changes, the day buckets are wrong,
-/// so every aggregate and cursor is reset and the streams are read again.
-pub async fn set_time_zone(db: &Db, tz: &str) -> anyhow::Result<bool> {
+/// Forgets everything read from the department streams (every count, fact
+/// and cursor), so the consumers read each stream again from its start.
+/// Definitions and targets, which kpi owns, are kept.
+pub async fn reset_counts(db: &Db) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    let current: Option<String> =
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'time_zone'").fetch_optional(&mut *tx).await?;
-    if current.as_deref() == Some(tz) {
-        return Ok(false);
-    }
-    for sql in [
-        "DELETE FROM flow_counts",
-        "DELETE FROM cohort_counts",
-        "DELETE FROM money_facts",
-        "DELETE FROM stay_facts",
-        "DELETE FROM journeys",
-        "DELETE FROM account_leads",
-        "DELETE FROM account_values",
-        "DELETE FROM visitor_days",
-        "DELETE FROM visitor_spans",
-        "DELETE FROM cursors",
-        "DELETE FROM meta WHERE key = 'time_zone'",
+    for table in [
+        "flow_counts",
+        "cohort_counts",
+        "flow_facts",
+        "cohort_facts",
+        "lead_values",
+        "money_facts",
+        "stay_facts",
+        "journeys",
+        "account_leads",
+        "account_values",
+        "visitor_quarters",
+        "visitor_days",
+        "visitor_spans",
+        "cursors",
     ] {
-        sqlx::query(sql).execute(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
     }
-    sqlx::query("INSERT INTO meta (key, value) VALUES ('time_zone', $1)").bind(tz).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(current.is_some())
+    Ok(())
 }
 
 /// How far a source's stream has been applied: the last seq, and the id of
@@ -145,12 +139,13 @@ pub async fn journey(db: &Db, lead: &str) -> anyhow::Result<Option<Journey>> {
     body.map(|b| Journey::decode(b.as_slice()).with_context(|| format!("stored journey of {lead}"))).transpose()
 }
 
-/// The first business day a visitor was seen on.
-pub async fn first_visit(db: &Db, visitor: &str) -> anyhow::Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT MIN(day) FROM visitor_days WHERE visitor_id = $1")
+/// The quarter-hour a visitor was first seen in, as its first moment.
+pub async fn first_visit(db: &Db, visitor: &str) -> anyhow::Result<Option<Micros>> {
+    let quarter: Option<i64> = sqlx::query_scalar("SELECT MIN(quarter) FROM visitor_quarters WHERE visitor_id = $1")
         .bind(visitor)
         .fetch_one(db.reader())
-        .await?)
+        .await?;
+    Ok(quarter.map(|q| q * span::QUARTER_HOUR))
 }
 
 /// Writes a page's changes, in the caller's transaction: the journeys it
@@ -158,7 +153,6 @@ pub async fn first_visit(db: &Db, visitor: &str) -> anyhow::Result<Option<i64>> 
 pub async fn write_page(
     conn: &mut Conn,
     db: &Db,
-    tz: Tz,
     journeys: &BTreeMap<String, Journey>,
     joins: &[(String, String, bool)],
     deltas: &Deltas,
@@ -196,92 +190,118 @@ pub async fn write_page(
         },
     );
     if !rows.is_empty() {
-        let leads: Vec<&str> = rows.keys().copied().collect();
-        for chunk in leads.chunks(256) {
-            for table in ["money_facts", "stay_facts"] {
-                let sql = format!("DELETE FROM {table} WHERE lead_id IN {}", db.list(chunk.len(), 1));
-                script.push(&sql, |b| chunk.iter().fold(b, |b, lead| b.bind(*lead)));
-            }
-        }
-        let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
-        let stays = rows
-            .iter()
-            .flat_map(|(lead, c)| c.stays.iter().enumerate().map(move |(n, s)| (*lead, n as i64, s, &c.values)));
-        script.insert_rows(
-            &format!(
-                "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, end_day, due_at, \
-                 first_contact_at, contact_day, {})",
-                dims.join(", ")
-            ),
-            9 + dims.len(),
-            "",
-            stays,
-            |b, (lead, n, stay, values)| {
-                let (ended_at, end_day) = at_and_day(stay.end, tz);
-                let (contact_at, contact_day) = at_and_day(stay.first_contact, tz);
-                let b = b
-                    .bind(lead)
-                    .bind(n)
-                    .bind(stay.stage.code())
-                    .bind(stay.start)
-                    .bind(ended_at)
-                    .bind(end_day)
-                    .bind(stay.due.unwrap_or(NEVER))
-                    .bind(contact_at)
-                    .bind(contact_day);
-                values.iter().fold(b, |b, v| b.bind(v.as_str()))
-            },
-        );
-        let money = rows.iter().flat_map(|(lead, c)| {
-            c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, c.capture_day, &c.values))
-        });
-        script.insert_rows(
-            &format!(
-                "INSERT INTO money_facts (lead_id, n, day, kind, currency, units, nanos, capture_day, {})",
-                dims.join(", ")
-            ),
-            8 + dims.len(),
-            "",
-            money,
-            |b, (lead, n, (kind, day, currency, units, nanos), captured, values)| {
-                let b = b
-                    .bind(lead)
-                    .bind(n)
-                    .bind(*day)
-                    .bind(kind.code())
-                    .bind(currency.as_str())
-                    .bind(*units)
-                    .bind(i64::from(*nanos))
-                    .bind(captured.unwrap_or(NOT_CAPTURED));
-                values.iter().fold(b, |b, v| b.bind(v.as_str()))
-            },
-        );
+        write_facts(&mut script, db, rows);
     }
     script.run(conn).await?;
     Ok(())
 }
 
-/// The capture day of a money fact whose lead's capture is not read yet:
-/// before every period, so it is in no cohort.
+/// Rewrites the facts of the leads in `rows`: their events, stages,
+/// amounts and stays, each a row at its moment, and their dimension values.
+fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Contribution>) {
+    let leads: Vec<&str> = rows.keys().copied().collect();
+    for chunk in leads.chunks(256) {
+        for table in FACT_TABLES {
+            let sql = format!("DELETE FROM {table} WHERE lead_id IN {}", db.list(chunk.len(), 1));
+            script.push(&sql, |b| chunk.iter().fold(b, |b, lead| b.bind(*lead)));
+        }
+    }
+    let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
+    let named = |list: &[&str]| list.join(", ");
+    script.insert_rows(
+        &format!("INSERT INTO lead_values (lead_id, {})", named(&dims)),
+        1 + dims.len(),
+        "",
+        rows.iter(),
+        |b, (lead, c)| c.values.iter().fold(b.bind(*lead), |b, v| b.bind(v.as_str())),
+    );
+    let flow = rows.iter().flat_map(|(lead, c)| c.flow.iter().enumerate().map(move |(n, f)| (*lead, n as i64, f)));
+    script.insert_rows("INSERT INTO flow_facts (lead_id, n, metric, at)", 4, "", flow, |b, (lead, n, (metric, at))| {
+        b.bind(lead).bind(n).bind(metric.code()).bind(*at)
+    });
+    let cohort = rows.iter().flat_map(|(lead, c)| {
+        let own = c.cohort.iter().map(|&(metric, entered, reached)| ("lead", "", metric, entered, reached));
+        let recycles = c
+            .reasons
+            .iter()
+            .map(|(reason, recycled, metric, reached)| ("recycle", reason.as_str(), *metric, *recycled, *reached));
+        own.chain(recycles).enumerate().map(move |(n, f)| (*lead, n as i64, f))
+    });
+    script.insert_rows(
+        "INSERT INTO cohort_facts (lead_id, n, cohort, reason, stage, entered_at, reached_at)",
+        7,
+        "",
+        cohort,
+        |b, (lead, n, (cohort, reason, metric, entered, reached))| {
+            b.bind(lead).bind(n).bind(cohort).bind(reason).bind(metric.code()).bind(entered).bind(reached)
+        },
+    );
+    let stays =
+        rows.iter().flat_map(|(lead, c)| c.stays.iter().enumerate().map(move |(n, s)| (*lead, n as i64, s, &c.values)));
+    script.insert_rows(
+        &format!(
+            "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, due_at, first_contact_at, {})",
+            named(&dims)
+        ),
+        7 + dims.len(),
+        "",
+        stays,
+        |b, (lead, n, stay, values)| {
+            let b = b
+                .bind(lead)
+                .bind(n)
+                .bind(stay.stage.code())
+                .bind(stay.start)
+                .bind(stay.end.unwrap_or(NEVER))
+                .bind(stay.due.unwrap_or(NEVER))
+                .bind(stay.first_contact.unwrap_or(NEVER));
+            values.iter().fold(b, |b, v| b.bind(v.as_str()))
+        },
+    );
+    let money = rows.iter().flat_map(|(lead, c)| {
+        c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, c.captured_at, &c.values))
+    });
+    script.insert_rows(
+        &format!(
+            "INSERT INTO money_facts (lead_id, n, at, kind, currency, units, nanos, captured_at, {})",
+            named(&dims)
+        ),
+        8 + dims.len(),
+        "",
+        money,
+        |b, (lead, n, (kind, at, currency, units, nanos), captured, values)| {
+            let b = b
+                .bind(lead)
+                .bind(n)
+                .bind(*at)
+                .bind(kind.code())
+                .bind(currency.as_str())
+                .bind(*units)
+                .bind(i64::from(*nanos))
+                .bind(captured.unwrap_or(NOT_CAPTURED));
+            values.iter().fold(b, |b, v| b.bind(v.as_str()))
+        },
+    );
+}
+
+/// The tables of each lead's facts, rewritten whole when they change.
+const FACT_TABLES: [&str; 5] = ["lead_values", "flow_facts", "cohort_facts", "stay_facts", "money_facts"];
+
+/// The capture moment of a money fact whose lead's capture is not read
+/// yet: before every period, so it is in no cohort.
 const NOT_CAPTURED: i64 = -1;
 
 /// How a stay fact stores a moment that has not come (an open stay's end,
 /// a first contact not yet made, a deadline not given).
 const NEVER: i64 = i64::MAX;
 
-/// A moment and its business day, both [`NEVER`] when it has not come.
-fn at_and_day(at: Option<Micros>, tz: Tz) -> (i64, i64) {
-    at.map_or((NEVER, NEVER), |at| (at, domain::business_day(at, tz)))
-}
-
 /// What a velocity read needs of the stored stays, per value of `split`
-/// (all under "" when `None`): the stays that ended in business days
-/// `[start, end)`, those open at the moment `as_of`, and the first contacts
-/// made in `[start, end)`.
+/// (all under "" when `None`): the stays that ended in `span`, those open
+/// at the moment `as_of`, and the first contacts made in `span`.
 pub async fn velocity(
     db: &Db,
     split: Option<Dimension>,
-    (start, end): (i64, i64),
+    span: Span,
     as_of: Micros,
 ) -> anyhow::Result<BTreeMap<String, Velocity>> {
     // The column is one of the dimensions' fixed names, never input.
@@ -289,10 +309,10 @@ pub async fn velocity(
     let mut conn = db.reader().acquire().await?;
     let mut out: BTreeMap<String, Velocity> = BTreeMap::new();
     let exits: Vec<(String, String, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT {value}, stage, started_at, ended_at FROM stay_facts WHERE end_day >= $1 AND end_day < $2"
+        "SELECT {value}, stage, started_at, ended_at FROM stay_facts WHERE ended_at >= $1 AND ended_at < $2"
     ))
-    .bind(start)
-    .bind(end)
+    .bind(span.start)
+    .bind(span.end)
     .fetch_all(&mut *conn)
     .await?;
     for (value, stage, started, ended) in exits {
@@ -316,10 +336,10 @@ pub async fn velocity(
     }
     let contacts: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
         "SELECT {value}, started_at, due_at, first_contact_at FROM stay_facts \
-         WHERE contact_day >= $1 AND contact_day < $2 AND stage = $3"
+         WHERE first_contact_at >= $1 AND first_contact_at < $2 AND stage = $3"
     ))
-    .bind(start)
-    .bind(end)
+    .bind(span.start)
+    .bind(span.end)
     .bind(Stage::InsideSales.code())
     .fetch_all(&mut *conn)
     .await?;
@@ -334,8 +354,6 @@ pub async fn velocity(
 pub struct AccountValue<'a> {
     pub account: &'a str,
     pub at: Micros,
-    /// The business day of `at`.
-    pub day: i64,
     /// The value after the change; `None` when the account churned.
     pub value: Option<&'a domain::Amount>,
 }
@@ -347,12 +365,11 @@ pub async fn add_account_values(conn: &mut Conn, values: &[AccountValue<'_>]) ->
     for v in values {
         let (currency, units, nanos) = v.value.map_or(("", 0, 0), |a| (a.currency.as_str(), a.units, a.nanos));
         sqlx::query(
-            "INSERT INTO account_values (account_id, n, at, day, currency, units, nanos) \
-             SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM account_values WHERE account_id = $1",
+            "INSERT INTO account_values (account_id, n, at, currency, units, nanos) \
+             SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5 FROM account_values WHERE account_id = $1",
         )
         .bind(v.account)
         .bind(v.at)
-        .bind(v.day)
         .bind(currency)
         .bind(units)
         .bind(i64::from(nanos))
@@ -362,21 +379,21 @@ pub async fn add_account_values(conn: &mut Conn, values: &[AccountValue<'_>]) ->
     Ok(())
 }
 
-/// Every account's value history up to business day `end` (exclusive): per
-/// account, its changes in time order (changes at the same moment in the
-/// order they were recorded).
-pub async fn account_histories(db: &Db, end: i64) -> anyhow::Result<BTreeMap<String, Vec<retention::Change>>> {
+/// Every account's value history before the moment `end`: per account,
+/// its changes in time order (changes at the same moment in the order they
+/// were recorded).
+pub async fn account_histories(db: &Db, end: Micros) -> anyhow::Result<BTreeMap<String, Vec<retention::Change>>> {
     let rows: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT account_id, day, currency, units, nanos FROM account_values WHERE day < $1 \
+        "SELECT account_id, at, currency, units, nanos FROM account_values WHERE at < $1 \
          ORDER BY account_id, at, n",
     )
     .bind(end)
     .fetch_all(db.reader())
     .await?;
     let mut out: BTreeMap<String, Vec<retention::Change>> = BTreeMap::new();
-    for (account, day, currency, units, nanos) in rows {
+    for (account, at, currency, units, nanos) in rows {
         let value = (!currency.is_empty()).then(|| (currency, domain::total_nanos(units, nanos)));
-        out.entry(account).or_default().push(retention::Change { day, value });
+        out.entry(account).or_default().push(retention::Change { at, value });
     }
     Ok(out)
 }
@@ -395,36 +412,49 @@ pub async fn opening_leads(db: &Db, accounts: &[&str]) -> anyhow::Result<HashMap
     Ok(rows.into_iter().collect())
 }
 
-/// Adds visitor days (with their index cells), in the caller's transaction.
-pub async fn add_visits(conn: &mut Conn, visits: &[(i64, String)]) -> anyhow::Result<()> {
+/// Adds visits (moment, visitor), in the caller's transaction: the
+/// visitor's quarter-hour, and its UTC day with the day's index cells.
+pub async fn add_visits(conn: &mut Conn, visits: &[(Micros, String)]) -> anyhow::Result<()> {
     let mut cells = Cells::default();
-    for (day, visitor) in visits {
-        let new = sqlx::query(
+    for (at, visitor) in visits {
+        let new = |r: sqlx::any::AnyQueryResult| r.rows_affected() == 1;
+        let quarter = sqlx::query(
+            "INSERT INTO visitor_quarters (visitor_id, quarter) VALUES ($1, $2) \
+             ON CONFLICT (visitor_id, quarter) DO NOTHING",
+        )
+        .bind(visitor)
+        .bind(span::quarter_hour(*at))
+        .execute(&mut *conn)
+        .await?;
+        // A quarter-hour seen before is in a day seen before.
+        if !new(quarter) {
+            continue;
+        }
+        let day = span::utc_day(*at);
+        let inserted = sqlx::query(
             "INSERT INTO visitor_days (visitor_id, day) VALUES ($1, $2) ON CONFLICT (visitor_id, day) DO NOTHING",
         )
         .bind(visitor)
-        .bind(*day)
+        .bind(day)
         .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
-        if !new {
+        .await?;
+        if !new(inserted) {
             continue;
         }
         let prev: Option<i64> = sqlx::query_scalar(
             "SELECT day FROM visitor_days WHERE visitor_id = $1 AND day < $2 ORDER BY day DESC LIMIT 1",
         )
         .bind(visitor)
-        .bind(*day)
+        .bind(day)
         .fetch_optional(&mut *conn)
         .await?;
         let next: Option<i64> =
             sqlx::query_scalar("SELECT day FROM visitor_days WHERE visitor_id = $1 AND day > $2 ORDER BY day LIMIT 1")
                 .bind(visitor)
-                .bind(*day)
+                .bind(day)
                 .fetch_optional(&mut *conn)
                 .await?;
-        cells.first_visit_on(*day, prev, next);
+        cells.first_visit_on(day, prev, next);
     }
     for (node, day, n) in cells.changes() {
         sqlx::query(
@@ -445,63 +475,151 @@ pub async fn add_visits(conn: &mut Conn, visits: &[(i64, String)]) -> anyhow::Re
 pub enum Basis {
     /// Events in the period.
     Flow,
-    /// The leads captured in the period, by the stages they reached on or
-    /// before business day `as_of` (`None`: whenever).
-    Cohort { as_of: Option<i64> },
+    /// The leads captured in the period, by the stages they reached before
+    /// the moment `until` (`None`: whenever).
+    Cohort { until: Option<Micros> },
 }
 
-/// The funnel's counts over business days `[start, end)`: the totals under
-/// the value "" (`split` `None`), or one entry per value of `split`.
-/// Visitors are counted in the totals only.
+/// What counts are filed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Series {
+    /// The totals, under the value "".
+    Totals,
+    /// Each value of a dimension of the lead.
+    Split(Dimension),
+    /// The cohorts of the recycles, per reason.
+    RecycleReasons,
+}
+
+impl Series {
+    /// The dimension the sums are stored under.
+    fn dim(self) -> &'static str {
+        match self {
+            Series::Totals => "",
+            Series::Split(d) => d.code(),
+            Series::RecycleReasons => RECYCLE_REASON,
+        }
+    }
+
+    /// The value a fact row `f` is filed under, and the join that gives it.
+    /// Built from fixed names only, never from input.
+    fn fact_value(self) -> (String, &'static str) {
+        match self {
+            Series::Totals => ("''".to_owned(), ""),
+            Series::Split(d) => (format!("v.{}", d.code()), " JOIN lead_values v ON v.lead_id = f.lead_id"),
+            Series::RecycleReasons => ("f.reason".to_owned(), ""),
+        }
+    }
+
+    /// The cohort facts of the series.
+    fn cohort(self) -> &'static str {
+        match self {
+            Series::RecycleReasons => "recycle",
+            _ => "lead",
+        }
+    }
+}
+
+/// The funnel's counts over `span`: the totals under the value ""
+/// (`split` `None`), or one entry per value of `split`. Visitors are
+/// counted in the totals only.
 pub async fn counts(
     db: &Db,
     basis: Basis,
     split: Option<Dimension>,
-    start: i64,
-    end: i64,
+    span: Span,
 ) -> anyhow::Result<BTreeMap<String, Counts>> {
     let mut conn = db.reader().acquire().await?;
-    let mut out = counts_under(&mut conn, basis, split.map_or("", Dimension::code), start, end).await?;
+    let series = split.map_or(Series::Totals, Series::Split);
+    let mut out = counts_under(&mut conn, basis, series, span).await?;
     if split.is_none() {
-        out.entry(String::new()).or_default().visitors = visitors(&mut conn, start, end).await?;
+        out.entry(String::new()).or_default().visitors = visitors(&mut conn, span).await?;
     }
     Ok(out)
 }
 
-/// The counts stored under dimension `dim` ("" for the totals), per value.
+/// The counts of `series` per value: the whole UTC days of `span` from the
+/// sums, its partial days from the facts (see [`span`]).
 async fn counts_under(
     conn: &mut Conn,
     basis: Basis,
-    dim: &str,
-    start: i64,
-    end: i64,
+    series: Series,
+    span: Span,
 ) -> anyhow::Result<BTreeMap<String, Counts>> {
+    let cover = span.cover();
+    let dim = series.dim();
     // The totals are one (dim, value) prefix of the key, so their day range
     // is an index range; a split reads every value of its dimension.
     let which = if dim.is_empty() { "dim = $1 AND value = ''" } else { "dim = $1" };
-    let rows: Vec<(String, String, i64)> = match basis {
+    let (value, join) = series.fact_value();
+    let mut rows: Vec<(String, String, i64)> = Vec::new();
+    match basis {
         Basis::Flow => {
+            if let Some((first, last)) = cover.days {
+                let sql = format!(
+                    "SELECT value, metric, CAST(SUM(n) AS BIGINT) FROM flow_counts \
+                     WHERE {which} AND day >= $2 AND day < $3 GROUP BY value, metric"
+                );
+                let day_rows: Vec<(String, String, i64)> =
+                    sqlx::query_as(&sql).bind(dim).bind(first).bind(last).fetch_all(&mut *conn).await?;
+                rows.extend(day_rows);
+            }
             let sql = format!(
-                "SELECT value, metric, CAST(SUM(n) AS BIGINT) FROM flow_counts \
-                 WHERE {which} AND day >= $2 AND day < $3 GROUP BY value, metric"
+                "SELECT {value}, f.metric, CAST(COUNT(*) AS BIGINT) FROM flow_facts f{join} \
+                 WHERE f.at >= $1 AND f.at < $2 GROUP BY 1, 2"
             );
-            sqlx::query_as(&sql).bind(dim).bind(start).bind(end).fetch_all(&mut *conn).await?
+            for edge in &cover.edges {
+                let edge_rows: Vec<(String, String, i64)> =
+                    sqlx::query_as(&sql).bind(edge.start).bind(edge.end).fetch_all(&mut *conn).await?;
+                rows.extend(edge_rows);
+            }
         }
-        Basis::Cohort { as_of } => {
-            let sql = format!(
-                "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
-                 WHERE {which} AND capture_day >= $2 AND capture_day < $3 AND reached_day <= $4 \
-                 GROUP BY value, stage"
-            );
-            sqlx::query_as(&sql)
-                .bind(dim)
-                .bind(start)
-                .bind(end)
-                .bind(as_of.unwrap_or(i64::MAX))
-                .fetch_all(&mut *conn)
-                .await?
+        Basis::Cohort { until } => {
+            let facts = |range: &str| {
+                format!(
+                    "SELECT {value}, f.stage, CAST(COUNT(*) AS BIGINT) FROM cohort_facts f{join} \
+                     WHERE f.cohort = $1 AND {range} GROUP BY 1, 2"
+                )
+            };
+            if let Some((first, last)) = cover.days {
+                // Reached on a UTC day before `until`'s: from the sums.
+                let until_day = until.map_or(i64::MAX, span::utc_day);
+                let sql = format!(
+                    "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
+                     WHERE {which} AND capture_day >= $2 AND capture_day < $3 AND reached_day < $4 \
+                     GROUP BY value, stage"
+                );
+                let day_rows: Vec<(String, String, i64)> =
+                    sqlx::query_as(&sql).bind(dim).bind(first).bind(last).bind(until_day).fetch_all(&mut *conn).await?;
+                rows.extend(day_rows);
+                // Reached earlier on `until`'s own UTC day: from the facts.
+                if let Some(until) = until.filter(|u| u.rem_euclid(span::DAY) != 0) {
+                    let sql =
+                        facts("f.reached_at >= $2 AND f.reached_at < $3 AND f.entered_at >= $4 AND f.entered_at < $5");
+                    let day_rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
+                        .bind(series.cohort())
+                        .bind(until_day * span::DAY)
+                        .bind(until)
+                        .bind(first * span::DAY)
+                        .bind(last * span::DAY)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    rows.extend(day_rows);
+                }
+            }
+            let sql = facts("f.entered_at >= $2 AND f.entered_at < $3 AND f.reached_at < $4");
+            for edge in &cover.edges {
+                let edge_rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
+                    .bind(series.cohort())
+                    .bind(edge.start)
+                    .bind(edge.end)
+                    .bind(until.unwrap_or(i64::MAX))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                rows.extend(edge_rows);
+            }
         }
-    };
+    }
     let mut out: BTreeMap<String, Counts> = BTreeMap::new();
     for (value, metric, n) in rows {
         if let Some(m) = Metric::from_code(&metric) {
@@ -514,51 +632,44 @@ async fn counts_under(
     Ok(out)
 }
 
-/// The recycles of business days `[start, end)` per reason, and what each
-/// was followed by on or before business day `as_of` (`None`: whenever), in
-/// the counts' recycle fields.
-pub async fn recycle_reasons(
-    db: &Db,
-    start: i64,
-    end: i64,
-    as_of: Option<i64>,
-) -> anyhow::Result<BTreeMap<String, Counts>> {
+/// The recycles in `span` per reason, and what each was followed by before
+/// the moment `until` (`None`: whenever), in the counts' recycle fields.
+pub async fn recycle_reasons(db: &Db, span: Span, until: Option<Micros>) -> anyhow::Result<BTreeMap<String, Counts>> {
     let mut conn = db.reader().acquire().await?;
-    // Each reason's recycles are a cohort: their day is the capture day.
-    counts_under(&mut conn, Basis::Cohort { as_of }, RECYCLE_REASON, start, end).await
+    // Each reason's recycles are a cohort: entered when recycled.
+    counts_under(&mut conn, Basis::Cohort { until }, Series::RecycleReasons, span).await
 }
 
 /// Revenue in nanos, per dimension value (the totals under "" when `split`
-/// is `None`), then per currency: in the flow view, the amounts dated on
-/// business days `[start, end)`; in the cohort view, the amounts of the
-/// leads captured on those days, dated on or before `as_of` (a lead's money
-/// counts no earlier than its capture, as its stages do).
+/// is `None`), then per currency: in the flow view, the amounts dated in
+/// `span`; in the cohort view, the amounts of the leads captured in `span`,
+/// dated before `until` (a lead's money counts no earlier than its capture,
+/// as its stages do).
 pub async fn revenue(
     db: &Db,
     basis: Basis,
     split: Option<Dimension>,
-    start: i64,
-    end: i64,
+    span: Span,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, Revenue>>> {
     // The column is one of the dimensions' fixed names, never input.
     let value = split.map_or("''", Dimension::code);
     let select = format!("SELECT {value}, kind, currency, units, nanos FROM money_facts");
     let rows: Vec<(String, String, String, i64, i64)> = match basis {
         Basis::Flow => {
-            sqlx::query_as(&format!("{select} WHERE day >= $1 AND day < $2"))
-                .bind(start)
-                .bind(end)
+            sqlx::query_as(&format!("{select} WHERE at >= $1 AND at < $2"))
+                .bind(span.start)
+                .bind(span.end)
                 .fetch_all(db.reader())
                 .await?
         }
-        Basis::Cohort { as_of } => {
-            let as_of = as_of.unwrap_or(i64::MAX);
+        Basis::Cohort { until } => {
+            let until = until.unwrap_or(i64::MAX);
             sqlx::query_as(&format!(
-                "{select} WHERE capture_day >= $1 AND capture_day < $2 AND day <= $3 AND capture_day <= $3"
+                "{select} WHERE captured_at >= $1 AND captured_at < $2 AND at < $3 AND captured_at < $3"
             ))
-            .bind(start)
-            .bind(end)
-            .bind(as_of)
+            .bind(span.start)
+            .bind(span.end)
+            .bind(until)
             .fetch_all(db.reader())
             .await?
         }
@@ -575,20 +686,45 @@ pub async fn revenue(
     Ok(out)
 }
 
-/// Distinct visitors over business days `[start, end)`.
-async fn visitors(conn: &mut Conn, start: i64, end: i64) -> anyhow::Result<i64> {
-    let nodes = visitors::prefix_nodes(start);
-    let placeholders: Vec<String> = (0..nodes.len()).map(|i| format!("${}", i + 3)).collect();
-    let sql = format!(
-        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM visitor_spans \
-         WHERE day >= $1 AND day < $2 AND node IN ({})",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query_scalar(&sql).bind(start).bind(end);
-    for node in nodes {
-        query = query.bind(node);
+/// Distinct visitors in `span`: those of its whole UTC days from the index,
+/// plus those seen in its partial days and on none of the whole ones.
+async fn visitors(conn: &mut Conn, span: Span) -> anyhow::Result<i64> {
+    let cover = span.cover();
+    let (first, last) = cover.days.unwrap_or((0, 0));
+    let mut n = 0;
+    if first < last {
+        let nodes = visitors::prefix_nodes(first);
+        let placeholders: Vec<String> = (0..nodes.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM visitor_spans \
+             WHERE day >= $1 AND day < $2 AND node IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(first).bind(last);
+        for node in nodes {
+            query = query.bind(node);
+        }
+        n += query.fetch_one(&mut *conn).await?;
     }
-    Ok(query.fetch_one(&mut *conn).await?)
+    if cover.edges.is_empty() {
+        return Ok(n);
+    }
+    // Quarter-hours [start, end) of each edge (its bounds rounded outwards).
+    let quarters: Vec<(i64, i64)> =
+        cover.edges.iter().map(|e| (span::quarter_hour(e.start), span::quarter_hour(e.end - 1) + 1)).collect();
+    let within: Vec<String> =
+        (0..quarters.len()).map(|i| format!("(q.quarter >= ${} AND q.quarter < ${})", 2 * i + 3, 2 * i + 4)).collect();
+    let sql = format!(
+        "SELECT CAST(COUNT(DISTINCT q.visitor_id) AS BIGINT) FROM visitor_quarters q WHERE ({}) \
+         AND NOT EXISTS (SELECT 1 FROM visitor_days d WHERE d.visitor_id = q.visitor_id AND d.day >= $1 AND d.day < $2)",
+        within.join(" OR ")
+    );
+    let mut query = sqlx::query_scalar(&sql).bind(first).bind(last);
+    for (start, end) in quarters {
+        query = query.bind(start).bind(end);
+    }
+    let edge: i64 = query.fetch_one(&mut *conn).await?;
+    Ok(n + edge)
 }
 
 /// A definition version (0: the latest) and when it was published.

@@ -40,8 +40,12 @@ pub struct ServiceConfig {
     /// How often idle background loops (outbox relay, kpi consumers) look for work
     /// they were not woken for.
     pub poll_interval: Duration,
-    /// IANA time zone KPI periods are read in (kpi only).
+    /// IANA time zone KPI periods are read in when a request names none
+    /// (kpi only).
     pub time_zone: String,
+    /// At start, forget every count and read the department streams again
+    /// from their start (kpi only).
+    pub rebuild: bool,
     /// The month (1–12) fiscal quarters and years start in (kpi only).
     pub fiscal_year_start_month: u32,
     /// Time between reporting NOT_SERVING and refusing new connections on
@@ -84,6 +88,7 @@ impl ServiceConfig {
             definition_refresh: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
             time_zone: "UTC".to_owned(),
+            rebuild: false,
             fiscal_year_start_month: 1,
             shutdown_grace: Duration::ZERO,
             max_in_flight: 256,

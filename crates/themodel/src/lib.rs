@@ -253,6 +253,8 @@ pub struct Suite {
     running: BTreeMap<ServiceName, Running>,
     /// kpi's dashboard page: where, and its task.
     dashboard: Option<(SocketAddr, Running)>,
+    /// Whether kpi's next start rebuilds (see [`Suite::rebuild_kpi`]).
+    rebuild_next: bool,
 }
 
 impl Suite {
@@ -295,6 +297,7 @@ impl Suite {
             addrs,
             running: BTreeMap::new(),
             dashboard: None,
+            rebuild_next: false,
         };
         for (name, listener) in listeners {
             suite.spawn(name, listener);
@@ -420,6 +423,7 @@ impl Suite {
             kpi: Some(self.url(ServiceName::Kpi)),
         };
         c.time_zone = o.time_zone.clone();
+        c.rebuild = self.rebuild_next && name == ServiceName::Kpi;
         c.fiscal_year_start_month = o.fiscal_year_start_month;
         c.poll_interval = o.poll_interval;
         c.definition_refresh = o.definition_refresh;
@@ -447,9 +451,19 @@ impl Suite {
         self.running.insert(name, Running { stop, task });
     }
 
-    /// Changes the business time zone for services started from now on.
+    /// Changes the deployment's time zone for services started from now on.
     pub fn set_time_zone(&mut self, time_zone: &str) {
         self.options.time_zone = time_zone.to_owned();
+    }
+
+    /// Restarts kpi with `--rebuild`: it forgets every count and reads the
+    /// department streams again from their start.
+    pub async fn rebuild_kpi(&mut self) -> anyhow::Result<()> {
+        self.stop(ServiceName::Kpi).await?;
+        self.rebuild_next = true;
+        let restarted = self.restart(ServiceName::Kpi).await;
+        self.rebuild_next = false;
+        restarted
     }
 
     /// Stops one service gracefully and waits until it has.

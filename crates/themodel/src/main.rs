@@ -201,13 +201,16 @@ struct Report {
     /// flow (what happened in the period) or cohort (what became of its leads).
     #[arg(long, default_value = "flow")]
     view: String,
+    /// IANA time zone the days are read in (default: the deployment's).
+    #[arg(long, default_value = "")]
+    time_zone: String,
     #[command(flatten)]
     auth: ClientAuth,
 }
 
 #[derive(Args)]
 struct Common {
-    /// IANA time zone KPI periods are read in.
+    /// IANA time zone KPI periods are read in when a request names none.
     #[arg(long, env = "THEMODEL_TIME_ZONE", default_value = "UTC")]
     time_zone: String,
     /// The month (1-12) fiscal quarters and years start in, for KPI periods
@@ -318,6 +321,10 @@ struct Serve {
     /// kpi only: also serve the dashboard page on this address.
     #[arg(long, env = "THEMODEL_DASHBOARD_LISTEN")]
     dashboard_listen: Option<SocketAddr>,
+    /// kpi only: forget every count at start and read the department
+    /// streams again from their start (definitions and targets are kept).
+    #[arg(long)]
+    rebuild: bool,
     /// Also serve grpc.health.v1.Health alone, in plaintext and open to
     /// all, on this address: for Kubernetes' gRPC probes, which speak
     /// neither TLS nor tokens, when the service serves TLS.
@@ -432,6 +439,8 @@ async fn run_serve(serve: Serve) -> anyhow::Result<()> {
     config.definition_refresh = Duration::from_secs(serve.definition_refresh_secs.max(1));
     config.owners = serve.owners;
     config.health_listen = serve.health_listen;
+    anyhow::ensure!(!serve.rebuild || serve.service == ServiceName::Kpi, "--rebuild is for kpi only");
+    config.rebuild = serve.rebuild;
     config.jwt = serve.jwt.config()?.map(JwtVerifier::new).transpose()?;
     match (&serve.keyring, serve.no_auth) {
         (Some(path), _) => {
@@ -497,6 +506,7 @@ async fn run_report(r: Report) -> anyhow::Result<()> {
         end_date: r.end_date,
         view: view as i32,
         period_unit: period_unit as i32,
+        time_zone: r.time_zone,
         ..Default::default()
     };
     let text = themodel::report::report(&mut kpi, req).await?;
