@@ -18,11 +18,15 @@
 //!    for `--overload-seconds`: refusals, and the suite process's resident
 //!    memory before, at its peak and 10 s after.
 //!
+//! `themodel-bench scale` measures kpi alone at 10k, 100k and 1M leads (see
+//! the `scale` module).
+//!
 //! Run it optimised: `cargo run --release -p themodel-bench`.
 
 #![allow(clippy::print_stdout)]
 
 mod load;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,6 +110,16 @@ enum Mode {
         #[arg(long)]
         leads: std::path::PathBuf,
     },
+    /// kpi alone, fed synthetic event streams of `--leads` leads (each
+    /// count in turn): its rebuild rate, then read latencies at 8 callers.
+    Scale {
+        /// Lead counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        leads: Vec<u64>,
+        /// Calls of each kind of read, per caller.
+        #[arg(long, default_value_t = 250)]
+        calls: u64,
+    },
     /// The suite on an existing data directory, alone in its process (run
     /// by the bench for the overload burst, so its memory is the suite's
     /// own): prints marketing's address, runs until stdin closes.
@@ -170,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             return load::overload_client(&addr, &Credential::from_file(&token_file)?, callers, seconds, &leads).await;
         }
         Some(Mode::Suite { data_dir }) => return serve(data_dir).await,
+        Some(Mode::Scale { leads, calls }) => return scale::run(&leads, calls).await,
         None => {}
     }
     let dir = tempfile::tempdir()?;
