@@ -653,25 +653,31 @@ pub async fn revenue(
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, Revenue>>> {
     // The column is one of the dimensions' fixed names, never input.
     let value = split.map_or("''", Dimension::code);
-    let select = format!("SELECT {value}, kind, currency, units, nanos FROM money_facts");
-    let rows: Vec<(String, String, String, i64, i64)> = match basis {
-        Basis::Flow => {
-            sqlx::query_as(&format!("{select} WHERE at >= $1 AND at < $2"))
-                .bind(span.start)
-                .bind(span.end)
-                .fetch_all(db.reader())
-                .await?
+    let (filter, binds) = match basis {
+        Basis::Flow => ("at >= $1 AND at < $2", vec![span.start, span.end]),
+        Basis::Cohort { until } => (
+            "captured_at >= $1 AND captured_at < $2 AND at < $3 AND captured_at < $3",
+            vec![span.start, span.end, until.unwrap_or(i64::MAX)],
+        ),
+    };
+    let fetch = |sql: String| {
+        let binds = &binds;
+        async move {
+            let query = sqlx::query_as::<_, (String, String, String, i64, i64)>(&sql);
+            binds.iter().fold(query, |q, b| q.bind(*b)).fetch_all(db.reader()).await
         }
-        Basis::Cohort { until } => {
-            let until = until.unwrap_or(i64::MAX);
-            sqlx::query_as(&format!(
-                "{select} WHERE captured_at >= $1 AND captured_at < $2 AND at < $3 AND captured_at < $3"
-            ))
-            .bind(span.start)
-            .bind(span.end)
-            .bind(until)
-            .fetch_all(db.reader())
-            .await?
+    };
+    // Summed by the database; the units' sum can only overflow with amounts
+    // near the largest Money, and then the amounts are added here, in i128.
+    let grouped = format!(
+        "SELECT {value}, kind, currency, CAST(SUM(units) AS BIGINT), CAST(SUM(nanos) AS BIGINT) \
+         FROM money_facts WHERE {filter} GROUP BY 1, 2, 3"
+    );
+    let rows = match fetch(grouped).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!(error = %e, "revenue summed amount by amount");
+            fetch(format!("SELECT {value}, kind, currency, units, nanos FROM money_facts WHERE {filter}")).await?
         }
     };
     let mut out: BTreeMap<String, BTreeMap<String, Revenue>> = BTreeMap::new();
