@@ -66,8 +66,17 @@ fn handed_over(lead: u64) -> bool {
     lead % 10 < 4
 }
 
+fn converted(lead: u64) -> bool {
+    lead % 10 < 2
+}
+
+fn won(lead: u64) -> bool {
+    converted(lead) && (lead / 10).is_multiple_of(2)
+}
+
 impl Generator {
-    /// The leads that reach the stream.
+    /// How many leads reach the stream (the rules above; a test holds
+    /// this and [`Generator::lead`] to them).
     fn len(self) -> u64 {
         let n = self.leads;
         match self.stream {
@@ -129,7 +138,7 @@ impl Generator {
             }
             Stream::InsideSales => {
                 use is::inside_sales_event::Event as I;
-                let (offset, event) = match (second, i % 10 < 2) {
+                let (offset, event) = match (second, converted(i)) {
                     (false, _) => (
                         HOUR,
                         I::LeadAccepted(is::LeadAccepted {
@@ -162,7 +171,7 @@ impl Generator {
             }
             Stream::FieldSales => {
                 use fs::field_sales_event::Event as F;
-                let (offset, event) = match (second, (i / 10).is_multiple_of(2)) {
+                let (offset, event) = match (second, won(i)) {
                     (false, _) => (
                         2 * DAY,
                         F::OpportunityOpened(fs::OpportunityOpened {
@@ -397,4 +406,31 @@ async fn one(n: u64, calls: u64) -> anyhow::Result<()> {
     stop.cancel();
     task.await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `lead` has events in `stream`.
+    fn reached_by(stream: Stream, lead: u64) -> bool {
+        match stream {
+            Stream::Marketing => true,
+            Stream::InsideSales => handed_over(lead),
+            Stream::FieldSales => converted(lead),
+            Stream::CustomerSuccess => won(lead),
+        }
+    }
+
+    #[test]
+    fn each_stream_holds_exactly_the_leads_that_reach_it_in_order() {
+        for leads in [0, 1, 9, 10, 19, 20, 21, 137] {
+            for stream in [Stream::Marketing, Stream::InsideSales, Stream::FieldSales, Stream::CustomerSuccess] {
+                let g = Generator { stream, leads };
+                let listed: Vec<u64> = (0..g.len()).map(|k| g.lead(k)).collect();
+                let reaching: Vec<u64> = (0..leads).filter(|&i| reached_by(stream, i)).collect();
+                assert_eq!(listed, reaching, "{stream:?}, {leads} leads");
+            }
+        }
+    }
 }

@@ -23,14 +23,9 @@ use crate::visitors::{self, Cells};
 /// Definitions and targets, which kpi owns, are kept.
 pub async fn reset_counts(db: &Db) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    for table in [
+    let others = [
         "flow_counts",
         "cohort_counts",
-        "flow_facts",
-        "cohort_facts",
-        "lead_values",
-        "money_facts",
-        "stay_facts",
         "journeys",
         "account_leads",
         "account_values",
@@ -38,7 +33,8 @@ pub async fn reset_counts(db: &Db) -> anyhow::Result<()> {
         "visitor_days",
         "visitor_spans",
         "cursors",
-    ] {
+    ];
+    for table in FACT_TABLES.into_iter().chain(others) {
         sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
     }
     tx.commit().await?;
@@ -207,9 +203,9 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
         }
     }
     let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
-    let named = |list: &[&str]| list.join(", ");
+    let columns = dims.join(", ");
     script.insert_rows(
-        &format!("INSERT INTO lead_values (lead_id, {})", named(&dims)),
+        &format!("INSERT INTO lead_values (lead_id, {columns})"),
         1 + dims.len(),
         "",
         rows.iter(),
@@ -220,11 +216,11 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
         b.bind(lead).bind(n).bind(metric.code()).bind(*at)
     });
     let cohort = rows.iter().flat_map(|(lead, c)| {
-        let own = c.cohort.iter().map(|&(metric, entered, reached)| ("lead", "", metric, entered, reached));
+        let own = c.cohort.iter().map(|&(metric, entered, reached)| (LEAD_COHORT, "", metric, entered, reached));
         let recycles = c
             .reasons
             .iter()
-            .map(|(reason, recycled, metric, reached)| ("recycle", reason.as_str(), *metric, *recycled, *reached));
+            .map(|(reason, recycled, metric, reached)| (RECYCLE_COHORT, reason.as_str(), *metric, *recycled, *reached));
         own.chain(recycles).enumerate().map(move |(n, f)| (*lead, n as i64, f))
     });
     script.insert_rows(
@@ -240,8 +236,7 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
         rows.iter().flat_map(|(lead, c)| c.stays.iter().enumerate().map(move |(n, s)| (*lead, n as i64, s, &c.values)));
     script.insert_rows(
         &format!(
-            "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, due_at, first_contact_at, {})",
-            named(&dims)
+            "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, due_at, first_contact_at, {columns})"
         ),
         7 + dims.len(),
         "",
@@ -262,10 +257,7 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
         c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, c.captured_at, &c.values))
     });
     script.insert_rows(
-        &format!(
-            "INSERT INTO money_facts (lead_id, n, at, kind, currency, units, nanos, captured_at, {})",
-            named(&dims)
-        ),
+        &format!("INSERT INTO money_facts (lead_id, n, at, kind, currency, units, nanos, captured_at, {columns})"),
         8 + dims.len(),
         "",
         money,
@@ -286,6 +278,11 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
 
 /// The tables of each lead's facts, rewritten whole when they change.
 const FACT_TABLES: [&str; 5] = ["lead_values", "flow_facts", "cohort_facts", "stay_facts", "money_facts"];
+
+/// The cohort of a cohort fact: the lead's own, from its capture, or one of
+/// its recycles', from the recycle.
+const LEAD_COHORT: &str = "lead";
+const RECYCLE_COHORT: &str = "recycle";
 
 /// The capture moment of a money fact whose lead's capture is not read
 /// yet: before every period, so it is in no cohort.
@@ -514,8 +511,8 @@ impl Series {
     /// The cohort facts of the series.
     fn cohort(self) -> &'static str {
         match self {
-            Series::RecycleReasons => "recycle",
-            _ => "lead",
+            Series::RecycleReasons => RECYCLE_COHORT,
+            Series::Totals | Series::Split(_) => LEAD_COHORT,
         }
     }
 }
