@@ -215,12 +215,8 @@ impl Consumer {
                 (l, j)
             })
             .collect();
-        let mut deltas = Deltas::default();
         let before: BTreeMap<String, Contribution> =
             journeys.iter().map(|(lead, j)| (lead.clone(), j.contribution())).collect();
-        for c in before.values() {
-            deltas.add(c, -1);
-        }
 
         let mut visits = Vec::new();
         let mut joins = Vec::new();
@@ -260,14 +256,17 @@ impl Consumer {
                 }
             }
         }
-        // Besides the sums, each journey's facts are kept a row each (its
-        // events, stages, amounts and stays, at their moments); they are
-        // rewritten when its contribution changed.
+        // A journey whose contribution changed moves the sums from the old
+        // one to the new. Besides the sums, each journey's facts are kept a
+        // row each (its events, stages, amounts and stays, at their
+        // moments); they are rewritten then too.
+        let mut deltas = Deltas::default();
         let mut rows = BTreeMap::new();
         for (lead, journey) in &journeys {
             let after = journey.contribution();
-            deltas.add(&after, 1);
             if before[lead] != after {
+                deltas.add(&before[lead], -1);
+                deltas.add(&after, 1);
                 rows.insert(lead.as_str(), after);
             }
         }

@@ -13,6 +13,8 @@
 //!
 //! No SQL here: [`crate::store`] keeps journeys and aggregates.
 
+use std::collections::HashMap;
+
 use themodel_quality::{Definition, Phase, TitleMatch};
 
 use themodel_runtime::time::Micros;
@@ -723,36 +725,70 @@ pub const RECYCLE_REASON: &str = "recycle_reason";
 
 /// A flow aggregate's key: dimension ("" for the totals), value, UTC day,
 /// metric.
-pub type FlowKey = (&'static str, String, i64, Metric);
+pub type FlowKey<'a> = (&'static str, &'a str, i64, Metric);
 /// A cohort aggregate's key: dimension, value, UTC day of the capture,
 /// stage, UTC day reached.
-pub type CohortKey = (&'static str, String, i64, Metric, i64);
+pub type CohortKey<'a> = (&'static str, &'a str, i64, Metric, i64);
 
 /// Sums of contributions, added and taken away: what a page of events does
 /// to the stored aggregates.
+///
+/// A page adds and takes away each of its leads' contributions under the
+/// totals and eleven dimensions, so the sums are keyed by small copyable
+/// keys (each value a number, see [`Values`]) in hash maps; they are
+/// sorted once, when written.
 #[derive(Debug, Default)]
 pub struct Deltas {
-    pub flow: std::collections::BTreeMap<FlowKey, i64>,
-    pub cohort: std::collections::BTreeMap<CohortKey, i64>,
+    values: Values,
+    flow: HashMap<(&'static str, u32, i64, Metric), i64>,
+    cohort: HashMap<(&'static str, u32, i64, Metric, i64), i64>,
+}
+
+/// The dimension values a page's sums are filed under, each stored once.
+#[derive(Debug, Default)]
+struct Values {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Values {
+    fn id(&mut self, value: &str) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 values in a page");
+        self.names.push(value.to_owned());
+        self.ids.insert(value.to_owned(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
 }
 
 impl Deltas {
     /// Adds `c` (`sign` 1) or takes it away (`sign` -1), under the totals and
     /// under each dimension's value.
     pub fn add(&mut self, c: &Contribution, sign: i64) {
-        let series = std::iter::once(("", String::new()))
-            .chain(Dimension::all().zip(&c.values).map(|(d, v)| (d.code(), v.clone())));
-        for (dim, value) in series {
-            for &(metric, at) in &c.flow {
-                *self.flow.entry((dim, value.clone(), utc_day(at), metric)).or_insert(0) += sign;
+        let totals = self.values.id("");
+        let series: Vec<(&'static str, u32)> = std::iter::once(("", totals))
+            .chain(Dimension::all().zip(&c.values).map(|(d, v)| (d.code(), self.values.id(v))))
+            .collect();
+        for &(metric, at) in &c.flow {
+            let day = utc_day(at);
+            for &(dim, value) in &series {
+                *self.flow.entry((dim, value, day, metric)).or_insert(0) += sign;
             }
-            for &(metric, captured, reached) in &c.cohort {
-                let key = (dim, value.clone(), utc_day(captured), metric, utc_day(reached));
-                *self.cohort.entry(key).or_insert(0) += sign;
+        }
+        for &(metric, captured, reached) in &c.cohort {
+            let (captured, reached) = (utc_day(captured), utc_day(reached));
+            for &(dim, value) in &series {
+                *self.cohort.entry((dim, value, captured, metric, reached)).or_insert(0) += sign;
             }
         }
         for (reason, recycled, metric, reached) in &c.reasons {
-            let key = (RECYCLE_REASON, reason.clone(), utc_day(*recycled), *metric, utc_day(*reached));
+            let key = (RECYCLE_REASON, self.values.id(reason), utc_day(*recycled), *metric, utc_day(*reached));
             *self.cohort.entry(key).or_insert(0) += sign;
         }
     }
@@ -762,6 +798,31 @@ impl Deltas {
         self.flow.retain(|_, n| *n != 0);
         self.cohort.retain(|_, n| *n != 0);
     }
+
+    /// The flow sums' changes, in key order (so concurrent writers of the
+    /// same rows take their locks in one order).
+    pub fn flow(&self) -> Vec<(FlowKey<'_>, i64)> {
+        let mut out: Vec<_> = self
+            .flow
+            .iter()
+            .map(|(&(dim, value, day, metric), &n)| ((dim, self.values.name(value), day, metric), n))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The cohort sums' changes, in key order.
+    pub fn cohort(&self) -> Vec<(CohortKey<'_>, i64)> {
+        let mut out: Vec<_> = self
+            .cohort
+            .iter()
+            .map(|(&(dim, value, captured, metric, reached), &n)| {
+                ((dim, self.values.name(value), captured, metric, reached), n)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
 }
 
 #[cfg(test)]
@@ -769,6 +830,7 @@ mod tests {
     use super::*;
     use crate::domain::StayStep;
     use crate::domain::parse_day;
+    use std::collections::BTreeMap;
 
     const DAY: i64 = 86_400_000_000;
 
@@ -1004,21 +1066,17 @@ mod tests {
         };
         let in_order = run(&[0, 5, 1, 2, 3, 4]);
         let reversed = run(&[4, 3, 2, 1, 5, 0]);
-        assert_eq!(in_order.flow, reversed.flow);
-        assert_eq!(in_order.cohort, reversed.cohort);
-        assert!(in_order.flow.keys().all(|(dim, value, ..)| dim.is_empty() || !value.is_empty()));
+        assert_eq!(in_order.flow(), reversed.flow());
+        assert_eq!(in_order.cohort(), reversed.cohort());
+        let flow: BTreeMap<_, _> = in_order.flow().into_iter().collect();
+        let cohort: BTreeMap<_, _> = in_order.cohort().into_iter().collect();
+        assert!(flow.keys().all(|(dim, value, ..)| dim.is_empty() || !value.is_empty()));
+        assert_eq!(flow.get(&("source", "web_form", day("2026-11-03"), Metric::Opportunities)), Some(&1));
         assert_eq!(
-            in_order.flow.get(&("source", "web_form".into(), day("2026-11-03"), Metric::Opportunities)),
-            Some(&1)
-        );
-        assert_eq!(
-            in_order.flow.get(&("inside_sales_rep", "aki".into(), day("2026-11-04"), Metric::Wins)),
+            flow.get(&("inside_sales_rep", "aki", day("2026-11-04"), Metric::Wins)),
             Some(&1),
             "filed under the lead's rep"
         );
-        assert_eq!(
-            in_order.cohort.get(&("", String::new(), day("2026-11-02"), Metric::Churned, day("2026-11-20"))),
-            Some(&1)
-        );
+        assert_eq!(cohort.get(&("", "", day("2026-11-02"), Metric::Churned, day("2026-11-20"))), Some(&1));
     }
 }

@@ -173,16 +173,16 @@ pub async fn write_page(
         "INSERT INTO flow_counts (dim, value, day, metric, n)",
         5,
         " ON CONFLICT (dim, value, day, metric) DO UPDATE SET n = flow_counts.n + excluded.n",
-        deltas.flow.iter(),
-        |b, ((dim, value, day, metric), n)| b.bind(*dim).bind(value.as_str()).bind(*day).bind(metric.code()).bind(*n),
+        deltas.flow(),
+        |b, ((dim, value, day, metric), n)| b.bind(dim).bind(value).bind(day).bind(metric.code()).bind(n),
     );
     script.insert_rows(
         "INSERT INTO cohort_counts (dim, value, capture_day, stage, reached_day, n)",
         6,
         " ON CONFLICT (dim, value, capture_day, stage, reached_day) DO UPDATE SET n = cohort_counts.n + excluded.n",
-        deltas.cohort.iter(),
+        deltas.cohort(),
         |b, ((dim, value, captured, stage, reached), n)| {
-            b.bind(*dim).bind(value.as_str()).bind(*captured).bind(stage.code()).bind(*reached).bind(*n)
+            b.bind(dim).bind(value).bind(captured).bind(stage.code()).bind(reached).bind(n)
         },
     );
     if !rows.is_empty() {
