@@ -43,8 +43,19 @@ const VISITS: [(&str, &str); 8] = [
 const ZONES: [&str; 6] =
     ["UTC", "Asia/Kolkata", "America/New_York", "Asia/Kathmandu", "Pacific/Chatham", "America/St_Johns"];
 
-const DATES: [&str; 7] =
-    ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-15", "2026-11-30", "2026-12-01", "2026-12-02"];
+/// Periods between these dates hold whole UTC days, runs of 8 and of 64
+/// days (the first and the last date are months away from the events).
+const DATES: [&str; 9] = [
+    "2026-06-01",
+    "2026-10-31",
+    "2026-11-01",
+    "2026-11-02",
+    "2026-11-15",
+    "2026-11-30",
+    "2026-12-01",
+    "2026-12-02",
+    "2027-03-01",
+];
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()

@@ -19,8 +19,8 @@ use themodel_quality::{Definition, Phase, TitleMatch};
 
 use themodel_runtime::time::Micros;
 
-use crate::domain::{Amount, Capture, Metric, MoneyKind, Role, StayStep};
-use crate::span::utc_day;
+use crate::domain::{self, Amount, Capture, Metric, MoneyKind, Role, StayStep};
+use crate::span::{self, utc_day};
 use crate::velocity::{Stage, Stay};
 
 /// What a funnel can be split by: facts of the lead as captured, and the
@@ -723,28 +723,41 @@ pub struct Contribution {
 /// reasons are not a split of leads.
 pub const RECYCLE_REASON: &str = "recycle_reason";
 
-/// A flow aggregate's key: dimension ("" for the totals), value, UTC day,
-/// metric.
-pub type FlowKey<'a> = (&'static str, &'a str, i64, Metric);
-/// A cohort aggregate's key: dimension, value, UTC day of the capture,
-/// stage, UTC day reached.
-pub type CohortKey<'a> = (&'static str, &'a str, i64, Metric, i64);
+/// A count of a run of UTC days (see [`crate::span`]): dimension ("" for
+/// the totals), value (`V`: its name, or its number in a page), the run's
+/// width and first day, what is counted.
+pub type RunKey<V> = (&'static str, V, i64, i64, Metric);
+/// A cohort count by day reached, for cohorts "as of" a day: dimension,
+/// value, UTC day of the capture, stage, UTC day reached.
+pub type ReachedKey<V> = (&'static str, V, i64, Metric, i64);
+/// A revenue sum of a run of days: how the amounts are dated ([`DATED`] or
+/// [`CAPTURED`]), dimension, value, the run's width and first day, the
+/// kind and the currency (named or numbered as the value is).
+pub type MoneyKey<V> = (&'static str, &'static str, V, i64, i64, MoneyKind, V);
+
+/// Revenue summed by the day each amount is dated: the flow view.
+pub const DATED: &str = "dated";
+/// Revenue summed by the day its lead was captured: the cohort view.
+pub const CAPTURED: &str = "captured";
 
 /// Sums of contributions, added and taken away: what a page of events does
 /// to the stored aggregates.
 ///
 /// A page adds and takes away each of its leads' contributions under the
-/// totals and eleven dimensions, so the sums are keyed by small copyable
-/// keys (each value a number, see [`Values`]) in hash maps; they are
-/// sorted once, when written.
+/// totals and eleven dimensions, for each width of run, so the sums are
+/// keyed by small copyable keys (each value a number, see [`Values`]) in
+/// hash maps; they are sorted once, when written.
 #[derive(Debug, Default)]
 pub struct Deltas {
     values: Values,
-    flow: HashMap<(&'static str, u32, i64, Metric), i64>,
-    cohort: HashMap<(&'static str, u32, i64, Metric, i64), i64>,
+    flow: HashMap<RunKey<u32>, i64>,
+    cohort: HashMap<RunKey<u32>, i64>,
+    reached: HashMap<ReachedKey<u32>, i64>,
+    money: HashMap<MoneyKey<u32>, i128>,
 }
 
-/// The dimension values a page's sums are filed under, each stored once.
+/// The dimension values (and currencies) a page's sums are filed under,
+/// each stored once.
 #[derive(Debug, Default)]
 struct Values {
     ids: HashMap<String, u32>,
@@ -767,6 +780,11 @@ impl Values {
     }
 }
 
+/// Each run a day's sums go into: one per width.
+fn day_runs(day: i64) -> impl Iterator<Item = (i64, i64)> {
+    span::WIDTHS.into_iter().map(move |w| (w, span::run_start(day, w)))
+}
+
 impl Deltas {
     /// Adds `c` (`sign` 1) or takes it away (`sign` -1), under the totals and
     /// under each dimension's value.
@@ -776,20 +794,38 @@ impl Deltas {
             .chain(Dimension::all().zip(&c.values).map(|(d, v)| (d.code(), self.values.id(v))))
             .collect();
         for &(metric, at) in &c.flow {
-            let day = utc_day(at);
-            for &(dim, value) in &series {
-                *self.flow.entry((dim, value, day, metric)).or_insert(0) += sign;
+            for (width, start) in day_runs(utc_day(at)) {
+                for &(dim, value) in &series {
+                    *self.flow.entry((dim, value, width, start, metric)).or_insert(0) += sign;
+                }
             }
         }
-        for &(metric, captured, reached) in &c.cohort {
-            let (captured, reached) = (utc_day(captured), utc_day(reached));
-            for &(dim, value) in &series {
-                *self.cohort.entry((dim, value, captured, metric, reached)).or_insert(0) += sign;
+        let reasons = c.reasons.iter().map(|(reason, recycled, metric, reached)| {
+            ((RECYCLE_REASON, self.values.id(reason)), *metric, *recycled, *reached)
+        });
+        let reasons: Vec<_> = reasons.collect();
+        let own = c
+            .cohort
+            .iter()
+            .flat_map(|&(metric, captured, reached)| series.iter().map(move |&s| (s, metric, captured, reached)));
+        for ((dim, value), metric, entered, reached) in own.chain(reasons) {
+            let (entered, reached) = (utc_day(entered), utc_day(reached));
+            for (width, start) in day_runs(entered) {
+                *self.cohort.entry((dim, value, width, start, metric)).or_insert(0) += sign;
             }
+            *self.reached.entry((dim, value, entered, metric, reached)).or_insert(0) += sign;
         }
-        for (reason, recycled, metric, reached) in &c.reasons {
-            let key = (RECYCLE_REASON, self.values.id(reason), utc_day(*recycled), *metric, utc_day(*reached));
-            *self.cohort.entry(key).or_insert(0) += sign;
+        for (kind, at, currency, units, nanos) in &c.money {
+            let amount = domain::total_nanos(*units, i64::from(*nanos)) * i128::from(sign);
+            let currency = self.values.id(currency);
+            let dated = std::iter::once((DATED, *at));
+            for (how, day) in dated.chain(c.captured_at.map(|at| (CAPTURED, at))).map(|(h, at)| (h, utc_day(at))) {
+                for (width, start) in day_runs(day) {
+                    for &(dim, value) in &series {
+                        *self.money.entry((how, dim, value, width, start, *kind, currency)).or_insert(0) += amount;
+                    }
+                }
+            }
         }
     }
 
@@ -797,32 +833,42 @@ impl Deltas {
     pub fn settle(&mut self) {
         self.flow.retain(|_, n| *n != 0);
         self.cohort.retain(|_, n| *n != 0);
+        self.reached.retain(|_, n| *n != 0);
+        self.money.retain(|_, n| *n != 0);
     }
 
     /// The flow sums' changes, in key order (so concurrent writers of the
     /// same rows take their locks in one order).
-    pub fn flow(&self) -> Vec<(FlowKey<'_>, i64)> {
-        let mut out: Vec<_> = self
-            .flow
-            .iter()
-            .map(|(&(dim, value, day, metric), &n)| ((dim, self.values.name(value), day, metric), n))
-            .collect();
-        out.sort_unstable();
-        out
+    pub fn flow(&self) -> Vec<(RunKey<&str>, i64)> {
+        sorted(&self.flow, |(dim, value, width, start, metric)| (dim, self.values.name(value), width, start, metric))
     }
 
-    /// The cohort sums' changes, in key order.
-    pub fn cohort(&self) -> Vec<(CohortKey<'_>, i64)> {
-        let mut out: Vec<_> = self
-            .cohort
-            .iter()
-            .map(|(&(dim, value, captured, metric, reached), &n)| {
-                ((dim, self.values.name(value), captured, metric, reached), n)
-            })
-            .collect();
-        out.sort_unstable();
-        out
+    /// The cohort sums' changes (by the day each cohort was entered), in
+    /// key order.
+    pub fn cohort(&self) -> Vec<(RunKey<&str>, i64)> {
+        sorted(&self.cohort, |(dim, value, width, start, metric)| (dim, self.values.name(value), width, start, metric))
     }
+
+    /// The changes of the cohort counts by day reached, in key order.
+    pub fn reached(&self) -> Vec<(ReachedKey<&str>, i64)> {
+        sorted(&self.reached, |(dim, value, entered, metric, reached)| {
+            (dim, self.values.name(value), entered, metric, reached)
+        })
+    }
+
+    /// The revenue sums' changes, in key order.
+    pub fn money(&self) -> Vec<(MoneyKey<&str>, i128)> {
+        sorted(&self.money, |(how, dim, value, width, start, kind, currency)| {
+            (how, dim, self.values.name(value), width, start, kind, self.values.name(currency))
+        })
+    }
+}
+
+/// `sums` with their keys made by `key`, in key order.
+fn sorted<K: Copy, N: Copy, Out: Ord>(sums: &HashMap<K, N>, key: impl Fn(K) -> Out) -> Vec<(Out, N)> {
+    let mut out: Vec<_> = sums.iter().map(|(&k, &n)| (key(k), n)).collect();
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 #[cfg(test)]
@@ -1068,15 +1114,25 @@ mod tests {
         let reversed = run(&[4, 3, 2, 1, 5, 0]);
         assert_eq!(in_order.flow(), reversed.flow());
         assert_eq!(in_order.cohort(), reversed.cohort());
+        assert_eq!(in_order.reached(), reversed.reached());
         let flow: BTreeMap<_, _> = in_order.flow().into_iter().collect();
         let cohort: BTreeMap<_, _> = in_order.cohort().into_iter().collect();
         assert!(flow.keys().all(|(dim, value, ..)| dim.is_empty() || !value.is_empty()));
-        assert_eq!(flow.get(&("source", "web_form", day("2026-11-03"), Metric::Opportunities)), Some(&1));
+        assert_eq!(flow.get(&("source", "web_form", 1, day("2026-11-03"), Metric::Opportunities)), Some(&1));
         assert_eq!(
-            flow.get(&("inside_sales_rep", "aki", day("2026-11-04"), Metric::Wins)),
+            flow.get(&("inside_sales_rep", "aki", 1, day("2026-11-04"), Metric::Wins)),
             Some(&1),
             "filed under the lead's rep"
         );
-        assert_eq!(cohort.get(&("", "", day("2026-11-02"), Metric::Churned, day("2026-11-20"))), Some(&1));
+        // The same in each wider run holding the day.
+        let run = |w| span::run_start(day("2026-11-04"), w);
+        for w in [8, 64] {
+            assert_eq!(flow.get(&("inside_sales_rep", "aki", w, run(w), Metric::Wins)), Some(&1));
+        }
+        assert_eq!(flow.keys().filter(|k| k.4 == Metric::Wins).count(), 12 * span::WIDTHS.len());
+        let reached: BTreeMap<_, _> = in_order.reached().into_iter().collect();
+        assert_eq!(reached.get(&("", "", day("2026-11-02"), Metric::Churned, day("2026-11-20"))), Some(&1));
+        assert_eq!(cohort.get(&("", "", 1, day("2026-11-02"), Metric::Churned)), Some(&1));
+        assert_eq!(in_order.money(), reversed.money());
     }
 }

@@ -7,6 +7,12 @@
 //! days at either edge, from the facts: at most two days of facts, whatever
 //! the period's length, and none at all when the zone is UTC.
 //!
+//! The sums are kept for runs of UTC days of three widths: each day, each
+//! 8 days and each 64 days, a run starting on a multiple of its width
+//! (counted from 1970-01-01). A year's whole days are then at most 33 runs
+//! (see [`runs`]), so a read's cost depends on neither the number of leads
+//! nor, much, on the period's length.
+//!
 //! Visitors are kept per quarter-hour: a visitor seen several times in a
 //! quarter-hour is stored once. Every zone's offset has been a whole number
 //! of quarter-hours since 1972 (Monrovia's −0:44:30 was the last that was
@@ -28,6 +34,46 @@ pub fn utc_day(at: Micros) -> i64 {
 /// The quarter-hour (since 1970-01-01 00:00 UTC) `at` falls in.
 pub fn quarter_hour(at: Micros) -> i64 {
     at.div_euclid(QUARTER_HOUR)
+}
+
+/// The widths, in UTC days, of the runs the sums are kept for, smallest
+/// first; each divides the next.
+pub const WIDTHS: [i64; 3] = [1, 8, 64];
+
+/// The first day of the run of `width` days that `day` falls in.
+pub fn run_start(day: i64, width: i64) -> i64 {
+    day.div_euclid(width) * width
+}
+
+/// Runs of one width: those starting on the days `[first, last)` that are
+/// multiples of `width`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs {
+    pub width: i64,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// The most groups of runs [`runs`] gives: up through the widths and back
+/// down.
+pub const RUN_GROUPS: usize = 2 * WIDTHS.len() - 1;
+
+/// UTC days `[first, last)` as the fewest runs, in groups of one width
+/// (at most [`RUN_GROUPS`]): from `first`, the widest run that starts
+/// there and fits, again and again.
+pub fn runs(first: i64, last: i64) -> Vec<Runs> {
+    let mut out: Vec<Runs> = Vec::new();
+    let mut day = first;
+    while day < last {
+        let width =
+            WIDTHS.into_iter().rev().find(|&w| day.rem_euclid(w) == 0 && day.saturating_add(w) <= last).unwrap_or(1);
+        match out.last_mut() {
+            Some(group) if group.width == width => group.last = day + width,
+            _ => out.push(Runs { width, first: day, last: day + width }),
+        }
+        day += width;
+    }
+    out
 }
 
 /// The moments `[start, end)`, in microseconds since 1970-01-01 UTC.
@@ -104,6 +150,33 @@ mod tests {
         let s = span(10 * DAY + 5 * H, 11 * DAY + 5 * H);
         assert_eq!(s.cover(), Cover { days: None, edges: vec![s] });
         assert_eq!(span(5, 5).cover(), Cover { days: None, edges: vec![] });
+    }
+
+    #[test]
+    fn runs_cover_the_days_once_in_few_groups() {
+        for (first, last) in [(0, 0), (0, 1), (3, 4), (-70, 5), (20089, 20454), (20089, 20120), (7, 200), (-1, 1000)] {
+            let groups = runs(first, last);
+            assert!(groups.len() <= RUN_GROUPS, "{first}..{last}: {groups:?}");
+            let mut days = Vec::new();
+            for g in &groups {
+                assert!(WIDTHS.contains(&g.width));
+                assert_eq!(g.first.rem_euclid(g.width), 0, "{g:?}");
+                assert_eq!((g.last - g.first).rem_euclid(g.width), 0, "{g:?}");
+                days.extend(g.first..g.last);
+            }
+            assert_eq!(days, (first..last).collect::<Vec<_>>(), "{first}..{last}: {groups:?}");
+        }
+        // 2025 (days 20089..20454): 7 days, five 64-day runs, four 8-day
+        // runs, 6 days.
+        let year: Vec<i64> = runs(20089, 20454).iter().map(|g| (g.last - g.first) / g.width).collect();
+        assert_eq!(year, [7, 5, 4, 6]);
+        // At most 33 runs in any 365 days.
+        for first in 0..64 {
+            let n: i64 = runs(first, first + 365).iter().map(|g| (g.last - g.first) / g.width).sum();
+            assert!(n <= 33, "{first}: {n}");
+        }
+        assert_eq!(run_start(-1, 8), -8);
+        assert_eq!(run_start(20089, 64), 20032);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use themodel_runtime::db::{Conn, Script, select_in};
 use themodel_runtime::time::Micros;
 
 use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
-use crate::journey::{Contribution, Deltas, Dimension, Journey, RECYCLE_REASON};
+use crate::journey::{self, Contribution, Deltas, Dimension, Journey, RECYCLE_REASON};
 use crate::retention;
 use crate::span::{self, Span};
 use crate::velocity::{Stage, Stay, Velocity};
@@ -24,7 +24,9 @@ use crate::visitors::{self, Cells};
 pub async fn reset_counts(db: &Db) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
     let others = [
-        "flow_counts",
+        "flow_sums",
+        "cohort_sums",
+        "money_sums",
         "cohort_counts",
         "journeys",
         "account_leads",
@@ -170,19 +172,52 @@ pub async fn write_page(
         |b, (account, lead, opening)| b.bind(account.as_str()).bind(lead.as_str()).bind(i64::from(*opening)),
     );
     script.insert_rows(
-        "INSERT INTO flow_counts (dim, value, day, metric, n)",
-        5,
-        " ON CONFLICT (dim, value, day, metric) DO UPDATE SET n = flow_counts.n + excluded.n",
+        "INSERT INTO flow_sums (dim, value, width, start, metric, n)",
+        6,
+        " ON CONFLICT (dim, width, start, value, metric) DO UPDATE SET n = flow_sums.n + excluded.n",
         deltas.flow(),
-        |b, ((dim, value, day, metric), n)| b.bind(dim).bind(value).bind(day).bind(metric.code()).bind(n),
+        |b, ((dim, value, width, start, metric), n)| {
+            b.bind(dim).bind(value).bind(width).bind(start).bind(metric.code()).bind(n)
+        },
+    );
+    script.insert_rows(
+        "INSERT INTO cohort_sums (dim, value, width, start, stage, n)",
+        6,
+        " ON CONFLICT (dim, width, start, value, stage) DO UPDATE SET n = cohort_sums.n + excluded.n",
+        deltas.cohort(),
+        |b, ((dim, value, width, start, stage), n)| {
+            b.bind(dim).bind(value).bind(width).bind(start).bind(stage.code()).bind(n)
+        },
     );
     script.insert_rows(
         "INSERT INTO cohort_counts (dim, value, capture_day, stage, reached_day, n)",
         6,
         " ON CONFLICT (dim, value, capture_day, stage, reached_day) DO UPDATE SET n = cohort_counts.n + excluded.n",
-        deltas.cohort(),
+        deltas.reached(),
         |b, ((dim, value, captured, stage, reached), n)| {
             b.bind(dim).bind(value).bind(captured).bind(stage.code()).bind(reached).bind(n)
+        },
+    );
+    let money = deltas.money().into_iter().map(|(key, nanos)| Ok((key, limbs(nanos)?)));
+    let money = money.collect::<anyhow::Result<Vec<_>>>()?;
+    script.insert_rows(
+        "INSERT INTO money_sums (dated_by, dim, value, width, start, kind, currency, low, middle, high)",
+        10,
+        " ON CONFLICT (dated_by, dim, width, start, value, kind, currency) DO UPDATE SET \
+         low = money_sums.low + excluded.low, middle = money_sums.middle + excluded.middle, \
+         high = money_sums.high + excluded.high",
+        money,
+        |b, ((how, dim, value, width, start, kind, currency), [low, middle, high])| {
+            b.bind(how)
+                .bind(dim)
+                .bind(value)
+                .bind(width)
+                .bind(start)
+                .bind(kind.code())
+                .bind(currency)
+                .bind(low)
+                .bind(middle)
+                .bind(high)
         },
     );
     if !rows.is_empty() {
@@ -274,6 +309,23 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
             values.iter().fold(b, |b, v| b.bind(v.as_str()))
         },
     );
+}
+
+/// Bits of an amount's low and middle limbs in `money_sums`.
+const LIMB_BITS: u32 = 31;
+const LIMB: i128 = (1 << LIMB_BITS) - 1;
+
+/// `nanos` as the limbs `money_sums` sums: low + middle * 2^31 + high *
+/// 2^62, low and middle in [0, 2^31). Every amount is below 2^93 in size,
+/// so a page's change of one sum is far inside what the limbs hold.
+fn limbs(nanos: i128) -> anyhow::Result<[i64; 3]> {
+    let limb = |v: i128| i64::try_from(v).with_context(|| format!("revenue change of {nanos} nanos"));
+    Ok([limb(nanos & LIMB)?, limb((nanos >> LIMB_BITS) & LIMB)?, limb(nanos >> (2 * LIMB_BITS))?])
+}
+
+/// The amount of summed limbs.
+fn from_limbs(low: i64, middle: i64, high: i64) -> i128 {
+    i128::from(low) + (i128::from(middle) << LIMB_BITS) + (i128::from(high) << (2 * LIMB_BITS))
 }
 
 /// The tables of each lead's facts, rewritten whole when they change.
@@ -535,6 +587,42 @@ pub async fn counts(
     Ok(out)
 }
 
+/// The query that sums `sums` of `table` over the runs of days a
+/// [`span::runs`] gives, grouped by `keys`: `filter` holds the conditions
+/// on the parameters before the runs' (`params` of them), and each group of
+/// runs binds its width, first and last day ([`bind_runs`]). The text is
+/// the same for every period, so it is prepared once.
+fn runs_sql(table: &str, filter: &str, params: usize, keys: &str, sums: &[&str]) -> String {
+    let arms: Vec<String> = (0..span::RUN_GROUPS)
+        .map(|g| {
+            let p = params + 3 * g;
+            format!(
+                "SELECT {keys}, {} FROM {table} WHERE {filter} AND width = ${} AND start >= ${} AND start < ${}",
+                sums.join(", "),
+                p + 1,
+                p + 2,
+                p + 3
+            )
+        })
+        .collect();
+    let totals: Vec<String> = sums.iter().map(|c| format!("CAST(SUM({c}) AS BIGINT)")).collect();
+    format!("SELECT {keys}, {} FROM ({}) AS runs GROUP BY {keys}", totals.join(", "), arms.join(" UNION ALL "))
+}
+
+/// Binds the runs of days `[first, last)` to a [`runs_sql`] query (groups
+/// it does not need get an empty range).
+fn bind_runs<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArguments<'q>>,
+    (first, last): (i64, i64),
+) -> sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArguments<'q>> {
+    let groups = span::runs(first, last);
+    for g in 0..span::RUN_GROUPS {
+        let r = groups.get(g).copied().unwrap_or(span::Runs { width: 1, first: 0, last: 0 });
+        query = query.bind(r.width).bind(r.first).bind(r.last);
+    }
+    query
+}
+
 /// The counts of `series` per value: the whole UTC days of `span` from the
 /// sums, its partial days from the facts (see [`span`]).
 async fn counts_under(
@@ -545,21 +633,13 @@ async fn counts_under(
 ) -> anyhow::Result<BTreeMap<String, Counts>> {
     let cover = span.cover();
     let dim = series.dim();
-    // The totals are one (dim, value) prefix of the key, so their day range
-    // is an index range; a split reads every value of its dimension.
-    let which = if dim.is_empty() { "dim = $1 AND value = ''" } else { "dim = $1" };
     let (value, join) = series.fact_value();
     let mut rows: Vec<(String, String, i64)> = Vec::new();
     match basis {
         Basis::Flow => {
-            if let Some((first, last)) = cover.days {
-                let sql = format!(
-                    "SELECT value, metric, CAST(SUM(n) AS BIGINT) FROM flow_counts \
-                     WHERE {which} AND day >= $2 AND day < $3 GROUP BY value, metric"
-                );
-                let day_rows: Vec<(String, String, i64)> =
-                    sqlx::query_as(&sql).bind(dim).bind(first).bind(last).fetch_all(&mut *conn).await?;
-                rows.extend(day_rows);
+            if let Some(days) = cover.days {
+                let sql = runs_sql("flow_sums", "dim = $1", 1, "value, metric", &["n"]);
+                rows.extend(bind_runs(sqlx::query_as(&sql).bind(dim), days).fetch_all(&mut *conn).await?);
             }
             let sql = format!(
                 "SELECT {value}, f.metric, CAST(COUNT(*) AS BIGINT) FROM flow_facts f{join} \
@@ -578,30 +658,46 @@ async fn counts_under(
                      WHERE f.cohort = $1 AND {range} GROUP BY 1, 2"
                 )
             };
-            if let Some((first, last)) = cover.days {
-                // Reached on a UTC day before `until`'s: from the sums.
-                let until_day = until.map_or(i64::MAX, span::utc_day);
-                let sql = format!(
-                    "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
-                     WHERE {which} AND capture_day >= $2 AND capture_day < $3 AND reached_day < $4 \
-                     GROUP BY value, stage"
-                );
-                let day_rows: Vec<(String, String, i64)> =
-                    sqlx::query_as(&sql).bind(dim).bind(first).bind(last).bind(until_day).fetch_all(&mut *conn).await?;
-                rows.extend(day_rows);
-                // Reached earlier on `until`'s own UTC day: from the facts.
-                if let Some(until) = until.filter(|u| u.rem_euclid(span::DAY) != 0) {
-                    let sql =
-                        facts("f.reached_at >= $2 AND f.reached_at < $3 AND f.entered_at >= $4 AND f.entered_at < $5");
+            match (cover.days, until) {
+                (None, _) => {}
+                // Whenever reached: the runs' sums.
+                (Some(days), None) => {
+                    let sql = runs_sql("cohort_sums", "dim = $1", 1, "value, stage", &["n"]);
+                    rows.extend(bind_runs(sqlx::query_as(&sql).bind(dim), days).fetch_all(&mut *conn).await?);
+                }
+                (Some((first, last)), Some(until)) => {
+                    // Reached on a UTC day before `until`'s: from the counts
+                    // by day reached.
+                    let until_day = span::utc_day(until);
+                    let which = if dim.is_empty() { "dim = $1 AND value = ''" } else { "dim = $1" };
+                    let sql = format!(
+                        "SELECT value, stage, CAST(SUM(n) AS BIGINT) FROM cohort_counts \
+                         WHERE {which} AND capture_day >= $2 AND capture_day < $3 AND reached_day < $4 \
+                         GROUP BY value, stage"
+                    );
                     let day_rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
-                        .bind(series.cohort())
-                        .bind(until_day * span::DAY)
-                        .bind(until)
-                        .bind(first * span::DAY)
-                        .bind(last * span::DAY)
+                        .bind(dim)
+                        .bind(first)
+                        .bind(last)
+                        .bind(until_day)
                         .fetch_all(&mut *conn)
                         .await?;
                     rows.extend(day_rows);
+                    // Reached earlier on `until`'s own UTC day: from the facts.
+                    if until.rem_euclid(span::DAY) != 0 {
+                        let sql = facts(
+                            "f.reached_at >= $2 AND f.reached_at < $3 AND f.entered_at >= $4 AND f.entered_at < $5",
+                        );
+                        let day_rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
+                            .bind(series.cohort())
+                            .bind(until_day * span::DAY)
+                            .bind(until)
+                            .bind(first * span::DAY)
+                            .bind(last * span::DAY)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                        rows.extend(day_rows);
+                    }
                 }
             }
             let sql = facts("f.entered_at >= $2 AND f.entered_at < $3 AND f.reached_at < $4");
@@ -641,52 +737,87 @@ pub async fn recycle_reasons(db: &Db, span: Span, until: Option<Micros>) -> anyh
 /// is `None`), then per currency: in the flow view, the amounts dated in
 /// `span`; in the cohort view, the amounts of the leads captured in `span`,
 /// dated before `until` (a lead's money counts no earlier than its capture,
-/// as its stages do).
+/// as its stages do). The whole UTC days come from the sums, except for a
+/// cohort "as of" a day, which is read amount by amount.
 pub async fn revenue(
     db: &Db,
     basis: Basis,
     split: Option<Dimension>,
     span: Span,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, Revenue>>> {
+    let mut conn = db.reader().acquire().await?;
     // The column is one of the dimensions' fixed names, never input.
     let value = split.map_or("''", Dimension::code);
-    let (filter, binds) = match basis {
-        Basis::Flow => ("at >= $1 AND at < $2", vec![span.start, span.end]),
-        Basis::Cohort { until } => (
-            "captured_at >= $1 AND captured_at < $2 AND at < $3 AND captured_at < $3",
-            vec![span.start, span.end, until.unwrap_or(i64::MAX)],
-        ),
-    };
-    let fetch = |sql: String| {
-        let binds = &binds;
-        async move {
-            let query = sqlx::query_as::<_, (String, String, String, i64, i64)>(&sql);
-            binds.iter().fold(query, |q, b| q.bind(*b)).fetch_all(db.reader()).await
+    let mut rows = Vec::new();
+    let cover = span.cover();
+    match basis {
+        Basis::Flow | Basis::Cohort { until: None } => {
+            let (dated_by, column) = match basis {
+                Basis::Flow => (journey::DATED, "at"),
+                Basis::Cohort { .. } => (journey::CAPTURED, "captured_at"),
+            };
+            if let Some(days) = cover.days {
+                let sql = runs_sql(
+                    "money_sums",
+                    "dated_by = $1 AND dim = $2",
+                    2,
+                    "value, kind, currency",
+                    &["low", "middle", "high"],
+                );
+                let sums: Vec<(String, String, String, i64, i64, i64)> =
+                    bind_runs(sqlx::query_as(&sql).bind(dated_by).bind(split.map_or("", Dimension::code)), days)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                rows.extend(
+                    sums.into_iter().map(|(v, k, c, low, middle, high)| (v, k, c, from_limbs(low, middle, high))),
+                );
+            }
+            for edge in &cover.edges {
+                let filter = format!("{column} >= $1 AND {column} < $2");
+                rows.extend(money_facts(&mut conn, value, &filter, &[edge.start, edge.end]).await?);
+            }
         }
-    };
-    // Summed by the database; the units' sum can only overflow with amounts
-    // near the largest Money, and then the amounts are added here, in i128.
-    let grouped = format!(
-        "SELECT {value}, kind, currency, CAST(SUM(units) AS BIGINT), CAST(SUM(nanos) AS BIGINT) \
-         FROM money_facts WHERE {filter} GROUP BY 1, 2, 3"
-    );
-    let rows = match fetch(grouped).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::debug!(error = %e, "revenue summed amount by amount");
-            fetch(format!("SELECT {value}, kind, currency, units, nanos FROM money_facts WHERE {filter}")).await?
+        Basis::Cohort { until: Some(until) } => {
+            let filter = "captured_at >= $1 AND captured_at < $2 AND at < $3 AND captured_at < $3";
+            rows.extend(money_facts(&mut conn, value, filter, &[span.start, span.end, until]).await?);
         }
-    };
+    }
     let mut out: BTreeMap<String, BTreeMap<String, Revenue>> = BTreeMap::new();
-    for (value, kind, currency, units, nanos) in rows {
+    for (value, kind, currency, nanos) in rows {
         let Some(kind) = MoneyKind::from_code(&kind) else { continue };
-        out.entry(value).or_default().entry(currency).or_default().add(kind, domain::total_nanos(units, nanos));
+        out.entry(value).or_default().entry(currency).or_default().add(kind, nanos);
     }
     for by_currency in out.values_mut() {
         by_currency.retain(|_, r| *r != Revenue::default());
     }
     out.retain(|_, by_currency| !by_currency.is_empty());
     Ok(out)
+}
+
+/// The amounts of `money_facts` that `filter` selects (its parameters
+/// `binds`), summed per `value` (a column or `''`), kind and currency.
+async fn money_facts(
+    conn: &mut Conn,
+    value: &str,
+    filter: &str,
+    binds: &[i64],
+) -> anyhow::Result<Vec<(String, String, String, i128)>> {
+    // Summed by the database; the units' sum can only overflow with amounts
+    // near the largest Money, and then the amounts are added here, in i128.
+    let grouped = format!(
+        "SELECT {value}, kind, currency, CAST(SUM(units) AS BIGINT), CAST(SUM(nanos) AS BIGINT) \
+         FROM money_facts WHERE {filter} GROUP BY 1, 2, 3"
+    );
+    let query = binds.iter().fold(sqlx::query_as(&grouped), |q, b| q.bind(*b));
+    let rows: Vec<(String, String, String, i64, i64)> = match query.fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!(error = %e, "revenue summed amount by amount");
+            let each = format!("SELECT {value}, kind, currency, units, nanos FROM money_facts WHERE {filter}");
+            binds.iter().fold(sqlx::query_as(&each), |q, b| q.bind(*b)).fetch_all(&mut *conn).await?
+        }
+    };
+    Ok(rows.into_iter().map(|(v, k, c, units, nanos)| (v, k, c, domain::total_nanos(units, nanos))).collect())
 }
 
 /// Distinct visitors in `span`: those of its whole UTC days from the index,
@@ -917,5 +1048,33 @@ impl themodel_runtime::Store for Writes {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limbs_sum_to_the_exact_amount() {
+        let largest = domain::total_nanos(i64::MAX, 999_999_999);
+        let amounts = [0, 1, -1, 999_999_999, -1_000_000_001, largest, -largest, largest - 7, 1 << 62, -(1 << 31)];
+        for a in amounts {
+            let [low, middle, high] = limbs(a).expect("limbs");
+            assert!((0..1 << 31).contains(&low) && (0..1 << 31).contains(&middle), "{a}");
+            assert_eq!(from_limbs(low, middle, high), a);
+        }
+        // Summed limb by limb, as the database sums them, the limbs still
+        // give the exact total (which is past what one BIGINT holds).
+        let mut sums = [0i64; 3];
+        for a in amounts.iter().chain([largest; 1000].iter()) {
+            let l = limbs(*a).expect("limbs");
+            for (s, l) in sums.iter_mut().zip(l) {
+                *s += l;
+            }
+        }
+        let total: i128 = amounts.iter().sum::<i128>() + 1000 * largest;
+        assert_eq!(from_limbs(sums[0], sums[1], sums[2]), total);
+        assert!(limbs(i128::MAX).is_err());
     }
 }
