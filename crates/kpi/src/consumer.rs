@@ -259,7 +259,7 @@ impl Consumer {
         // A journey whose contribution changed moves the sums from the old
         // one to the new. Besides the sums, each journey's facts are kept a
         // row each (its events, stages, amounts and stays, at their
-        // moments); they are rewritten then too.
+        // moments); what changed of them is written too.
         let mut deltas = Deltas::default();
         let mut rows = BTreeMap::new();
         for (lead, journey) in &journeys {
@@ -267,13 +267,13 @@ impl Consumer {
             if before[lead] != after {
                 deltas.add(&before[lead], -1);
                 deltas.add(&after, 1);
-                rows.insert(lead.as_str(), after);
+                rows.insert(lead.as_str(), (&before[lead], after));
             }
         }
         deltas.settle();
         store::write_page(tx, &self.db, &journeys, &joins, &deltas, &rows).await?;
         store::add_account_values(tx, &values).await?;
-        store::add_visits(tx, &visits).await
+        store::add_visits(tx, &self.db, &visits).await
     }
 
     /// The page after `after_seq`, waiting at the head for the next event.

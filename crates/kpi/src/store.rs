@@ -1,6 +1,6 @@
 //! The kpi service's tables. The only module with SQL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
 use prost::Message;
@@ -154,7 +154,7 @@ pub async fn write_page(
     journeys: &BTreeMap<String, Journey>,
     joins: &[(String, String, bool)],
     deltas: &Deltas,
-    rows: &BTreeMap<&str, Contribution>,
+    changes: &BTreeMap<&str, Rewrite<'_>>,
 ) -> anyhow::Result<()> {
     let mut script = Script::new(db);
     script.insert_rows(
@@ -220,66 +220,99 @@ pub async fn write_page(
                 .bind(high)
         },
     );
-    if !rows.is_empty() {
-        write_facts(&mut script, db, rows);
-    }
+    write_facts(&mut script, db, changes);
     script.run(conn).await?;
     Ok(())
 }
 
-/// Rewrites the facts of the leads in `rows`: their events, stages,
-/// amounts and stays, each a row at its moment, and their dimension values.
-fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Contribution>) {
-    let leads: Vec<&str> = rows.keys().copied().collect();
-    for chunk in leads.chunks(256) {
-        for table in FACT_TABLES {
-            let sql = format!("DELETE FROM {table} WHERE lead_id IN {}", db.list(chunk.len(), 1));
-            script.push(&sql, |b| chunk.iter().fold(b, |b, lead| b.bind(*lead)));
-        }
-    }
+/// A lead's contribution as stored before a page, and after it.
+pub type Rewrite<'a> = (&'a Contribution, Contribution);
+
+/// Writes what changed of the facts of the leads in `changes`: their
+/// events, stages, amounts and stays, each a row `(lead, n)` at its
+/// moment, and their dimension values. A row is written only where it
+/// differs from the one stored (a lead's facts mostly grow at the end, as
+/// its events arrive), and rows past the new end are deleted. Stays and
+/// amounts carry the dimension values, so all of them are written when
+/// those change.
+fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str, Rewrite<'_>>) {
     let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
     let columns = dims.join(", ");
+    let update = |cols: &[&str]| {
+        let set: Vec<String> = cols.iter().chain(&dims).map(|c| format!("{c} = excluded.{c}")).collect();
+        format!(" ON CONFLICT (lead_id, n) DO UPDATE SET {}", set.join(", "))
+    };
+    let plain = |cols: &[&str]| {
+        let set: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        format!(" ON CONFLICT (lead_id, n) DO UPDATE SET {}", set.join(", "))
+    };
+    let mut shrunk: Vec<(&str, &str, usize)> = Vec::new();
+
+    // A lead's first facts come with its first row of values (a lead
+    // whose contribution is still a blank journey's has no rows).
+    let empty = Journey::default().contribution();
+    let values = changes.iter().filter(|(_, (before, after))| **before == empty || before.values != after.values);
+    let set: Vec<String> = dims.iter().map(|c| format!("{c} = excluded.{c}")).collect();
     script.insert_rows(
         &format!("INSERT INTO lead_values (lead_id, {columns})"),
         1 + dims.len(),
-        "",
-        rows.iter(),
-        |b, (lead, c)| c.values.iter().fold(b.bind(*lead), |b, v| b.bind(v.as_str())),
+        &format!(" ON CONFLICT (lead_id) DO UPDATE SET {}", set.join(", ")),
+        values,
+        |b, (lead, (_, c))| c.values.iter().fold(b.bind(*lead), |b, v| b.bind(v.as_str())),
     );
-    let flow = rows.iter().flat_map(|(lead, c)| c.flow.iter().enumerate().map(move |(n, f)| (*lead, n as i64, f)));
-    script.insert_rows("INSERT INTO flow_facts (lead_id, n, metric, at)", 4, "", flow, |b, (lead, n, (metric, at))| {
-        b.bind(lead).bind(n).bind(metric.code()).bind(*at)
-    });
-    let cohort = rows.iter().flat_map(|(lead, c)| {
-        let own = c.cohort.iter().map(|&(metric, entered, reached)| (LEAD_COHORT, "", metric, entered, reached));
-        let recycles = c
-            .reasons
-            .iter()
-            .map(|(reason, recycled, metric, reached)| (RECYCLE_COHORT, reason.as_str(), *metric, *recycled, *reached));
-        own.chain(recycles).enumerate().map(move |(n, f)| (*lead, n as i64, f))
-    });
+
+    let mut flow = Vec::new();
+    let mut cohort = Vec::new();
+    let mut stays = Vec::new();
+    let mut money = Vec::new();
+    for (lead, (before, after)) in changes {
+        let lead = *lead;
+        let (changed, from) = diff(&before.flow, &after.flow, true);
+        flow.extend(changed.map(|n| (lead, n, &after.flow[n])));
+        shrunk.extend(from.map(|n| ("flow_facts", lead, n)));
+
+        let (old, new) = (cohort_facts(before), cohort_facts(after));
+        let (changed, from) = diff(&old, &new, true);
+        cohort.extend(changed.map(|n| (lead, n, new[n])));
+        shrunk.extend(from.map(|n| ("cohort_facts", lead, n)));
+
+        let (changed, from) = diff(&before.stays, &after.stays, before.values == after.values);
+        stays.extend(changed.map(|n| (lead, n, &after.stays[n], &after.values)));
+        shrunk.extend(from.map(|n| ("stay_facts", lead, n)));
+
+        let same = before.values == after.values && before.captured_at == after.captured_at;
+        let (changed, from) = diff(&before.money, &after.money, same);
+        money.extend(changed.map(|n| (lead, n, &after.money[n], after.captured_at, &after.values)));
+        shrunk.extend(from.map(|n| ("money_facts", lead, n)));
+    }
+    let n = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    script.insert_rows(
+        "INSERT INTO flow_facts (lead_id, n, metric, at)",
+        4,
+        &plain(&["metric", "at"]),
+        flow,
+        |b, (lead, i, (metric, at))| b.bind(lead).bind(n(i)).bind(metric.code()).bind(*at),
+    );
     script.insert_rows(
         "INSERT INTO cohort_facts (lead_id, n, cohort, reason, stage, entered_at, reached_at)",
         7,
-        "",
+        &plain(&["cohort", "reason", "stage", "entered_at", "reached_at"]),
         cohort,
-        |b, (lead, n, (cohort, reason, metric, entered, reached))| {
-            b.bind(lead).bind(n).bind(cohort).bind(reason).bind(metric.code()).bind(entered).bind(reached)
+        |b, (lead, i, (cohort, reason, metric, entered, reached))| {
+            b.bind(lead).bind(n(i)).bind(cohort).bind(reason).bind(metric.code()).bind(entered).bind(reached)
         },
     );
-    let stays =
-        rows.iter().flat_map(|(lead, c)| c.stays.iter().enumerate().map(move |(n, s)| (*lead, n as i64, s, &c.values)));
     script.insert_rows(
         &format!(
             "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, due_at, first_contact_at, {columns})"
         ),
         7 + dims.len(),
-        "",
+        &update(&["stage", "started_at", "ended_at", "due_at", "first_contact_at"]),
         stays,
-        |b, (lead, n, stay, values)| {
+        |b, (lead, i, stay, values)| {
             let b = b
                 .bind(lead)
-                .bind(n)
+                .bind(n(i))
                 .bind(stay.stage.code())
                 .bind(stay.start)
                 .bind(stay.end.unwrap_or(NEVER))
@@ -288,18 +321,15 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
             values.iter().fold(b, |b, v| b.bind(v.as_str()))
         },
     );
-    let money = rows.iter().flat_map(|(lead, c)| {
-        c.money.iter().enumerate().map(move |(n, m)| (*lead, n as i64, m, c.captured_at, &c.values))
-    });
     script.insert_rows(
         &format!("INSERT INTO money_facts (lead_id, n, at, kind, currency, units, nanos, captured_at, {columns})"),
         8 + dims.len(),
-        "",
+        &update(&["at", "kind", "currency", "units", "nanos", "captured_at"]),
         money,
-        |b, (lead, n, (kind, at, currency, units, nanos), captured, values)| {
+        |b, (lead, i, (kind, at, currency, units, nanos), captured, values)| {
             let b = b
                 .bind(lead)
-                .bind(n)
+                .bind(n(i))
                 .bind(*at)
                 .bind(kind.code())
                 .bind(currency.as_str())
@@ -309,6 +339,32 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, rows: &'s BTreeMap<&str, Co
             values.iter().fold(b, |b, v| b.bind(v.as_str()))
         },
     );
+    for (table, lead, from) in shrunk {
+        let sql = format!("DELETE FROM {table} WHERE lead_id = {} AND n >= {}", db.param(1), db.param(2));
+        script.push(&sql, |b| b.bind(lead).bind(n(from)));
+    }
+}
+
+/// A lead's cohort facts: its own cohort's stages, then each recycle's.
+fn cohort_facts(c: &Contribution) -> Vec<(&'static str, &str, Metric, Micros, Micros)> {
+    let own = c.cohort.iter().map(|&(metric, entered, reached)| (LEAD_COHORT, "", metric, entered, reached));
+    let recycles = c
+        .reasons
+        .iter()
+        .map(|(reason, recycled, metric, reached)| (RECYCLE_COHORT, reason.as_str(), *metric, *recycled, *reached));
+    own.chain(recycles).collect()
+}
+
+/// Which rows of `new` to write over `old`: those that differ (all of them
+/// unless `same_context`, when something every row carries changed), and
+/// the first row of `old` past `new`'s end, if any.
+fn diff<'a, T: PartialEq>(
+    old: &'a [T],
+    new: &'a [T],
+    same_context: bool,
+) -> (impl Iterator<Item = usize> + 'a, Option<usize>) {
+    let changed = (0..new.len()).filter(move |&i| !same_context || old.get(i) != Some(&new[i]));
+    (changed, (old.len() > new.len()).then_some(new.len()))
 }
 
 /// Bits of an amount's low and middle limbs in `money_sums`.
@@ -328,7 +384,7 @@ fn from_limbs(low: i64, middle: i64, high: i64) -> i128 {
     i128::from(low) + (i128::from(middle) << LIMB_BITS) + (i128::from(high) << (2 * LIMB_BITS))
 }
 
-/// The tables of each lead's facts, rewritten whole when they change.
+/// The tables of each lead's facts.
 const FACT_TABLES: [&str; 5] = ["lead_values", "flow_facts", "cohort_facts", "stay_facts", "money_facts"];
 
 /// The cohort of a cohort fact: the lead's own, from its capture, or one of
@@ -462,60 +518,57 @@ pub async fn opening_leads(db: &Db, accounts: &[&str]) -> anyhow::Result<HashMap
 }
 
 /// Adds visits (moment, visitor), in the caller's transaction: the
-/// visitor's quarter-hour, and its UTC day with the day's index cells.
-pub async fn add_visits(conn: &mut Conn, visits: &[(Micros, String)]) -> anyhow::Result<()> {
+/// visitors' quarter-hours, and their UTC days new to them with the days'
+/// index cells. The visitors' known days are read in one lookup, and the
+/// page's visits folded into them in order.
+pub async fn add_visits(conn: &mut Conn, db: &Db, visits: &[(Micros, String)]) -> anyhow::Result<()> {
+    if visits.is_empty() {
+        return Ok(());
+    }
+    let visitors: BTreeSet<&str> = visits.iter().map(|(_, v)| v.as_str()).collect();
+    let visitors: Vec<&str> = visitors.into_iter().collect();
+    let known: Vec<(String, i64)> =
+        select_in(conn, db, "SELECT visitor_id, day FROM visitor_days WHERE visitor_id IN ", "", &visitors).await?;
+    let mut days: HashMap<String, BTreeSet<i64>> = HashMap::new();
+    for (visitor, day) in known {
+        days.entry(visitor).or_default().insert(day);
+    }
     let mut cells = Cells::default();
+    let mut new_days = Vec::new();
     for (at, visitor) in visits {
-        let new = |r: sqlx::any::AnyQueryResult| r.rows_affected() == 1;
-        let quarter = sqlx::query(
-            "INSERT INTO visitor_quarters (visitor_id, quarter) VALUES ($1, $2) \
-             ON CONFLICT (visitor_id, quarter) DO NOTHING",
-        )
-        .bind(visitor)
-        .bind(span::quarter_hour(*at))
-        .execute(&mut *conn)
-        .await?;
-        // A quarter-hour seen before is in a day seen before.
-        if !new(quarter) {
-            continue;
-        }
         let day = span::utc_day(*at);
-        let inserted = sqlx::query(
-            "INSERT INTO visitor_days (visitor_id, day) VALUES ($1, $2) ON CONFLICT (visitor_id, day) DO NOTHING",
-        )
-        .bind(visitor)
-        .bind(day)
-        .execute(&mut *conn)
-        .await?;
-        if !new(inserted) {
-            continue;
+        let seen = match days.get_mut(visitor) {
+            Some(seen) => seen,
+            None => days.entry(visitor.clone()).or_default(),
+        };
+        if seen.insert(day) {
+            let prev = seen.range(..day).next_back().copied();
+            let next = seen.range(day + 1..).next().copied();
+            cells.first_visit_on(day, prev, next);
+            new_days.push((visitor.as_str(), day));
         }
-        let prev: Option<i64> = sqlx::query_scalar(
-            "SELECT day FROM visitor_days WHERE visitor_id = $1 AND day < $2 ORDER BY day DESC LIMIT 1",
-        )
-        .bind(visitor)
-        .bind(day)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT day FROM visitor_days WHERE visitor_id = $1 AND day > $2 ORDER BY day LIMIT 1")
-                .bind(visitor)
-                .bind(day)
-                .fetch_optional(&mut *conn)
-                .await?;
-        cells.first_visit_on(day, prev, next);
     }
-    for (node, day, n) in cells.changes() {
-        sqlx::query(
-            "INSERT INTO visitor_spans (node, day, n) VALUES ($1, $2, $3) \
-             ON CONFLICT (node, day) DO UPDATE SET n = visitor_spans.n + excluded.n",
-        )
-        .bind(node)
-        .bind(day)
-        .bind(n)
-        .execute(&mut *conn)
-        .await?;
-    }
+    let quarters: BTreeSet<(&str, i64)> = visits.iter().map(|(at, v)| (v.as_str(), span::quarter_hour(*at))).collect();
+    let cells: Vec<(i64, i64, i64)> = cells.changes().collect();
+    let mut script = Script::new(db);
+    script.insert_rows(
+        "INSERT INTO visitor_quarters (visitor_id, quarter)",
+        2,
+        " ON CONFLICT (visitor_id, quarter) DO NOTHING",
+        quarters,
+        |b, (visitor, quarter)| b.bind(visitor).bind(quarter),
+    );
+    script.insert_rows("INSERT INTO visitor_days (visitor_id, day)", 2, "", new_days, |b, (visitor, day)| {
+        b.bind(visitor).bind(day)
+    });
+    script.insert_rows(
+        "INSERT INTO visitor_spans (node, day, n)",
+        3,
+        " ON CONFLICT (node, day) DO UPDATE SET n = visitor_spans.n + excluded.n",
+        cells,
+        |b, (node, day, n)| b.bind(node).bind(day).bind(n),
+    );
+    script.run(conn).await?;
     Ok(())
 }
 
@@ -1054,6 +1107,24 @@ impl themodel_runtime::Store for Writes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_rows_that_differ_are_written() {
+        let rows = |old: &[i64], new: &[i64], same| {
+            let (changed, from) = diff(old, new, same);
+            (changed.collect::<Vec<_>>(), from)
+        };
+        // Grown at the end: the new rows.
+        assert_eq!(rows(&[1, 2], &[1, 2, 3, 4], true), (vec![2, 3], None));
+        // A fact put before others moves them: each moved row.
+        assert_eq!(rows(&[2, 3], &[1, 2, 3], true), (vec![0, 1, 2], None));
+        // Shrunk: the rows past the new end go.
+        assert_eq!(rows(&[1, 2, 3], &[1, 3], true), (vec![1], Some(2)));
+        assert_eq!(rows(&[1], &[], true), (vec![], Some(0)));
+        // What every row carries changed: all of them.
+        assert_eq!(rows(&[1, 2], &[1, 2], false), (vec![0, 1], None));
+        assert_eq!(rows(&[], &[], true), (vec![], None));
+    }
 
     #[test]
     fn limbs_sum_to_the_exact_amount() {
