@@ -238,13 +238,10 @@ pub type Rewrite<'a> = (&'a Contribution, Contribution);
 fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str, Rewrite<'_>>) {
     let dims: Vec<&str> = Dimension::all().map(Dimension::code).collect();
     let columns = dims.join(", ");
-    let update = |cols: &[&str]| {
-        let set: Vec<String> = cols.iter().chain(&dims).map(|c| format!("{c} = excluded.{c}")).collect();
-        format!(" ON CONFLICT (lead_id, n) DO UPDATE SET {}", set.join(", "))
-    };
-    let plain = |cols: &[&str]| {
-        let set: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        format!(" ON CONFLICT (lead_id, n) DO UPDATE SET {}", set.join(", "))
+    // A fact row's columns, then (for stays and amounts) the values'.
+    let row = |cols: &[&'static str], values: bool| {
+        let values = if values { dims.as_slice() } else { &[] };
+        overwrite("lead_id, n", cols.iter().chain(values))
     };
     let mut shrunk: Vec<(&str, &str, usize)> = Vec::new();
 
@@ -252,11 +249,10 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str,
     // whose contribution is still a blank journey's has no rows).
     let empty = Journey::default().contribution();
     let values = changes.iter().filter(|(_, (before, after))| **before == empty || before.values != after.values);
-    let set: Vec<String> = dims.iter().map(|c| format!("{c} = excluded.{c}")).collect();
     script.insert_rows(
         &format!("INSERT INTO lead_values (lead_id, {columns})"),
         1 + dims.len(),
-        &format!(" ON CONFLICT (lead_id) DO UPDATE SET {}", set.join(", ")),
+        &overwrite("lead_id", &dims),
         values,
         |b, (lead, (_, c))| c.values.iter().fold(b.bind(*lead), |b, v| b.bind(v.as_str())),
     );
@@ -289,14 +285,14 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str,
     script.insert_rows(
         "INSERT INTO flow_facts (lead_id, n, metric, at)",
         4,
-        &plain(&["metric", "at"]),
+        &row(&["metric", "at"], false),
         flow,
         |b, (lead, i, (metric, at))| b.bind(lead).bind(n(i)).bind(metric.code()).bind(*at),
     );
     script.insert_rows(
         "INSERT INTO cohort_facts (lead_id, n, cohort, reason, stage, entered_at, reached_at)",
         7,
-        &plain(&["cohort", "reason", "stage", "entered_at", "reached_at"]),
+        &row(&["cohort", "reason", "stage", "entered_at", "reached_at"], false),
         cohort,
         |b, (lead, i, (cohort, reason, metric, entered, reached))| {
             b.bind(lead).bind(n(i)).bind(cohort).bind(reason).bind(metric.code()).bind(entered).bind(reached)
@@ -307,7 +303,7 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str,
             "INSERT INTO stay_facts (lead_id, n, stage, started_at, ended_at, due_at, first_contact_at, {columns})"
         ),
         7 + dims.len(),
-        &update(&["stage", "started_at", "ended_at", "due_at", "first_contact_at"]),
+        &row(&["stage", "started_at", "ended_at", "due_at", "first_contact_at"], true),
         stays,
         |b, (lead, i, stay, values)| {
             let b = b
@@ -324,7 +320,7 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str,
     script.insert_rows(
         &format!("INSERT INTO money_facts (lead_id, n, at, kind, currency, units, nanos, captured_at, {columns})"),
         8 + dims.len(),
-        &update(&["at", "kind", "currency", "units", "nanos", "captured_at"]),
+        &row(&["at", "kind", "currency", "units", "nanos", "captured_at"], true),
         money,
         |b, (lead, i, (kind, at, currency, units, nanos), captured, values)| {
             let b = b
@@ -343,6 +339,12 @@ fn write_facts<'s>(script: &mut Script<'s>, db: &Db, changes: &'s BTreeMap<&str,
         let sql = format!("DELETE FROM {table} WHERE lead_id = {} AND n >= {}", db.param(1), db.param(2));
         script.push(&sql, |b| b.bind(lead).bind(n(from)));
     }
+}
+
+/// An upsert's tail: on a row with the same `key`, overwrite `columns`.
+fn overwrite<'c>(key: &str, columns: impl IntoIterator<Item = &'c &'c str>) -> String {
+    let set: Vec<String> = columns.into_iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    format!(" ON CONFLICT ({key}) DO UPDATE SET {}", set.join(", "))
 }
 
 /// A lead's cohort facts: its own cohort's stages, then each recycle's.
