@@ -800,10 +800,14 @@ impl Deltas {
                 }
             }
         }
-        let reasons = c.reasons.iter().map(|(reason, recycled, metric, reached)| {
-            ((RECYCLE_REASON, self.values.id(reason)), *metric, *recycled, *reached)
-        });
-        let reasons: Vec<_> = reasons.collect();
+        // Each recycle is a cohort of its own, under its reason.
+        let reasons: Vec<_> = c
+            .reasons
+            .iter()
+            .map(|(reason, recycled, metric, reached)| {
+                ((RECYCLE_REASON, self.values.id(reason)), *metric, *recycled, *reached)
+            })
+            .collect();
         let own = c
             .cohort
             .iter()

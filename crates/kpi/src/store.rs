@@ -411,8 +411,7 @@ pub async fn velocity(
     span: Span,
     as_of: Micros,
 ) -> anyhow::Result<BTreeMap<String, Velocity>> {
-    // The column is one of the dimensions' fixed names, never input.
-    let value = split.map_or("''", Dimension::code);
+    let value = carried_value(split);
     let mut conn = db.reader().acquire().await?;
     let mut out: BTreeMap<String, Velocity> = BTreeMap::new();
     let exits: Vec<(String, String, i64, i64)> = sqlx::query_as(&format!(
@@ -572,6 +571,13 @@ pub async fn add_visits(conn: &mut Conn, db: &Db, visits: &[(Micros, String)]) -
     );
     script.run(conn).await?;
     Ok(())
+}
+
+/// The value a row of a table that carries the dimension values (stays,
+/// amounts) is filed under: its column of `split`, or `''` for the totals.
+/// Built from the dimensions' fixed names only, never from input.
+fn carried_value(split: Option<Dimension>) -> &'static str {
+    split.map_or("''", Dimension::code)
 }
 
 /// Which counts a funnel reads.
@@ -801,8 +807,8 @@ pub async fn revenue(
     span: Span,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, Revenue>>> {
     let mut conn = db.reader().acquire().await?;
-    // The column is one of the dimensions' fixed names, never input.
-    let value = split.map_or("''", Dimension::code);
+    let series = split.map_or(Series::Totals, Series::Split);
+    let value = carried_value(split);
     let mut rows = Vec::new();
     let cover = span.cover();
     match basis {
@@ -820,7 +826,7 @@ pub async fn revenue(
                     &["low", "middle", "high"],
                 );
                 let sums: Vec<(String, String, String, i64, i64, i64)> =
-                    bind_runs(sqlx::query_as(&sql).bind(dated_by).bind(split.map_or("", Dimension::code)), days)
+                    bind_runs(sqlx::query_as(&sql).bind(dated_by).bind(series.dim()), days)
                         .fetch_all(&mut *conn)
                         .await?;
                 rows.extend(
