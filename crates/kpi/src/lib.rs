@@ -35,7 +35,7 @@ use themodel_runtime::config::require_peer;
 use themodel_runtime::events::EventStream;
 use themodel_runtime::server::{AUDIT, EVENT_STREAM, OUTBOX};
 use themodel_runtime::telemetry::peer_channel;
-use themodel_runtime::{Clock, ServiceConfig, service};
+use themodel_runtime::{Clock, Db, ServiceConfig, service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -62,7 +62,9 @@ pub async fn run(
     ];
     // kpi owns the definition; it does not follow itself.
     let own = ServiceConfig { peers: Default::default(), ..config.clone() };
-    let mut started = service::start("kpi", &own, sqlx::migrate!("./migrations"), clock).await?;
+    let migrations =
+        Db::for_backend(sqlx::migrate!("./migrations"), sqlx::migrate!("./migrations-sqlite"), &own.database_url);
+    let mut started = service::start("kpi", &own, migrations, clock).await?;
     store::seed_definition(&started.db, started.clock.now()).await?;
     if config.rebuild {
         store::reset_counts(&started.db).await?;

@@ -107,7 +107,7 @@ impl Db {
     /// directory are created if missing.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
-        if url.starts_with("sqlite:") {
+        if Self::is_sqlite_url(url) {
             Self::connect_sqlite(url).await
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = AnyConnectOptions::from_str(url)
@@ -194,6 +194,28 @@ impl Db {
             }
             moved
         });
+    }
+
+    /// Whether `url` names a SQLite database (else PostgreSQL).
+    pub fn is_sqlite_url(url: &str) -> bool {
+        url.starts_with("sqlite:")
+    }
+
+    /// A service's migrations for the database at `url`: `portable`, and on
+    /// SQLite also `sqlite_only`, merged in version order (the two share one
+    /// sequence of versions, each used once).
+    ///
+    /// What only SQLite runs is storage layout PostgreSQL's grammar lacks,
+    /// such as `WITHOUT ROWID` tables; the business logic and every query
+    /// stay the same on both.
+    pub fn for_backend(mut portable: Migrator, sqlite_only: Migrator, url: &str) -> Migrator {
+        if Self::is_sqlite_url(url) {
+            let mut all = portable.migrations.into_owned();
+            all.extend(sqlite_only.migrations.iter().cloned());
+            all.sort_by_key(|m| m.version);
+            portable.migrations = Cow::Owned(all);
+        }
+        portable
     }
 
     /// Applies the plumbing migrations (event stream, outbox, idempotency) and
@@ -841,6 +863,27 @@ mod tests {
         assert_eq!(with_create_mode("sqlite://m.db?mode=ro"), "sqlite://m.db?mode=ro");
         assert_eq!(sqlite_path("sqlite://data/m.db?mode=rwc"), Some("data/m.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_its_own_migrations_in_version_order_with_the_portable_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let migrator = |name: &str, files: &[&str]| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).expect("mkdir");
+            for f in files {
+                std::fs::write(path.join(f), "SELECT 1;").expect("write");
+            }
+            async move { Migrator::new(path).await.expect("migrator") }
+        };
+        let versions = |m: &Migrator| m.migrations.iter().map(|m| m.version).collect::<Vec<_>>();
+        let portable = migrator("portable", &["100_a.sql", "102_c.sql"]).await;
+        let sqlite = migrator("sqlite", &["101_b.sql", "103_d.sql"]).await;
+        let on_sqlite = Db::for_backend(portable, sqlite, "sqlite://x.db");
+        assert_eq!(versions(&on_sqlite), [100, 101, 102, 103]);
+        let portable = migrator("portable2", &["100_a.sql", "102_c.sql"]).await;
+        let sqlite = migrator("sqlite2", &["101_b.sql"]).await;
+        assert_eq!(versions(&Db::for_backend(portable, sqlite, "postgres://db/x")), [100, 102]);
     }
 
     const T: Table = Table { name: "t", columns: &["k", "a", "b", "c"], key: 1 };
