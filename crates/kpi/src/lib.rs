@@ -44,6 +44,9 @@ use tonic::service::Routes;
 pub const SERVICE: &str = "themodel.kpi.v1.KpiService";
 
 /// Runs the service on `listener` until `shutdown`.
+/// kpi's read connections on SQLite.
+const READERS: u32 = 4;
+
 pub async fn run(
     config: ServiceConfig,
     clock: Clock,
@@ -61,7 +64,8 @@ pub async fn run(
         (domain::Source::CustomerSuccess, require_peer(&peers.customer_success, "--customer-success-addr")?),
     ];
     // kpi owns the definition; it does not follow itself.
-    let own = ServiceConfig { peers: Default::default(), ..config.clone() };
+    // Its waterfall makes several reads per call (see `DEFAULT_READERS`).
+    let own = ServiceConfig { peers: Default::default(), readers: READERS, ..config.clone() };
     let migrations =
         Db::for_backend(sqlx::migrate!("./migrations"), sqlx::migrate!("./migrations-sqlite"), &own.database_url);
     let mut started = service::start("kpi", &own, migrations, clock).await?;

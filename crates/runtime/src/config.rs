@@ -35,6 +35,8 @@ pub struct ServiceConfig {
     /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
     pub database_url: String,
     pub peers: Peers,
+    /// Read connections on SQLite (see [`crate::db::DEFAULT_READERS`]).
+    pub readers: u32,
     /// How often a service re-reads the current quality definition from kpi.
     pub definition_refresh: Duration,
     /// How often idle background loops (outbox relay, kpi consumers) look for work
@@ -85,6 +87,7 @@ impl ServiceConfig {
         ServiceConfig {
             database_url: database_url.into(),
             peers: Peers::default(),
+            readers: crate::db::DEFAULT_READERS,
             definition_refresh: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
             time_zone: "UTC".to_owned(),

@@ -95,6 +95,18 @@ pub struct Db {
     head: Arc<watch::Sender<i64>>,
 }
 
+/// Read connections a SQLite database gets unless the service asks for more.
+///
+/// SQLite runs each connection's statements on a thread of its own, so the
+/// pool's size is how many reads run at once, and each connection holds a
+/// page cache and prepared statements of its own. A department service's
+/// reads are batched ([`crate::loader`]): with four readers GetLead ran no
+/// faster than with two (0.52× the echo server either way). kpi's waterfall
+/// makes five or six reads per call and asks for four: with two, 8 callers
+/// of a split waterfall at 1,000,000 leads queued for them (p99 9-11 ms,
+/// the cores 30% idle), with four p99 was 5-6 ms; eight were no faster.
+pub const DEFAULT_READERS: u32 = 2;
+
 /// Row counts a statement is built for, largest first: a batch's rows go in
 /// one statement per 256, padded up to the next size here. Powers of two keep
 /// the distinct statements (each prepared and cached per connection) few and
@@ -103,12 +115,19 @@ pub struct Db {
 pub const CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 impl Db {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file and its
-    /// directory are created if missing.
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) with
+    /// [`DEFAULT_READERS`]. A SQLite file and its directory are created if
+    /// missing.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with_readers(url, DEFAULT_READERS).await
+    }
+
+    /// [`Db::connect`], with `readers` read connections on SQLite (on
+    /// PostgreSQL reads share the one pool).
+    pub async fn connect_with_readers(url: &str, readers: u32) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         if Self::is_sqlite_url(url) {
-            Self::connect_sqlite(url).await
+            Self::connect_sqlite(url, readers.max(1)).await
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = AnyConnectOptions::from_str(url)
                 .context("parsing the database url")?
@@ -125,7 +144,7 @@ impl Db {
         }
     }
 
-    async fn connect_sqlite(url: &str) -> anyhow::Result<Db> {
+    async fn connect_sqlite(url: &str, readers: u32) -> anyhow::Result<Db> {
         let url = with_create_mode(url);
         if let Some(dir) = sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent().map(ToOwned::to_owned))
             && !dir.as_os_str().is_empty()
@@ -163,14 +182,8 @@ impl Db {
                 .after_connect(move |conn, _| Box::pin(sqlite_settings(conn, cache_kib)))
                 .connect_with(options.clone())
         };
-        // Readers: SQLite runs each connection's statements on a thread of
-        // its own, so the pool's size is how many reads run at once. kpi's
-        // funnel makes five or six reads per call; with two readers, 8
-        // callers of a split waterfall at 1,000,000 leads queued for them
-        // (p99 9-11 ms, the cores 70% busy), with four p99 fell to 5-6 ms;
-        // eight were no faster, and each holds its own page cache.
         let write = pool(1, 2_048).await.context("opening sqlite database")?;
-        let read = pool(4, 2_048).await.context("opening sqlite database")?;
+        let read = pool(readers, 2_048).await.context("opening sqlite database")?;
         Ok(Db { write, read, backend: Backend::Sqlite, options, head: Default::default() })
     }
 

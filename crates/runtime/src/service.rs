@@ -49,7 +49,7 @@ pub async fn start(
     migrator: Migrator,
     clock: Clock,
 ) -> anyhow::Result<Started> {
-    let db = Db::connect(&config.database_url).await?;
+    let db = Db::connect_with_readers(&config.database_url, config.readers).await?;
     db.migrate(migrator).await?;
     let stream_id = crate::events::identify(&db).await?;
     tracing::debug!(%stream_id, "database migrated");
