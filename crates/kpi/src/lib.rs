@@ -43,10 +43,11 @@ use tonic::service::Routes;
 /// The gRPC service name.
 pub const SERVICE: &str = "themodel.kpi.v1.KpiService";
 
-/// Runs the service on `listener` until `shutdown`.
-/// kpi's read connections on SQLite.
+/// kpi's read connections on SQLite: its waterfall makes several reads per
+/// call (see `themodel_runtime::db::DEFAULT_READERS`).
 const READERS: u32 = 4;
 
+/// Runs the service on `listener` until `shutdown`.
 pub async fn run(
     config: ServiceConfig,
     clock: Clock,
@@ -64,7 +65,6 @@ pub async fn run(
         (domain::Source::CustomerSuccess, require_peer(&peers.customer_success, "--customer-success-addr")?),
     ];
     // kpi owns the definition; it does not follow itself.
-    // Its waterfall makes several reads per call (see `DEFAULT_READERS`).
     let own = ServiceConfig { peers: Default::default(), readers: READERS, ..config.clone() };
     let migrations =
         Db::for_backend(sqlx::migrate!("./migrations"), sqlx::migrate!("./migrations-sqlite"), &own.database_url);
