@@ -43,8 +43,8 @@ use tonic::service::Routes;
 /// The gRPC service name.
 pub const SERVICE: &str = "themodel.kpi.v1.KpiService";
 
-/// kpi's read connections on SQLite: its waterfall makes several reads per
-/// call (see `themodel_runtime::db::DEFAULT_READERS`).
+/// The fewest read connections kpi opens on SQLite: its waterfall makes
+/// several reads per call (see `themodel_runtime::db::DEFAULT_READERS`).
 const READERS: u32 = 4;
 
 /// Runs the service on `listener` until `shutdown`.
@@ -65,7 +65,7 @@ pub async fn run(
         (domain::Source::CustomerSuccess, require_peer(&peers.customer_success, "--customer-success-addr")?),
     ];
     // kpi owns the definition; it does not follow itself.
-    let own = ServiceConfig { peers: Default::default(), readers: READERS, ..config.clone() };
+    let own = ServiceConfig { peers: Default::default(), readers: config.readers.max(READERS), ..config.clone() };
     let migrations =
         Db::for_backend(sqlx::migrate!("./migrations"), sqlx::migrate!("./migrations-sqlite"), &own.database_url);
     let mut started = service::start("kpi", &own, migrations, clock).await?;
