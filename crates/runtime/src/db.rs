@@ -652,6 +652,17 @@ impl<'q> Script<'q> {
         bind: impl Fn(Binds<'q>, R) -> Binds<'q>,
     ) {
         let rows: Vec<R> = rows.into_iter().collect();
+        // A statement that writes many rows and may fail half-way keeps a
+        // statement journal on SQLite, to undo its own rows (8% of a write
+        // batch's time in a profile). A script never needs that: a failed
+        // statement fails the script, and its whole transaction is rolled
+        // back. `OR FAIL` stops at the failing row without undoing the
+        // earlier ones, so SQLite keeps no journal; upserts still apply
+        // their `ON CONFLICT` clause.
+        let into = match self.backend {
+            Backend::Sqlite => Cow::Owned(into.replacen("INSERT INTO", "INSERT OR FAIL INTO", 1)),
+            Backend::Postgres => Cow::Borrowed(into),
+        };
         for part in rows.chunks(CHUNKS[0]) {
             let size = padded(part.len());
             let sql = format!(
@@ -939,7 +950,7 @@ mod tests {
         let mut script = Script::new(&db);
         script.upsert(&T, rows.iter().map(|r| (None, r.clone())));
         assert_eq!(script.statements.len(), 1, "on SQLite, one query");
-        assert_eq!(script.statements[0].0.matches("INSERT INTO t ").count(), 2, "of two statements");
+        assert_eq!(script.statements[0].0.matches("INSERT OR FAIL INTO t ").count(), 2, "of two statements");
         commit(&db, &mut conn, script).await.expect("insert");
         assert_eq!(count(&db, "SELECT COUNT(*) FROM t").await, 300, "padding rows are not inserted");
         assert_eq!(count(&db, "SELECT SUM(a) FROM t").await, (0..300).sum::<i64>());
