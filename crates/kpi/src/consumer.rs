@@ -361,6 +361,7 @@ impl Consumer {
         }
         self.apply(&mut tx, &effects, &definitions).await?;
         tx.commit().await?;
+        self.db.committed();
         self.progress.send_modify(|p| p.saw(last, page.head_seq));
         tracing::debug!(source = self.source.name(), applied_seq = last, events = page.events.len(), "events applied");
         Ok(last < page.head_seq)

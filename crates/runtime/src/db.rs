@@ -93,6 +93,8 @@ pub struct Db {
     /// for the stream's long polls and consistency tokens
     /// ([`crate::events`]).
     head: Arc<watch::Sender<i64>>,
+    /// Told of every commit of a writer, for [`Db::checkpoint_behind_writer`].
+    commits: Arc<tokio::sync::Notify>,
 }
 
 /// Read connections a SQLite database gets unless the service asks for more.
@@ -138,7 +140,14 @@ impl Db {
                 .connect_with(options.clone())
                 .await
                 .context("connecting to postgres")?;
-            Ok(Db { write: pool.clone(), read: pool, backend: Backend::Postgres, options, head: Default::default() })
+            Ok(Db {
+                write: pool.clone(),
+                read: pool,
+                backend: Backend::Postgres,
+                options,
+                head: Default::default(),
+                commits: Default::default(),
+            })
         } else {
             anyhow::bail!("unsupported database url (expected sqlite:// or postgres://)")
         }
@@ -154,22 +163,31 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)
             .context("parsing the database url")?
             .log_statements(tracing::log::LevelFilter::Trace);
-        // The writer's page cache is larger: it holds the indexes a batch
-        // touches. Readers keep SQLite's default. Statement journals stay in
-        // memory (a multi-row upsert would otherwise write one to disk).
+        // Page caches: 2 MiB for pooled connections (SQLite's default), 4
+        // MiB for a writer's own connection ([`Db::open_writer`]), which
+        // holds the index pages a batch touches. A page not cached is read
+        // from the operating system's cache, which a profile of the write
+        // path found cheap (under 1% of the writer's time); the writer's
+        // cache, in contrast, is the service's own memory. With 16 MiB the
+        // suite idled at 148 MiB after the bench's warm-up and peaked at 169
+        // MiB in its overload burst; with 4 MiB, 106 and 136 MiB, at the
+        // same write throughput. Statement journals stay in memory.
         //
         // Checkpoints: every commit appends the pages it dirtied to the WAL,
-        // and a checkpoint copies them into the database file, on the thread
-        // of the commit that crossed the threshold. Random keys (ids, e-mail
-        // keys, request ids) dirty a page per index per insert, and a hot
-        // page written many times between two checkpoints is copied once,
-        // so the interval decides write throughput. Measured with the bench
-        // (64 callers): every 1,000 pages (SQLite's default) 14k captures/s;
-        // every 10,000, 15-16k captures/s and 20k touches/s with a p99 of
-        // 32-36 ms (the checkpointing commits); every 40,000, 17-18k and
-        // 22-24k with a p99 of 6-8 ms. The price is disk: a WAL of up to
-        // 160 MB per busy service, cut back to 64 MB after each checkpoint
-        // (journal_size_limit).
+        // and a checkpoint copies them into the database file. Random keys
+        // (ids, e-mail keys, request ids) dirty a page per index per insert,
+        // and a hot page written many times between two checkpoints is
+        // copied once. The copying runs beside the writer
+        // ([`Db::checkpoint_behind_writer`]); SQLite's own checkpoint, run by
+        // the committing connection, stays as the one that restarts the WAL
+        // once it holds 16,000 pages (64 MB), by when little is left to
+        // copy. The WAL file is then written over from its start and kept
+        // at its size (journal_size_limit is above it): cutting it back
+        // after each checkpoint, and growing it again page by page, cost
+        // the writer 4% in truncation and more in the file system's block
+        // allocation. Measured with the bench at 64 callers: the copying in
+        // the writer's commits set CaptureLead's p99 at 95-107 ms; beside
+        // it, 23-26 ms.
         let pool = |max: u32, cache_kib: i64| {
             AnyPoolOptions::new()
                 .max_connections(max)
@@ -184,7 +202,7 @@ impl Db {
         };
         let write = pool(1, 2_048).await.context("opening sqlite database")?;
         let read = pool(readers, 2_048).await.context("opening sqlite database")?;
-        Ok(Db { write, read, backend: Backend::Sqlite, options, head: Default::default() })
+        Ok(Db { write, read, backend: Backend::Sqlite, options, head: Default::default(), commits: Default::default() })
     }
 
     /// The highest event seq this process knows committed.
@@ -207,6 +225,11 @@ impl Db {
             }
             moved
         });
+    }
+
+    /// Says a writer committed (its pages await a checkpoint).
+    pub fn committed(&self) {
+        self.commits.notify_one();
     }
 
     /// Whether `url` names a SQLite database (else PostgreSQL).
@@ -291,7 +314,7 @@ impl Db {
 
     /// A connection of the writer's own, outside the pools.
     pub async fn open_writer(&self) -> Result<Conn, sqlx::Error> {
-        self.open(16_384).await
+        self.open(4_096).await
     }
 
     /// A read connection of a batched reader's own, outside the pools.
@@ -308,6 +331,52 @@ impl Db {
             }
             Backend::Postgres => self.options.connect().await,
         }
+    }
+
+    /// On SQLite, copies committed pages from the WAL into the database
+    /// file on a connection of its own, a moment after each commit, until
+    /// `stop`; on PostgreSQL returns at once.
+    ///
+    /// A checkpoint run by the committing connection (SQLite's automatic
+    /// one) stalls the writer for the copy and its `fsync`: a profile of
+    /// the writer's worker thread at 64 callers capturing leads put 8% of
+    /// its time there, and the commits that checkpointed set the p99. This
+    /// one runs beside the writer: a PASSIVE checkpoint never blocks
+    /// writers or readers, it copies what is committed and leaves the rest
+    /// for its next turn. It cannot restart the WAL from its beginning
+    /// (only a writer can, once every frame is copied), so the writer
+    /// keeps SQLite's automatic checkpoint with a high threshold: when it
+    /// fires, little is left to copy, and the WAL starts over.
+    pub async fn checkpoint_behind_writer(self, stop: tokio_util::sync::CancellationToken) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let mut conn = match self.open_reader().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the checkpointer's connection; the writer checkpoints alone");
+                return;
+            }
+        };
+        // What was committed before this started is copied first.
+        self.committed();
+        loop {
+            tokio::select! {
+                _ = self.commits.notified() => {}
+                _ = stop.cancelled() => break,
+            }
+            if let Err(e) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                tracing::debug!(error = %e, "checkpoint failed; retried after the next commit");
+            }
+            // Copying every commit's pages as it lands would copy a hot
+            // page once per commit; waiting lets commits share a copy.
+            tokio::select! {
+                _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        use sqlx::Connection;
+        let _ = conn.close().await;
     }
 
     /// The pool for reads outside a transaction.
@@ -703,6 +772,9 @@ impl<'q> Script<'q> {
     }
 }
 
+/// The background checkpointer's pause between two checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
 /// Keys per `IN (...)` list, at most; a lookup's list is padded to a power
 /// of two up to it by repeating its last key, so lookups use few distinct
 /// statements.
@@ -826,7 +898,7 @@ async fn sqlite_settings(conn: &mut Conn, cache_kib: i64) -> Result<(), sqlx::Er
         format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
              PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib}; PRAGMA temp_store = MEMORY; \
-             PRAGMA wal_autocheckpoint = 40000; PRAGMA journal_size_limit = 67108864;"
+             PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 134217728;"
         )
         .as_str(),
     )
@@ -908,6 +980,37 @@ mod tests {
         let portable = migrator("portable2", &["100_a.sql", "102_c.sql"]).await;
         let sqlite = migrator("sqlite2", &["101_b.sql"]).await;
         assert_eq!(versions(&Db::for_backend(portable, sqlite, "postgres://db/x")), [100, 102]);
+    }
+
+    #[tokio::test]
+    async fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        let db = Db::connect(&format!("sqlite://{}", path.display())).await.expect("db");
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT NOT NULL)").execute(db.writer()).await.expect("table");
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(db.writer()).await.expect("checkpoint");
+        let size = || std::fs::metadata(&path).expect("database file").len();
+        let before = size();
+        let mut script = Script::new(&db);
+        script.insert_rows("INSERT INTO t (k, v)", 2, "", 0..500, |b, i| b.bind(format!("k{i}")).bind("x".repeat(100)));
+        let mut conn = db.writer().acquire().await.expect("connection");
+        sqlx::query("BEGIN").execute(&mut *conn).await.expect("begin");
+        script.push("COMMIT", |b| b);
+        script.run(&mut conn).await.expect("write");
+        assert_eq!(size(), before, "the commit left its pages in the WAL");
+
+        let stop = tokio_util::sync::CancellationToken::new();
+        let checkpointer = tokio::spawn(db.clone().checkpoint_behind_writer(stop.clone()));
+        db.committed();
+        let grown = async {
+            while size() <= before {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), grown).await.expect("the checkpointer copied the pages");
+        stop.cancel();
+        checkpointer.await.expect("checkpointer stops");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM t").await, 500);
     }
 
     const T: Table = Table { name: "t", columns: &["k", "a", "b", "c"], key: 1 };

@@ -64,6 +64,7 @@ pub async fn start(
         tasks_stop: CancellationToken::new(),
         tasks: JoinSet::new(),
     };
+    started.tasks.spawn(started.db.clone().checkpoint_behind_writer(started.tasks_stop.clone()));
     if let Some(kpi) = config.peers.kpi.clone() {
         let follow = started.definition.clone().follow(
             kpi,

@@ -574,6 +574,7 @@ impl<S: Store> Shared<S> {
         script.push("COMMIT", |b| b);
         script.run(conn).await?;
         *last_writes = Some(begun.writes);
+        db.committed();
         // Before anyone is answered: the consistency token a caller gets
         // covers its own events.
         db.stream_reached(begun.seq.saturating_add(i64::try_from(events.len()).unwrap_or(i64::MAX)));
