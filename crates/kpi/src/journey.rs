@@ -744,23 +744,41 @@ pub const CAPTURED: &str = "captured";
 /// to the stored aggregates.
 ///
 /// A page adds and takes away each of its leads' contributions under the
-/// totals and eleven dimensions, for each width of run, so the sums are
-/// keyed by small copyable keys (each value a number, see [`Values`]) in
-/// hash maps; they are sorted once, when written.
+/// totals and eleven dimensions, for each width of run: about a hundred sums
+/// per lead. So the sums are keyed by small copyable keys (the dimension by
+/// its place in [`SERIES`], each value by its number in [`Values`]) in hash
+/// maps with a fast hash; they are named and sorted once, when written.
 #[derive(Debug, Default)]
 pub struct Deltas {
     values: Values,
-    flow: HashMap<RunKey<u32>, i64>,
-    cohort: HashMap<RunKey<u32>, i64>,
-    reached: HashMap<ReachedKey<u32>, i64>,
-    money: HashMap<MoneyKey<u32>, i128>,
+    flow: Sums<Run, i64>,
+    cohort: Sums<Run, i64>,
+    reached: Sums<Reached, i64>,
+    money: Sums<MoneyRun, i128>,
 }
+
+type Sums<K, N> = HashMap<K, N, foldhash::fast::RandomState>;
+/// [`RunKey`] with the dimension and value numbered.
+type Run = (u8, u32, i64, i64, Metric);
+/// [`ReachedKey`] with the dimension and value numbered.
+type Reached = (u8, u32, i64, Metric, i64);
+/// [`MoneyKey`] numbered, and dated by capture (`true`) or not.
+type MoneyRun = (bool, u8, u32, i64, i64, MoneyKind, u32);
+
+/// What sums are filed under, by place: the totals (""), each dimension in
+/// [`Dimension::all`]'s order, and [`RECYCLE_REASON`].
+static SERIES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    std::iter::once("").chain(Dimension::all().map(Dimension::code)).chain([RECYCLE_REASON]).collect()
+});
+
+/// The place of [`RECYCLE_REASON`] in [`SERIES`].
+const RECYCLE_SERIES: u8 = 1 + Dimension::CAPTURED.len() as u8 + Dimension::OWNED.len() as u8;
 
 /// The dimension values (and currencies) a page's sums are filed under,
 /// each stored once.
 #[derive(Debug, Default)]
 struct Values {
-    ids: HashMap<String, u32>,
+    ids: HashMap<String, u32, foldhash::fast::RandomState>,
     names: Vec<String>,
 }
 
@@ -790,9 +808,11 @@ impl Deltas {
     /// under each dimension's value.
     pub fn add(&mut self, c: &Contribution, sign: i64) {
         let totals = self.values.id("");
-        let series: Vec<(&'static str, u32)> = std::iter::once(("", totals))
-            .chain(Dimension::all().zip(&c.values).map(|(d, v)| (d.code(), self.values.id(v))))
-            .collect();
+        let mut series = Vec::with_capacity(1 + c.values.len());
+        series.push((0u8, totals));
+        for (place, v) in (1u8..RECYCLE_SERIES).zip(&c.values) {
+            series.push((place, self.values.id(v)));
+        }
         for &(metric, at) in &c.flow {
             for (width, start) in day_runs(utc_day(at)) {
                 for &(dim, value) in &series {
@@ -805,7 +825,7 @@ impl Deltas {
             .reasons
             .iter()
             .map(|(reason, recycled, metric, reached)| {
-                ((RECYCLE_REASON, self.values.id(reason)), *metric, *recycled, *reached)
+                ((RECYCLE_SERIES, self.values.id(reason)), *metric, *recycled, *reached)
             })
             .collect();
         let own = c
@@ -822,11 +842,11 @@ impl Deltas {
         for (kind, at, currency, units, nanos) in &c.money {
             let amount = domain::total_nanos(*units, i64::from(*nanos)) * i128::from(sign);
             let currency = self.values.id(currency);
-            let dated = std::iter::once((DATED, *at));
-            for (how, day) in dated.chain(c.captured_at.map(|at| (CAPTURED, at))).map(|(h, at)| (h, utc_day(at))) {
+            let dated = std::iter::once((false, *at));
+            for (captured, day) in dated.chain(c.captured_at.map(|at| (true, at))).map(|(h, at)| (h, utc_day(at))) {
                 for (width, start) in day_runs(day) {
                     for &(dim, value) in &series {
-                        *self.money.entry((how, dim, value, width, start, *kind, currency)).or_insert(0) += amount;
+                        *self.money.entry((captured, dim, value, width, start, *kind, currency)).or_insert(0) += amount;
                     }
                 }
             }
@@ -844,32 +864,37 @@ impl Deltas {
     /// The flow sums' changes, in key order (so concurrent writers of the
     /// same rows take their locks in one order).
     pub fn flow(&self) -> Vec<(RunKey<&str>, i64)> {
-        sorted(&self.flow, |(dim, value, width, start, metric)| (dim, self.values.name(value), width, start, metric))
+        sorted(&self.flow, |(dim, value, width, start, metric)| {
+            (SERIES[usize::from(dim)], self.values.name(value), width, start, metric)
+        })
     }
 
     /// The cohort sums' changes (by the day each cohort was entered), in
     /// key order.
     pub fn cohort(&self) -> Vec<(RunKey<&str>, i64)> {
-        sorted(&self.cohort, |(dim, value, width, start, metric)| (dim, self.values.name(value), width, start, metric))
+        sorted(&self.cohort, |(dim, value, width, start, metric)| {
+            (SERIES[usize::from(dim)], self.values.name(value), width, start, metric)
+        })
     }
 
     /// The changes of the cohort counts by day reached, in key order.
     pub fn reached(&self) -> Vec<(ReachedKey<&str>, i64)> {
         sorted(&self.reached, |(dim, value, entered, metric, reached)| {
-            (dim, self.values.name(value), entered, metric, reached)
+            (SERIES[usize::from(dim)], self.values.name(value), entered, metric, reached)
         })
     }
 
     /// The revenue sums' changes, in key order.
     pub fn money(&self) -> Vec<(MoneyKey<&str>, i128)> {
-        sorted(&self.money, |(how, dim, value, width, start, kind, currency)| {
-            (how, dim, self.values.name(value), width, start, kind, self.values.name(currency))
+        sorted(&self.money, |(captured, dim, value, width, start, kind, currency)| {
+            let how = if captured { CAPTURED } else { DATED };
+            (how, SERIES[usize::from(dim)], self.values.name(value), width, start, kind, self.values.name(currency))
         })
     }
 }
 
 /// `sums` with their keys made by `key`, in key order.
-fn sorted<K: Copy, N: Copy, Out: Ord>(sums: &HashMap<K, N>, key: impl Fn(K) -> Out) -> Vec<(Out, N)> {
+fn sorted<K: Copy, N: Copy, Out: Ord>(sums: &Sums<K, N>, key: impl Fn(K) -> Out) -> Vec<(Out, N)> {
     let mut out: Vec<_> = sums.iter().map(|(&k, &n)| (key(k), n)).collect();
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     out
