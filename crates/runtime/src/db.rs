@@ -170,8 +170,9 @@ impl Db {
         // path found cheap (under 1% of the writer's time); the writer's
         // cache, in contrast, is the service's own memory. With 16 MiB the
         // suite idled at 148 MiB after the bench's warm-up and peaked at 169
-        // MiB in its overload burst; with 4 MiB, 106 and 136 MiB, at the
-        // same write throughput. Statement journals stay in memory.
+        // MiB in its overload burst; with 4 MiB, at 106-114 and 136-150 MiB
+        // (three runs), at the same write throughput. Statement journals
+        // stay in memory.
         //
         // Checkpoints: every commit appends the pages it dirtied to the WAL,
         // and a checkpoint copies them into the database file. Random keys
