@@ -723,17 +723,20 @@ pub struct Contribution {
 /// reasons are not a split of leads.
 pub const RECYCLE_REASON: &str = "recycle_reason";
 
-/// A count of a run of UTC days (see [`crate::span`]): dimension ("" for
-/// the totals), value (`V`: its name, or its number in a page), the run's
-/// width and first day, what is counted.
-pub type RunKey<V> = (&'static str, V, i64, i64, Metric);
+/// The pseudo-dimension the totals are counted under (with the value "").
+pub const TOTALS: &str = "";
+
+/// A count of a run of UTC days (see [`crate::span`]): dimension
+/// ([`TOTALS`] for the totals), value, the run's width and first day, what
+/// is counted.
+pub type RunKey<'a> = (&'static str, &'a str, i64, i64, Metric);
 /// A cohort count by day reached, for cohorts "as of" a day: dimension,
 /// value, UTC day of the capture, stage, UTC day reached.
-pub type ReachedKey<V> = (&'static str, V, i64, Metric, i64);
+pub type ReachedKey<'a> = (&'static str, &'a str, i64, Metric, i64);
 /// A revenue sum of a run of days: how the amounts are dated ([`DATED`] or
 /// [`CAPTURED`]), dimension, value, the run's width and first day, the
-/// kind and the currency (named or numbered as the value is).
-pub type MoneyKey<V> = (&'static str, &'static str, V, i64, i64, MoneyKind, V);
+/// kind and the currency.
+pub type MoneyKey<'a> = (&'static str, &'static str, &'a str, i64, i64, MoneyKind, &'a str);
 
 /// Revenue summed by the day each amount is dated: the flow view.
 pub const DATED: &str = "dated";
@@ -758,17 +761,17 @@ pub struct Deltas {
 }
 
 type Sums<K, N> = HashMap<K, N, foldhash::fast::RandomState>;
-/// [`RunKey`] with the dimension and value numbered.
+/// [`RunKey`] with the dimension and value numbered (see [`SERIES`], [`Values`]).
 type Run = (u8, u32, i64, i64, Metric);
 /// [`ReachedKey`] with the dimension and value numbered.
 type Reached = (u8, u32, i64, Metric, i64);
 /// [`MoneyKey`] numbered, and dated by capture (`true`) or not.
 type MoneyRun = (bool, u8, u32, i64, i64, MoneyKind, u32);
 
-/// What sums are filed under, by place: the totals (""), each dimension in
+/// What sums are filed under, by place: [`TOTALS`], each dimension in
 /// [`Dimension::all`]'s order, and [`RECYCLE_REASON`].
 static SERIES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    std::iter::once("").chain(Dimension::all().map(Dimension::code)).chain([RECYCLE_REASON]).collect()
+    std::iter::once(TOTALS).chain(Dimension::all().map(Dimension::code)).chain([RECYCLE_REASON]).collect()
 });
 
 /// The place of [`RECYCLE_REASON`] in [`SERIES`].
@@ -863,7 +866,7 @@ impl Deltas {
 
     /// The flow sums' changes, in key order (so concurrent writers of the
     /// same rows take their locks in one order).
-    pub fn flow(&self) -> Vec<(RunKey<&str>, i64)> {
+    pub fn flow(&self) -> Vec<(RunKey<'_>, i64)> {
         sorted(&self.flow, |(dim, value, width, start, metric)| {
             (SERIES[usize::from(dim)], self.values.name(value), width, start, metric)
         })
@@ -871,21 +874,21 @@ impl Deltas {
 
     /// The cohort sums' changes (by the day each cohort was entered), in
     /// key order.
-    pub fn cohort(&self) -> Vec<(RunKey<&str>, i64)> {
+    pub fn cohort(&self) -> Vec<(RunKey<'_>, i64)> {
         sorted(&self.cohort, |(dim, value, width, start, metric)| {
             (SERIES[usize::from(dim)], self.values.name(value), width, start, metric)
         })
     }
 
     /// The changes of the cohort counts by day reached, in key order.
-    pub fn reached(&self) -> Vec<(ReachedKey<&str>, i64)> {
+    pub fn reached(&self) -> Vec<(ReachedKey<'_>, i64)> {
         sorted(&self.reached, |(dim, value, entered, metric, reached)| {
             (SERIES[usize::from(dim)], self.values.name(value), entered, metric, reached)
         })
     }
 
     /// The revenue sums' changes, in key order.
-    pub fn money(&self) -> Vec<(MoneyKey<&str>, i128)> {
+    pub fn money(&self) -> Vec<(MoneyKey<'_>, i128)> {
         sorted(&self.money, |(captured, dim, value, width, start, kind, currency)| {
             let how = if captured { CAPTURED } else { DATED };
             (how, SERIES[usize::from(dim)], self.values.name(value), width, start, kind, self.values.name(currency))
@@ -905,9 +908,32 @@ mod tests {
     use super::*;
     use crate::domain::StayStep;
     use crate::domain::parse_day;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn sums_are_filed_under_each_dimension_by_name_and_recycles_under_their_reason() {
+        let values: Vec<String> = Dimension::all().map(|d| format!("{}-value", d.code())).collect();
+        let c = Contribution {
+            values: values.clone(),
+            cohort: vec![(Metric::Leads, 10 * DAY, 10 * DAY)],
+            reasons: vec![("timing".into(), 11 * DAY, Metric::Recycled, 11 * DAY)],
+            ..Default::default()
+        };
+        let mut deltas = Deltas::default();
+        deltas.add(&c, 1);
+        let filed: BTreeMap<&str, BTreeSet<&str>> =
+            deltas.reached().into_iter().fold(BTreeMap::new(), |mut m, ((dim, value, ..), _)| {
+                m.entry(dim).or_default().insert(value);
+                m
+            });
+        let mut expected: BTreeMap<&str, BTreeSet<&str>> =
+            Dimension::all().zip(&values).map(|(d, v)| (d.code(), BTreeSet::from([v.as_str()]))).collect();
+        expected.insert(TOTALS, BTreeSet::from([""]));
+        expected.insert(RECYCLE_REASON, BTreeSet::from(["timing"]));
+        assert_eq!(filed, expected);
+    }
 
     fn day(s: &str) -> i64 {
         parse_day(s).expect("date")

@@ -12,7 +12,7 @@ use themodel_runtime::db::{Conn, Script, select_in};
 use themodel_runtime::time::Micros;
 
 use crate::domain::{self, Counts, Metric, MoneyKind, Revenue};
-use crate::journey::{self, Contribution, Deltas, Dimension, Journey, RECYCLE_REASON};
+use crate::journey::{self, Contribution, Deltas, Dimension, Journey, RECYCLE_REASON, TOTALS};
 use crate::retention;
 use crate::span::{self, Span};
 use crate::velocity::{Stage, Stay, Velocity};
@@ -605,7 +605,7 @@ impl Series {
     /// The dimension the sums are stored under.
     fn dim(self) -> &'static str {
         match self {
-            Series::Totals => "",
+            Series::Totals => TOTALS,
             Series::Split(d) => d.code(),
             Series::RecycleReasons => RECYCLE_REASON,
         }
