@@ -80,7 +80,20 @@ struct Row {
     payload: Vec<u8>,
 }
 
-/// Reads up to `limit` events after `after_seq`, with the stream's head and id.
+/// Most bytes of events one page carries (at least one event, however
+/// large). gRPC clients refuse messages over 4 MiB by default (tonic's and
+/// grpcio's limit), so a page of `limit` events stops early rather than
+/// become a message its reader cannot take and would ask for again forever.
+pub const PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// An event's share of [`PAGE_BYTES`]: its payload and type, and room for
+/// its seq, time and framing.
+fn page_bytes(r: &Row) -> usize {
+    r.payload.len() + r.type_url.len() + 32
+}
+
+/// Reads up to `limit` events after `after_seq` (fewer once they reach
+/// [`PAGE_BYTES`]), with the stream's head and id.
 pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<Page, sqlx::Error> {
     let mut conn = db.reader().acquire().await?;
     let (head, stream_id): (i64, String) =
@@ -93,8 +106,14 @@ pub async fn list(db: &Db, after_seq: i64, limit: i64) -> Result<Page, sqlx::Err
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
+    let mut bytes = 0;
     let events = rows
         .into_iter()
+        .take_while(|r| {
+            let first = bytes == 0;
+            bytes += page_bytes(r);
+            first || bytes <= PAGE_BYTES
+        })
         .map(|r| pb::Event {
             seq: r.seq,
             recorded_at: Some(time::to_timestamp(r.recorded_at)),
@@ -193,5 +212,48 @@ impl EventStreamService for EventStream {
         let Page { events, head_seq, stream_id } =
             self.long_poll(req.after_seq, limit, until).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListEventsResponse { events, head_seq, stream_id }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits `n` events of `size` payload bytes each, one transaction.
+    async fn commit(db: &Db, n: usize, size: usize) {
+        let events: Vec<Any> =
+            (0..n).map(|_| Any { type_url: "type.example/Big".into(), value: vec![7; size] }).collect();
+        let mut conn = db.open_writer().await.expect("writer");
+        db.begin_writes(&mut conn).await.expect("begin");
+        let mut script = Script::new(db);
+        append(&mut script, db, &events, 1);
+        script.push("COMMIT", |b| b);
+        script.run(&mut conn).await.expect("commit");
+    }
+
+    #[tokio::test]
+    async fn a_page_stops_at_its_byte_budget_and_the_next_one_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&format!("sqlite://{}/e.db", dir.path().display())).await.expect("db");
+        let empty = tempfile::tempdir().expect("temp dir");
+        db.migrate(sqlx::migrate::Migrator::new(empty.path()).await.expect("migrator")).await.expect("migrate");
+        // 10 events of 300 KiB: 3 MiB in all, more than one page holds.
+        commit(&db, 10, 300 * 1024).await;
+        // And one larger than a whole page, which still goes alone.
+        commit(&db, 1, PAGE_BYTES + 1).await;
+
+        let first = list(&db, 0, 5000).await.expect("page");
+        assert_eq!(first.head_seq, 11);
+        let seqs: Vec<i64> = first.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "six events of 300 KiB fit in 2 MiB, seven do not");
+        let bytes: usize = first.events.iter().map(|e| e.event.as_ref().map_or(0, |a| a.value.len())).sum();
+        assert!(bytes <= PAGE_BYTES, "{bytes} bytes in a page");
+
+        let second = list(&db, 6, 5000).await.expect("page");
+        assert_eq!(second.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        let third = list(&db, 10, 5000).await.expect("page");
+        assert_eq!(third.events.len(), 1, "an event over the budget is still served, alone");
+        assert_eq!(third.events[0].event.as_ref().map(|a| a.value.len()), Some(PAGE_BYTES + 1));
+        assert!(list(&db, 11, 5000).await.expect("page").events.is_empty());
     }
 }
