@@ -21,7 +21,13 @@ use crate::domain::{self, Effect, Role, Source};
 use crate::journey::{Contribution, Deltas, Journey};
 use crate::store::{self, Cursor};
 
-const PAGE: i32 = 2000;
+/// Events asked for per page: the most a stream gives (it also stops a
+/// page at 2 MiB). Each page is one transaction on kpi's writer, whose
+/// fixed costs (the cursor, loading journeys, the sums' upserts) a larger
+/// page shares among more events: rebuilding 100,000 leads (340,000
+/// events) ran at 39-41k events/s with 5,000, 34-35k with 2,000. Following
+/// a live stream, pages hold what was committed since the last one.
+const PAGE: i32 = 5000;
 
 /// How long one long poll waits at the head of a stream for its next event.
 const LONG_POLL: Duration = Duration::from_secs(20);
