@@ -749,10 +749,11 @@ pub const CAPTURED: &str = "captured";
 /// A page adds and takes away each of its leads' contributions under the
 /// totals and eleven dimensions, for each width of run: about a hundred sums
 /// per lead. So the sums are keyed by small copyable keys (the dimension by
-/// its place in [`SERIES`], each value by its number in [`Values`]) in hash
-/// maps with a fast hash; they are named and sorted once, when written.
+/// its place in a fixed list, each value by a number the page gives it) in
+/// hash maps with a fast hash; they are named and sorted once, when written.
 #[derive(Debug, Default)]
 pub struct Deltas {
+    /// The numbers of the values; the dimensions' places are in [`SERIES`].
     values: Values,
     flow: Sums<Run, i64>,
     cohort: Sums<Run, i64>,

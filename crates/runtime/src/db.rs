@@ -180,8 +180,9 @@ impl Db {
         // cache, in contrast, is the service's own memory. With 16 MiB the
         // suite idled at 148 MiB after the bench's warm-up and peaked at 169
         // MiB in its overload burst; with 4 MiB, at 106-114 and 136-150 MiB
-        // (three runs), at the same write throughput. Statement journals
-        // stay in memory.
+        // (three runs, with the allocator as it was then: see the themodel
+        // binary's main.rs), at the same write throughput. Statement
+        // journals stay in memory.
         //
         // Checkpoints: every commit appends the pages it dirtied to the WAL,
         // and a checkpoint copies them into the database file. Random keys
