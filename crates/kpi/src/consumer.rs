@@ -22,11 +22,12 @@ use crate::journey::{Contribution, Deltas, Journey};
 use crate::store::{self, Cursor};
 
 /// Events asked for per page: the most a stream gives (it also stops a
-/// page at [`themodel_runtime::events::PAGE_BYTES`]). Each page is one transaction on kpi's writer, whose
-/// fixed costs (the cursor, loading journeys, the sums' upserts) a larger
-/// page shares among more events: rebuilding 100,000 leads (340,000
-/// events) ran at 39-41k events/s with 5,000, 34-35k with 2,000. Following
-/// a live stream, pages hold what was committed since the last one.
+/// page at [`themodel_runtime::events::PAGE_BYTES`]). Each page is one
+/// transaction on kpi's writer, whose fixed costs (the cursor, loading
+/// journeys, the sums' upserts) a larger page shares among more events:
+/// rebuilding 100,000 leads (340,000 events) ran at 39-41k events/s with
+/// 5,000, 34-35k with 2,000. Following a live stream, pages hold what was
+/// committed since the last one.
 const PAGE: i32 = 5000;
 
 /// How long one long poll waits at the head of a stream for its next event.
