@@ -95,15 +95,29 @@ pub fn insert<'q>(script: &mut Script<'q>, rows: &'q [(&'q Key, &'q [u8], &'q st
 /// Scrubs the stored responses about `subjects` (their person was erased):
 /// the key and fingerprint stay, so a retry is recognised and refused
 /// rather than applied again.
+///
+/// The responses are found through the audit log: every applied request
+/// with a key has an entry there naming the record it changed, under the
+/// same method and request id, and the log is indexed by record. `subject`
+/// then confirms each one: it is empty for an erasure's own response, which
+/// names only ids, and for a request about several records. So the audit
+/// entries of the script's own units must be written before this runs.
 pub fn erase<'q>(script: &mut Script<'q>, db: &Db, subjects: &'q [String], now: Micros) {
     for part in subjects.chunks(db::CHUNKS[0]) {
+        let list = db.list(part.len(), 3);
         let sql = format!(
-            "UPDATE idempotency SET response = {}, erased_at = {} WHERE subject IN {} AND erased_at IS NULL",
+            "UPDATE idempotency SET response = {}, erased_at = {} WHERE request_key IN \
+             (SELECT method || ' ' || request_id FROM audit_log WHERE record IN {list} AND request_id <> '') \
+             AND subject IN {} AND erased_at IS NULL",
             db.param(1),
             db.param(2),
-            db.list(part.len(), 3)
+            db.list(part.len(), 3 + part.len()),
         );
-        script.push(&sql, |b| part.iter().fold(b.bind(&[][..] as &[u8]).bind(now), |b, s| b.bind(s.as_str())));
+        script.push(&sql, |b| {
+            let b = b.bind(&[][..] as &[u8]).bind(now);
+            let b = part.iter().fold(b, |b, s| b.bind(s.as_str()));
+            part.iter().fold(b, |b, s| b.bind(s.as_str()))
+        });
     }
 }
 

@@ -568,9 +568,10 @@ impl<S: Store> Shared<S> {
         let record_rows: Vec<(&idempotency::Key, &[u8], &str)> =
             records.iter().map(|(key, i, subject)| (*key, responses[*i].as_slice(), subject.as_str())).collect();
         idempotency::insert(&mut script, &record_rows, now);
+        // Before the erasures: they find the responses to scrub through it.
+        audit::insert(&mut script, begun.writes, &audits, now);
         idempotency::erase(&mut script, db, &erased, now);
         outbox::erase(&mut script, db, &erased, now);
-        audit::insert(&mut script, begun.writes, &audits, now);
         script.push("COMMIT", |b| b);
         script.run(conn).await?;
         *last_writes = Some(begun.writes);
@@ -885,6 +886,68 @@ mod tests {
             Err(ApiError::InvalidArgument(v)) => assert_eq!(v[0].field, "request_id"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Adds one to counter `name` as [`add`] does, naming it as the record
+    /// the unit is about; or, with `erase`, erases the person of `name`.
+    fn unit(
+        w: &Writer<Counters>,
+        call: Call,
+        name: &str,
+        erase: bool,
+    ) -> impl Future<Output = ApiResult<KpiEvent>> + use<> {
+        let (w, name) = (w.clone(), name.to_owned());
+        async move {
+            w.execute::<KpiEvent>(call, vec![Need::Row(name.clone())], move |cx: &Ctx<'_, Counters>| {
+                let n = cx.state.0.get(name.as_str())?.copied().unwrap_or(0) + 1;
+                let event = KpiEvent { occurred_at: Some(crate::time::to_timestamp(n)), event: None };
+                let done = Done::new(&event).change((name.clone(), n));
+                Ok(if erase { done.erased([name.clone()]) } else { done.about(name.clone()) })
+            })
+            .await
+        }
+    }
+
+    #[tokio::test]
+    async fn erasing_a_person_scrubs_the_responses_about_them_and_no_others() {
+        let (_dir, db, loads) = counters().await;
+        let stop = CancellationToken::new();
+        let (w, task) = writer(&db, &loads, &stop);
+        // Committed before: a response about a, one about b.
+        let running = tokio::spawn(task);
+        unit(&w, request("before", "a").0, "a", false).await.expect("a");
+        unit(&w, request("b", "b").0, "b", false).await.expect("b");
+        stop.cancel();
+        running.await.expect("writer");
+        // In one batch: another response about a, then a's erasure.
+        let stop = CancellationToken::new();
+        let (w, task) = writer(&db, &loads, &stop);
+        let same_batch = tokio::spawn(unit(&w, request("same-batch", "a").0, "a", false));
+        while w.queue.max_capacity() - w.queue.capacity() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let erasure = tokio::spawn(unit(&w, request("erase", "a").0, "a", true));
+        while w.queue.max_capacity() - w.queue.capacity() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let running = tokio::spawn(task);
+        same_batch.await.expect("task").expect("same batch");
+        erasure.await.expect("task").expect("erasure");
+        let rows: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT request_key, erased_at FROM idempotency ORDER BY request_key")
+                .fetch_all(db.reader())
+                .await
+                .expect("read");
+        let scrubbed: Vec<(String, bool)> = rows.into_iter().map(|(k, at)| (k, at.is_some())).collect();
+        let key = |id: &str| format!("/test.Counters/Add {id}");
+        let expected = [(key("b"), false), (key("before"), true), (key("erase"), false), (key("same-batch"), true)];
+        assert_eq!(scrubbed, expected, "a's responses scrubbed, the erasure's own and b's kept");
+        // A retry of a scrubbed request is refused; the erasure's replays.
+        let retry = unit(&w, request("before", "a").0, "a", false).await;
+        assert_eq!(retry.map_err(|e| e.code()).err(), Some(Code::FailedPrecondition));
+        unit(&w, request("erase", "a").0, "a", true).await.expect("the erasure's retry replays");
+        stop.cancel();
+        running.await.expect("writer");
     }
 
     #[tokio::test]
