@@ -70,9 +70,9 @@ impl Progress {
     }
 }
 
-/// Follows one service's event stream: a long poll at the head, so an event
-/// is applied moments after it is committed, and no kpi read ever calls the
-/// service.
+/// Follows one service's event stream: a long poll at the head, so the
+/// first event after a quiet spell is applied moments after it is
+/// committed, and no kpi read ever calls the service.
 #[derive(Debug)]
 pub struct Consumer {
     pub source: Source,
@@ -112,10 +112,15 @@ impl Consumer {
         result
     }
 
-    /// Follows the stream until `shutdown`. Between long polls it waits only
-    /// after a failure (backing off up to 5 s), or `poll` when the source
-    /// answered an empty page at once (a source that does not hold long
-    /// polls, or one shutting down).
+    /// Follows the stream until `shutdown`. A page that leaves more behind
+    /// it is followed at once, and so is a long poll that waited half its
+    /// time. Otherwise the next long poll waits `poll`: after a page that
+    /// caught up, so that under a steady stream kpi applies one page of
+    /// what was committed in that time, not one transaction per commit of
+    /// the source (an event then waits at most about `poll` and a page's
+    /// work); and after an empty page answered at once (a source that does
+    /// not hold long polls, or one shutting down). After a failure it backs
+    /// off, up to 5 s.
     pub async fn run(self: std::sync::Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
