@@ -104,14 +104,14 @@ pub fn insert<'q>(script: &mut Script<'q>, rows: &'q [(&'q Key, &'q [u8], &'q st
 /// entries of the script's own units must be written before this runs.
 pub fn erase<'q>(script: &mut Script<'q>, db: &Db, subjects: &'q [String], now: Micros) {
     for part in subjects.chunks(db::CHUNKS[0]) {
-        let list = db.list(part.len(), 3);
         let sql = format!(
-            "UPDATE idempotency SET response = {}, erased_at = {} WHERE request_key IN \
-             (SELECT method || ' ' || request_id FROM audit_log WHERE record IN {list} AND request_id <> '') \
-             AND subject IN {} AND erased_at IS NULL",
-            db.param(1),
-            db.param(2),
-            db.list(part.len(), 3 + part.len()),
+            "UPDATE idempotency SET response = {response}, erased_at = {now} WHERE request_key IN \
+             (SELECT method || ' ' || request_id FROM audit_log WHERE record IN {records}) \
+             AND subject IN {subjects} AND erased_at IS NULL",
+            response = db.param(1),
+            now = db.param(2),
+            records = db.list(part.len(), 3),
+            subjects = db.list(part.len(), 3 + part.len()),
         );
         script.push(&sql, |b| {
             let b = b.bind(&[][..] as &[u8]).bind(now);
