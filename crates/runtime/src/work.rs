@@ -786,6 +786,13 @@ mod tests {
         }
     }
 
+    /// Waits until `n` units wait in `w`'s queue.
+    async fn queued(w: &Writer<Counters>, n: usize) {
+        while w.queue.max_capacity() - w.queue.capacity() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Queues every call before the writer starts, so they share one batch.
     async fn one_batch(calls: Vec<(Call, String)>) -> (Vec<ApiResult<KpiEvent>>, Db, usize, tempfile::TempDir) {
         let (dir, db, loads) = counters().await;
@@ -793,9 +800,7 @@ mod tests {
         let (w, task) = writer(&db, &loads, &stop);
         let n = calls.len();
         let pending: Vec<_> = calls.into_iter().map(|(call, name)| tokio::spawn(add(&w, call, name))).collect();
-        while w.queue.max_capacity() - w.queue.capacity() < n {
-            tokio::task::yield_now().await;
-        }
+        queued(&w, n).await;
         let running = tokio::spawn(task);
         let mut results = Vec::new();
         for p in pending {
@@ -923,13 +928,9 @@ mod tests {
         let stop = CancellationToken::new();
         let (w, task) = writer(&db, &loads, &stop);
         let same_batch = tokio::spawn(unit(&w, request("same-batch", "a").0, "a", false));
-        while w.queue.max_capacity() - w.queue.capacity() < 1 {
-            tokio::task::yield_now().await;
-        }
+        queued(&w, 1).await;
         let erasure = tokio::spawn(unit(&w, request("erase", "a").0, "a", true));
-        while w.queue.max_capacity() - w.queue.capacity() < 2 {
-            tokio::task::yield_now().await;
-        }
+        queued(&w, 2).await;
         let running = tokio::spawn(task);
         same_batch.await.expect("task").expect("same batch");
         erasure.await.expect("task").expect("erasure");
