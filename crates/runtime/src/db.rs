@@ -772,14 +772,81 @@ impl<'q> Script<'q> {
 
     /// Runs the statements in order on `conn`, stopping at the first error.
     pub async fn run(self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        let backend = self.backend;
+        self.run_with(conn, |_, binds| backend == Backend::Postgres || binds <= KEPT_PARAMS).await
+    }
+
+    /// [`Script::run`] on a connection whose prepared scripts `kept` budgets.
+    pub async fn run_keeping(self, conn: &mut Conn, kept: &mut Kept) -> Result<(), sqlx::Error> {
+        let backend = self.backend;
+        self.run_with(conn, |sql, binds| backend == Backend::Postgres || kept.admit(sql, binds)).await
+    }
+
+    async fn run_with(self, conn: &mut Conn, mut keep: impl FnMut(&str, usize) -> bool) -> Result<(), sqlx::Error> {
         for (sql, binds) in self.statements {
             if let Some(e) = binds.error {
                 return Err(sqlx::Error::Encode(e));
             }
-            let keep = self.backend == Backend::Postgres || binds.args.len() <= KEPT_PARAMS;
+            let keep = keep(&sql, binds.args.len());
             sqlx::query_with(&sql, binds.args).persistent(keep).execute(&mut *conn).await?;
         }
         Ok(())
+    }
+}
+
+/// The scripts a writer's own connection keeps prepared, within a budget of
+/// parameters.
+///
+/// A writer's script is its whole batch, so at steady load its text repeats
+/// from batch to batch (the row counts are padded, [`CHUNKS`]) but holds
+/// more parameters than [`KEPT_PARAMS`]: every batch of 27 captures was
+/// parsed and compiled again, 17% of the SQLite thread's time. Kept
+/// instead, over five alternating bench runs each, CaptureLead averaged
+/// 8.9k/s against 8.5k/s and RecordTouch 11.9k/s against 10.9k/s. Kept
+/// without a bound, an overload burst's many batch shapes stayed prepared
+/// after it: the suite's memory 10 s after the bench's burst was 54-57%
+/// above its warmed-up size; with this budget, 17-22%.
+///
+/// So a script is kept while the texts kept so far and it hold at most
+/// [`Kept::BUDGET`] parameters, and prepared for one run otherwise. Once
+/// the budget is spent and [`Kept::PATIENCE`] scripts in a row were turned
+/// away, the load has changed shape: [`Kept::stale`] tells the writer to
+/// close the connection, dropping what it kept, and open a new one.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Hashes of the texts kept on the connection.
+    texts: std::collections::HashSet<u64>,
+    hasher: std::hash::RandomState,
+    /// Their parameters, all told.
+    params: usize,
+    /// Scripts turned away in a row since the budget was spent.
+    refused: usize,
+}
+
+impl Kept {
+    pub const BUDGET: usize = 16_384;
+    pub const PATIENCE: usize = 256;
+
+    /// Whether to keep `sql`, a script of `binds` parameters, prepared.
+    fn admit(&mut self, sql: &str, binds: usize) -> bool {
+        use std::hash::BuildHasher;
+        let text = self.hasher.hash_one(sql);
+        if self.texts.contains(&text) {
+            self.refused = 0;
+            return true;
+        }
+        if self.params.saturating_add(binds) <= Self::BUDGET {
+            self.texts.insert(text);
+            self.params += binds;
+            return true;
+        }
+        self.refused += 1;
+        false
+    }
+
+    /// Whether the connection should be opened anew (see [`Kept`]).
+    pub fn stale(&self) -> bool {
+        self.refused >= Self::PATIENCE
     }
 }
 
@@ -1092,6 +1159,28 @@ mod tests {
         script.upsert(&T, [(None, row("k004", -1, "w", None))]);
         assert!(commit(&db, &mut conn, script).await.is_err());
         assert_eq!(count(&db, "SELECT COUNT(*) FROM t WHERE b = 'w' OR a = -1").await, 0);
+    }
+
+    #[test]
+    fn a_writer_keeps_scripts_within_its_budget_and_starts_afresh_when_the_load_changes_shape() {
+        let mut kept = Kept::default();
+        let half = Kept::BUDGET / 2;
+        assert!(kept.admit("a", half));
+        assert!(kept.admit("b", half));
+        // Known texts stay kept; a new one no longer fits.
+        assert!(kept.admit("a", half));
+        assert!(!kept.admit("c", 1));
+        assert!(!kept.admit(&"x".repeat(3), Kept::BUDGET + 1));
+        // A kept text in between means the load still has its shape.
+        assert!(kept.admit("b", half));
+        for i in 0..Kept::PATIENCE - 1 {
+            assert!(!kept.admit(&format!("new {i}"), 1));
+            assert!(!kept.stale());
+        }
+        assert!(!kept.admit("one more", 1));
+        assert!(kept.stale());
+        // A script larger than the whole budget is never kept.
+        assert!(!Kept::default().admit("big", Kept::BUDGET + 1));
     }
 
     #[test]

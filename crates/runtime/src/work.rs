@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Call;
-use crate::db::{Conn, Db, Script};
+use crate::db::{Conn, Db, Kept, Script};
 use crate::definition::SharedDefinition;
 use crate::error::{ApiError, ApiResult};
 use crate::outbox::{self, Handover, Outbox};
@@ -342,8 +342,9 @@ impl<S: Store> Shared<S> {
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job<S>>, shutdown: CancellationToken) {
         let mut jobs = Vec::with_capacity(self.max_batch);
         // The writer's own connection, opened on first use and again after
-        // it broke.
-        let mut conn: Option<Conn> = None;
+        // it broke or its prepared scripts went stale ([`Kept`]), with the
+        // scripts it keeps prepared.
+        let mut conn: Option<(Conn, Kept)> = None;
         // `stream_head.writes` as this writer's last commit left it.
         let mut last_writes: Option<i64> = None;
         loop {
@@ -388,7 +389,7 @@ impl<S: Store> Shared<S> {
                 Err(e) => self.reply(batch, vec![Outcome::Done(Err(ApiError::from(e)))]),
             }
         }
-        if let Some(c) = conn {
+        if let Some((c, _)) = conn {
             use sqlx::Connection;
             let _ = c.close().await;
         }
@@ -425,15 +426,15 @@ impl<S: Store> Shared<S> {
     /// batch was committed.
     async fn write(
         &self,
-        conn: &mut Option<Conn>,
+        conn: &mut Option<(Conn, Kept)>,
         last_writes: &mut Option<i64>,
         batch: &[Job<S>],
     ) -> Result<Vec<Outcome>, sqlx::Error> {
-        let c = match conn {
+        let (c, kept) = match conn {
             Some(c) => c,
-            None => conn.insert(self.db.open_writer().await?),
+            None => conn.insert((self.db.open_writer().await?, Kept::default())),
         };
-        let result = match self.write_on(c, batch, last_writes).await {
+        let result = match self.write_on(c, kept, batch, last_writes).await {
             Ok(outcomes) => Ok(outcomes),
             Err(e) => {
                 // The transaction is still open unless the failure was the
@@ -452,6 +453,14 @@ impl<S: Store> Shared<S> {
         {
             tracing::warn!(error = %e, "the writer's connection broke; opening a new one");
             *conn = None;
+        } else if kept.stale()
+            && let Some((c, _)) = conn.take()
+        {
+            use sqlx::Connection;
+            // The next batch opens a new one.
+            if let Err(e) = c.close().await {
+                tracing::debug!(error = %e, "closing the writer's connection to drop its prepared scripts");
+            }
         }
         result
     }
@@ -459,6 +468,7 @@ impl<S: Store> Shared<S> {
     async fn write_on(
         &self,
         conn: &mut Conn,
+        kept: &mut Kept,
         batch: &[Job<S>],
         last_writes: &mut Option<i64>,
     ) -> Result<Vec<Outcome>, sqlx::Error> {
@@ -573,7 +583,7 @@ impl<S: Store> Shared<S> {
         idempotency::erase(&mut script, db, &erased, now);
         outbox::erase(&mut script, db, &erased, now);
         script.push("COMMIT", |b| b);
-        script.run(conn).await?;
+        script.run_keeping(conn, kept).await?;
         *last_writes = Some(begun.writes);
         db.committed();
         // Before anyone is answered: the consistency token a caller gets
