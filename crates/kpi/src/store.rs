@@ -156,7 +156,7 @@ pub async fn write_page(
     deltas: &Deltas,
     changes: &BTreeMap<&str, Rewrite<'_>>,
 ) -> anyhow::Result<()> {
-    let mut script = Script::new(db);
+    let mut script = Script::by_statement(db);
     script.insert_rows(
         "INSERT INTO journeys (lead_id, body)",
         2,
@@ -551,7 +551,7 @@ pub async fn add_visits(conn: &mut Conn, db: &Db, visits: &[(Micros, String)]) -
     }
     let quarters: BTreeSet<(&str, i64)> = visits.iter().map(|(at, v)| (v.as_str(), span::quarter_hour(*at))).collect();
     let cells: Vec<(i64, i64, i64)> = cells.changes().collect();
-    let mut script = Script::new(db);
+    let mut script = Script::by_statement(db);
     script.insert_rows(
         "INSERT INTO visitor_quarters (visitor_id, quarter)",
         2,
