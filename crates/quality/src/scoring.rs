@@ -186,7 +186,7 @@ impl Definition {
         self.attribute
             .job_title_rules
             .iter()
-            .position(|(words, _)| words.iter().any(|w| title_has_word(&title, &w.to_lowercase())))
+            .position(|(words, _)| words.iter().any(|w| title_has_word(&title, &lowercase(w))))
             .map_or(TitleMatch::Other, TitleMatch::Rule)
     }
 
@@ -220,11 +220,11 @@ impl Definition {
         if ex.partner_domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
             return Classification::Excluded(Partner);
         }
-        if ex.student_domain_suffixes.iter().any(|s| domain.ends_with(&s.to_lowercase())) {
+        if ex.student_domain_suffixes.iter().any(|s| domain.ends_with(&*lowercase(s))) {
             return Classification::Excluded(Student);
         }
         let title = lead.job_title.to_lowercase();
-        if ex.student_title_words.iter().any(|w| title_has_word(&title, &w.to_lowercase())) {
+        if ex.student_title_words.iter().any(|w| title_has_word(&title, &lowercase(w))) {
             return Classification::Excluded(Student);
         }
         Classification::Prospect
@@ -238,6 +238,16 @@ impl Definition {
             Classification::Prospect if self.is_promising(self.score(lead, touches)) => LeadClass::Promising,
             Classification::Prospect => LeadClass::Nurturing,
         }
+    }
+}
+
+/// `s` lower-cased, without a copy when it is already (as a definition's
+/// words usually are: this runs for every rule word of every lead scored).
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
@@ -372,6 +382,20 @@ mod tests {
             let f = LeadFacts { email, job_title: title, relationship: rel, ..Default::default() };
             assert_eq!(d.classify(&f), want, "{email} / {title} / {rel:?}");
         }
+    }
+
+    #[test]
+    fn a_definitions_words_match_whatever_their_case() {
+        let mut d = Definition::default();
+        d.attribute.job_title_rules.insert(0, (vec!["Chief Growth".into()], 7));
+        d.exclusion.student_title_words.push("WERKSTUDENT".into());
+        d.exclusion.student_domain_suffixes.push(".Uni.Example".into());
+        assert_eq!(d.title_rule("chief growth officer"), TitleMatch::Rule(0));
+        let f = |email, job_title| LeadFacts { email, job_title, ..Default::default() };
+        let student = Classification::Excluded(ExclusionReason::Student);
+        assert_eq!(d.classify(&f("a@corp.example", "Werkstudent Sales")), student);
+        assert_eq!(d.classify(&f("a@cs.uni.example", "")), student);
+        assert_eq!(d.classify(&f("a@corp.example", "Werkstudenten-Betreuer")), Classification::Prospect);
     }
 
     #[test]
