@@ -624,7 +624,8 @@ pub const KEPT_STATEMENT_PARAMS: usize = 2048;
 
 /// The writes of one transaction, collected and then run in order.
 ///
-/// On SQLite the statements are joined into one multi-statement query: one
+/// On SQLite the statements are joined (unless the script was made
+/// [`Script::by_statement`]) into one multi-statement query: one
 /// round trip to the connection's worker thread for the whole script (sqlx
 /// binds the parameters of each statement in turn), where a round trip per
 /// statement made the waits, not SQLite's work, most of a batch's time. On
