@@ -1137,8 +1137,9 @@ mod tests {
         result
     }
 
-    #[tokio::test]
-    async fn scripts_insert_in_padded_chunks_and_update_only_what_changed() {
+    /// A database with table `t` ([`T`]) and a writer's connection to it,
+    /// and 300 rows for it: a statement of 256 and one of 44 padded to 64.
+    async fn table_t() -> (tempfile::TempDir, Db, Conn, Vec<Vec<Value<'static>>>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("db");
         for ddl in [
@@ -1149,10 +1150,14 @@ mod tests {
         ] {
             sqlx::query(ddl).execute(db.writer()).await.expect("ddl");
         }
-        let mut conn = db.open_writer().await.expect("conn");
+        let conn = db.open_writer().await.expect("conn");
+        let rows = (0..300).map(|i| row(&format!("k{i:03}"), i, "x", None)).collect();
+        (dir, db, conn, rows)
+    }
 
-        // 300 rows: a statement of 256 and one of 44 padded to 64.
-        let rows: Vec<Vec<Value<'static>>> = (0..300).map(|i| row(&format!("k{i:03}"), i, "x", None)).collect();
+    #[tokio::test]
+    async fn scripts_insert_in_padded_chunks_and_update_only_what_changed() {
+        let (_dir, db, mut conn, rows) = table_t().await;
         let mut script = Script::new(&db);
         script.upsert(&T, rows.iter().map(|r| (None, r.clone())));
         assert_eq!(script.statements.len(), 1, "on SQLite, one query");
@@ -1188,14 +1193,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_script_by_statement_writes_every_row_and_fails_whole() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("db");
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, a BIGINT NOT NULL, b TEXT NOT NULL, c BIGINT)")
-            .execute(db.writer())
-            .await
-            .expect("ddl");
-        let mut conn = db.open_writer().await.expect("conn");
-        let rows: Vec<Vec<Value<'static>>> = (0..300).map(|i| row(&format!("k{i:03}"), i, "x", None)).collect();
+        let (_dir, db, mut conn, rows) = table_t().await;
         let mut script = Script::by_statement(&db);
         script.upsert(&T, rows.iter().map(|r| (None, r.clone())));
         assert_eq!(script.statements.len(), 2, "one query per statement");
